@@ -1,0 +1,427 @@
+package media
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Errors returned by the Hub. Callers match them with errors.Is and turn them
+// into protocol errors (404, 409, RTSP 404/400 …).
+var (
+	ErrNotFound         = errors.New("stream not found")
+	ErrAlreadyPublished = errors.New("stream is already being published")
+	ErrStreamEnded      = errors.New("stream ended")
+	ErrHubClosed        = errors.New("hub closed")
+)
+
+// HubConfig tunes a Hub. The zero value is usable; see the field defaults.
+type HubConfig struct {
+	// ReaderQueue is how many units a reader may have waiting before it is
+	// considered slow and skips to the next keyframe. Default 512 (about 8 s
+	// of 30 fps video with audio).
+	ReaderQueue int
+
+	// GOPCacheUnits caps the units kept since the last keyframe for new
+	// readers. A longer GOP than this disables the cache until the next
+	// keyframe. Default 2048.
+	GOPCacheUnits int
+
+	// Logger receives the hub's log lines. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c HubConfig) withDefaults() HubConfig {
+	if c.ReaderQueue <= 0 {
+		c.ReaderQueue = 512
+	}
+	if c.GOPCacheUnits <= 0 {
+		c.GOPCacheUnits = 2048
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// HubEvent tells a HubObserver that a stream started or ended.
+type HubEvent struct {
+	Stream    string
+	Published bool // true when published, false when it ended
+}
+
+// HubObserver is notified of streams that start and end, for example by the
+// overlay to gossip them. Callbacks run without hub locks held, in order,
+// on the goroutine that caused them; they must not block.
+type HubObserver interface {
+	OnHubEvent(HubEvent)
+}
+
+// Hub is a node's stream table: one publisher per stream, any number of
+// readers per stream.
+type Hub struct {
+	cfg HubConfig
+	log *slog.Logger
+
+	mu        sync.Mutex
+	streams   map[string]*Stream
+	observers []HubObserver
+	closed    bool
+}
+
+// NewHub returns an empty hub.
+func NewHub(cfg HubConfig) *Hub {
+	cfg = cfg.withDefaults()
+	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"), streams: map[string]*Stream{}}
+}
+
+// Observe registers an observer of stream events.
+func (h *Hub) Observe(o HubObserver) {
+	h.mu.Lock()
+	h.observers = append(h.observers, o)
+	h.mu.Unlock()
+}
+
+func (h *Hub) notify(ev HubEvent) {
+	h.mu.Lock()
+	obs := append([]HubObserver(nil), h.observers...)
+	h.mu.Unlock()
+	for _, o := range obs {
+		o.OnHubEvent(ev)
+	}
+}
+
+// Publish registers a publisher for the stream path (a stream name, with an
+// optional "@rendition"). It fails with ErrInvalidName, ErrAlreadyPublished
+// or a description error; it never takes a live stream over.
+// source describes the publisher for logs and the API ("rtsp 10.0.0.5:4312").
+func (h *Hub) Publish(path string, desc Description, source string) (*Publisher, error) {
+	if _, _, err := ParsePath(path); err != nil {
+		return nil, err
+	}
+	if err := desc.Validate(); err != nil {
+		return nil, fmt.Errorf("publish %s: %w", path, err)
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrHubClosed
+	}
+	if _, ok := h.streams[path]; ok {
+		h.mu.Unlock()
+		return nil, fmt.Errorf("publish %s: %w", path, ErrAlreadyPublished)
+	}
+	s := &Stream{
+		hub:       h,
+		path:      path,
+		desc:      desc,
+		source:    source,
+		published: time.Now(),
+		video:     desc.VideoTrack(),
+		readers:   map[*Reader]struct{}{},
+	}
+	h.streams[path] = s
+	h.mu.Unlock()
+	h.log.Info("stream published", "stream", path, "source", source, "tracks", trackList(desc))
+	h.notify(HubEvent{Stream: path, Published: true})
+	return &Publisher{s: s}, nil
+}
+
+func trackList(d Description) []string {
+	out := make([]string, len(d.Tracks))
+	for i, t := range d.Tracks {
+		out[i] = t.String()
+	}
+	return out
+}
+
+// Subscribe returns a reader of the stream that starts at its last keyframe.
+func (h *Hub) Subscribe(path string, client string) (*Reader, error) {
+	h.mu.Lock()
+	s, ok := h.streams[path]
+	h.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("read %s: %w", path, ErrNotFound)
+	}
+	return s.subscribe(client)
+}
+
+// Lookup returns the live stream at path.
+func (h *Hub) Lookup(path string) (*Stream, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	s, ok := h.streams[path]
+	return s, ok
+}
+
+// Streams lists the live streams, sorted by path.
+func (h *Hub) Streams() []StreamInfo {
+	h.mu.Lock()
+	ss := make([]*Stream, 0, len(h.streams))
+	for _, s := range h.streams {
+		ss = append(ss, s)
+	}
+	h.mu.Unlock()
+	out := make([]StreamInfo, len(ss))
+	for i, s := range ss {
+		out[i] = s.Info()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// Close ends every stream; readers get ErrStreamEnded. Later Publish calls
+// fail with ErrHubClosed.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	ss := make([]*Stream, 0, len(h.streams))
+	for _, s := range h.streams {
+		ss = append(ss, s)
+	}
+	h.mu.Unlock()
+	for _, s := range ss {
+		s.end()
+	}
+	return nil
+}
+
+// StreamInfo is a snapshot of a stream for the API and metrics.
+type StreamInfo struct {
+	Path        string    `json:"path"`
+	Source      string    `json:"source"`
+	Tracks      []string  `json:"tracks"`
+	Readers     int       `json:"readers"`
+	PublishedAt time.Time `json:"published_at"`
+	BytesIn     uint64    `json:"bytes_in"`
+	UnitsIn     uint64    `json:"units_in"`
+	// Kbps is the average input bitrate since publishing.
+	Kbps float64 `json:"kbps"`
+}
+
+// Stream is one published stream in the hub.
+type Stream struct {
+	hub       *Hub
+	path      string
+	desc      Description
+	source    string
+	published time.Time
+	video     int
+
+	bytesIn atomic.Uint64
+	unitsIn atomic.Uint64
+
+	mu      sync.Mutex
+	readers map[*Reader]struct{}
+	gop     []*Unit // units since the last video keyframe
+	gopOK   bool    // gop starts at a keyframe and is complete
+	ended   bool
+}
+
+// Path is the stream's path ("live/cam1" or "live/cam1@360p").
+func (s *Stream) Path() string { return s.path }
+
+// Description is the publisher's description. It must not be modified.
+func (s *Stream) Description() Description { return s.desc }
+
+// Info returns a snapshot of the stream.
+func (s *Stream) Info() StreamInfo {
+	s.mu.Lock()
+	n := len(s.readers)
+	s.mu.Unlock()
+	b := s.bytesIn.Load()
+	el := time.Since(s.published).Seconds()
+	kbps := 0.0
+	if el > 0 {
+		kbps = float64(b) * 8 / 1000 / el
+	}
+	return StreamInfo{
+		Path: s.path, Source: s.source, Tracks: trackList(s.desc), Readers: n,
+		PublishedAt: s.published, BytesIn: b, UnitsIn: s.unitsIn.Load(), Kbps: kbps,
+	}
+}
+
+func (s *Stream) subscribe(client string) (*Reader, error) {
+	r := &Reader{s: s, client: client, ch: make(chan *Unit, s.hub.cfg.ReaderQueue)}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return nil, fmt.Errorf("read %s: %w", s.path, ErrStreamEnded)
+	}
+	if s.gopOK {
+		for _, u := range s.gop {
+			r.offer(u, s.video)
+		}
+	} else {
+		r.waitKey = true
+	}
+	s.readers[r] = struct{}{}
+	return r, nil
+}
+
+func (s *Stream) write(u *Unit) {
+	s.bytesIn.Add(uint64(u.Size()))
+	s.unitsIn.Add(1)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended {
+		return
+	}
+	if u.Track == s.video && u.Key {
+		clear(s.gop)
+		s.gop = s.gop[:0]
+		s.gopOK = true
+	}
+	if s.gopOK {
+		if len(s.gop) >= s.hub.cfg.GOPCacheUnits {
+			clear(s.gop)
+			s.gop, s.gopOK = s.gop[:0], false
+		} else {
+			s.gop = append(s.gop, u)
+		}
+	}
+	for r := range s.readers {
+		r.offer(u, s.video)
+	}
+}
+
+func (s *Stream) end() {
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return
+	}
+	s.ended = true
+	for r := range s.readers {
+		r.closeQueue()
+	}
+	s.readers = nil
+	s.gop = nil
+	s.mu.Unlock()
+
+	h := s.hub
+	h.mu.Lock()
+	if h.streams[s.path] == s {
+		delete(h.streams, s.path)
+	}
+	h.mu.Unlock()
+	h.log.Info("stream ended", "stream", s.path, "source", s.source,
+		"bytes_in", s.bytesIn.Load(), "duration", time.Since(s.published).Round(time.Millisecond))
+	h.notify(HubEvent{Stream: s.path, Published: false})
+}
+
+// Publisher writes units into a stream. Write and Close may be called from
+// one goroutine at a time.
+type Publisher struct {
+	s *Stream
+}
+
+// Stream returns the published stream.
+func (p *Publisher) Stream() *Stream { return p.s }
+
+// Write fans the unit out to every reader without blocking. The unit must
+// not be modified afterwards.
+func (p *Publisher) Write(u *Unit) {
+	if u.Track < 0 || u.Track >= len(p.s.desc.Tracks) {
+		return
+	}
+	p.s.write(u)
+}
+
+// Close ends the stream: readers drain what they have and then get
+// ErrStreamEnded, and the path can be published again.
+func (p *Publisher) Close() {
+	p.s.end()
+}
+
+// Reader reads one stream's units in order.
+type Reader struct {
+	s      *Stream
+	client string
+	ch     chan *Unit
+
+	// guarded by s.mu
+	waitKey  bool
+	chClosed bool
+
+	dropped atomic.Uint64
+	skips   atomic.Uint64
+}
+
+// offer queues u for the reader; called with s.mu held.
+func (r *Reader) offer(u *Unit, video int) {
+	if r.waitKey {
+		if !(u.Key && (u.Track == video || video < 0)) {
+			r.dropped.Add(1)
+			return
+		}
+		r.waitKey = false
+	}
+	select {
+	case r.ch <- u:
+		return
+	default:
+	}
+	// The reader fell behind a full queue: drop what it has and resume at
+	// the next keyframe so that it decodes cleanly again.
+	n := 1
+	for drained := false; !drained; {
+		select {
+		case <-r.ch:
+			n++
+		default:
+			drained = true
+		}
+	}
+	r.dropped.Add(uint64(n))
+	if r.skips.Add(1) == 1 {
+		r.s.hub.log.Warn("slow reader skips to next keyframe", "stream", r.s.path, "client", r.client)
+	}
+	r.waitKey = true
+}
+
+func (r *Reader) closeQueue() {
+	if !r.chClosed {
+		r.chClosed = true
+		close(r.ch)
+	}
+}
+
+// Stream returns the stream being read.
+func (r *Reader) Stream() *Stream { return r.s }
+
+// Description is the stream's description.
+func (r *Reader) Description() Description { return r.s.desc }
+
+// C returns the reader's queue. It is closed when the stream ends or the
+// reader is closed. Use it to select on units together with other events.
+func (r *Reader) C() <-chan *Unit { return r.ch }
+
+// Read returns the next unit; it blocks until one is there, and returns
+// ErrStreamEnded once the stream ended and the queue is drained.
+func (r *Reader) Read() (*Unit, error) {
+	u, ok := <-r.ch
+	if !ok {
+		return nil, ErrStreamEnded
+	}
+	return u, nil
+}
+
+// Dropped counts the units this reader lost because it was too slow.
+func (r *Reader) Dropped() uint64 { return r.dropped.Load() }
+
+// Skips counts how many times the reader fell behind and skipped to a keyframe.
+func (r *Reader) Skips() uint64 { return r.skips.Load() }
+
+// Close stops reading; a pending Read returns ErrStreamEnded.
+func (r *Reader) Close() {
+	s := r.s
+	s.mu.Lock()
+	delete(s.readers, r)
+	r.closeQueue()
+	s.mu.Unlock()
+}

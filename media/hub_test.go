@@ -1,0 +1,159 @@
+package media
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func testDesc() Description {
+	// A real 320x240 baseline SPS/PPS (x264).
+	sps := []byte{0x67, 0x42, 0xc0, 0x0d, 0xd9, 0x01, 0x41, 0xfb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x42, 0xa4, 0x80}
+	pps := []byte{0x68, 0xcb, 0x83, 0xcb, 0x20}
+	return Description{Tracks: []*Track{{Codec: CodecH264, SPS: sps, PPS: pps}, {Codec: CodecOpus, SampleRate: 48000, Channels: 2}}}
+}
+
+func video(i int, key bool) *Unit {
+	return &Unit{Track: 0, PTS: time.Duration(i) * 33 * time.Millisecond, Key: key, Data: [][]byte{{0x65, byte(i)}}}
+}
+
+func TestDescriptionNeedsH264(t *testing.T) {
+	d := testDesc()
+	if w, h, _, err := d.Tracks[0].Video(); err != nil || w != 320 || h != 240 {
+		t.Fatalf("Video() = %d %d %v, want 320x240", w, h, err)
+	}
+	if err := (Description{Tracks: []*Track{{Codec: CodecOpus}}}).Validate(); err == nil {
+		t.Fatal("audio-only description accepted")
+	}
+	if err := (Description{Tracks: []*Track{{Codec: "H265"}}}).Validate(); err == nil {
+		t.Fatal("H265 accepted")
+	}
+}
+
+func TestHubRefusesSecondPublisher(t *testing.T) {
+	h := NewHub(HubConfig{})
+	p, err := h.Publish("live/cam1", testDesc(), "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Publish("live/cam1", testDesc(), "b"); !errors.Is(err, ErrAlreadyPublished) {
+		t.Fatalf("second publish: %v, want ErrAlreadyPublished", err)
+	}
+	if _, err := h.Publish("live/../x", testDesc(), "c"); !errors.Is(err, ErrInvalidName) {
+		t.Fatalf("hostile name: %v, want ErrInvalidName", err)
+	}
+	p.Close()
+	if _, err := h.Publish("live/cam1", testDesc(), "b"); err != nil {
+		t.Fatalf("publish after the first left: %v", err)
+	}
+}
+
+func TestHubNewReaderStartsAtLastKeyframe(t *testing.T) {
+	h := NewHub(HubConfig{})
+	p, _ := h.Publish("live/cam1", testDesc(), "a")
+	for i := 0; i < 10; i++ {
+		p.Write(video(i, i%5 == 0))
+	}
+	r, err := h.Subscribe("live/cam1", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := r.Read()
+	if !u.Key || u.Data[0][1] != 5 {
+		t.Fatalf("first unit %d key=%v, want keyframe 5", u.Data[0][1], u.Key)
+	}
+	for want := 6; want < 10; want++ {
+		if u, _ := r.Read(); int(u.Data[0][1]) != want {
+			t.Fatalf("got unit %d, want %d", u.Data[0][1], want)
+		}
+	}
+}
+
+func TestHubReaderWaitsForKeyframeWithoutGOP(t *testing.T) {
+	h := NewHub(HubConfig{})
+	p, _ := h.Publish("live/cam1", testDesc(), "a")
+	p.Write(video(0, false)) // no keyframe yet: nothing to start from
+	r, _ := h.Subscribe("live/cam1", "t")
+	p.Write(video(1, false))
+	p.Write(video(2, true))
+	if u, _ := r.Read(); u.Data[0][1] != 2 {
+		t.Fatalf("first unit %d, want the keyframe 2", u.Data[0][1])
+	}
+}
+
+func TestHubSlowReaderSkipsToKeyframeWithoutSlowingOthers(t *testing.T) {
+	h := NewHub(HubConfig{ReaderQueue: 8})
+	p, _ := h.Publish("live/cam1", testDesc(), "a")
+	slow, _ := h.Subscribe("live/cam1", "slow")
+	fast, _ := h.Subscribe("live/cam1", "fast")
+	got := make(chan int, 1000)
+	go func() {
+		for {
+			u, err := fast.Read()
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- int(u.Data[0][1])
+		}
+	}()
+	fastGot := 0
+	done := make(chan struct{})
+	go func() {
+		// The writer must never block, though slow never reads; it waits
+		// for fast to take each unit, as a real-time publisher would.
+		defer close(done)
+		for i := 0; i < 100; i++ {
+			p.Write(video(i, i%10 == 0))
+			if <-got == i {
+				fastGot++
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("publisher blocked by a slow reader")
+	}
+	if fastGot != 100 {
+		t.Fatalf("fast reader got %d of 100 units in order", fastGot)
+	}
+	if slow.Skips() == 0 || slow.Dropped() == 0 {
+		t.Fatalf("slow reader skips=%d dropped=%d, want both > 0", slow.Skips(), slow.Dropped())
+	}
+	// After a skip the slow reader resumes exactly at a keyframe.
+	p.Write(video(100, true))
+	u, _ := slow.Read()
+	if !u.Key {
+		t.Fatalf("slow reader resumed at non-key unit %d", u.Data[0][1])
+	}
+	p.Close()
+}
+
+type observerFunc func(HubEvent)
+
+func (f observerFunc) OnHubEvent(e HubEvent) { f(e) }
+
+func BenchmarkHubFanOut100Readers(b *testing.B) {
+	h := NewHub(HubConfig{ReaderQueue: 1 << 16})
+	p, _ := h.Publish("live/cam1", testDesc(), "a")
+	var rs []*Reader
+	for i := 0; i < 100; i++ {
+		r, _ := h.Subscribe("live/cam1", "r")
+		rs = append(rs, r)
+		go func() {
+			for {
+				if _, err := r.Read(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	u := video(1, false)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		p.Write(u)
+	}
+	b.StopTimer()
+	p.Close()
+}
