@@ -1,6 +1,7 @@
 package media
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,19 @@ type HubConfig struct {
 
 	// Logger receives the hub's log lines. Default slog.Default().
 	Logger *slog.Logger
+
+	// Renditions, when set, is asked to produce a rendition
+	// ("live/cam1@360p") that a reader subscribes to and nobody publishes
+	// yet; see RenditionProvider.
+	Renditions RenditionProvider
+}
+
+// RenditionProvider makes renditions on demand, for example by starting a
+// serverlet that transcodes the source. Ensure returns once the rendition
+// is published in the hub, or with an error that says why it cannot be
+// (wrap ErrNotFound for "no such rendition").
+type RenditionProvider interface {
+	Ensure(ctx context.Context, path string) error
 }
 
 func (c HubConfig) withDefaults() HubConfig {
@@ -140,12 +154,37 @@ func trackList(d Description) []string {
 }
 
 // Subscribe returns a reader of the stream that starts at its last keyframe.
+// A rendition that is not running yet is asked of the RenditionProvider,
+// waiting at most 10 s for it; SubscribeContext bounds the wait otherwise.
 func (h *Hub) Subscribe(path string, client string) (*Reader, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return h.SubscribeContext(ctx, path, client)
+}
+
+// SubscribeContext is Subscribe with a context bounding the wait for an
+// on-demand rendition.
+func (h *Hub) SubscribeContext(ctx context.Context, path string, client string) (*Reader, error) {
 	h.mu.Lock()
 	s, ok := h.streams[path]
 	h.mu.Unlock()
 	if !ok {
-		return nil, fmt.Errorf("read %s: %w", path, ErrNotFound)
+		stream, rendition, err := ParsePath(path)
+		if err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if rendition == "" || h.cfg.Renditions == nil {
+			return nil, fmt.Errorf("read %s: %w", path, ErrNotFound)
+		}
+		if _, live := h.Lookup(stream); !live {
+			return nil, fmt.Errorf("read %s: source %s: %w", path, stream, ErrNotFound)
+		}
+		if err := h.cfg.Renditions.Ensure(ctx, path); err != nil {
+			return nil, fmt.Errorf("read %s: %w", path, err)
+		}
+		if s, ok = h.Lookup(path); !ok {
+			return nil, fmt.Errorf("read %s: rendition ended at once: %w", path, ErrNotFound)
+		}
 	}
 	return s.subscribe(client)
 }

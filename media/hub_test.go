@@ -1,7 +1,9 @@
 package media
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -156,4 +158,38 @@ func BenchmarkHubFanOut100Readers(b *testing.B) {
 	}
 	b.StopTimer()
 	p.Close()
+}
+
+type renditionFunc func(ctx context.Context, path string) error
+
+func (f renditionFunc) Ensure(ctx context.Context, path string) error { return f(ctx, path) }
+
+func TestHubAsksRenditionProviderForMissingRendition(t *testing.T) {
+	var h *Hub
+	var asked []string
+	h = NewHub(HubConfig{Renditions: renditionFunc(func(ctx context.Context, path string) error {
+		asked = append(asked, path)
+		if path != "live/cam1@360p" {
+			return fmt.Errorf("no such rendition: %w", ErrNotFound)
+		}
+		_, err := h.Publish(path, testDesc(), "serverlet")
+		return err
+	})})
+	if _, err := h.Subscribe("live/cam1@360p", "t"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("rendition of a missing source: %v, want ErrNotFound", err)
+	}
+	if len(asked) != 0 {
+		t.Fatal("provider asked for a rendition of a stream that is not live")
+	}
+	h.Publish("live/cam1", testDesc(), "src")
+	r, err := h.Subscribe("live/cam1@360p", "t")
+	if err != nil || r.Stream().Path() != "live/cam1@360p" {
+		t.Fatalf("on-demand rendition: %v", err)
+	}
+	if _, err := h.Subscribe("live/cam1@9000p", "t"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown rendition: %v, want ErrNotFound", err)
+	}
+	if len(asked) != 2 {
+		t.Fatalf("provider asked %v", asked)
+	}
 }

@@ -126,7 +126,7 @@ func TestRunReportsSRTRejectionReason(t *testing.T) {
 }
 
 func TestSRTStreamIDFromQueryWins(t *testing.T) {
-	u, err := parseURL("srt://127.0.0.1:8890/ignored?streamid=publish:live/cam1&latency=200")
+	u, err := parseURL("srt://127.0.0.1:8890/ignored?streamid=publish:live/cam1&latency=200000") // µs, as in ffmpeg URLs
 	if err != nil {
 		t.Fatal(err)
 	}

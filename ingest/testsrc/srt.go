@@ -36,11 +36,23 @@ type srtSink struct {
 }
 
 // srtConfig turns the URL into an SRT caller configuration: the query
-// carries SRT options (streamid, latency, passphrase, …) and a path, when
+// carries SRT options (streamid, latency in µs as ffmpeg has it, passphrase, …) and a path, when
 // there is no streamid, names the stream ("publish:<path>").
 func srtConfig(u *url.URL) (srt.Config, error) {
 	cfg := srt.DefaultConfig()
-	if err := cfg.UnmarshalQuery(u.RawQuery); err != nil {
+	q := u.Query()
+	// The latency options are in microseconds, as in ffmpeg's srt:// URLs
+	// (the ones users copy), while gosrt reads them as milliseconds.
+	for _, k := range []string{"latency", "rcvlatency", "peerlatency"} {
+		if v := q.Get(k); v != "" {
+			us, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || us < 0 {
+				return cfg, fmt.Errorf("SRT option %s=%q: want microseconds", k, v)
+			}
+			q.Set(k, strconv.FormatInt(us/1000, 10))
+		}
+	}
+	if err := cfg.UnmarshalQuery(q.Encode()); err != nil {
 		return cfg, fmt.Errorf("SRT options: %w", err)
 	}
 	if p := strings.Trim(u.Path, "/"); cfg.StreamId == "" && p != "" {

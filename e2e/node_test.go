@@ -1,0 +1,105 @@
+// Package e2e runs whole Gradient nodes against real publishers (the ffmpeg
+// command, the test-pattern publisher) and real viewers (ffmpeg, the Go
+// WHEP client, headless Chromium).
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/node"
+)
+
+// testNode is a node on loopback with free ports and a captured log.
+type testNode struct {
+	*node.Node
+	cfg  node.Config
+	logs *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// freeRTPPair returns an even UDP port whose successor is free too.
+func freeRTPPair(t testing.TB) (int, int) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		p := testutil.FreePort(t, "udp") &^ 1
+		a, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		b, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+1))
+		a.Close()
+		if err != nil {
+			continue
+		}
+		b.Close()
+		return p, p + 1
+	}
+	t.Fatal("no free even/odd UDP port pair")
+	return 0, 0
+}
+
+// startNode starts a node on 127.0.0.1 with every port free and gossip off.
+func startNode(t testing.TB) *testNode {
+	t.Helper()
+	cfg := node.DefaultConfig()
+	cfg.Name = "e2e"
+	cfg.Data = t.TempDir()
+	cfg.HTTP = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
+	cfg.RTSP.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
+	rtp, rtcp := freeRTPPair(t)
+	cfg.RTSP.UDPRTPAddr, cfg.RTSP.UDPRTCPAddr = fmt.Sprintf("127.0.0.1:%d", rtp), fmt.Sprintf("127.0.0.1:%d", rtcp)
+	cfg.SRT.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "udp"))
+	cfg.WebRTC.ICEUDPAddr = "127.0.0.1:0"
+	cfg.Gossip.Addr = node.Off
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n, err := node.New(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		n.Close()
+		if t.Failed() {
+			t.Logf("node log:\n%s", logs.String())
+		}
+	})
+	return &testNode{Node: n, cfg: cfg, logs: logs}
+}
+
+func (n *testNode) rtspURL(path string) string { return "rtsp://" + n.cfg.RTSP.Addr + "/" + path }
+func (n *testNode) srtURL(path string) string {
+	return "srt://" + n.cfg.SRT.Addr + "?streamid=publish:" + path + "&latency=120000"
+}
+func (n *testNode) httpURL(p string) string { return "http://" + n.HTTPAddr() + "/" + p }
+
+// waitStream waits until path is live in the node's hub.
+func (n *testNode) waitStream(t testing.TB, path string) {
+	t.Helper()
+	testutil.Eventually(t, 20*time.Second, "stream "+path+" published", func() bool {
+		_, ok := n.Hub.Lookup(path)
+		return ok
+	})
+}

@@ -1,0 +1,107 @@
+package node
+
+import (
+	"encoding/json"
+	"html/template"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gradient-cdn/gradient/media"
+	"github.com/gradient-cdn/gradient/overlay"
+)
+
+// routeAPI mounts the JSON API, /metrics, /healthz and the dashboard.
+//
+//	GET /api/v1/node      this node: name, version, uptime, sessions
+//	GET /api/v1/streams   live streams with tracks, readers and bitrate
+//	GET /api/v1/cluster   members as gossip sees them
+func (n *Node) routeAPI(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/node", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{
+			"name":            n.cfg.Name,
+			"uptime_seconds":  time.Since(n.started).Seconds(),
+			"webrtc_sessions": n.WebRTC.Sessions(),
+			"hls_streams":     n.HLS.Streams(),
+			"streams":         len(n.Hub.Streams()),
+		})
+	})
+	mux.HandleFunc("GET /api/v1/streams", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, map[string]any{"streams": n.Hub.Streams()})
+	})
+	mux.HandleFunc("GET /api/v1/cluster", func(w http.ResponseWriter, r *http.Request) {
+		var members []overlay.Member
+		if n.Members != nil {
+			members = n.Members.Members()
+		}
+		writeJSON(w, map[string]any{"self": n.cfg.Name, "members": members})
+	})
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no such API endpoint", http.StatusNotFound)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /{$}", n.serveDashboard)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+var dashboard = template.Must(template.New("dash").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Gradient {{.Name}}</title>
+<meta http-equiv="refresh" content="5">
+<style>body{font:14px system-ui,sans-serif;background:#111;color:#ddd;margin:2em}a{color:#7cf}
+table{border-collapse:collapse}td,th{padding:4px 12px;border-bottom:1px solid #333;text-align:left}</style></head>
+<body><h1>Gradient node {{.Name}}</h1>
+<h2>Live streams</h2>
+{{if .Streams}}<table><tr><th>stream</th><th>source</th><th>tracks</th><th>readers</th><th>kbps</th><th>watch</th></tr>
+{{range .Streams}}<tr><td>{{.Path}}</td><td>{{.Source}}</td><td>{{range .Tracks}}{{.}} {{end}}</td><td>{{.Readers}}</td>
+<td>{{printf "%.0f" .Kbps}}</td><td><a href="/{{.Path}}/">player</a> · <a href="/{{.Path}}/index.m3u8">HLS</a></td></tr>{{end}}</table>
+{{else}}<p>No stream yet. Publish one: <code>ffmpeg -re -i in.mp4 -c copy -f rtsp rtsp://HOST:8554/live/cam1</code></p>{{end}}
+<h2>Cluster</h2><table><tr><th>node</th><th>address</th><th>state</th></tr>
+{{range .Members}}<tr><td>{{.Name}}</td><td>{{.Addr}}</td><td>{{.State}}</td></tr>{{end}}</table>
+<p><a href="/api/v1/streams">API</a> · <a href="/metrics">metrics</a></p></body></html>`))
+
+func (n *Node) serveDashboard(w http.ResponseWriter, r *http.Request) {
+	var members []overlay.Member
+	if n.Members != nil {
+		members = n.Members.Members()
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	dashboard.Execute(w, map[string]any{"Name": n.cfg.Name, "Streams": n.Hub.Streams(), "Members": members})
+}
+
+// hubCollector exports the hub's streams as Prometheus metrics.
+type hubCollector struct {
+	hub                    *media.Hub
+	readers, bytesIn, kbps *prometheus.Desc
+}
+
+func newHubCollector(h *media.Hub) *hubCollector {
+	l := []string{"stream"}
+	return &hubCollector{hub: h,
+		readers: prometheus.NewDesc("gradient_stream_readers", "Hub readers of a live stream (one per protocol muxer or session).", l, nil),
+		bytesIn: prometheus.NewDesc("gradient_stream_bytes_in_total", "Payload bytes published into a stream.", l, nil),
+		kbps:    prometheus.NewDesc("gradient_stream_input_kbps", "Average input bitrate of a stream since it was published.", l, nil),
+	}
+}
+
+func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.readers
+	ch <- c.bytesIn
+	ch <- c.kbps
+}
+
+func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.hub.Streams() {
+		ch <- prometheus.MustNewConstMetric(c.readers, prometheus.GaugeValue, float64(s.Readers), s.Path)
+		ch <- prometheus.MustNewConstMetric(c.bytesIn, prometheus.CounterValue, float64(s.BytesIn), s.Path)
+		ch <- prometheus.MustNewConstMetric(c.kbps, prometheus.GaugeValue, s.Kbps, s.Path)
+	}
+}

@@ -1,0 +1,234 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is a node's whole configuration: one YAML file, every field
+// optional. DefaultConfig gives the values a node runs with when the file
+// leaves a field out; `gradient node --print-config` prints them.
+type Config struct {
+	// Name identifies the node in the cluster and in logs. Default: the host name.
+	Name string `yaml:"name"`
+
+	// Data is the folder for the node's state (VoD chunk cache, keys).
+	// Default "./data". Created when missing.
+	Data string `yaml:"data"`
+
+	// LogLevel is debug, info, warn or error. Default info.
+	LogLevel string `yaml:"log_level"`
+
+	// HTTP is the listen address of the API, HLS, WHEP, player page,
+	// dashboard and /metrics. Default ":8080".
+	HTTP string `yaml:"http"`
+
+	RTSP   RTSPConfig   `yaml:"rtsp"`
+	SRT    SRTConfig    `yaml:"srt"`
+	WebRTC WebRTCConfig `yaml:"webrtc"`
+	HLS    HLSConfig    `yaml:"hls"`
+	Hub    HubConfig    `yaml:"hub"`
+	Gossip GossipConfig `yaml:"gossip"`
+}
+
+// RTSPConfig configures RTSP publish, read and relay.
+type RTSPConfig struct {
+	// Addr is the RTSP TCP listen address. Default ":8554". Empty string
+	// in the file keeps the default; "off" disables RTSP.
+	Addr string `yaml:"addr"`
+	// UDPRTPAddr and UDPRTCPAddr are the UDP transport's ports (RTP must be
+	// even, RTCP = RTP+1). Defaults ":8000" and ":8001"; "off" disables UDP
+	// transport (TCP interleaved still works).
+	UDPRTPAddr  string `yaml:"udp_rtp_addr"`
+	UDPRTCPAddr string `yaml:"udp_rtcp_addr"`
+}
+
+// SRTConfig configures SRT publish.
+type SRTConfig struct {
+	// Addr is the SRT UDP listen address. Default ":8890"; "off" disables SRT.
+	Addr string `yaml:"addr"`
+	// Latency is SRT's receive latency. Default 120ms.
+	Latency time.Duration `yaml:"latency"`
+	// Passphrase, when set, is required of publishers (10 to 79 characters).
+	Passphrase string `yaml:"passphrase"`
+}
+
+// WebRTCConfig configures WHEP playback.
+type WebRTCConfig struct {
+	// ICEUDPAddr is the one UDP port all WebRTC sessions share. Default ":8189".
+	ICEUDPAddr string `yaml:"ice_udp_addr"`
+	// AdvertiseIPs are the addresses put in ICE candidates (for a host
+	// behind 1:1 NAT give its public IP). Default: the local interfaces.
+	AdvertiseIPs []string `yaml:"advertise_ips"`
+	// MaxSessions caps concurrent WHEP sessions. Default 2000.
+	MaxSessions int `yaml:"max_sessions"`
+}
+
+// HLSConfig configures HLS and LL-HLS playback.
+type HLSConfig struct {
+	// SegmentDuration is the target segment length. Default 1s.
+	SegmentDuration time.Duration `yaml:"segment_duration"`
+	// PartDuration is the LL-HLS part length. Default 200ms.
+	PartDuration time.Duration `yaml:"part_duration"`
+	// SegmentCount is how many segments a playlist lists. Default 7.
+	SegmentCount int `yaml:"segment_count"`
+	// IdleTimeout closes a stream's HLS muxer after no request for this long. Default 30s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+}
+
+// HubConfig tunes the stream table.
+type HubConfig struct {
+	// ReaderQueue is how many units a reader may lag before it skips to the
+	// next keyframe. Default 512.
+	ReaderQueue int `yaml:"reader_queue"`
+	// GOPCacheUnits caps the keyframe cache for new readers. Default 2048.
+	GOPCacheUnits int `yaml:"gop_cache_units"`
+}
+
+// GossipConfig configures cluster membership.
+type GossipConfig struct {
+	// Addr is the gossip TCP+UDP listen address. Default ":7946"; "off"
+	// runs the node alone.
+	Addr string `yaml:"addr"`
+	// Advertise is the address other nodes reach this one at. Default: the
+	// bind address, or the first private IP when bound to all interfaces.
+	Advertise string `yaml:"advertise"`
+	// Join lists seed nodes ("host:port") to join at start.
+	Join []string `yaml:"join"`
+	// Key is the cluster encryption key, base64 of 16, 24 or 32 bytes.
+	// Empty: gossip is not encrypted (only for a single trusted host).
+	Key string `yaml:"key"`
+}
+
+// DefaultConfig returns the configuration of a node started with no file
+// and no flags.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "gradient"
+	}
+	c := Config{
+		Name:     host,
+		Data:     "./data",
+		LogLevel: "info",
+		HTTP:     ":8080",
+		RTSP:     RTSPConfig{Addr: ":8554", UDPRTPAddr: ":8000", UDPRTCPAddr: ":8001"},
+		SRT:      SRTConfig{Addr: ":8890", Latency: 120 * time.Millisecond},
+		WebRTC:   WebRTCConfig{ICEUDPAddr: ":8189", MaxSessions: 2000},
+		HLS:      HLSConfig{SegmentDuration: time.Second, PartDuration: 200 * time.Millisecond, SegmentCount: 7, IdleTimeout: 30 * time.Second},
+		Hub:      HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048},
+		Gossip:   GossipConfig{Addr: ":7946"},
+	}
+	return c
+}
+
+// LoadConfig reads a YAML file over the defaults. Unknown fields are errors,
+// so that a typo does not silently leave a default in place.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	// An empty file (io.EOF) means all defaults.
+	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Off is the address value that disables a listener.
+const Off = "off"
+
+// Validate checks every field and names the bad one.
+func (c Config) Validate() error {
+	if c.Name == "" || strings.ContainsAny(c.Name, " \t\r\n/@") {
+		return fmt.Errorf("name: %q must be non-empty without spaces, '/' or '@'", c.Name)
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level: %q is not debug, info, warn or error", c.LogLevel)
+	}
+	addrs := []struct {
+		field, v string
+		canOff   bool
+	}{
+		{"http", c.HTTP, false},
+		{"rtsp.addr", c.RTSP.Addr, true},
+		{"rtsp.udp_rtp_addr", c.RTSP.UDPRTPAddr, true},
+		{"rtsp.udp_rtcp_addr", c.RTSP.UDPRTCPAddr, true},
+		{"srt.addr", c.SRT.Addr, true},
+		{"webrtc.ice_udp_addr", c.WebRTC.ICEUDPAddr, false},
+		{"gossip.addr", c.Gossip.Addr, true},
+	}
+	for _, a := range addrs {
+		if a.canOff && a.v == Off {
+			continue
+		}
+		if err := checkAddr(a.v); err != nil {
+			return fmt.Errorf("%s: %w", a.field, err)
+		}
+	}
+	if (c.RTSP.UDPRTPAddr == Off) != (c.RTSP.UDPRTCPAddr == Off) {
+		return errors.New("rtsp.udp_rtp_addr and rtsp.udp_rtcp_addr: both or neither must be off")
+	}
+	for i, j := range c.Gossip.Join {
+		if err := checkAddr(j); err != nil {
+			return fmt.Errorf("gossip.join[%d]: %w", i, err)
+		}
+	}
+	for i, ip := range c.WebRTC.AdvertiseIPs {
+		if net.ParseIP(ip) == nil {
+			return fmt.Errorf("webrtc.advertise_ips[%d]: %q is not an IP address", i, ip)
+		}
+	}
+	if c.SRT.Passphrase != "" && (len(c.SRT.Passphrase) < 10 || len(c.SRT.Passphrase) > 79) {
+		return errors.New("srt.passphrase: must be 10 to 79 characters")
+	}
+	pos := []struct {
+		field string
+		ok    bool
+	}{
+		{"srt.latency", c.SRT.Latency > 0},
+		{"webrtc.max_sessions", c.WebRTC.MaxSessions > 0},
+		{"hls.segment_duration", c.HLS.SegmentDuration > 0},
+		{"hls.part_duration", c.HLS.PartDuration > 0 && c.HLS.PartDuration <= c.HLS.SegmentDuration},
+		{"hls.segment_count", c.HLS.SegmentCount >= 3},
+		{"hls.idle_timeout", c.HLS.IdleTimeout > 0},
+		{"hub.reader_queue", c.Hub.ReaderQueue > 0},
+		{"hub.gop_cache_units", c.Hub.GOPCacheUnits > 0},
+	}
+	for _, p := range pos {
+		if !p.ok {
+			return fmt.Errorf("%s: out of range", p.field)
+		}
+	}
+	return nil
+}
+
+func checkAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", a, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: bad port %q", a, port)
+	}
+	_ = host
+	return nil
+}
