@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -103,3 +104,5 @@ func (n *testNode) waitStream(t testing.TB, path string) {
 		return ok
 	})
 }
+
+func writeFile(path, body string) error { return os.WriteFile(path, []byte(body), 0o644) }

@@ -17,22 +17,25 @@ import (
 // RTSP responses (anything else) are written at once, behind what was
 // gathered before them, so request/response latency does not change.
 //
-// A shared flusher writes with a short deadline and keeps what did not fit;
-// a reader whose backlog passes maxBacklog is cut off, so one stalled
-// reader never delays the others.
+// A shared flusher writes with a short deadline and keeps what did not fit,
+// so one stalled reader never delays the others. Gathered bytes past
+// coalesceSyncAt (a keyframe's burst) are written at once by the session's
+// own writer goroutine, as without coalescing, which bounds the memory a
+// reader holds and lets the server drop a reader that stalls.
 type coalescingListener struct {
 	net.Listener
 	f *coalesceFlusher
 }
 
-// onSlow is told, once per connection, that a reader was cut off for its
-// backlog.
-
 const (
-	coalesceMaxBuffer  = 64 << 10 // flush at once past this
+	coalesceSyncAt     = 16 << 10 // write at once past this
 	coalesceMaxBacklog = 4 << 20  // cut a reader off past this
 	coalesceSlice      = 2 * time.Millisecond
 )
+
+// coalesceBufs recycles the gathering buffers: a reader holds one only
+// while it has bytes waiting, a few milliseconds at a time.
+var coalesceBufs = sync.Pool{New: func() any { b := make([]byte, 0, coalesceSyncAt+2048); return &b }}
 
 var errCoalesceBacklog = errors.New("rtsp reader too slow: write backlog over 4 MiB")
 
@@ -58,7 +61,7 @@ func (l *coalescingListener) Close() error {
 
 type coalesceFlusher struct {
 	interval time.Duration
-	onSlow   func(remote net.Addr)
+	onSlow   func(remote net.Addr) // told when a reader is cut off for its backlog
 	mu       sync.Mutex
 	dirty    []*coalescingConn
 	stop     chan struct{}
@@ -148,16 +151,23 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	if c.buf == nil {
+		c.buf = (*coalesceBufs.Get().(*[]byte))[:0]
+	}
 	c.buf = append(c.buf, p...)
-	if len(p) > 0 && p[0] != '$' {
-		// A response: write it now, behind what was gathered, with the
-		// server's deadline.
+	if len(p) > 0 && p[0] != '$' || len(c.buf) >= coalesceSyncAt {
+		// A response, or a burst: write now, behind what was gathered,
+		// with the server's deadline, on the server's own goroutine.
 		c.Conn.SetWriteDeadline(c.deadline)
 		n, err := c.Conn.Write(c.buf)
 		c.buf = c.buf[:copy(c.buf, c.buf[n:])]
 		if err != nil {
 			c.err = err
+			c.release()
 			return 0, err
+		}
+		if len(c.buf) == 0 {
+			c.release()
 		}
 		return len(p), nil
 	}
@@ -172,12 +182,21 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// release gives the gathering buffer back to the pool.
+func (c *coalescingConn) release() {
+	if c.buf != nil && cap(c.buf) <= 4*coalesceSyncAt {
+		b := c.buf[:0]
+		coalesceBufs.Put(&b)
+	}
+	c.buf = nil
+}
+
 func (c *coalescingConn) fail(err error) {
 	if errors.Is(err, errCoalesceBacklog) && c.f.onSlow != nil {
 		c.f.onSlow(c.RemoteAddr())
 	}
 	c.err = err
-	c.buf = nil
+	c.release()
 	c.Conn.Close() // the server's reader notices and ends the session
 }
 
@@ -212,8 +231,7 @@ func (c *coalescingConn) flushPending() {
 	if len(c.buf) > 0 {
 		c.marked = true
 		c.f.mark(c)
+		return
 	}
-	if cap(c.buf) > 4*coalesceMaxBuffer && len(c.buf) < coalesceMaxBuffer {
-		c.buf = append([]byte(nil), c.buf...) // give a burst's memory back
-	}
+	c.release()
 }
