@@ -244,7 +244,7 @@ func BenchmarkFanOutRTSP(b *testing.B) {
 	header(b, "RTSP fan-out")
 	n := startNodeProc(b)
 	testutil.FFmpegPublish(b, benchClip(b), "rtsp", "rtsp://"+n.rtsp+"/live/bench", "-rtsp_transport", "tcp")
-	steps := runLadder(b, n, "live/bench", []int{50, 100, 250, 500, 750, 1000, 1250}, func() (reader, error) {
+	steps := runLadder(b, n, "live/bench", []int{50, 100, 250, 500, 750, 1000, 1250, 1500, 2000}, func() (reader, error) {
 		return dialRTSP("rtsp://" + n.rtsp + "/live/bench")
 	})
 	report(b, "RTSP", steps, mtxRTSPCPU, mtxRTSPRSS, mtxRTSPHeld, targetRTSPKB)

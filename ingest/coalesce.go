@@ -28,19 +28,16 @@ type coalescingListener struct {
 }
 
 const (
-	coalesceSyncAt     = 16 << 10 // write at once past this
-	coalesceMaxBacklog = 4 << 20  // cut a reader off past this
-	coalesceSlice      = 2 * time.Millisecond
+	coalesceSyncAt = 8 << 10 // write at once past this
+	coalesceSlice  = 2 * time.Millisecond
 )
 
 // coalesceBufs recycles the gathering buffers: a reader holds one only
 // while it has bytes waiting, a few milliseconds at a time.
-var coalesceBufs = sync.Pool{New: func() any { b := make([]byte, 0, coalesceSyncAt+2048); return &b }}
+var coalesceBufs = sync.Pool{New: func() any { b := make([]byte, 0, coalesceSyncAt); return &b }}
 
-var errCoalesceBacklog = errors.New("rtsp reader too slow: write backlog over 4 MiB")
-
-func newCoalescingListener(ln net.Listener, interval time.Duration, onSlow func(remote net.Addr)) *coalescingListener {
-	f := &coalesceFlusher{interval: interval, onSlow: onSlow, stop: make(chan struct{}), done: make(chan struct{})}
+func newCoalescingListener(ln net.Listener, interval time.Duration) *coalescingListener {
+	f := &coalesceFlusher{interval: interval, stop: make(chan struct{}), done: make(chan struct{})}
 	go f.run()
 	return &coalescingListener{Listener: ln, f: f}
 }
@@ -61,7 +58,6 @@ func (l *coalescingListener) Close() error {
 
 type coalesceFlusher struct {
 	interval time.Duration
-	onSlow   func(remote net.Addr) // told when a reader is cut off for its backlog
 	mu       sync.Mutex
 	dirty    []*coalescingConn
 	stop     chan struct{}
@@ -151,30 +147,24 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
+	if len(p) > 0 && p[0] != '$' || len(c.buf)+len(p) > coalesceSyncAt {
+		// A response, or a burst: write what was gathered and p now, in
+		// one call, with the server's deadline, on the server's own
+		// goroutine, as without coalescing.
+		c.Conn.SetWriteDeadline(c.deadline)
+		bufs := net.Buffers{c.buf, p}
+		_, err := bufs.WriteTo(c.Conn)
+		c.release()
+		if err != nil {
+			c.err = err
+			return 0, err
+		}
+		return len(p), nil
+	}
 	if c.buf == nil {
 		c.buf = (*coalesceBufs.Get().(*[]byte))[:0]
 	}
 	c.buf = append(c.buf, p...)
-	if len(p) > 0 && p[0] != '$' || len(c.buf) >= coalesceSyncAt {
-		// A response, or a burst: write now, behind what was gathered,
-		// with the server's deadline, on the server's own goroutine.
-		c.Conn.SetWriteDeadline(c.deadline)
-		n, err := c.Conn.Write(c.buf)
-		c.buf = c.buf[:copy(c.buf, c.buf[n:])]
-		if err != nil {
-			c.err = err
-			c.release()
-			return 0, err
-		}
-		if len(c.buf) == 0 {
-			c.release()
-		}
-		return len(p), nil
-	}
-	if len(c.buf) > coalesceMaxBacklog {
-		c.fail(errCoalesceBacklog)
-		return 0, c.err
-	}
 	if !c.marked {
 		c.marked = true
 		c.f.mark(c)
@@ -184,7 +174,7 @@ func (c *coalescingConn) Write(p []byte) (int, error) {
 
 // release gives the gathering buffer back to the pool.
 func (c *coalescingConn) release() {
-	if c.buf != nil && cap(c.buf) <= 4*coalesceSyncAt {
+	if c.buf != nil && cap(c.buf) == coalesceSyncAt {
 		b := c.buf[:0]
 		coalesceBufs.Put(&b)
 	}
@@ -192,9 +182,6 @@ func (c *coalescingConn) release() {
 }
 
 func (c *coalescingConn) fail(err error) {
-	if errors.Is(err, errCoalesceBacklog) && c.f.onSlow != nil {
-		c.f.onSlow(c.RemoteAddr())
-	}
 	c.err = err
 	c.release()
 	c.Conn.Close() // the server's reader notices and ends the session

@@ -90,7 +90,7 @@ func TestCoalescingConnCutsOffAStalledReader(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if _, err := c.Write(frame); err != nil {
-			return // cut off: the backlog passed its bound
+			return // cut off: the write passed the server's deadline
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("a reader that never reads was not cut off")

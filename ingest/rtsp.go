@@ -194,9 +194,7 @@ func NewRTSPServer(cfg RTSPConfig, hub *media.Hub, log *slog.Logger) (*RTSPServe
 			}
 			s.ln = ln
 			if cfg.WriteCoalesce > 0 {
-				return newCoalescingListener(ln, cfg.WriteCoalesce, func(remote net.Addr) {
-					s.log.Info("rtsp reader too slow, dropped", "remote", remote.String(), "reason", errCoalesceBacklog)
-				}), nil
+				return newCoalescingListener(ln, cfg.WriteCoalesce), nil
 			}
 			return ln, nil
 		},
