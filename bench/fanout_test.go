@@ -261,7 +261,7 @@ func BenchmarkFanOutWHEP(b *testing.B) {
 	n := startNodeProc(b)
 	testutil.FFmpegPublish(b, benchClip(b), "rtsp", "rtsp://"+n.rtsp+"/live/bench", "-rtsp_transport", "tcp")
 	url := "http://" + n.http + "/live/bench/whep"
-	steps := runLadder(b, n, "live/bench", []int{25, 50, 100, 200, 300, 400}, func() (reader, error) {
+	steps := runLadder(b, n, "live/bench", []int{25, 50, 100, 200, 300, 400, 500, 600}, func() (reader, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		s, err := testutil.DialWHEP(ctx, url, testutil.WHEPOptions{CountOnly: true, Loopback: true})

@@ -91,7 +91,7 @@ func isHLSFile(name string) bool {
 }
 
 // HTTPStatus maps hub errors to HTTP status codes: unknown stream 404,
-// invalid name 400, taken 409, anything else 500.
+// invalid name 400, taken 409, no capacity 503, anything else 500.
 func HTTPStatus(err error) int {
 	switch {
 	case errors.Is(err, media.ErrNotFound), errors.Is(err, media.ErrStreamEnded):
@@ -100,6 +100,8 @@ func HTTPStatus(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, media.ErrAlreadyPublished):
 		return http.StatusConflict
+	case errors.Is(err, media.ErrNoCapacity):
+		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }

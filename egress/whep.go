@@ -124,7 +124,14 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 	}
 	st, ok := w.hub.Lookup(path)
 	if !ok {
-		return "", nil, fmt.Errorf("stream %s: %w", path, media.ErrNotFound)
+		// A rendition nobody makes yet ("live/cam1@360p") is started on
+		// demand by the hub's rendition provider; the feed subscribes for real.
+		pr, err := w.hub.SubscribeContext(r.Context(), path, "whep")
+		if err != nil {
+			return "", nil, fmt.Errorf("stream %s: %w", path, err)
+		}
+		st = pr.Stream()
+		pr.Close()
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/sdp" {

@@ -264,6 +264,8 @@ func rtspStatus(err error) base.StatusCode {
 		return base.StatusNotFound
 	case errors.Is(err, media.ErrAlreadyPublished):
 		return rtspStatusConflict
+	case errors.Is(err, media.ErrNoCapacity):
+		return base.StatusServiceUnavailable
 	}
 	return base.StatusInternalServerError
 }

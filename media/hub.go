@@ -18,6 +18,9 @@ var (
 	ErrAlreadyPublished = errors.New("stream is already being published")
 	ErrStreamEnded      = errors.New("stream ended")
 	ErrHubClosed        = errors.New("hub closed")
+	// ErrNoCapacity: the node cannot take on the work a request needs (a
+	// transcode beyond its slots); try again later or elsewhere.
+	ErrNoCapacity = errors.New("no capacity")
 )
 
 // HubConfig tunes a Hub. The zero value is usable; see the field defaults.

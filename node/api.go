@@ -11,13 +11,15 @@ import (
 
 	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/overlay"
+	"github.com/gradient-cdn/gradient/serverlet"
 )
 
 // routeAPI mounts the JSON API, /metrics, /healthz and the dashboard.
 //
 //	GET /api/v1/node      this node: name, version, uptime, sessions
 //	GET /api/v1/streams   live streams with tracks, readers and bitrate
-//	GET /api/v1/cluster   members as gossip sees them
+//	GET /api/v1/cluster   members as gossip sees them (node/overlay.go)
+//	GET /api/v1/serverlets  transcode slots, running serverlets (fps, CPU, latency), the ladder
 func (n *Node) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/node", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{
@@ -31,12 +33,11 @@ func (n *Node) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/streams", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{"streams": n.Hub.Streams()})
 	})
-	mux.HandleFunc("GET /api/v1/cluster", func(w http.ResponseWriter, r *http.Request) {
-		var members []overlay.Member
-		if n.Members != nil {
-			members = n.Members.Members()
-		}
-		writeJSON(w, map[string]any{"self": n.cfg.Name, "members": members})
+	mux.HandleFunc("GET /api/v1/serverlets", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, struct {
+			serverlet.Stats
+			Ladder map[string]string `json:"ladder"`
+		}{n.Serverlets.Stats(), n.Serverlets.Ladder()})
 	})
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no such API endpoint", http.StatusNotFound)

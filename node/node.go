@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/gradient-cdn/gradient/ingest"
 	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/overlay"
+	"github.com/gradient-cdn/gradient/serverlet"
 )
 
 // Node is one running Gradient node.
@@ -34,6 +36,8 @@ type Node struct {
 	WebRTC     *egress.WebRTC
 	HLS        *egress.HLS
 	Members    *overlay.Membership
+	Serverlets *serverlet.Manager
+	ov         *nodeOverlay
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -66,8 +70,20 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log})
-	n.closers = append(n.closers, n.Hub.Close)
+	// The serverlet manager makes renditions on demand for the hub, so it
+	// is built first and given the hub afterwards.
+	pluginDir := cfg.Serverlets.PluginDir
+	if pluginDir == "" {
+		pluginDir = filepath.Join(cfg.Data, "plugins")
+	}
+	if n.Serverlets, err = serverlet.NewManager(serverlet.ManagerConfig{Ladder: cfg.Serverlets.Ladder, Slots: cfg.Serverlets.Slots,
+		IdleStop: cfg.Serverlets.IdleStop, NodeName: cfg.Name, Encoder: serverlet.EncoderConfig{Preset: cfg.Serverlets.Preset},
+		PluginDir: pluginDir, Plugins: cfg.Serverlets.Plugins, Registerer: n.reg}, nil, log); err != nil {
+		return nil, fmt.Errorf("serverlets: %w", err)
+	}
+	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log, Renditions: n.Serverlets})
+	n.Serverlets.SetHub(n.Hub)
+	n.closers = append(n.closers, n.Hub.Close, n.Serverlets.Close)
 	n.reg.MustRegister(newHubCollector(n.Hub))
 
 	if n.RTSPReader, err = egress.NewRTSPReader(egress.RTSPReaderConfig{}, n.Hub, log); err != nil {
@@ -76,7 +92,8 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	n.closers = append(n.closers, n.RTSPReader.Close)
 	if cfg.RTSP.Addr != Off {
 		rc := ingest.RTSPConfig{Addr: cfg.RTSP.Addr, UDPRTPAddr: cfg.RTSP.UDPRTPAddr, UDPRTCPAddr: cfg.RTSP.UDPRTCPAddr,
-			DisableUDP: cfg.RTSP.UDPRTPAddr == Off, Read: n.RTSPReader}
+			DisableUDP: cfg.RTSP.UDPRTPAddr == Off, Read: n.RTSPReader,
+			Authenticate: overlay.RelayAuthenticator(cfg.clusterSecret(), false)}
 		if rc.DisableUDP {
 			rc.UDPRTPAddr, rc.UDPRTCPAddr = "", ""
 		}
@@ -117,6 +134,7 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 		return nil, err
 	}
 
+	n.ov = newNodeOverlay(n)
 	if cfg.Gossip.Addr != Off {
 		var key []byte
 		if cfg.Gossip.Key != "" {
@@ -124,19 +142,17 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 				return nil, fmt.Errorf("gossip.key: not base64: %w", err)
 			}
 		}
-		n.Members, err = overlay.NewMembership(overlay.Config{Name: cfg.Name, BindAddr: cfg.Gossip.Addr, Advertise: cfg.Gossip.Advertise,
-			Join: cfg.Gossip.Join, Key: key, Logger: log, Meta: overlay.NodeMeta{ID: cfg.Name, HTTP: cfg.HTTP, RTSP: cfg.RTSP.Addr, SRT: cfg.SRT.Addr}})
-		if err != nil {
+		if err := n.ov.start(key); err != nil {
 			return nil, err
 		}
-		n.closers = append(n.closers, n.Members.Close)
-		log.Info("listening", "service", "gossip", "addr", n.Members.Addr())
+		n.closers = append(n.closers, n.ov.close)
 	}
 
 	mux := http.NewServeMux()
 	n.routeAPI(mux)
+	n.ov.route(mux)
 	mux.Handle(egress.PlayerAssetsPrefix, egress.PlayerAssets())
-	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, HLS: n.HLS, Player: player, Log: log})
+	mux.Handle("/", &egress.Router{WHEP: n.ov.whepHandler(n.WebRTC), HLS: n.HLS, Player: player, Log: log})
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return nil, fmt.Errorf("http on %s: %w", cfg.HTTP, err)
 	}

@@ -1,4 +1,37 @@
-// Package overlay joins a node to the Gradient cluster: membership and node
-// metadata over gossip (hashicorp/memberlist), and, as the overlay grows,
-// link costs, gossip of streams and demand, plan distribution and relays.
+// Package overlay joins a node to the Gradient cluster and turns the
+// cluster's state into delivery trees that run.
+//
+// Membership (Membership, membership.go): hashicorp/memberlist with join
+// seeds, a cluster encryption key (gossip under another key is dropped)
+// and node metadata (NodeMeta: id, advertised HTTP/RTSP/SRT addresses,
+// price per Mbps, transcode slots and cost). Every probe's RTT feeds an
+// EWMA per peer (memberlist's PingDelegate); each node gossips its
+// estimates, so that any node knows every pair's RTT.
+//
+// Link costs (cost.go): cost_per_mbps(a, b) = (price(a) + price(b)) / 2 ×
+// (1 + RTT(a, b) / RTTScale), RTTScale 50 ms by default; see LinkCost.
+//
+// Cluster state (state.go): streams (name, root, ladder), demand (per edge
+// node and stream: viewers per device class), plans and RTT reports, each
+// entry owned by one node and versioned by a hybrid clock so that the newest
+// wins. Updates spread by gossip (each node passes on what is news to it;
+// plans are also sent to every member over TCP) and whole-state push/pull,
+// which is how a late joiner catches up. A node that dies or leaves has its
+// entries forgotten everywhere.
+//
+// Planning (Planner, planner.go): on the stream's root, membership, link
+// costs, demand and the device classes' utilities become an
+// optimizer.Problem solved by "primal-dual" (debounced on change, and
+// periodically); the plan is published when its tree changes and the change
+// is worth it (hysteresis against RTT jitter).
+//
+// Running the plan (Reconciler, reconcile.go; Relay, relay.go): on every
+// node the reconcile loop relays the levels of the plan's arc into the node
+// from its parent over RTSP (TCP interleaved, Basic auth "gradient" + the
+// cluster secret), with the parent's ancestors as fallbacks, and holds a
+// reader on each rendition the plan transcodes here (which starts the
+// serverlet). A relay keeps its local stream across upstream changes
+// (make-before-break, continuous timestamps), so plan changes and parent
+// deaths only pause viewers; what a plan drops stops once what it wants
+// runs.
 package overlay

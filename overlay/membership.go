@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 )
@@ -20,12 +22,24 @@ type NodeMeta struct {
 	// ID is the node's name.
 	ID string `json:"id"`
 	// HTTP, RTSP and SRT are the advertised service addresses (host:port).
+	// A missing or unspecified host ("":8554, "0.0.0.0:8554") means the
+	// node's gossip address.
 	HTTP string `json:"http,omitempty"`
 	RTSP string `json:"rtsp,omitempty"`
 	SRT  string `json:"srt,omitempty"`
+	// Price is what one Mbps relayed through the node costs (any currency
+	// unit, the same on every node). See LinkCost.
+	Price float64 `json:"price,omitempty"`
+	// TranscodeSlots is how many renditions the node can produce at once
+	// (0: it cannot transcode). How many it produces now is gossiped as
+	// state (SetTranscodeUse), not in the metadata: memberlist updates
+	// metadata in place, racing with readers of its member list.
+	TranscodeSlots int `json:"slots,omitempty"`
+	// TranscodeCost is paid once per rendition the node produces.
+	TranscodeCost float64 `json:"tcost,omitempty"`
 }
 
-// Config configures a node's membership.
+// Config configures a node's membership and cluster state.
 type Config struct {
 	// Name is the node's unique name in the cluster.
 	Name string
@@ -38,11 +52,80 @@ type Config struct {
 	// logged and skipped; the node starts alone if none answers.
 	Join []string
 	// Key is the cluster encryption key (16, 24 or 32 bytes), nil for none.
+	// Gossip from a node with another key (or none) is dropped.
 	Key []byte
 	// Meta is gossiped with the node.
 	Meta NodeMeta
 	// Logger receives membership events. Default slog.Default().
 	Logger *slog.Logger
+
+	// ProbeInterval is how often a random peer is probed (and its RTT
+	// sampled). Default 1 s (memberlist's LAN profile).
+	ProbeInterval time.Duration
+	// ProbeTimeout is how long a probe waits for its ack before indirect
+	// probes start. Default 500 ms.
+	ProbeTimeout time.Duration
+	// SuspicionMult scales how long a suspected node has to refute its
+	// suspicion before it is declared dead: SuspicionMult × max(1,
+	// log10(n)) × ProbeInterval once enough peers confirm. Default 4.
+	SuspicionMult int
+	// GossipInterval is how often queued state updates are gossiped.
+	// Default 100 ms.
+	GossipInterval time.Duration
+	// PushPullInterval is how often the whole state is exchanged with a
+	// random peer, which repairs anything gossip lost. Default 10 s.
+	PushPullInterval time.Duration
+	// RTTInterval is how often the node gossips its RTT estimates.
+	// Default 2 s.
+	RTTInterval time.Duration
+	// TombstoneTTL is how long a deleted entry is remembered so that an
+	// older copy does not come back. Default 2 min.
+	TombstoneTTL time.Duration
+	// RTTScale and DefaultRTT parametrise the link-cost model (LinkCost).
+	// Defaults 50 ms and 50 ms.
+	RTTScale   time.Duration
+	DefaultRTT time.Duration
+
+	// wrapTransport, set by tests, wraps memberlist's network transport
+	// (to add delays between nodes).
+	wrapTransport func(*memberlist.NetTransport) memberlist.Transport
+}
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = time.Second
+	}
+	if c.ProbeTimeout <= 0 {
+		c.ProbeTimeout = 500 * time.Millisecond
+	}
+	if c.SuspicionMult <= 0 {
+		c.SuspicionMult = 4
+	}
+	if c.GossipInterval <= 0 {
+		c.GossipInterval = 100 * time.Millisecond
+	}
+	if c.PushPullInterval <= 0 {
+		c.PushPullInterval = 10 * time.Second
+	}
+	if c.RTTInterval <= 0 {
+		c.RTTInterval = 2 * time.Second
+	}
+	if c.TombstoneTTL <= 0 {
+		c.TombstoneTTL = 2 * time.Minute
+	}
+	if c.RTTScale <= 0 {
+		c.RTTScale = 50 * time.Millisecond
+	}
+	if c.DefaultRTT <= 0 {
+		c.DefaultRTT = 50 * time.Millisecond
+	}
+	if c.Meta.ID == "" {
+		c.Meta.ID = c.Name
+	}
+	return c
 }
 
 // Member is one node as this node sees it.
@@ -51,22 +134,44 @@ type Member struct {
 	Addr  string   `json:"addr"`
 	State string   `json:"state"`
 	Meta  NodeMeta `json:"meta"`
+	// RTTMillis is this node's smoothed RTT estimate to the member, 0 when
+	// there is no sample yet (and for the node itself).
+	RTTMillis float64 `json:"rtt_ms,omitempty"`
+	// TranscodeUsed is how many renditions the member produces now.
+	TranscodeUsed int `json:"transcode_used"`
 }
 
-// Membership is the node's view of the cluster.
+// Membership is the node's view of the cluster: who is alive, their
+// metadata and RTTs, and the gossiped cluster state (streams, demand,
+// plans). It implements memberlist's Delegate, EventDelegate and
+// PingDelegate.
 type Membership struct {
-	ml  *memberlist.Memberlist
-	log *slog.Logger
+	cfg   Config
+	ml    *memberlist.Memberlist
+	log   *slog.Logger
+	queue *memberlist.TransmitLimitedQueue
+	state *state
 
-	mu   sync.Mutex
-	meta []byte
+	mu    sync.Mutex
+	meta  NodeMeta
+	metaB []byte
+	rtt   map[string]float64 // EWMA of ping RTTs in ms, by peer name
+	alive map[string]bool
+	// nodes copies what memberlist tells the event delegate (under its
+	// lock): memberlist rewrites its Node structs in place, so the ones
+	// its Members() returns must not be read later.
+	nodes    map[string]Member
+	subs     map[chan struct{}]struct{}
+	closed   bool
+	stop     chan struct{}
+	wg       sync.WaitGroup
+	bytesIn  uint64 // gossip user payload bytes received (state messages)
+	bytesOut uint64
 }
 
 // NewMembership starts gossip on cfg.BindAddr and joins cfg.Join.
 func NewMembership(cfg Config) (*Membership, error) {
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
+	cfg = cfg.withDefaults()
 	log := cfg.Logger.With("component", "gossip")
 	host, portStr, err := net.SplitHostPort(cfg.BindAddr)
 	if err != nil {
@@ -77,7 +182,9 @@ func NewMembership(cfg Config) (*Membership, error) {
 	if err != nil || len(meta) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip metadata too large (%d bytes)", len(meta))
 	}
-	m := &Membership{log: log, meta: meta}
+	m := &Membership{cfg: cfg, log: log, meta: cfg.Meta, metaB: meta, rtt: map[string]float64{},
+		alive: map[string]bool{cfg.Name: true}, nodes: map[string]Member{}, subs: map[chan struct{}]struct{}{}, stop: make(chan struct{})}
+	m.state = newState(cfg.Name, cfg.TombstoneTTL, m.ownerAlive)
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name
@@ -98,9 +205,28 @@ func NewMembership(cfg Config) (*Membership, error) {
 		mc.AdvertiseAddr = mc.BindAddr
 	}
 	mc.SecretKey = cfg.Key
-	mc.Delegate = m
-	mc.Events = &eventLogger{log: log}
 	mc.Logger = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+	mc.ProbeInterval = cfg.ProbeInterval
+	mc.ProbeTimeout = cfg.ProbeTimeout
+	mc.SuspicionMult = cfg.SuspicionMult
+	mc.GossipInterval = cfg.GossipInterval
+	mc.PushPullInterval = cfg.PushPullInterval
+	if cfg.wrapTransport != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: port, Logger: mc.Logger})
+		if err != nil {
+			return nil, fmt.Errorf("gossip on %s: %w", cfg.BindAddr, err)
+		}
+		mc.Transport = cfg.wrapTransport(nt)
+	}
+	mc.Delegate = m
+	mc.Events = m
+	mc.Ping = m
+	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
+		if m.ml == nil {
+			return 1
+		}
+		return m.ml.NumMembers()
+	}, RetransmitMult: 3}
 
 	ml, err := memberlist.Create(mc)
 	if err != nil && strings.Contains(err.Error(), "No private IP address found") {
@@ -113,7 +239,9 @@ func NewMembership(cfg Config) (*Membership, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip on %s: %w", cfg.BindAddr, err)
 	}
+	m.mu.Lock()
 	m.ml = ml
+	m.mu.Unlock()
 	if len(cfg.Join) > 0 {
 		n, err := ml.Join(cfg.Join)
 		if err != nil {
@@ -122,81 +250,342 @@ func NewMembership(cfg Config) (*Membership, error) {
 			log.Info("joined cluster", "seeds", cfg.Join, "contacted", n)
 		}
 	}
+	m.wg.Add(1)
+	go m.housekeeping()
 	return m, nil
 }
 
+// Name is this node's name.
+func (m *Membership) Name() string { return m.cfg.Name }
+
 // Addr is the address gossip is advertised at.
 func (m *Membership) Addr() string {
-	n := m.ml.LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.nodes[m.cfg.Name].Addr
 }
 
-// Members lists the nodes this node knows, itself included, by name.
+// Members lists the alive nodes this node knows, itself included, by name.
 func (m *Membership) Members() []Member {
-	var out []Member
-	for _, n := range m.ml.Members() {
-		mem := Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), State: stateName(n.State)}
-		_ = json.Unmarshal(n.Meta, &mem.Meta)
-		out = append(out, mem)
+	m.mu.Lock()
+	out := make([]Member, 0, len(m.nodes))
+	for _, x := range m.nodes {
+		x.RTTMillis = m.rtt[x.Name]
+		out = append(out, x)
+	}
+	m.mu.Unlock()
+	for i := range out {
+		out[i].TranscodeUsed = m.transcodeUse(out[i].Name)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
-func stateName(s memberlist.NodeStateType) string {
-	switch s {
-	case memberlist.StateAlive:
-		return "alive"
-	case memberlist.StateSuspect:
-		return "suspect"
-	case memberlist.StateDead:
-		return "dead"
-	case memberlist.StateLeft:
-		return "left"
-	}
-	return "unknown"
+// memberOf copies a memberlist node; called from the event delegate.
+func memberOf(n *memberlist.Node) Member {
+	mem := Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), State: "alive"}
+	_ = json.Unmarshal(n.Meta, &mem.Meta)
+	mem.Meta = resolveMeta(mem.Meta, n.Addr.String())
+	return mem
 }
 
-// Close leaves the cluster gracefully and stops gossip.
+// Alive lists the members that are alive (or suspected, not yet dead).
+func (m *Membership) Alive() []Member {
+	var out []Member
+	for _, x := range m.Members() {
+		if x.State == "alive" || x.State == "suspect" {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Member returns the named member if it is alive.
+func (m *Membership) Member(name string) (Member, bool) {
+	for _, x := range m.Alive() {
+		if x.Name == name {
+			return x, true
+		}
+	}
+	return Member{}, false
+}
+
+// resolveMeta fills an unspecified host in the advertised addresses with
+// the node's gossip host.
+func resolveMeta(meta NodeMeta, host string) NodeMeta {
+	fix := func(a string) string {
+		if a == "" {
+			return a
+		}
+		h, p, err := net.SplitHostPort(a)
+		if err != nil {
+			return a
+		}
+		if h == "" || h == "0.0.0.0" || h == "::" {
+			return net.JoinHostPort(host, p)
+		}
+		return a
+	}
+	meta.HTTP, meta.RTSP, meta.SRT = fix(meta.HTTP), fix(meta.RTSP), fix(meta.SRT)
+	return meta
+}
+
+// Close leaves the cluster gracefully and stops gossip. Idempotent.
 func (m *Membership) Close() error {
-	if m.ml == nil {
+	if !m.shutdownLoops() {
 		return nil
 	}
-	err := m.ml.Leave(0)
+	err := m.ml.Leave(time.Second)
 	if serr := m.ml.Shutdown(); serr != nil {
 		err = errors.Join(err, serr)
 	}
 	return err
 }
 
+// Shutdown stops gossip without leaving, as a crash would: the others find
+// out by failing to probe the node. Tests use it; Close is the normal way.
+func (m *Membership) Shutdown() error {
+	if !m.shutdownLoops() {
+		return nil
+	}
+	return m.ml.Shutdown()
+}
+
+func (m *Membership) shutdownLoops() bool {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return false
+	}
+	m.closed = true
+	close(m.stop)
+	m.mu.Unlock()
+	m.wg.Wait()
+	return true
+}
+
+// Subscribe returns a channel that receives (coalesced) whenever
+// membership, metadata or the cluster state changes, and a function that
+// stops the subscription.
+func (m *Membership) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	m.mu.Lock()
+	m.subs[ch] = struct{}{}
+	m.mu.Unlock()
+	return ch, func() {
+		m.mu.Lock()
+		delete(m.subs, ch)
+		m.mu.Unlock()
+	}
+}
+
+func (m *Membership) changed() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for ch := range m.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// ownerAlive tells the state whether entries of owner may be accepted.
+func (m *Membership) ownerAlive(owner string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.alive[owner]
+}
+
+// housekeeping gossips RTT estimates and forgets old tombstones.
+func (m *Membership) housekeeping() {
+	defer m.wg.Done()
+	t := time.NewTicker(m.cfg.RTTInterval)
+	defer t.Stop()
+	var last map[string]float64
+	for {
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+		m.mu.Lock()
+		cur := make(map[string]float64, len(m.rtt))
+		for k, v := range m.rtt {
+			cur[k] = math.Round(v*100) / 100 // 10 µs is plenty, and short
+		}
+		m.mu.Unlock()
+		if rttMoved(last, cur) {
+			last = cur
+			m.setLocal(kindRTT, m.cfg.Name, cur, false)
+		}
+		m.state.gc()
+	}
+}
+
+// rttMoved reports a new or gone peer, or an estimate that moved by more
+// than 20% and 1 ms: what changes a link's cost (RTTScale is tens of ms),
+// not the jitter of a LAN, which would only cost gossip.
+func rttMoved(old, cur map[string]float64) bool {
+	if len(old) != len(cur) {
+		return true
+	}
+	for k, v := range cur {
+		o, ok := old[k]
+		if !ok || v > o*1.2+1 || v < o*0.8-1 {
+			return true
+		}
+	}
+	return false
+}
+
+// --- memberlist.Delegate ---
+
 // NodeMeta implements memberlist.Delegate.
 func (m *Membership) NodeMeta(limit int) []byte {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.meta
+	return m.metaB
 }
 
-// NotifyMsg implements memberlist.Delegate; user messages come with the
-// overlay's stream and plan gossip.
-func (m *Membership) NotifyMsg([]byte) {}
+// NotifyMsg implements memberlist.Delegate: a gossiped or directly sent
+// batch of state entries.
+func (m *Membership) NotifyMsg(b []byte) {
+	m.mu.Lock()
+	m.bytesIn += uint64(len(b))
+	m.mu.Unlock()
+	m.merge(b)
+}
 
 // GetBroadcasts implements memberlist.Delegate.
-func (m *Membership) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (m *Membership) GetBroadcasts(overhead, limit int) [][]byte {
+	out := m.queue.GetBroadcasts(overhead, limit)
+	n := 0
+	for _, b := range out {
+		n += len(b)
+	}
+	m.mu.Lock()
+	m.bytesOut += uint64(n)
+	m.mu.Unlock()
+	return out
+}
 
-// LocalState implements memberlist.Delegate.
-func (m *Membership) LocalState(join bool) []byte { return nil }
+// LocalState implements memberlist.Delegate: the whole state for a
+// push/pull exchange, so that a joining node catches up at once.
+func (m *Membership) LocalState(join bool) []byte {
+	b, _ := json.Marshal(m.state.all())
+	m.mu.Lock()
+	m.bytesOut += uint64(len(b))
+	m.mu.Unlock()
+	return b
+}
 
 // MergeRemoteState implements memberlist.Delegate.
-func (m *Membership) MergeRemoteState(buf []byte, join bool) {}
-
-type eventLogger struct{ log *slog.Logger }
-
-func (e *eventLogger) NotifyJoin(n *memberlist.Node) {
-	e.log.Info("node joined", "node", n.Name, "addr", n.Address())
+func (m *Membership) MergeRemoteState(buf []byte, join bool) {
+	m.mu.Lock()
+	m.bytesIn += uint64(len(buf))
+	m.mu.Unlock()
+	m.merge(buf)
 }
-func (e *eventLogger) NotifyLeave(n *memberlist.Node) {
-	e.log.Info("node left", "node", n.Name, "addr", n.Address())
+
+func (m *Membership) merge(b []byte) {
+	var es []*entry
+	if err := json.Unmarshal(b, &es); err != nil {
+		var e entry
+		if err2 := json.Unmarshal(b, &e); err2 != nil {
+			m.log.Info("dropped malformed gossip message", "bytes", len(b), "err", err)
+			return
+		}
+		es = []*entry{&e}
+	}
+	changed := false
+	for _, e := range es {
+		if e == nil || e.Kind == "" {
+			continue
+		}
+		accepted, refute := m.state.merge(e)
+		changed = changed || accepted
+		if accepted && e.Kind != kindRTT && e.Kind != kindLoad {
+			// Epidemic spread: what is news to us is passed on, so that an
+			// update reaches every node even if its origin's few gossip
+			// rounds missed some. RTT and load reports are not urgent and
+			// are the bulk of the state: they travel by their origin's
+			// gossip and push/pull only.
+			if b, err := json.Marshal(e); err == nil && len(b) <= maxGossipEntry {
+				m.queue.QueueBroadcast(&broadcastMsg{id: e.id(), msg: b})
+			}
+		}
+		if refute != nil {
+			m.broadcast(refute)
+		}
+	}
+	if changed {
+		m.changed()
+	}
 }
-func (e *eventLogger) NotifyUpdate(n *memberlist.Node) {
-	e.log.Debug("node updated", "node", n.Name)
+
+// GossipBytes returns the state-gossip payload bytes this node received and
+// sent (user messages and push/pull state; memberlist's own probes and
+// membership gossip are not counted).
+func (m *Membership) GossipBytes() (in, out uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bytesIn, m.bytesOut
+}
+
+// --- memberlist.EventDelegate ---
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (m *Membership) NotifyJoin(n *memberlist.Node) {
+	mem := memberOf(n)
+	m.mu.Lock()
+	m.alive[n.Name] = true
+	m.nodes[n.Name] = mem
+	m.mu.Unlock()
+	m.log.Info("node joined", "node", n.Name, "addr", n.Address())
+	m.changed()
+}
+
+// NotifyLeave implements memberlist.EventDelegate: a node that left or was
+// declared dead; its streams, demand, plans and RTTs are forgotten.
+func (m *Membership) NotifyLeave(n *memberlist.Node) {
+	m.mu.Lock()
+	if n.Name != m.cfg.Name {
+		delete(m.alive, n.Name)
+		delete(m.nodes, n.Name)
+	}
+	delete(m.rtt, n.Name)
+	m.mu.Unlock()
+	dropped := m.state.forgetOwner(n.Name)
+	m.log.Info("node gone", "node", n.Name, "addr", n.Address(), "entries_forgotten", dropped)
+	m.changed()
+}
+
+// NotifyUpdate implements memberlist.EventDelegate.
+func (m *Membership) NotifyUpdate(n *memberlist.Node) {
+	mem := memberOf(n)
+	m.mu.Lock()
+	m.nodes[n.Name] = mem
+	m.mu.Unlock()
+	m.log.Debug("node updated", "node", n.Name)
+	m.changed()
+}
+
+// --- memberlist.PingDelegate ---
+
+// AckPayload implements memberlist.PingDelegate.
+func (m *Membership) AckPayload() []byte { return nil }
+
+// NotifyPingComplete implements memberlist.PingDelegate: every probe's RTT
+// feeds an exponentially weighted moving average per peer (weight 0.25 for
+// the new sample), robust to one slow probe and quick to follow a change.
+func (m *Membership) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, payload []byte) {
+	ms := float64(rtt) / float64(time.Millisecond)
+	m.mu.Lock()
+	if old, ok := m.rtt[other.Name]; ok {
+		m.rtt[other.Name] = 0.75*old + 0.25*ms
+	} else {
+		m.rtt[other.Name] = ms
+	}
+	m.mu.Unlock()
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/asticode/go-astiav"
 	"gopkg.in/yaml.v3"
 
 	"github.com/gradient-cdn/gradient/node"
@@ -76,6 +77,7 @@ func runNode(ctx context.Context, args []string) error {
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	routeFFmpegLog(log, level)
 	n, err := node.New(cfg, log)
 	if err != nil {
 		return err
@@ -94,4 +96,30 @@ func displayAddr(a string) string {
 		}
 	}
 	return a
+}
+
+// routeFFmpegLog sends FFmpeg's own log lines (serverlets' encoders and
+// filters) to the node's log as component=ffmpeg, warnings and errors only
+// unless the node logs at debug, instead of FFmpeg's banners on stderr.
+func routeFFmpegLog(log *slog.Logger, level slog.Level) {
+	ff := log.With("component", "ffmpeg")
+	if level <= slog.LevelDebug {
+		astiav.SetLogLevel(astiav.LogLevelInfo)
+	} else {
+		astiav.SetLogLevel(astiav.LogLevelWarning)
+	}
+	astiav.SetLogCallback(func(c astiav.Classer, l astiav.LogLevel, _, msg string) {
+		msg = strings.TrimSpace(msg)
+		if msg == "" {
+			return
+		}
+		switch {
+		case l <= astiav.LogLevelError:
+			ff.Error(msg)
+		case l <= astiav.LogLevelWarning:
+			ff.Warn(msg)
+		default:
+			ff.Debug(msg)
+		}
+	})
 }

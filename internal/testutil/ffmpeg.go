@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -191,25 +192,30 @@ func FFmpegPublish(t testing.TB, clip, format, url string, extra ...string) *Pro
 	return Start(t, "ffmpeg", args...)
 }
 
-// FreePort returns a loopback port that was free a moment ago, for "tcp" or "udp".
+// FreePort returns a loopback port that was free a moment ago for both TCP
+// and UDP (memberlist binds both on one port). It is drawn at random below
+// Linux's ephemeral range (32768-60999), so that the kernel does not hand
+// it to some client's outgoing connection before the test binds it, and
+// tests running in parallel packages rarely draw the same one. network is
+// kept for readability at call sites.
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
-	switch network {
-	case "udp":
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+	for i := 0; i < 200; i++ {
+		p := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	default:
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		c, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		l.Close()
 		if err != nil {
-			t.Fatal(err)
+			continue
 		}
-		defer l.Close()
-		return l.Addr().(*net.TCPAddr).Port
+		c.Close()
+		return p
 	}
+	t.Fatalf("no free %s port found", network)
+	return 0
 }
 
 // Eventually polls cond every 20 ms until it returns true or d passes, then

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gradient-cdn/gradient/node"
+)
+
+func init() {
+	register("status", "show the cluster as a node sees it: members, RTTs, streams, plans, relays", runStatus)
+}
+
+// runStatus implements `gradient status`.
+func runStatus(ctx context.Context, args []string) error {
+	return status(ctx, args, os.Stdout, os.Stderr)
+}
+
+func status(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "http://127.0.0.1:8080", "HTTP address of any node")
+	asJSON := fs.Bool("json", false, "print the raw /api/v1/cluster JSON")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	base := strings.TrimSuffix(*addr, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/cluster", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cluster status from %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("cluster status from %s: HTTP %d: %s", base, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	if *asJSON {
+		_, err := stdout.Write(body)
+		return err
+	}
+	var st node.ClusterStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("cluster status from %s: %w", base, err)
+	}
+	printStatus(stdout, st)
+	return nil
+}
+
+func printStatus(out io.Writer, st node.ClusterStatus) {
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "node %s: %d members\n\n", st.Self, len(st.Members))
+	fmt.Fprintln(tw, "MEMBER\tSTATE\tGOSSIP\tHTTP\tRTSP\tRTT ms\tPRICE/Mbps\tTRANSCODES")
+	for _, m := range st.Members {
+		rtt := "-"
+		if m.RTTMillis > 0 {
+			rtt = fmt.Sprintf("%.2f", m.RTTMillis)
+		}
+		self := ""
+		if m.Name == st.Self {
+			self = " *"
+		}
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%g\t%d/%d\n", m.Name, self, m.State, m.Addr, m.Meta.HTTP, m.Meta.RTSP, rtt,
+			m.Meta.Price, m.TranscodeUsed, m.Meta.TranscodeSlots)
+	}
+	fmt.Fprintln(tw)
+	if len(st.Streams) == 0 {
+		fmt.Fprintln(tw, "no live stream")
+	} else {
+		fmt.Fprintln(tw, "STREAM\tROOT\tLADDER\tVIEWERS")
+		for _, s := range st.Streams {
+			var ladder []string
+			for _, l := range s.Ladder {
+				ladder = append(ladder, fmt.Sprintf("%s(%g)", l.Name, l.Kbps))
+			}
+			var viewers []string
+			for _, d := range st.Demand {
+				if d.Stream != s.Name {
+					continue
+				}
+				classes := make([]string, 0, len(d.Viewers))
+				for c := range d.Viewers {
+					classes = append(classes, c)
+				}
+				sort.Strings(classes)
+				for _, c := range classes {
+					viewers = append(viewers, fmt.Sprintf("%s:%s=%d", d.Node, c, d.Viewers[c]))
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Name, s.Root, strings.Join(ladder, " "), strings.Join(viewers, " "))
+		}
+	}
+	for _, p := range st.Plans {
+		fmt.Fprintf(tw, "\nplan %s v%d (root %s)", p.Stream, p.Version, p.Root)
+		if p.Cost != nil {
+			fmt.Fprintf(tw, ": total %.4f, links %.4f, regret %.4f", p.Cost.Total, p.Cost.Links, p.Cost.Regret)
+		}
+		fmt.Fprintln(tw)
+		for _, a := range p.Arcs {
+			fmt.Fprintf(tw, "  %s -> %s\t%s\n", a.From, a.To, strings.Join(a.Levels, ","))
+		}
+		for _, x := range p.Transcodes {
+			fmt.Fprintf(tw, "  transcode at %s\t%s -> %s\n", x.Node, x.From, x.To)
+		}
+	}
+	fmt.Fprintln(tw)
+	if len(st.Relays) == 0 {
+		fmt.Fprintln(tw, "no relay on this node")
+	} else {
+		fmt.Fprintln(tw, "RELAY\tFROM\tLIVE\tSWITCHES")
+		for _, r := range st.Relays {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%d\n", r.Path, r.Source, r.Live, r.Switches)
+		}
+	}
+	fmt.Fprintf(tw, "\ngossip state bytes in/out: %d/%d\n", st.GossipBytesIn, st.GossipBytesOut)
+	tw.Flush()
+}

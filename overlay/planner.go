@@ -1,0 +1,278 @@
+package overlay
+
+import (
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gradient-cdn/gradient/optimizer"
+)
+
+// PlannerConfig configures the planner that runs on every node and plans
+// the streams rooted there.
+type PlannerConfig struct {
+	// DeviceClasses maps a device class ("phone", "tv") to the utility of
+	// one viewer watching at each level name. A class not listed here is
+	// planned with DefaultClass's utilities.
+	DeviceClasses map[string]map[string]float64
+	// DefaultClass names the class for viewers whose device is unknown.
+	// Default "laptop" if listed, else the first class by name.
+	DefaultClass string
+	// LastMileCostPerMbps is what delivering one viewer's stream from its
+	// edge costs per Mbps. Default 0.
+	LastMileCostPerMbps float64
+	// Algorithm is the optimizer algorithm. Default "primal-dual".
+	Algorithm string
+	// Debounce delays a re-plan after a change, so that a burst of changes
+	// (a node dying is seen by every peer) makes one plan. Default 300 ms.
+	Debounce time.Duration
+	// Interval re-plans periodically even without a change (RTTs drift).
+	// A plan is republished only when the tree changes. Default 10 s.
+	Interval time.Duration
+	// Hysteresis keeps the current plan while it is still feasible for the
+	// same nodes and demand groups and a new one would lower its regret by
+	// less than this fraction, so that RTT jitter does not move relays
+	// back and forth. Default 0.05; negative disables it.
+	Hysteresis float64
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c PlannerConfig) withDefaults() PlannerConfig {
+	if c.Hysteresis == 0 {
+		c.Hysteresis = 0.05
+	}
+	if c.Algorithm == "" {
+		c.Algorithm = "primal-dual"
+	}
+	if c.Debounce <= 0 {
+		c.Debounce = 300 * time.Millisecond
+	}
+	if c.Interval <= 0 {
+		c.Interval = 10 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.DefaultClass == "" {
+		if _, ok := c.DeviceClasses["laptop"]; ok {
+			c.DefaultClass = "laptop"
+		} else {
+			names := make([]string, 0, len(c.DeviceClasses))
+			for n := range c.DeviceClasses {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			if len(names) > 0 {
+				c.DefaultClass = names[0]
+			}
+		}
+	}
+	return c
+}
+
+// Planner plans the streams rooted at this node: on a change of membership,
+// metadata or demand (debounced) and every Interval, it turns the cluster
+// state into an optimizer.Problem, solves it and publishes the plan when
+// the tree changed.
+type Planner struct {
+	cfg PlannerConfig
+	m   *Membership
+	log *slog.Logger
+
+	mu    sync.Mutex
+	stop  chan struct{}
+	done  chan struct{}
+	plans int // plans published, for tests and metrics
+}
+
+// NewPlanner returns a planner over m's state; Start runs it.
+func NewPlanner(cfg PlannerConfig, m *Membership) *Planner {
+	cfg = cfg.withDefaults()
+	return &Planner{cfg: cfg, m: m, log: cfg.Logger.With("component", "planner")}
+}
+
+// Start runs the planning loop.
+func (p *Planner) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stop != nil {
+		return nil
+	}
+	p.stop, p.done = make(chan struct{}), make(chan struct{})
+	go p.run()
+	return nil
+}
+
+// Close stops the loop. Idempotent.
+func (p *Planner) Close() error {
+	p.mu.Lock()
+	stop, done := p.stop, p.done
+	if stop == nil {
+		p.mu.Unlock()
+		return nil
+	}
+	select {
+	case <-stop:
+	default:
+		close(stop)
+	}
+	p.mu.Unlock()
+	<-done
+	return nil
+}
+
+func (p *Planner) run() {
+	defer close(p.done)
+	ch, cancel := p.m.Subscribe()
+	defer cancel()
+	tick := time.NewTicker(p.cfg.Interval)
+	defer tick.Stop()
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-ch:
+			if debounce == nil {
+				debounce = time.After(p.cfg.Debounce)
+			}
+			continue
+		case <-debounce:
+			debounce = nil
+		case <-tick.C:
+		}
+		p.PlanAll()
+	}
+}
+
+// PlanAll plans every stream rooted here now.
+func (p *Planner) PlanAll() {
+	self := p.m.Name()
+	for _, s := range p.m.Streams() {
+		if s.Root != self {
+			continue
+		}
+		if err := p.planStream(s); err != nil {
+			p.log.Warn("planning failed", "stream", s.Name, "err", err)
+		}
+	}
+}
+
+// Problem builds the delivery problem of stream s from the current state;
+// groups[i] describes the problem's demand i.
+func (p *Planner) Problem(s StreamInfo) (*optimizer.Problem, []Group) {
+	members := p.m.Alive()
+	rtts := p.m.RTTs()
+	prob := &optimizer.Problem{Root: s.Root, Levels: s.Ladder}
+	alive := map[string]bool{}
+	for _, x := range members {
+		alive[x.Name] = true
+		n := optimizer.Node{ID: x.Name, TranscodeCost: x.Meta.TranscodeCost}
+		n.TranscodeSlots = optimizer.Slots(max(0, x.Meta.TranscodeSlots))
+		prob.Nodes = append(prob.Nodes, n)
+	}
+	for i := range members {
+		for j := i + 1; j < len(members); j++ {
+			prob.Links = append(prob.Links, optimizer.Link{A: members[i].Name, B: members[j].Name,
+				CostPerMbps: p.m.linkCost(rtts, members[i], members[j])})
+		}
+	}
+	var groups []Group
+	for _, d := range p.m.Demands(s.Name) {
+		if !alive[d.Node] {
+			continue
+		}
+		classes := make([]string, 0, len(d.Viewers))
+		for c := range d.Viewers {
+			classes = append(classes, c)
+		}
+		sort.Strings(classes)
+		for _, c := range classes {
+			u, ok := p.cfg.DeviceClasses[c]
+			if !ok {
+				u = p.cfg.DeviceClasses[p.cfg.DefaultClass]
+			}
+			util := map[string]float64{}
+			for _, l := range s.Ladder {
+				if v, ok := u[l.Name]; ok {
+					util[l.Name] = v
+				}
+			}
+			prob.Demands = append(prob.Demands, optimizer.Demand{Node: d.Node, Viewers: d.Viewers[c],
+				LastMileCostPerMbps: p.cfg.LastMileCostPerMbps, Utility: util})
+			groups = append(groups, Group{Node: d.Node, Class: c, Viewers: d.Viewers[c]})
+		}
+	}
+	return prob, groups
+}
+
+func (p *Planner) planStream(s StreamInfo) error {
+	if len(s.Ladder) == 0 {
+		return fmt.Errorf("stream %s has no ladder", s.Name)
+	}
+	prob, groups := p.Problem(s)
+	start := time.Now()
+	sol, err := optimizer.Solve(p.cfg.Algorithm, prob)
+	if err != nil {
+		return fmt.Errorf("solve %s: %w", s.Name, err)
+	}
+	nodes := make([]string, len(prob.Nodes))
+	for i, n := range prob.Nodes {
+		nodes[i] = n.ID
+	}
+	plan := &Plan{Stream: s.Name, Levels: s.Ladder, Groups: groups, Nodes: nodes, Plan: *sol, Made: time.Now()}
+	old, _ := p.m.Plan(s.Name)
+	if old != nil && old.Root == p.m.Name() && sameNodes(old.Nodes, nodes) {
+		if sameTree(old, plan) {
+			return nil
+		}
+		if p.cfg.Hysteresis > 0 && sameGroups(old.Groups, groups) {
+			if c, err := prob.Evaluate(&old.Plan); err == nil && sol.Cost.Regret > (1-p.cfg.Hysteresis)*c.Regret {
+				return nil // not enough of a gain to move relays
+			}
+		}
+	}
+	p.m.PublishPlan(plan)
+	p.mu.Lock()
+	p.plans++
+	p.mu.Unlock()
+	p.log.Info("plan published", "stream", s.Name, "version", plan.Version, "arcs", len(sol.Arcs),
+		"transcodes", len(sol.Transcodes), "served", len(sol.Served), "total", sol.Cost.Total, "solve", time.Since(start))
+	return nil
+}
+
+// sameGroups reports whether two plans' demand groups are the same node
+// and class in the same order (the viewer counts may differ).
+func sameGroups(a, b []Group) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Node != b[i].Node || a[i].Class != b[i].Class {
+			return false
+		}
+	}
+	return true
+}
+
+func sameNodes(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Published is how many plans this planner has published.
+func (p *Planner) Published() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.plans
+}

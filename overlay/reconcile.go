@@ -1,0 +1,380 @@
+package overlay
+
+import (
+	"context"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gradient-cdn/gradient/media"
+)
+
+// ReconcilerConfig configures a Reconciler.
+type ReconcilerConfig struct {
+	// Secret is the cluster secret relays authenticate with.
+	Secret string
+	// Interval is how often the loop runs without a change. Default 1 s.
+	Interval time.Duration
+	// RelayGrace is RelayConfig.Grace for the relays it starts.
+	RelayGrace time.Duration
+	// Viewed, when set, lists the hub paths local viewers are watching.
+	// Their relays are kept even when the newest plan moved the viewers'
+	// class to another rendition, so that no session is cut.
+	Viewed func() []string
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Reconciler makes the local relays and transcodes match the newest plan
+// of every stream: for the plan's arc into this node it relays each level
+// the arc carries from the parent (with the parent's ancestors as
+// fallbacks); for the plan's transcodes at this node it holds a reader on
+// the produced rendition, which makes the hub's RenditionProvider (the
+// serverlets) run it. What a plan dropped is stopped only once everything
+// the plan wants runs (make-before-break).
+type Reconciler struct {
+	cfg ReconcilerConfig
+	m   *Membership
+	hub *media.Hub
+	log *slog.Logger
+
+	mu      sync.Mutex
+	relays  map[string]*Relay
+	keepers map[string]context.CancelFunc
+	wants   map[string]time.Time // fast-start paths and their expiry
+	started bool
+	stop    chan struct{}
+	done    chan struct{}
+	kick    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// NewReconciler returns a reconciler for m's plans and hub; Start runs it.
+func NewReconciler(cfg ReconcilerConfig, m *Membership, hub *media.Hub) *Reconciler {
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Reconciler{cfg: cfg, m: m, hub: hub, log: cfg.Logger.With("component", "reconcile"),
+		relays: map[string]*Relay{}, keepers: map[string]context.CancelFunc{}, wants: map[string]time.Time{},
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// Start runs the loop.
+func (r *Reconciler) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.started {
+		r.started = true
+		go r.run()
+	}
+	return nil
+}
+
+// Close stops the loop, every relay and every transcode reader. Idempotent.
+func (r *Reconciler) Close() error {
+	r.mu.Lock()
+	started := r.started
+	select {
+	case <-r.stop:
+		r.mu.Unlock()
+		if started {
+			<-r.done
+		}
+		return nil
+	default:
+		close(r.stop)
+	}
+	r.mu.Unlock()
+	if started {
+		<-r.done
+	}
+	r.mu.Lock()
+	relays := r.relays
+	r.relays = map[string]*Relay{}
+	for _, c := range r.keepers {
+		c()
+	}
+	r.keepers = map[string]context.CancelFunc{}
+	r.mu.Unlock()
+	for _, rl := range relays {
+		rl.Close()
+	}
+	r.wg.Wait()
+	return nil
+}
+
+// Want asks for path to be available here for d even before a plan covers
+// it (a viewer is arriving): it is relayed from the closest node that has
+// it, or the root.
+func (r *Reconciler) Want(path string, d time.Duration) {
+	r.mu.Lock()
+	if exp := time.Now().Add(d); exp.After(r.wants[path]) {
+		r.wants[path] = exp
+	}
+	r.mu.Unlock()
+	r.Kick()
+}
+
+// Kick runs the loop now.
+func (r *Reconciler) Kick() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (r *Reconciler) run() {
+	defer close(r.done)
+	ch, cancel := r.m.Subscribe()
+	defer cancel()
+	t := time.NewTicker(r.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-ch:
+		case <-r.kick:
+		case <-t.C:
+		}
+		r.Reconcile()
+	}
+}
+
+// RelayStatus describes one local relay.
+type RelayStatus struct {
+	Path     string   `json:"path"`
+	Sources  []string `json:"sources"`
+	Source   string   `json:"source"` // the upstream feeding it now
+	Live     bool     `json:"live"`
+	Switches int      `json:"switches"`
+}
+
+// Relays lists the local relays, by path.
+func (r *Reconciler) Relays() []RelayStatus {
+	r.mu.Lock()
+	rs := make([]*Relay, 0, len(r.relays))
+	for _, x := range r.relays {
+		rs = append(rs, x)
+	}
+	r.mu.Unlock()
+	out := make([]RelayStatus, 0, len(rs))
+	for _, x := range rs {
+		x.mu.Lock()
+		s := RelayStatus{Path: x.cfg.Path, Sources: append([]string(nil), x.sources...)}
+		x.mu.Unlock()
+		s.Source, s.Live, s.Switches = x.Source(), x.Live(), x.Switches()
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// Transcodes lists the rendition paths this node holds for the plans'
+// transcodes.
+func (r *Reconciler) Transcodes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.keepers))
+	for p := range r.keepers {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// rtspOf maps node names to their RTSP addresses, skipping nodes that are
+// not alive or have none.
+func rtspOf(alive map[string]Member, names []string) []string {
+	var out []string
+	for _, n := range names {
+		if mem, ok := alive[n]; ok && mem.Meta.RTSP != "" {
+			out = append(out, mem.Meta.RTSP)
+		}
+	}
+	return out
+}
+
+// Reconcile runs one pass.
+func (r *Reconciler) Reconcile() {
+	self := r.m.Name()
+	alive := map[string]Member{}
+	for _, x := range r.m.Alive() {
+		alive[x.Name] = x
+	}
+	desired := map[string][]string{}
+	keep := map[string]bool{}
+	plans := map[string]*Plan{}
+	for _, p := range r.m.Plans() {
+		plans[p.Stream] = p
+		if _, levels, ok := p.Parent(self); ok {
+			srcs := rtspOf(alive, p.Ancestors(self))
+			for _, l := range levels {
+				desired[p.Path(l)] = srcs
+			}
+		}
+		for _, t := range p.Transcodes(self) {
+			keep[p.Path(t.To)] = true
+		}
+	}
+
+	// Paths wanted before (or beside) the plan: arriving and current viewers.
+	now := time.Now()
+	r.mu.Lock()
+	var extra []string
+	for p, exp := range r.wants {
+		if now.After(exp) {
+			delete(r.wants, p)
+			continue
+		}
+		extra = append(extra, p)
+	}
+	r.mu.Unlock()
+	if r.cfg.Viewed != nil {
+		extra = append(extra, r.cfg.Viewed()...)
+	}
+	rtts := r.m.RTTs()
+	for _, path := range extra {
+		if _, ok := desired[path]; ok || keep[path] {
+			continue
+		}
+		stream, rendition, err := media.ParsePath(path)
+		if err != nil {
+			continue
+		}
+		info, ok := r.m.Stream(stream)
+		if !ok || info.Root == self {
+			continue
+		}
+		var from []string
+		if p := plans[stream]; p != nil {
+			// Nodes that have the level in the plan, nearest first.
+			level := rendition
+			if level == "" && len(p.Levels) > 0 {
+				level = p.Levels[0].Name
+			}
+			var have []string
+			for _, n := range p.Nodes {
+				if n == self || n == info.Root {
+					continue
+				}
+				for _, l := range p.Has(n) {
+					if l == level {
+						have = append(have, n)
+					}
+				}
+			}
+			sort.SliceStable(have, func(i, j int) bool {
+				a, _ := rttBetween(rtts, self, have[i])
+				b, _ := rttBetween(rtts, self, have[j])
+				return a < b
+			})
+			from = append(from, have...)
+		}
+		from = append(from, info.Root)
+		desired[path] = rtspOf(alive, from)
+	}
+	// A path published here by something else (the source itself, a
+	// serverlet) needs no relay.
+	for path := range desired {
+		if st, ok := r.hub.Lookup(path); ok && !isRelaySource(st.Info().Source) {
+			delete(desired, path)
+		}
+	}
+	for path := range keep {
+		if _, ok := desired[path]; ok {
+			delete(keep, path)
+		}
+	}
+
+	r.mu.Lock()
+	select {
+	case <-r.stop:
+		r.mu.Unlock()
+		return
+	default:
+	}
+	for path, srcs := range desired {
+		if len(srcs) == 0 {
+			continue
+		}
+		if rl := r.relays[path]; rl != nil {
+			rl.SetSources(srcs)
+			continue
+		}
+		r.log.Info("relay start", "path", path, "sources", srcs)
+		r.relays[path] = NewRelay(RelayConfig{Path: path, Sources: srcs, Secret: r.cfg.Secret, Grace: r.cfg.RelayGrace, Logger: r.cfg.Logger}, r.hub)
+	}
+	ready := true
+	for path := range desired {
+		if rl := r.relays[path]; rl != nil && !rl.Live() {
+			ready = false
+		}
+	}
+	var stopping []*Relay
+	for path, rl := range r.relays {
+		if _, ok := desired[path]; ok {
+			continue
+		}
+		if ready || !rl.Live() {
+			r.log.Info("relay stop", "path", path)
+			stopping = append(stopping, rl)
+			delete(r.relays, path)
+		}
+	}
+	for path := range keep {
+		if r.keepers[path] == nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			r.keepers[path] = cancel
+			r.wg.Add(1)
+			go r.hold(ctx, path)
+		}
+	}
+	for path, cancel := range r.keepers {
+		if !keep[path] {
+			cancel()
+			delete(r.keepers, path)
+		}
+	}
+	r.mu.Unlock()
+	for _, rl := range stopping {
+		rl.Close()
+	}
+}
+
+// hold keeps a reader on a transcoded rendition until ctx ends, so that
+// the rendition runs here (the hub's RenditionProvider starts it).
+func (r *Reconciler) hold(ctx context.Context, path string) {
+	defer r.wg.Done()
+	r.log.Info("transcode start", "path", path)
+	defer r.log.Info("transcode stop", "path", path)
+	for {
+		rd, err := r.hub.SubscribeContext(ctx, path, "plan transcode")
+		if err == nil {
+			func() {
+				defer rd.Close()
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case _, ok := <-rd.C():
+						if !ok {
+							return
+						}
+					}
+				}
+			}()
+		} else {
+			r.log.Debug("transcode not available yet", "path", path, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}

@@ -1,0 +1,660 @@
+package overlay
+
+import (
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/pion/rtp"
+
+	"github.com/gradient-cdn/gradient/media"
+)
+
+// RelaySourcePrefix starts the hub source of every stream a relay
+// publishes ("relay from 10.0.0.2:8554"), so that the node does not take a
+// relayed stream for one published into it.
+const RelaySourcePrefix = "relay from "
+
+// RelayUser is the RTSP user of relay requests; the password is the
+// cluster secret.
+const RelayUser = "gradient"
+
+// RelayConfig configures a Relay.
+type RelayConfig struct {
+	// Path is the hub path relayed ("live/cam1@360p"), the same upstream
+	// and here.
+	Path string
+	// Sources are the RTSP addresses (host:port) to pull from, best first:
+	// the plan's parent, then fallbacks (its ancestors up to the root).
+	Sources []string
+	// Secret is the cluster secret, sent as RTSP Basic password of user
+	// RelayUser. Empty sends no credentials.
+	Secret string
+	// Grace is how long the local stream stays published without any
+	// upstream (a parent died and no replacement runs yet), so that local
+	// viewers only see a pause. Default 15 s.
+	Grace time.Duration
+	// DialTimeout bounds connecting to a source. Default 2 s.
+	DialTimeout time.Duration
+	// ReadTimeout closes an upstream silent for this long. Default 3 s.
+	ReadTimeout time.Duration
+	// Logger. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Relay pulls one rendition from a parent node over RTSP (TCP interleaved)
+// and publishes it into the local hub under the same path. The local
+// stream outlives its upstream sessions: when the source changes (a new
+// plan, or the parent died and a fallback takes over), the new session is
+// started first and replaces the old one at its first keyframe
+// (make-before-break), with timestamps kept continuous, so local viewers
+// stay connected.
+type Relay struct {
+	cfg RelayConfig
+	hub *media.Hub
+	log *slog.Logger
+
+	mu       sync.Mutex
+	sources  []string
+	active   *upstream
+	pending  *upstream
+	failedAt map[string]time.Time
+	next     int // index of the next source to try when nothing runs
+	pub      *media.Publisher
+	desc     media.Description
+	lastPTS  time.Duration
+	lastAt   time.Time
+	lostAt   time.Time // when the last active upstream ended
+	switches int
+	closed   bool
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	wg   sync.WaitGroup // upstream sessions and their closing
+}
+
+// NewRelay starts relaying.
+func NewRelay(cfg RelayConfig, hub *media.Hub) *Relay {
+	if cfg.Grace <= 0 {
+		cfg.Grace = 15 * time.Second
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 3 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	r := &Relay{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "relay", "stream", cfg.Path),
+		sources: append([]string(nil), cfg.Sources...), failedAt: map[string]time.Time{},
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	go r.supervise()
+	return r
+}
+
+// Path is the relayed path.
+func (r *Relay) Path() string { return r.cfg.Path }
+
+// SetSources replaces the source list (best first). A running upstream
+// that is not the new best is replaced once the best delivers.
+func (r *Relay) SetSources(sources []string) {
+	r.mu.Lock()
+	same := len(sources) == len(r.sources)
+	for i := 0; same && i < len(sources); i++ {
+		same = sources[i] == r.sources[i]
+	}
+	if !same {
+		r.sources = append([]string(nil), sources...)
+		r.next = 0
+		// A fresh plan deserves a fresh try of every source.
+		r.failedAt = map[string]time.Time{}
+	}
+	r.mu.Unlock()
+	if !same {
+		r.poke()
+	}
+}
+
+// Source is the address of the upstream currently feeding the stream, ""
+// when none is.
+func (r *Relay) Source() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.active == nil {
+		return ""
+	}
+	return r.active.addr
+}
+
+// Running reports whether an upstream from the best source feeds the stream.
+func (r *Relay) Running() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.active != nil && r.pub != nil && len(r.sources) > 0 && r.active.addr == r.sources[0]
+}
+
+// Live reports whether the local stream is published and fed.
+func (r *Relay) Live() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.active != nil && r.pub != nil
+}
+
+// Switches counts how often the feeding upstream changed.
+func (r *Relay) Switches() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.switches
+}
+
+// Close stops relaying and ends the local stream. Idempotent.
+func (r *Relay) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		<-r.done
+		return nil
+	}
+	r.closed = true
+	close(r.stop)
+	r.mu.Unlock()
+	<-r.done
+	r.wg.Wait()
+	return nil
+}
+
+func (r *Relay) poke() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// supervise keeps an upstream running from the best reachable source.
+func (r *Relay) supervise() {
+	defer close(r.done)
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			r.mu.Lock()
+			ups := []*upstream{r.active, r.pending}
+			r.active, r.pending = nil, nil
+			pub := r.pub
+			r.pub = nil
+			r.mu.Unlock()
+			for _, u := range ups {
+				if u != nil {
+					u.close()
+				}
+			}
+			if pub != nil {
+				pub.Close()
+			}
+			return
+		case <-r.kick:
+		case <-t.C:
+		}
+		r.step()
+	}
+}
+
+const (
+	relayRetry        = 500 * time.Millisecond // wait before retrying a source that failed
+	relayStartTimeout = 5 * time.Second        // a pending upstream must deliver a keyframe by then
+)
+
+func (r *Relay) step() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := time.Now()
+	if p := r.pending; p != nil {
+		select {
+		case <-p.done:
+			r.failedAt[p.addr] = now
+			r.pending = nil
+			if r.active == nil && len(r.sources) > 0 {
+				r.next = (indexOf(r.sources, p.addr) + 1) % len(r.sources)
+			}
+		default:
+			if now.Sub(p.started) < relayStartTimeout {
+				return
+			}
+			r.log.Info("relay upstream gave no keyframe in time", "source", p.addr)
+			r.failedAt[p.addr] = now
+			r.pending = nil
+			r.closeAsync(p)
+			if r.active == nil && len(r.sources) > 0 {
+				r.next = (indexOf(r.sources, p.addr) + 1) % len(r.sources)
+			}
+		}
+	}
+	if r.active == nil && r.pub != nil && !r.lostAt.IsZero() && now.Sub(r.lostAt) > r.cfg.Grace {
+		r.log.Info("relay has no upstream for too long, ending the local stream", "grace", r.cfg.Grace)
+		r.pub.Close()
+		r.pub = nil
+	}
+	if r.pending != nil || len(r.sources) == 0 {
+		return
+	}
+	var addr string
+	switch {
+	case r.active == nil:
+		// Nothing feeds the stream: try the sources in turn.
+		for i := 0; i < len(r.sources); i++ {
+			a := r.sources[(r.next+i)%len(r.sources)]
+			if now.Sub(r.failedAt[a]) >= relayRetry {
+				addr = a
+				break
+			}
+		}
+	case r.active.addr != r.sources[0]:
+		// Fed from a fallback or an old parent: try the best source.
+		if now.Sub(r.failedAt[r.sources[0]]) >= 2*relayRetry {
+			addr = r.sources[0]
+		}
+	}
+	if addr == "" {
+		return
+	}
+	r.pending = r.dial(addr)
+}
+
+func indexOf(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// upstream is one RTSP play session from one source.
+type upstream struct {
+	r       *Relay
+	addr    string
+	started time.Time
+	client  *gortsplib.Client
+	done    chan struct{}
+	once    sync.Once
+	err     error
+
+	// set up before play, then used by gortsplib's reading goroutine only
+	desc     media.Description
+	videoIdx int
+	h264dec  *rtph264.Decoder
+	dts      *h264.DTSExtractor
+	sps, pps []byte
+	aacdec   *rtpmpeg4audio.Decoder
+	aacIdx   int
+	aacRate  int64
+	opusIdx  int
+
+	promoted bool
+	offset   time.Duration
+}
+
+// dial starts an upstream session in the background. Called with r.mu held.
+func (r *Relay) dial(addr string) *upstream {
+	u := &upstream{r: r, addr: addr, started: time.Now(), done: make(chan struct{}), videoIdx: -1, aacIdx: -1, opusIdx: -1}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		u.run()
+	}()
+	return u
+}
+
+// closeAsync closes an upstream without blocking the caller (which may be
+// its own reading goroutine, or hold r.mu).
+func (r *Relay) closeAsync(u *upstream) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		u.close()
+	}()
+}
+
+func (u *upstream) run() {
+	err := u.play()
+	u.once.Do(func() { u.err = err; close(u.done) })
+	r := u.r
+	r.mu.Lock()
+	if r.active == u {
+		r.active = nil
+		r.lostAt = time.Now()
+		r.failedAt[u.addr] = time.Now()
+		if len(r.sources) > 0 {
+			r.next = (indexOf(r.sources, u.addr) + 1) % len(r.sources)
+		}
+		r.log.Info("relay upstream lost", "source", u.addr, "err", fmt.Sprint(err))
+	} else if r.pending == u {
+		r.log.Debug("relay upstream failed", "source", u.addr, "err", fmt.Sprint(err))
+	}
+	r.mu.Unlock()
+	r.poke()
+}
+
+func (u *upstream) relayURL() string {
+	x := url.URL{Scheme: "rtsp", Host: u.addr, Path: "/" + u.r.cfg.Path}
+	if u.r.cfg.Secret != "" {
+		x.User = url.UserPassword(RelayUser, u.r.cfg.Secret)
+	}
+	return x.String()
+}
+
+// play runs the session until it fails or is closed.
+func (u *upstream) play() (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("relay session panic: %v", p)
+		}
+	}()
+	uu, err := base.ParseURL(u.relayURL())
+	if err != nil {
+		return err
+	}
+	tcp := gortsplib.TransportTCP
+	dialTimeout := u.r.cfg.DialTimeout
+	c := &gortsplib.Client{
+		Scheme:       uu.Scheme,
+		Host:         uu.Host,
+		Transport:    &tcp,
+		ReadTimeout:  u.r.cfg.ReadTimeout,
+		WriteTimeout: u.r.cfg.ReadTimeout,
+		UserAgent:    "gradient-relay",
+		DialContext:  (&net.Dialer{Timeout: dialTimeout}).DialContext,
+	}
+	if err := c.Start2(); err != nil {
+		return err
+	}
+	u.r.mu.Lock()
+	closing := u.r.closed || (u.r.pending != u && u.r.active != u)
+	u.client = c
+	u.r.mu.Unlock()
+	if closing {
+		c.Close()
+		return errors.New("relay session no longer wanted")
+	}
+	defer c.Close()
+	sd, _, err := c.Describe(uu)
+	if err != nil {
+		return fmt.Errorf("describe %s: %w", u.addr, err)
+	}
+	medias, err := u.setup(sd)
+	if err != nil {
+		return err
+	}
+	for _, m := range medias {
+		if _, err := c.Setup(sd.BaseURL, m, 0, 0); err != nil {
+			return fmt.Errorf("setup %s: %w", u.addr, err)
+		}
+	}
+	c.OnPacketRTPAny(func(m *description.Media, f format.Format, pkt *rtp.Packet) {
+		u.onPacket(c, m, f, pkt)
+	})
+	if _, err := c.Play(nil); err != nil {
+		return fmt.Errorf("play %s: %w", u.addr, err)
+	}
+	return c.Wait()
+}
+
+// setup builds the local description from the upstream SDP and returns the
+// medias to set up.
+func (u *upstream) setup(sd *description.Session) ([]*description.Media, error) {
+	var medias []*description.Media
+	for _, m := range sd.Medias {
+		for _, f := range m.Formats {
+			switch f := f.(type) {
+			case *format.H264:
+				if u.h264dec != nil {
+					continue
+				}
+				d, err := f.CreateDecoder()
+				if err != nil {
+					return nil, err
+				}
+				u.h264dec = d
+				u.sps, u.pps = f.SafeParams()
+				u.videoIdx = len(u.desc.Tracks)
+				u.desc.Tracks = append(u.desc.Tracks, &media.Track{Codec: media.CodecH264})
+				medias = append(medias, m)
+			case *format.MPEG4Audio:
+				if u.aacdec != nil || u.opusIdx >= 0 || f.Config == nil {
+					continue
+				}
+				d, err := f.CreateDecoder()
+				if err != nil {
+					continue
+				}
+				u.aacdec = d
+				u.aacIdx = len(u.desc.Tracks)
+				u.aacRate = int64(f.ClockRate())
+				ch := f.Config.ChannelCount //nolint:staticcheck
+				if ch == 0 {
+					ch = int(f.Config.ChannelConfig)
+				}
+				u.desc.Tracks = append(u.desc.Tracks, &media.Track{Codec: media.CodecAAC, AAC: f.Config, SampleRate: f.Config.SampleRate, Channels: ch})
+				medias = append(medias, m)
+			case *format.Opus:
+				if u.aacdec != nil || u.opusIdx >= 0 {
+					continue
+				}
+				ch := f.ChannelCount
+				if ch == 0 {
+					ch = 2
+				}
+				u.opusIdx = len(u.desc.Tracks)
+				u.desc.Tracks = append(u.desc.Tracks, &media.Track{Codec: media.CodecOpus, SampleRate: 48000, Channels: ch})
+				medias = append(medias, m)
+			}
+		}
+	}
+	if u.h264dec == nil {
+		return nil, fmt.Errorf("relay %s from %s: no H264 media in the SDP", u.r.cfg.Path, u.addr)
+	}
+	return medias, nil
+}
+
+func ticksToDuration(ticks, rate int64) time.Duration {
+	sec, rem := ticks/rate, ticks%rate
+	return time.Duration(sec)*time.Second + time.Duration(rem)*time.Second/time.Duration(rate)
+}
+
+// onPacket depacketizes on gortsplib's reading goroutine.
+func (u *upstream) onPacket(c *gortsplib.Client, m *description.Media, f format.Format, pkt *rtp.Packet) {
+	pts, ok := c.PacketPTS2(m, pkt)
+	if !ok {
+		return
+	}
+	now := time.Now()
+	switch f.(type) {
+	case *format.H264:
+		au, err := u.h264dec.Decode(pkt)
+		if err != nil {
+			return
+		}
+		for _, n := range au {
+			if len(n) == 0 {
+				continue
+			}
+			switch h264.NALUType(n[0] & 0x1f) {
+			case h264.NALUTypeSPS:
+				u.sps = append([]byte(nil), n...)
+			case h264.NALUTypePPS:
+				u.pps = append([]byte(nil), n...)
+			}
+		}
+		key := h264.IsRandomAccess(au)
+		if u.dts == nil {
+			if !key || len(u.sps) == 0 || len(u.pps) == 0 {
+				return
+			}
+			u.dts = h264.NewDTSExtractor()
+			tr := u.desc.Tracks[u.videoIdx]
+			tr.SPS, tr.PPS = u.sps, u.pps
+		}
+		dts, err := u.dts.Extract(au, pts)
+		if err != nil {
+			u.dts = nil
+			return
+		}
+		u.r.deliver(u, &media.Unit{Track: u.videoIdx, PTS: ticksToDuration(pts, 90000), DTS: ticksToDuration(dts, 90000),
+			Data: au, Key: key, Received: now})
+	case *format.MPEG4Audio:
+		aus, err := u.aacdec.Decode(pkt)
+		if err != nil {
+			return
+		}
+		for i, a := range aus {
+			p := ticksToDuration(pts+int64(i)*1024, u.aacRate)
+			u.r.deliver(u, &media.Unit{Track: u.aacIdx, PTS: p, DTS: p, Data: [][]byte{a}, Key: true, Received: now})
+		}
+	case *format.Opus:
+		if len(pkt.Payload) == 0 {
+			return
+		}
+		p := ticksToDuration(pts, 48000)
+		u.r.deliver(u, &media.Unit{Track: u.opusIdx, PTS: p, DTS: p, Data: [][]byte{pkt.Payload}, Key: true, Received: now})
+	}
+}
+
+func (u *upstream) close() {
+	u.r.mu.Lock()
+	c := u.client
+	u.r.mu.Unlock()
+	if c != nil {
+		c.Close()
+	}
+}
+
+// deliver writes a unit of u to the local stream. The pending upstream
+// takes over at its first keyframe.
+func (r *Relay) deliver(u *upstream, unit *media.Unit) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	if r.active != u {
+		if r.pending != u || unit.Track != u.videoIdx || !unit.Key {
+			return
+		}
+		if err := r.promoteLocked(u, unit); err != nil {
+			r.log.Warn("relay cannot publish", "source", u.addr, "err", err)
+			r.pending = nil
+			r.failedAt[u.addr] = time.Now()
+			r.closeAsync(u)
+			return
+		}
+	}
+	unit.PTS += u.offset
+	unit.DTS += u.offset
+	if unit.PTS > r.lastPTS {
+		r.lastPTS = unit.PTS
+	}
+	r.lastAt = unit.Received
+	r.pub.Write(unit)
+}
+
+// promoteLocked makes u the feeding upstream, publishing or republishing
+// the local stream as needed, and closes the upstream it replaces.
+func (r *Relay) promoteLocked(u *upstream, first *media.Unit) error {
+	if r.pub != nil && !compatible(r.desc, u.desc) {
+		r.log.Info("relay upstream has other tracks, republishing", "source", u.addr)
+		r.pub.Close()
+		r.pub = nil
+	}
+	if r.pub == nil {
+		// The hub keeps the description; the session goes on updating its own.
+		var desc media.Description
+		for _, t := range u.desc.Tracks {
+			c := *t
+			desc.Tracks = append(desc.Tracks, &c)
+		}
+		pub, err := r.hub.Publish(r.cfg.Path, desc, RelaySourcePrefix+u.addr)
+		if err != nil {
+			return err
+		}
+		r.pub, r.desc = pub, desc
+		r.lastPTS, r.lastAt = 0, time.Time{}
+		u.offset = -first.DTS
+	} else {
+		// Continue the local timeline: the new session's first unit comes
+		// as long after the last written one as the wall clock says.
+		gap := time.Since(r.lastAt)
+		if gap < time.Millisecond {
+			gap = time.Millisecond
+		}
+		u.offset = r.lastPTS + gap - first.DTS
+	}
+	old := r.active
+	r.active, r.pending = u, nil
+	r.lostAt = time.Time{}
+	r.switches++
+	if old != nil {
+		r.closeAsync(old)
+	}
+	r.log.Info("relay upstream feeding", "source", u.addr, "replaced", old != nil, "after", time.Since(u.started).Round(time.Millisecond))
+	return nil
+}
+
+// compatible reports whether units of b can continue a stream published
+// with a: the same codecs in the same order and the same video size.
+func compatible(a, b media.Description) bool {
+	if len(a.Tracks) != len(b.Tracks) {
+		return false
+	}
+	for i := range a.Tracks {
+		if a.Tracks[i].Codec != b.Tracks[i].Codec {
+			return false
+		}
+		if a.Tracks[i].Codec == media.CodecH264 {
+			aw, ah, _, errA := a.Tracks[i].Video()
+			bw, bh, _, errB := b.Tracks[i].Video()
+			if errA != nil || errB != nil || aw != bw || ah != bh {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isRelaySource reports whether a hub source string is a relay's.
+func isRelaySource(s string) bool { return strings.HasPrefix(s, RelaySourcePrefix) }
+
+// RelayAuthenticator returns the hook for ingest.RTSPConfig.Authenticate
+// that guards relays: reading over RTSP requires user RelayUser with the
+// cluster secret as password (RTSP is how nodes relay to each other;
+// viewers use WHEP or HLS). Publishing is left open unless protectPublish
+// is set, in which case it needs the same credentials. An empty secret
+// returns nil: no authentication.
+func RelayAuthenticator(secret string, protectPublish bool) func(user, pass, path string, publish bool) bool {
+	if secret == "" {
+		return nil
+	}
+	return func(user, pass, path string, publish bool) bool {
+		if publish && !protectPublish {
+			return true
+		}
+		return subtle.ConstantTimeCompare([]byte(user), []byte(RelayUser)) == 1 &&
+			subtle.ConstantTimeCompare([]byte(pass), []byte(secret)) == 1
+	}
+}

@@ -1,0 +1,435 @@
+package overlay
+
+import (
+	"encoding/json"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/gradient-cdn/gradient/optimizer"
+)
+
+// The cluster state is a set of entries, each owned by one node (the only
+// one that changes it) and versioned: a copy with a higher version (ties:
+// the owner's name decides) replaces a lower one everywhere. Versions are
+// hybrid clocks (max(wall clock in ns, last version + 1)), so a restarted
+// node's new entries win over copies of its old ones. A deletion is a
+// tombstone entry kept for Config.TombstoneTTL. All entries of a node that
+// leaves or dies are dropped, and entries of a node not known alive are not
+// accepted, so a dead node's state does not come back through a peer that
+// had not heard of the death yet.
+const (
+	kindStream = "stream" // key: stream name; owner: the root
+	kindDemand = "demand" // key: node "|" stream; owner: the edge node
+	kindPlan   = "plan"   // key: stream name; owner: the root
+	kindRTT    = "rtt"    // key: node; owner: that node
+	kindLoad   = "load"   // key: node; owner: that node
+)
+
+// entry is one versioned piece of cluster state.
+type entry struct {
+	Kind    string          `json:"k"`
+	Key     string          `json:"key"`
+	Owner   string          `json:"o"`
+	Version uint64          `json:"v"`
+	Deleted bool            `json:"d,omitempty"`
+	Data    json.RawMessage `json:"data,omitempty"`
+
+	deletedAt time.Time
+}
+
+func (e *entry) id() string { return e.Kind + "\x00" + e.Key }
+
+func (e *entry) newer(o *entry) bool {
+	if e.Version != o.Version {
+		return e.Version > o.Version
+	}
+	return e.Owner > o.Owner
+}
+
+type state struct {
+	self  string
+	ttl   time.Duration
+	alive func(owner string) bool
+
+	mu      sync.Mutex
+	entries map[string]*entry
+	clock   uint64
+}
+
+func newState(self string, ttl time.Duration, alive func(string) bool) *state {
+	return &state{self: self, ttl: ttl, alive: alive, entries: map[string]*entry{}}
+}
+
+// tick returns the next version.
+func (s *state) tickLocked() uint64 {
+	now := uint64(time.Now().UnixNano())
+	if now <= s.clock {
+		now = s.clock + 1
+	}
+	s.clock = now
+	return now
+}
+
+// set stores a local entry and returns it, or nil when nothing changed.
+func (s *state) set(kind, key string, v any, del bool) *entry {
+	var data json.RawMessage
+	if !del {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil
+		}
+		data = b
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e := &entry{Kind: kind, Key: key, Owner: s.self, Deleted: del, Data: data}
+	if old, ok := s.entries[e.id()]; ok && old.Owner == s.self && old.Deleted == del && string(old.Data) == string(data) {
+		return nil
+	} else if !ok && del {
+		return nil
+	}
+	e.Version = s.tickLocked()
+	if del {
+		e.deletedAt = time.Now()
+	}
+	s.entries[e.id()] = e
+	return e
+}
+
+// merge applies a remote entry. It returns whether the state changed, and
+// a tombstone to broadcast when a peer holds a stale entry owned by us.
+func (s *state) merge(e *entry) (bool, *entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Version > s.clock {
+		s.clock = e.Version
+	}
+	old, ok := s.entries[e.id()]
+	if e.Owner == s.self {
+		// We are the authority on our entries: a copy we do not hold (or
+		// hold newer) comes from an earlier life or a lost update.
+		if !ok && !e.Deleted {
+			t := &entry{Kind: e.Kind, Key: e.Key, Owner: s.self, Deleted: true, Version: s.tickLocked(), deletedAt: time.Now()}
+			s.entries[t.id()] = t
+			return false, t
+		}
+		return false, nil
+	}
+	if ok && !e.newer(old) {
+		return false, nil
+	}
+	if !s.alive(e.Owner) {
+		return false, nil
+	}
+	c := *e
+	if c.Deleted {
+		c.deletedAt = time.Now()
+		c.Data = nil
+	}
+	s.entries[c.id()] = &c
+	return true, nil
+}
+
+// forgetOwner drops every entry owner made; it returns how many.
+func (s *state) forgetOwner(owner string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, e := range s.entries {
+		if e.Owner == owner && owner != s.self {
+			delete(s.entries, k)
+			n++
+		}
+	}
+	return n
+}
+
+// gc forgets old tombstones.
+func (s *state) gc() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, e := range s.entries {
+		if e.Deleted && time.Since(e.deletedAt) > s.ttl {
+			delete(s.entries, k)
+		}
+	}
+}
+
+// all returns every entry, tombstones included, for push/pull.
+func (s *state) all() []*entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*entry, 0, len(s.entries))
+	for _, e := range s.entries {
+		out = append(out, e)
+	}
+	return out
+}
+
+// live returns the live entries of a kind, sorted by key.
+func (s *state) live(kind string) []*entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*entry
+	for _, e := range s.entries {
+		if e.Kind == kind && !e.Deleted {
+			out = append(out, e)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out
+}
+
+func (s *state) get(kind, key string) (*entry, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.entries[kind+"\x00"+key]
+	if !ok || e.Deleted {
+		return nil, false
+	}
+	return e, true
+}
+
+// broadcastMsg is one entry queued for gossip; a newer entry with the same
+// id replaces it in the queue.
+type broadcastMsg struct {
+	id  string
+	msg []byte
+}
+
+func (b *broadcastMsg) Invalidates(o memberlist.Broadcast) bool {
+	ob, ok := o.(*broadcastMsg)
+	return ok && ob.id == b.id
+}
+func (b *broadcastMsg) Message() []byte { return b.msg }
+func (b *broadcastMsg) Finished()       {}
+
+// maxGossipEntry is the largest entry sent by UDP gossip; a larger one
+// (a big plan) is sent to every member over TCP instead.
+const maxGossipEntry = 1000
+
+// broadcast spreads a local entry.
+func (m *Membership) broadcast(e *entry) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return
+	}
+	if len(b) <= maxGossipEntry {
+		m.queue.QueueBroadcast(&broadcastMsg{id: e.id(), msg: b})
+		if e.Kind != kindPlan {
+			return
+		}
+		// A plan is also sent to every member over TCP: the nodes act on
+		// it, so it must not wait for push/pull if a UDP packet is lost.
+	}
+	m.mu.Lock()
+	closed := m.closed
+	if !closed {
+		m.wg.Add(1)
+	}
+	m.mu.Unlock()
+	if closed {
+		return
+	}
+	go func() {
+		defer m.wg.Done()
+		for _, x := range m.Members() {
+			if x.Name == m.cfg.Name {
+				continue
+			}
+			host, port, err := net.SplitHostPort(x.Addr)
+			if err != nil {
+				continue
+			}
+			p, _ := strconv.Atoi(port)
+			n := &memberlist.Node{Name: x.Name, Addr: net.ParseIP(host), Port: uint16(p)}
+			if err := m.ml.SendReliable(n, b); err != nil {
+				m.log.Debug("send state entry", "to", n.Name, "kind", e.Kind, "err", err)
+			}
+			m.mu.Lock()
+			m.bytesOut += uint64(len(b))
+			m.mu.Unlock()
+		}
+	}()
+}
+
+// setLocal stores and gossips a local entry.
+func (m *Membership) setLocal(kind, key string, v any, del bool) {
+	if e := m.state.set(kind, key, v, del); e != nil {
+		m.broadcast(e)
+		m.changed()
+	}
+}
+
+// StreamInfo is a live stream as the cluster knows it.
+type StreamInfo struct {
+	// Name is the stream name ("live/cam1").
+	Name string `json:"name"`
+	// Root is the node the stream is published into.
+	Root string `json:"root"`
+	// Ladder is the rendition ladder, best first; Ladder[0] is the source
+	// rendition, which is the bare stream path.
+	Ladder []optimizer.Level `json:"ladder"`
+}
+
+// Demand is one edge node's viewers of one stream.
+type Demand struct {
+	Node   string `json:"node"`
+	Stream string `json:"stream"`
+	// Viewers counts viewers by device class.
+	Viewers map[string]int `json:"viewers"`
+}
+
+// SetStream registers (or updates) a stream rooted at this node.
+func (m *Membership) SetStream(s StreamInfo) {
+	s.Root = m.cfg.Name
+	m.setLocal(kindStream, s.Name, s, false)
+}
+
+// RemoveStream withdraws a stream rooted at this node, and its plan.
+func (m *Membership) RemoveStream(name string) {
+	m.setLocal(kindStream, name, nil, true)
+	m.setLocal(kindPlan, name, nil, true)
+}
+
+// Streams lists the live streams of the cluster.
+func (m *Membership) Streams() []StreamInfo {
+	var out []StreamInfo
+	for _, e := range m.state.live(kindStream) {
+		var s StreamInfo
+		if json.Unmarshal(e.Data, &s) == nil {
+			s.Root = e.Owner
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// Stream returns the named live stream.
+func (m *Membership) Stream(name string) (StreamInfo, bool) {
+	e, ok := m.state.get(kindStream, name)
+	if !ok {
+		return StreamInfo{}, false
+	}
+	var s StreamInfo
+	if json.Unmarshal(e.Data, &s) != nil {
+		return s, false
+	}
+	s.Root = e.Owner
+	return s, true
+}
+
+// SetDemand reports this node's viewers of stream by device class; an
+// empty map (or all zero) withdraws the demand.
+func (m *Membership) SetDemand(stream string, viewers map[string]int) {
+	v := map[string]int{}
+	for c, n := range viewers {
+		if n > 0 {
+			v[c] = n
+		}
+	}
+	key := m.cfg.Name + "|" + stream
+	if len(v) == 0 {
+		m.setLocal(kindDemand, key, nil, true)
+		return
+	}
+	m.setLocal(kindDemand, key, Demand{Node: m.cfg.Name, Stream: stream, Viewers: v}, false)
+}
+
+// Demands lists every node's demand for stream ("" for all streams).
+func (m *Membership) Demands(stream string) []Demand {
+	var out []Demand
+	for _, e := range m.state.live(kindDemand) {
+		var d Demand
+		if json.Unmarshal(e.Data, &d) != nil {
+			continue
+		}
+		d.Node = e.Owner
+		if stream == "" || d.Stream == stream {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// PublishPlan stores a plan made by this node (the stream's root) and
+// gossips it; it sets p.Version and p.Root.
+func (m *Membership) PublishPlan(p *Plan) {
+	m.state.mu.Lock()
+	p.Version = m.state.tickLocked() // the entry's version will be higher still
+	m.state.mu.Unlock()
+	p.Root = m.cfg.Name
+	m.setLocal(kindPlan, p.Stream, p, false)
+}
+
+// Plan returns the newest plan of stream.
+func (m *Membership) Plan(stream string) (*Plan, bool) {
+	e, ok := m.state.get(kindPlan, stream)
+	if !ok {
+		return nil, false
+	}
+	var p Plan
+	if json.Unmarshal(e.Data, &p) != nil {
+		return nil, false
+	}
+	return &p, true
+}
+
+// Plans lists the newest plan of every stream.
+func (m *Membership) Plans() []*Plan {
+	var out []*Plan
+	for _, e := range m.state.live(kindPlan) {
+		var p Plan
+		if json.Unmarshal(e.Data, &p) == nil {
+			out = append(out, &p)
+		}
+	}
+	return out
+}
+
+// RTTs returns every node's gossiped RTT estimates, in ms: rtt[a][b] is
+// a's estimate of its RTT to b. This node's own are current.
+func (m *Membership) RTTs() map[string]map[string]float64 {
+	out := map[string]map[string]float64{}
+	for _, e := range m.state.live(kindRTT) {
+		var r map[string]float64
+		if json.Unmarshal(e.Data, &r) == nil {
+			out[e.Key] = r
+		}
+	}
+	m.mu.Lock()
+	own := make(map[string]float64, len(m.rtt))
+	for k, v := range m.rtt {
+		own[k] = v
+	}
+	m.mu.Unlock()
+	out[m.cfg.Name] = own
+	return out
+}
+
+// streamOf strips the rendition from a stream path.
+func streamOf(path string) string {
+	s, _, _ := strings.Cut(path, "@")
+	return s
+}
+
+// SetTranscodeUse reports how many renditions this node produces now.
+func (m *Membership) SetTranscodeUse(used int) {
+	m.setLocal(kindLoad, m.cfg.Name, used, false)
+}
+
+func (m *Membership) transcodeUse(node string) int {
+	e, ok := m.state.get(kindLoad, node)
+	if !ok {
+		return 0
+	}
+	var n int
+	_ = json.Unmarshal(e.Data, &n)
+	return n
+}

@@ -1,0 +1,128 @@
+package serverlet_test
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/asticode/go-astiav"
+
+	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/media"
+	"github.com/gradient-cdn/gradient/serverlet"
+)
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestMain(m *testing.M) {
+	astiav.SetLogLevel(astiav.LogLevelError) // libx264's banner per serverlet is noise here
+	dir, err := os.MkdirTemp("", "serverlet-plugins-")
+	if err != nil {
+		panic(err)
+	}
+	pluginsDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// newTestManager returns a hub whose renditions the manager makes, with
+// the manager's log kept for failures.
+func newTestManager(t *testing.T, cfg serverlet.ManagerConfig) (*media.Hub, *serverlet.Manager, *logBuffer) {
+	t.Helper()
+	logs := &logBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if cfg.IdleStop == 0 {
+		cfg.IdleStop = time.Second
+	}
+	m, err := serverlet.NewManager(cfg, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hub := media.NewHub(media.HubConfig{Renditions: m, Logger: log})
+	m.SetHub(hub)
+	t.Cleanup(func() {
+		m.Close()
+		hub.Close()
+		if t.Failed() {
+			t.Logf("log:\n%s", logs.String())
+		}
+	})
+	return hub, m, logs
+}
+
+// publishClip publishes a looping test clip at path.
+func publishClip(t *testing.T, hub *media.Hub, path string, o testutil.ClipOptions) {
+	t.Helper()
+	clip := testutil.Clip(t, o)
+	stop := testutil.PublishFile(t, hub, path, clip, false)
+	t.Cleanup(stop)
+}
+
+// readUnits reads units of r until n video units arrived or d passed.
+func readUnits(t *testing.T, r *media.Reader, n int, d time.Duration) []*media.Unit {
+	t.Helper()
+	video := r.Description().VideoTrack()
+	var out []*media.Unit
+	timeout := time.After(d)
+	for count := 0; count < n; {
+		select {
+		case u, ok := <-r.C():
+			if !ok {
+				t.Fatalf("%s ended after %d video units", r.Stream().Path(), count)
+			}
+			out = append(out, u)
+			if u.Track == video {
+				count++
+			}
+		case <-timeout:
+			t.Fatalf("%s: %d video units in %v, want %d", r.Stream().Path(), count, d, n)
+		}
+	}
+	return out
+}
+
+// decodeVideo decodes the video units into frames.
+func decodeVideo(t *testing.T, desc media.Description, units []*media.Unit) []testutil.Frame {
+	t.Helper()
+	dec, err := testutil.NewH264Decoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	v := desc.VideoTrack()
+	var frames []testutil.Frame
+	for i, u := range units {
+		if u.Track != v {
+			continue
+		}
+		au := u.Data
+		if i == 0 || u.Key {
+			au = append([][]byte{desc.Tracks[v].SPS, desc.Tracks[v].PPS}, au...)
+		}
+		fs, err := dec.Decode(au, int64(u.PTS/time.Microsecond))
+		if err != nil {
+			t.Fatalf("decode: %v", err)
+		}
+		frames = append(frames, fs...)
+	}
+	return frames
+}
