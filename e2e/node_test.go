@@ -4,12 +4,9 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,22 +21,7 @@ type testNode struct {
 	logs *syncBuffer
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testutil.LogBuffer
 
 // freeRTPPair returns an even UDP port whose successor is free too.
 func freeRTPPair(t testing.TB) (int, int) {
@@ -65,29 +47,7 @@ func freeRTPPair(t testing.TB) (int, int) {
 // startNode starts a node on 127.0.0.1 with every port free and gossip off.
 func startNode(t testing.TB) *testNode {
 	t.Helper()
-	cfg := node.DefaultConfig()
-	cfg.Name = "e2e"
-	cfg.Data = t.TempDir()
-	cfg.HTTP = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
-	cfg.RTSP.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
-	rtp, rtcp := freeRTPPair(t)
-	cfg.RTSP.UDPRTPAddr, cfg.RTSP.UDPRTCPAddr = fmt.Sprintf("127.0.0.1:%d", rtp), fmt.Sprintf("127.0.0.1:%d", rtcp)
-	cfg.SRT.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "udp"))
-	cfg.WebRTC.ICEUDPAddr = "127.0.0.1:0"
-	cfg.Gossip.Addr = node.Off
-	logs := &syncBuffer{}
-	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n, err := node.New(cfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		n.Close()
-		if t.Failed() {
-			t.Logf("node log:\n%s", logs.String())
-		}
-	})
-	return &testNode{Node: n, cfg: cfg, logs: logs}
+	return startNodeWith(t, func(*node.Config) {})
 }
 
 func (n *testNode) rtspURL(path string) string { return "rtsp://" + n.cfg.RTSP.Addr + "/" + path }

@@ -2,7 +2,6 @@ package egress_test
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/rand"
 	"errors"
 	"io"
@@ -29,22 +28,7 @@ import (
 	"github.com/gradient-cdn/gradient/media"
 )
 
-type rtspLogs struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *rtspLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *rtspLogs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type rtspLogs = testutil.LogBuffer
 
 // rtspReadNode is a hub served over RTSP by an ingest.RTSPServer reading
 // through an egress.RTSPReader, wired as a node wires them.

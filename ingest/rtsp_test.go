@@ -31,22 +31,7 @@ import (
 
 // rtspLogBuffer collects a component's log lines so that tests can check what
 // was logged; it is printed when the test fails.
-type rtspLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *rtspLogBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *rtspLogBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type rtspLogBuffer = testutil.LogBuffer
 
 // rtspNode is an RTSP server with RTSP reading wired in, as a node has it.
 type rtspNode struct {

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,22 +28,7 @@ import (
 )
 
 // srtLogs collects a test server's log lines.
-type srtLogs struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *srtLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *srtLogs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type srtLogs struct{ testutil.LogBuffer }
 
 // has tells whether one log line contains every part.
 func (l *srtLogs) has(parts ...string) bool {

@@ -1,10 +1,8 @@
 package serverlet_test
 
 import (
-	"bytes"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,22 +13,7 @@ import (
 	"github.com/gradient-cdn/gradient/serverlet"
 )
 
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuffer = testutil.LogBuffer
 
 func TestMain(m *testing.M) {
 	astiav.SetLogLevel(astiav.LogLevelError) // libx264's banner per serverlet is noise here
