@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/node"
 )
 
 // TestNodeCommandLogsEachListenerAndStopsOnSIGTERM runs the real binary as
@@ -66,4 +68,16 @@ func writeYAML(t *testing.T, body string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func TestProfilerIsServedOnlyWhenConfigured(t *testing.T) {
+	off := startNode(t)
+	// Without it the path is just a (player page) URL like any other.
+	if _, body := httpDo(t, "GET", off.httpURL("debug/pprof/"), "", nil); strings.Contains(body, "goroutine") {
+		t.Fatal("profiler served on the public HTTP port without pprof: true")
+	}
+	on := startNodeWith(t, func(c *node.Config) { c.PProf = true })
+	if code, body := httpDo(t, "GET", on.httpURL("debug/pprof/"), "", nil); code != http.StatusOK || !strings.Contains(body, "goroutine") {
+		t.Fatalf("pprof: true: %d %q", code, body)
+	}
 }

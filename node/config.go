@@ -35,6 +35,10 @@ type Config struct {
 	// dashboard and /metrics. Default ":8080".
 	HTTP string `yaml:"http"`
 
+	// PProf serves Go's profiler at /debug/pprof/ on the HTTP port. Off by
+	// default: that port is public, and a profile costs CPU.
+	PProf bool `yaml:"pprof"`
+
 	RTSP   RTSPConfig   `yaml:"rtsp"`
 	SRT    SRTConfig    `yaml:"srt"`
 	WebRTC WebRTCConfig `yaml:"webrtc"`
