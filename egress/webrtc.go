@@ -425,6 +425,12 @@ func (w *WebRTC) feedEnded(f *feed) {
 	}
 }
 
+// HasSession tells whether the WHEP session id (the last element of its
+// Location) is still open, connected or connecting.
+func (w *WebRTC) HasSession(id string) bool {
+	return w.session(id) != nil
+}
+
 func (w *WebRTC) session(id string) *whepSession {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -399,44 +399,14 @@ func (o *nodeOverlay) viewedPaths() []string {
 }
 
 // pruneSessions forgets WHEP sessions that ended without a DELETE (ICE
-// failure, timeout). egress does not expose its sessions, so it asks the
-// WHEP handler itself: a PATCH on a live session is answered 405, on a
-// gone one 404.
+// failure, timeout).
 func (o *nodeOverlay) pruneSessions() {
 	o.mu.Lock()
-	ids := make(map[string]viewerSession, len(o.sessions))
-	for id, s := range o.sessions {
-		ids[id] = s
-	}
-	o.mu.Unlock()
-	for id, s := range ids {
-		rec := &statusRecorder{h: http.Header{}}
-		req, _ := http.NewRequest(http.MethodPatch, "/"+s.path+"/whep/"+id, nil)
-		o.n.WebRTC.ServeStream(rec, req, s.path, "whep/"+id)
-		if rec.code == http.StatusNotFound {
-			o.mu.Lock()
+	defer o.mu.Unlock()
+	for id := range o.sessions {
+		if !o.n.WebRTC.HasSession(id) {
 			delete(o.sessions, id)
-			o.mu.Unlock()
 		}
-	}
-}
-
-// statusRecorder is a ResponseWriter that keeps only the status.
-type statusRecorder struct {
-	h    http.Header
-	code int
-}
-
-func (s *statusRecorder) Header() http.Header { return s.h }
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.code == 0 {
-		s.code = http.StatusOK
-	}
-	return len(b), nil
-}
-func (s *statusRecorder) WriteHeader(c int) {
-	if s.code == 0 {
-		s.code = c
 	}
 }
 

@@ -157,6 +157,21 @@ func TestWatchRedirectsToThePlayerAndCountsDemandUntilTheLeaseEnds(t *testing.T)
 		return len(n.Members.Demands("live/cam1")) == 0
 	})
 
+	// A viewer that goes away without a DELETE stops counting too once
+	// egress drops its session.
+	gone, err := testutil.DialWHEP(ctx, base+"/live/cam1/whep?device=tv", testutil.WHEPOptions{Loopback: true, CountOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the tv session is demand", func() bool {
+		d := n.Members.Demands("live/cam1")
+		return len(d) == 1 && d[0].Viewers["tv"] == 1
+	})
+	gone.PeerConnection().Close()
+	testutil.Eventually(t, 20*time.Second, "a vanished session is no longer demand", func() bool {
+		return len(n.Members.Demands("live/cam1")) == 0
+	})
+
 	if code := getJSON(t, base+"/watch/live/nothing?device=tv", nil); code != http.StatusNotFound {
 		t.Errorf("watch of a stream that is not live: HTTP %d, want 404", code)
 	}

@@ -92,6 +92,9 @@
       await pc.setLocalDescription(await pc.createOffer());
       await iceGatheringComplete(pc);
       const whep = new URL('whep', location.href);
+      // The device class (/watch?device=phone) counts this viewer as demand.
+      const device = new URLSearchParams(location.search).get('device');
+      if (device) whep.searchParams.set('device', device);
       const res = await fetch(whep, {
         method: 'POST',
         headers: { 'Content-Type': 'application/sdp' },
