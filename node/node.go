@@ -81,7 +81,7 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 		PluginDir: pluginDir, Plugins: cfg.Serverlets.Plugins, Registerer: n.reg}, nil, log); err != nil {
 		return nil, fmt.Errorf("serverlets: %w", err)
 	}
-	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log, Renditions: n.Serverlets})
+	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log, Renditions: renditions{n}})
 	n.Serverlets.SetHub(n.Hub)
 	n.closers = append(n.closers, n.Hub.Close, n.Serverlets.Close)
 	n.reg.MustRegister(newHubCollector(n.Hub))

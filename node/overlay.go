@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -680,4 +681,37 @@ func (o *nodeOverlay) pickRendition(stream, class string, info overlay.StreamInf
 		}
 	}
 	return stream
+}
+
+// renditions is the hub's RenditionProvider on a node: a rendition that a
+// relay is bringing from the plan's parent is waited for rather than made
+// again here, so that a viewer arriving while the relay connects does not
+// start a local serverlet that then holds the path (and, fed by the
+// fast-start source, ends with it); anything else the serverlets make.
+type renditions struct {
+	n *Node
+}
+
+// relayWait bounds how long a reader waits for a starting relay before a
+// local serverlet makes the rendition instead.
+const relayWait = 5 * time.Second
+
+func (p renditions) Ensure(ctx context.Context, path string) error {
+	if ov := p.n.ov; ov != nil && ov.rec != nil && ov.rec.Relaying(path) {
+		deadline := time.Now().Add(relayWait)
+		for ov.rec.Relaying(path) && time.Now().Before(deadline) {
+			if _, ok := p.n.Hub.Lookup(path); ok {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		if _, ok := p.n.Hub.Lookup(path); ok {
+			return nil
+		}
+	}
+	return p.n.Serverlets.Ensure(ctx, path)
 }

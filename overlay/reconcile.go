@@ -174,6 +174,14 @@ func (r *Reconciler) Relays() []RelayStatus {
 	return out
 }
 
+// Relaying tells whether a relay of path runs here, live or starting.
+func (r *Reconciler) Relaying(path string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.relays[path]
+	return ok
+}
+
 // Transcodes lists the rendition paths this node holds for the plans'
 // transcodes.
 func (r *Reconciler) Transcodes() []string {
