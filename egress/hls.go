@@ -473,7 +473,7 @@ func (m *hlsMuxer) write(u *media.Unit) {
 	if ntp.IsZero() {
 		ntp = time.Now()
 	}
-	pts := durationToTicks(u.PTS, t.ClockRate)
+	pts := media.DurationToTicks(u.PTS, int64(t.ClockRate))
 	var err error
 	switch t.Codec.(type) {
 	case *codecs.H264:
@@ -499,12 +499,6 @@ func (m *hlsMuxer) write(u *media.Unit) {
 			m.log.Warn("HLS muxer refused unit", "track", u.Track, "errors", m.writeErrs, "err", err)
 		}
 	}
-}
-
-// durationToTicks converts d to a clock of rate Hz without overflowing.
-func durationToTicks(d time.Duration, rate int) int64 {
-	secs, rem := int64(d/time.Second), int64(d%time.Second)
-	return secs*int64(rate) + rem*int64(rate)/int64(time.Second)
 }
 
 // hlsResponseWriter notes whether the muxer answered, and turns the 500

@@ -387,26 +387,36 @@ func (h *rtspHandler) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseC
 	}
 }
 
+// openRead validates and authorizes a read of rawPath and gets its shared
+// stream. A non-nil res is the refusal to answer with.
+func (s *RTSPServer) openRead(req *base.Request, conn *gortsplib.ServerConn, rawPath, method string) (path string, stream *gortsplib.ServerStream, release func(), res *base.Response, err error) {
+	path = rtspStreamPath(rawPath)
+	remote := conn.NetConn().RemoteAddr().String()
+	if _, _, err := media.ParsePath(path); err != nil {
+		s.log.Info("rtsp read refused: invalid stream path", "path", path, "remote", remote, "err", err)
+		return path, nil, nil, rtspReply(base.StatusBadRequest, err.Error()), nil
+	}
+	if res, err := s.authorize(req, conn, path, false); res != nil {
+		return path, nil, nil, res, err
+	}
+	if s.cfg.Read == nil {
+		return path, nil, nil, rtspReply(base.StatusNotFound, "reading is not enabled"), nil
+	}
+	stream, release, err = s.cfg.Read.Stream(s.srv, path)
+	if err != nil {
+		s.log.Debug("rtsp "+method+" refused", "path", path, "remote", remote, "err", err)
+		return path, nil, nil, rtspReply(rtspStatus(err), err.Error()), nil
+	}
+	return path, stream, release, nil, nil
+}
+
 // OnDescribe answers with the SDP of the shared stream of the path.
 func (h *rtspHandler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (res *base.Response, stream *gortsplib.ServerStream, err error) {
 	defer h.guard("DESCRIBE", &res, &err)
 	s := h.s
-	path := rtspStreamPath(ctx.Path)
-	remote := ctx.Conn.NetConn().RemoteAddr().String()
-	if _, _, err := media.ParsePath(path); err != nil {
-		s.log.Info("rtsp read refused: invalid stream path", "path", path, "remote", remote, "err", err)
-		return rtspReply(base.StatusBadRequest, err.Error()), nil, nil
-	}
-	if res, err := s.authorize(ctx.Request, ctx.Conn, path, false); res != nil {
+	path, stream, release, res, err := s.openRead(ctx.Request, ctx.Conn, ctx.Path, "describe")
+	if res != nil {
 		return res, nil, err
-	}
-	if s.cfg.Read == nil {
-		return rtspReply(base.StatusNotFound, "reading is not enabled"), nil, nil
-	}
-	stream, release, err := s.cfg.Read.Stream(s.srv, path)
-	if err != nil {
-		s.log.Debug("rtsp describe refused", "path", path, "remote", remote, "err", err)
-		return rtspReply(rtspStatus(err), err.Error()), nil, nil
 	}
 	// Hold the stream until the connection closes, so that the SETUP
 	// following this DESCRIBE finds the same stream; one hold per path.
@@ -495,22 +505,9 @@ func (h *rtspHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (res *base
 			return &base.Response{StatusCode: base.StatusOK}, st, nil
 		}
 	}
-	path := rtspStreamPath(ctx.Path)
-	remote := ctx.Conn.NetConn().RemoteAddr().String()
-	if _, _, err := media.ParsePath(path); err != nil {
-		s.log.Info("rtsp read refused: invalid stream path", "path", path, "remote", remote, "err", err)
-		return rtspReply(base.StatusBadRequest, err.Error()), nil, nil
-	}
-	if res, err := s.authorize(ctx.Request, ctx.Conn, path, false); res != nil {
+	path, stream, release, res, err := s.openRead(ctx.Request, ctx.Conn, ctx.Path, "setup")
+	if res != nil {
 		return res, nil, err
-	}
-	if s.cfg.Read == nil {
-		return rtspReply(base.StatusNotFound, "reading is not enabled"), nil, nil
-	}
-	stream, release, err := s.cfg.Read.Stream(s.srv, path)
-	if err != nil {
-		s.log.Debug("rtsp setup refused", "path", path, "remote", remote, "err", err)
-		return rtspReply(rtspStatus(err), err.Error()), nil, nil
 	}
 	s.mu.Lock()
 	old := s.sessions[ctx.Session]

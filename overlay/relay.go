@@ -473,11 +473,6 @@ func (u *upstream) setup(sd *description.Session) ([]*description.Media, error) 
 	return medias, nil
 }
 
-func ticksToDuration(ticks, rate int64) time.Duration {
-	sec, rem := ticks/rate, ticks%rate
-	return time.Duration(sec)*time.Second + time.Duration(rem)*time.Second/time.Duration(rate)
-}
-
 // onPacket depacketizes on gortsplib's reading goroutine.
 func (u *upstream) onPacket(c *gortsplib.Client, m *description.Media, f format.Format, pkt *rtp.Packet) {
 	pts, ok := c.PacketPTS2(m, pkt)
@@ -516,7 +511,7 @@ func (u *upstream) onPacket(c *gortsplib.Client, m *description.Media, f format.
 			u.dts = nil
 			return
 		}
-		u.r.deliver(u, &media.Unit{Track: u.videoIdx, PTS: ticksToDuration(pts, 90000), DTS: ticksToDuration(dts, 90000),
+		u.r.deliver(u, &media.Unit{Track: u.videoIdx, PTS: media.TicksToDuration(pts, 90000), DTS: media.TicksToDuration(dts, 90000),
 			Data: au, Key: key, Received: now})
 	case *format.MPEG4Audio:
 		aus, err := u.aacdec.Decode(pkt)
@@ -524,14 +519,14 @@ func (u *upstream) onPacket(c *gortsplib.Client, m *description.Media, f format.
 			return
 		}
 		for i, a := range aus {
-			p := ticksToDuration(pts+int64(i)*1024, u.aacRate)
+			p := media.TicksToDuration(pts+int64(i)*1024, u.aacRate)
 			u.r.deliver(u, &media.Unit{Track: u.aacIdx, PTS: p, DTS: p, Data: [][]byte{a}, Key: true, Received: now})
 		}
 	case *format.Opus:
 		if len(pkt.Payload) == 0 {
 			return
 		}
-		p := ticksToDuration(pts, 48000)
+		p := media.TicksToDuration(pts, 48000)
 		u.r.deliver(u, &media.Unit{Track: u.opusIdx, PTS: p, DTS: p, Data: [][]byte{pkt.Payload}, Key: true, Received: now})
 	}
 }

@@ -394,7 +394,7 @@ func (v *videoPath) unit(u *media.Unit) error {
 	if err != nil {
 		return fmt.Errorf("source access unit: %w", err)
 	}
-	pts := durationToTicks(u.PTS, videoClock)
+	pts := media.DurationToTicks(u.PTS, videoClock)
 	if u.Key {
 		v.keys = append(v.keys, pts)
 	}
@@ -410,7 +410,7 @@ func (v *videoPath) unit(u *media.Unit) error {
 		return err
 	}
 	v.pkt.SetPts(pts)
-	v.pkt.SetDts(durationToTicks(u.DTS, videoClock))
+	v.pkt.SetDts(media.DurationToTicks(u.DTS, videoClock))
 	if u.Key {
 		v.pkt.SetFlags(v.pkt.Flags().Add(astiav.PacketFlagKey))
 	}
@@ -486,21 +486,7 @@ func (v *videoPath) openGraph(f *astiav.Frame) error {
 	if v.bsink, err = v.graph.NewFilterContext(astiav.FindFilterByName("buffersink"), "out", nil); err != nil {
 		return fmt.Errorf("filter graph sink: %w", err)
 	}
-	outputs, inputs := astiav.AllocFilterInOut(), astiav.AllocFilterInOut()
-	defer outputs.Free()
-	defer inputs.Free()
-	outputs.SetName("in")
-	outputs.SetFilterContext(v.bsrc)
-	outputs.SetPadIdx(0)
-	outputs.SetNext(nil)
-	inputs.SetName("out")
-	inputs.SetFilterContext(v.bsink)
-	inputs.SetPadIdx(0)
-	inputs.SetNext(nil)
-	if err := v.graph.Parse(spec, inputs, outputs); err != nil {
-		return fmt.Errorf("filter graph %q: %w", spec, err)
-	}
-	if err := v.graph.Configure(); err != nil {
+	if err := linkGraph(v.graph, v.bsrc, v.bsink, spec); err != nil {
 		return fmt.Errorf("filter graph %q: %w", spec, err)
 	}
 	v.sinkTB = astiav.NewRational(1, videoClock)
@@ -529,7 +515,7 @@ func (v *videoPath) encode(f *astiav.Frame) error {
 		if err := makeWritable(f); err != nil {
 			return err
 		}
-		fr := &Frame{f: f, PTS: ticksToDuration(pts, videoClock), Key: key}
+		fr := &Frame{f: f, PTS: media.TicksToDuration(pts, videoClock), Key: key}
 		for _, fn := range fs {
 			if err := callFrameFunc(fn, fr); err != nil {
 				return err
@@ -630,7 +616,7 @@ func (v *videoPath) openEncoder(f *astiav.Frame) error {
 	if err := v.enc.Open(codec, opts); err != nil {
 		return fmt.Errorf("open libx264 (preset %s): %w", v.run.enc.Preset, err)
 	}
-	sps, pps := parameterSets(v.enc.ExtraData())
+	sps, pps := media.ParameterSets(v.enc.ExtraData())
 	if sps == nil || pps == nil {
 		return errors.New("libx264 gave no SPS/PPS")
 	}
@@ -662,7 +648,7 @@ func (v *videoPath) emit(pkt *astiav.Packet) error {
 	if !in.capture.IsZero() {
 		data = append([][]byte{media.CaptureSEI(in.capture)}, data...)
 	}
-	t := ticksToDuration(pts, videoClock)
+	t := media.TicksToDuration(pts, videoClock)
 	v.run.write(&media.Unit{
 		Track:    v.run.outIdx[v.run.srcDesc.VideoTrack()],
 		PTS:      t,
@@ -706,32 +692,24 @@ func hasNALU(au [][]byte, typ h264.NALUType) bool {
 	return false
 }
 
-// parameterSets finds the SPS and PPS in an Annex-B extradata.
-func parameterSets(extradata []byte) (sps, pps []byte) {
-	var nalus h264.AnnexB
-	if err := nalus.Unmarshal(extradata); err != nil {
-		return nil, nil
+// linkGraph parses spec between the graph's source ("in") and sink
+// ("out") and configures the graph.
+func linkGraph(g *astiav.FilterGraph, src, sink *astiav.FilterContext, spec string) error {
+	outputs, inputs := astiav.AllocFilterInOut(), astiav.AllocFilterInOut()
+	defer outputs.Free()
+	defer inputs.Free()
+	outputs.SetName("in")
+	outputs.SetFilterContext(src)
+	outputs.SetPadIdx(0)
+	outputs.SetNext(nil)
+	inputs.SetName("out")
+	inputs.SetFilterContext(sink)
+	inputs.SetPadIdx(0)
+	inputs.SetNext(nil)
+	if err := g.Parse(spec, inputs, outputs); err != nil {
+		return err
 	}
-	for _, n := range nalus {
-		if len(n) == 0 {
-			continue
-		}
-		switch h264.NALUType(n[0] & 0x1f) {
-		case h264.NALUTypeSPS:
-			sps = append([]byte(nil), n...)
-		case h264.NALUTypePPS:
-			pps = append([]byte(nil), n...)
-		}
-	}
-	return sps, pps
-}
-
-func durationToTicks(d time.Duration, rate int64) int64 {
-	return int64(d) / 1000 * rate / 1_000_000
-}
-
-func ticksToDuration(t, rate int64) time.Duration {
-	return time.Duration(t * 1_000_000 / rate * 1000)
+	return g.Configure()
 }
 
 // rescale converts ts in time base tb to 1/rate.

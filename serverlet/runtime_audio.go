@@ -91,7 +91,7 @@ func (a *audioPath) unit(u *media.Unit) error {
 	if rate <= 0 {
 		rate = opusRate
 	}
-	pts := durationToTicks(u.PTS, rate)
+	pts := media.DurationToTicks(u.PTS, rate)
 	for _, au := range u.Data {
 		if err := a.pkt.FromData(au); err != nil {
 			return err
@@ -176,21 +176,7 @@ func (a *audioPath) openGraph(f *astiav.Frame, rate int64) error {
 	}
 	spec := fmt.Sprintf("aresample=%d,aformat=sample_fmts=flt:sample_rates=%d:channel_layouts=%s,asetnsamples=n=960:p=0",
 		opusRate, opusRate, outLayout)
-	outputs, inputs := astiav.AllocFilterInOut(), astiav.AllocFilterInOut()
-	defer outputs.Free()
-	defer inputs.Free()
-	outputs.SetName("in")
-	outputs.SetFilterContext(a.bsrc)
-	outputs.SetPadIdx(0)
-	outputs.SetNext(nil)
-	inputs.SetName("out")
-	inputs.SetFilterContext(a.bsink)
-	inputs.SetPadIdx(0)
-	inputs.SetNext(nil)
-	if err := a.graph.Parse(spec, inputs, outputs); err != nil {
-		return fmt.Errorf("audio filter %q: %w", spec, err)
-	}
-	if err := a.graph.Configure(); err != nil {
+	if err := linkGraph(a.graph, a.bsrc, a.bsink, spec); err != nil {
 		return fmt.Errorf("audio filter %q: %w", spec, err)
 	}
 	a.sinkTB = astiav.NewRational(1, opusRate)
@@ -213,7 +199,7 @@ func (a *audioPath) encode(f *astiav.Frame) error {
 			return fmt.Errorf("encode Opus: %w", err)
 		}
 		if pts := a.encPkt.Pts(); pts >= 0 { // the encoder's priming precedes the stream
-			t := ticksToDuration(pts, opusRate)
+			t := media.TicksToDuration(pts, opusRate)
 			a.run.write(&media.Unit{
 				Track: a.run.outIdx[a.run.srcDesc.AudioTrack()], PTS: t, DTS: t,
 				Data: [][]byte{append([]byte(nil), a.encPkt.Data()...)}, Key: true, Received: time.Now(),

@@ -108,7 +108,7 @@ func (s *rtspSink) Write(u *media.Unit) error {
 	if err != nil {
 		return fmt.Errorf("packetize track %d: %w", u.Track, err)
 	}
-	ts := s.base[u.Track] + uint32(durationToTicks(u.PTS, s.rates[u.Track]))
+	ts := s.base[u.Track] + uint32(media.DurationToTicks(u.PTS, s.rates[u.Track]))
 	for _, p := range pkts {
 		p.Timestamp += ts
 		// The capture time goes into the RTCP sender reports, so that a

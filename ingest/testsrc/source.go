@@ -54,7 +54,7 @@ func NewSource(cfg Config) (*Source, error) {
 	if s.video, err = openVideo(cfg); err != nil {
 		return nil, err
 	}
-	sps, pps := parameterSets(s.video.cc.ExtraData())
+	sps, pps := media.ParameterSets(s.video.cc.ExtraData())
 	if sps == nil || pps == nil {
 		s.Close()
 		return nil, errors.New("testsrc: libx264 gave no SPS/PPS in its extradata")
@@ -94,10 +94,10 @@ func (s *Source) Next(ctx context.Context) (*media.Unit, error) {
 		s.start = time.Now()
 	}
 	for len(s.queue) == 0 {
-		vDue := s.start.Add(ticksToDuration(s.nextV, int64(s.cfg.FPS)))
+		vDue := s.start.Add(media.TicksToDuration(s.nextV, int64(s.cfg.FPS)))
 		due, isAudio := vDue, false
 		if s.audio != nil {
-			aDue := s.start.Add(ticksToDuration(s.nextA, audioSampleRate))
+			aDue := s.start.Add(media.TicksToDuration(s.nextA, audioSampleRate))
 			if aDue.Before(vDue) {
 				due, isAudio = aDue, true
 			}
@@ -135,8 +135,8 @@ const maxLag = time.Second
 // skipTo moves the schedule to the frames due at t.
 func (s *Source) skipTo(t time.Time) {
 	elapsed := t.Sub(s.start)
-	s.nextV = max(s.nextV, durationToTicks(elapsed, int64(s.cfg.FPS)))
-	s.nextA = max(s.nextA, durationToTicks(elapsed, audioSampleRate)/aacFrameSize*aacFrameSize)
+	s.nextV = max(s.nextV, media.DurationToTicks(elapsed, int64(s.cfg.FPS)))
+	s.nextA = max(s.nextA, media.DurationToTicks(elapsed, audioSampleRate)/aacFrameSize*aacFrameSize)
 }
 
 func waitUntil(ctx context.Context, t time.Time) error {
@@ -169,7 +169,7 @@ func (s *Source) produceVideo() error {
 			ct = now
 		}
 		delete(s.capture, pkt.Pts())
-		pts := ticksToDuration(pkt.Pts(), int64(s.cfg.FPS))
+		pts := media.TicksToDuration(pkt.Pts(), int64(s.cfg.FPS))
 		s.queue = append(s.queue, &media.Unit{
 			Track:    s.videoTrack,
 			PTS:      pts,
@@ -190,7 +190,7 @@ func (s *Source) produceAudio() error {
 		if pkt.Pts() < 0 {
 			return nil // the encoder's priming frame precedes the stream start
 		}
-		pts := ticksToDuration(pkt.Pts(), audioSampleRate)
+		pts := media.TicksToDuration(pkt.Pts(), audioSampleRate)
 		s.queue = append(s.queue, &media.Unit{
 			Track:    s.audioTrack,
 			PTS:      pts,
@@ -215,26 +215,6 @@ func withCaptureSEI(au [][]byte, t time.Time) [][]byte {
 	}
 	out = append(out, media.CaptureSEI(t))
 	return append(out, au[i:]...)
-}
-
-// parameterSets finds the SPS and PPS in an Annex-B (or bare) extradata.
-func parameterSets(extradata []byte) (sps, pps []byte) {
-	var nalus h264.AnnexB
-	if err := nalus.Unmarshal(extradata); err != nil {
-		return nil, nil
-	}
-	for _, n := range nalus {
-		if len(n) == 0 {
-			continue
-		}
-		switch h264.NALUType(n[0] & 0x1f) {
-		case h264.NALUTypeSPS:
-			sps = append([]byte(nil), n...)
-		case h264.NALUTypePPS:
-			pps = append([]byte(nil), n...)
-		}
-	}
-	return sps, pps
 }
 
 // Close frees the FFmpeg objects.

@@ -151,11 +151,11 @@ func (s *srtSink) Write(u *media.Unit) error {
 		return fmt.Errorf("unit for unknown track %d", u.Track)
 	}
 	tr := s.tracks[u.Track]
-	pts := durationToTicks(u.PTS+tsOffset, 90000)
+	pts := media.DurationToTicks(u.PTS+tsOffset, 90000)
 	var err error
 	switch tr.Codec.(type) {
 	case *mpegts.CodecH264:
-		err = s.w.WriteH264(tr, pts, durationToTicks(u.DTS+tsOffset, 90000), u.Data)
+		err = s.w.WriteH264(tr, pts, media.DurationToTicks(u.DTS+tsOffset, 90000), u.Data)
 	case *mpegts.CodecMPEG4Audio:
 		err = s.w.WriteMPEG4Audio(tr, pts, u.Data)
 	}

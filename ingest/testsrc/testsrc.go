@@ -20,7 +20,6 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gradient-cdn/gradient/media"
 )
@@ -226,17 +225,4 @@ func ParseSize(s string) (width, height int, err error) {
 		return 0, 0, fmt.Errorf("size %q: want WIDTHxHEIGHT such as 1280x720", s)
 	}
 	return width, height, nil
-}
-
-// durationToTicks converts a duration to ticks of a clock rate (RTP, MPEG-TS
-// 90 kHz, samples) without overflowing on long sessions.
-func durationToTicks(d time.Duration, rate int64) int64 {
-	secs := int64(d / time.Second)
-	rem := int64(d % time.Second)
-	return secs*rate + rem*rate/int64(time.Second)
-}
-
-// ticksToDuration is the inverse of durationToTicks.
-func ticksToDuration(n, rate int64) time.Duration {
-	return time.Duration(n/rate)*time.Second + time.Duration(n%rate)*time.Second/time.Duration(rate)
 }
