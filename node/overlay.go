@@ -294,12 +294,12 @@ func (o *nodeOverlay) OnHubEvent(ev media.HubEvent) {
 	}
 }
 
-// run reports demand and transcode use.
+// run reports demand and transcode use (by stream).
 func (o *nodeOverlay) run() {
 	defer close(o.done)
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	used := -1
+	var used map[string]int
 	for {
 		select {
 		case <-o.stop:
@@ -309,7 +309,12 @@ func (o *nodeOverlay) run() {
 		o.pruneSessions()
 		o.reportDemand()
 		if o.n.Serverlets != nil {
-			if u := o.n.Serverlets.Stats().Used; u != used {
+			u := map[string]int{}
+			for _, r := range o.n.Serverlets.Stats().Serverlets {
+				stream, _, _ := media.ParsePath(r.Rendition)
+				u[stream]++
+			}
+			if used == nil || !sameCounts(u, used) {
 				used = u
 				o.m.SetTranscodeUse(u)
 			}

@@ -37,6 +37,9 @@ type NodeMeta struct {
 	TranscodeSlots int `json:"slots,omitempty"`
 	// TranscodeCost is paid once per rendition the node produces.
 	TranscodeCost float64 `json:"tcost,omitempty"`
+	// Leaving is set by a node on its way out (Close), just before it
+	// leaves: the others record a graceful leave rather than a death.
+	Leaving bool `json:"leaving,omitempty"`
 }
 
 // Config configures a node's membership and cluster state.
@@ -79,8 +82,13 @@ type Config struct {
 	// Default 2 s.
 	RTTInterval time.Duration
 	// TombstoneTTL is how long a deleted entry is remembered so that an
-	// older copy does not come back. Default 2 min.
+	// older copy does not come back, and a dead member listed. Default 2 min.
 	TombstoneTTL time.Duration
+	// DeadNodeReclaim is how long after a member was declared dead a node
+	// of the same name may take its place from another address (a
+	// restarted pod with a new IP). Before that, such a node is refused as
+	// a name conflict. Default 5 s.
+	DeadNodeReclaim time.Duration
 	// RTTScale and DefaultRTT parametrise the link-cost model (LinkCost).
 	// Defaults 50 ms and 50 ms.
 	RTTScale   time.Duration
@@ -116,6 +124,9 @@ func (c Config) withDefaults() Config {
 	if c.TombstoneTTL <= 0 {
 		c.TombstoneTTL = 2 * time.Minute
 	}
+	if c.DeadNodeReclaim <= 0 {
+		c.DeadNodeReclaim = 5 * time.Second
+	}
 	if c.RTTScale <= 0 {
 		c.RTTScale = 50 * time.Millisecond
 	}
@@ -130,15 +141,26 @@ func (c Config) withDefaults() Config {
 
 // Member is one node as this node sees it.
 type Member struct {
-	Name  string   `json:"name"`
-	Addr  string   `json:"addr"`
-	State string   `json:"state"`
-	Meta  NodeMeta `json:"meta"`
+	Name string `json:"name"`
+	Addr string `json:"addr"`
+	// State is "alive"; "suspect" when memberlist still counts the member
+	// alive but this node's direct probes of it have gone unanswered for
+	// longer than a probe round should take (see suspectAfter); "leaving"
+	// between a node's announcement that it closes and its leave; "dead"
+	// when memberlist declared it failed, "left" when it left gracefully.
+	// Dead and left members are listed for Config.TombstoneTTL, for
+	// operators, and are planned and gossiped to no more.
+	State string `json:"state"`
+	// Since is when the member entered a dead or left state.
+	Since time.Time `json:"since,omitzero"`
+	Meta  NodeMeta  `json:"meta"`
 	// RTTMillis is this node's smoothed RTT estimate to the member, 0 when
 	// there is no sample yet (and for the node itself).
 	RTTMillis float64 `json:"rtt_ms,omitempty"`
-	// TranscodeUsed is how many renditions the member produces now.
-	TranscodeUsed int `json:"transcode_used"`
+	// TranscodeUsed is how many renditions the member produces now, and
+	// TranscodeByStream how many of them for each stream.
+	TranscodeUsed     int            `json:"transcode_used"`
+	TranscodeByStream map[string]int `json:"transcode_streams,omitempty"`
 }
 
 // Membership is the node's view of the cluster: who is alive, their
@@ -161,6 +183,8 @@ type Membership struct {
 	// lock): memberlist rewrites its Node structs in place, so the ones
 	// its Members() returns must not be read later.
 	nodes    map[string]Member
+	lastAck  map[string]time.Time // last direct probe ack (or join), by peer
+	gone     map[string]Member    // dead or left members, kept for TombstoneTTL
 	subs     map[chan struct{}]struct{}
 	closed   bool
 	stop     chan struct{}
@@ -183,7 +207,8 @@ func NewMembership(cfg Config) (*Membership, error) {
 		return nil, fmt.Errorf("gossip metadata too large (%d bytes)", len(meta))
 	}
 	m := &Membership{cfg: cfg, log: log, meta: cfg.Meta, metaB: meta, rtt: map[string]float64{},
-		alive: map[string]bool{cfg.Name: true}, nodes: map[string]Member{}, subs: map[chan struct{}]struct{}{}, stop: make(chan struct{})}
+		alive: map[string]bool{cfg.Name: true}, nodes: map[string]Member{},
+		lastAck: map[string]time.Time{}, gone: map[string]Member{}, subs: map[chan struct{}]struct{}{}, stop: make(chan struct{})}
 	m.state = newState(cfg.Name, cfg.TombstoneTTL, m.ownerAlive)
 
 	mc := memberlist.DefaultLANConfig()
@@ -211,6 +236,7 @@ func NewMembership(cfg Config) (*Membership, error) {
 	mc.SuspicionMult = cfg.SuspicionMult
 	mc.GossipInterval = cfg.GossipInterval
 	mc.PushPullInterval = cfg.PushPullInterval
+	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaim
 	if cfg.wrapTransport != nil {
 		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: port, Logger: mc.Logger})
 		if err != nil {
@@ -265,20 +291,50 @@ func (m *Membership) Addr() string {
 	return m.nodes[m.cfg.Name].Addr
 }
 
-// Members lists the alive nodes this node knows, itself included, by name.
+// Members lists the nodes this node knows, itself included, by name: the
+// alive and suspect ones, then those dead or gone in the last
+// Config.TombstoneTTL.
 func (m *Membership) Members() []Member {
+	now := time.Now()
 	m.mu.Lock()
-	out := make([]Member, 0, len(m.nodes))
+	out := make([]Member, 0, len(m.nodes)+len(m.gone))
+	after := m.suspectAfter(len(m.nodes))
 	for _, x := range m.nodes {
 		x.RTTMillis = m.rtt[x.Name]
+		switch {
+		case x.Meta.Leaving:
+			x.State = "leaving"
+		case x.Name != m.cfg.Name && now.Sub(m.lastAck[x.Name]) > after:
+			x.State = "suspect"
+		}
+		out = append(out, x)
+	}
+	for _, x := range m.gone {
 		out = append(out, x)
 	}
 	m.mu.Unlock()
 	for i := range out {
-		out[i].TranscodeUsed = m.transcodeUse(out[i].Name)
+		if out[i].State == "alive" || out[i].State == "suspect" {
+			out[i].TranscodeByStream = m.transcodeUse(out[i].Name)
+			for _, n := range out[i].TranscodeByStream {
+				out[i].TranscodeUsed += n
+			}
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// suspectAfter is how long a peer may go without answering one of this
+// node's direct probes before it shows as suspect. memberlist probes one
+// peer per ProbeInterval, in a shuffled round over the n-1 peers, so two
+// probes of the same peer are at most about 2(n-1) intervals apart; one
+// more interval and the probe timeout give the margin. A peer whose probes
+// fail is declared dead by memberlist itself (after its suspicion timeout);
+// this state shows the time in between, and a peer reached only through
+// indirect probes (a broken direct path).
+func (m *Membership) suspectAfter(n int) time.Duration {
+	return time.Duration(2*max(n-1, 1)+1)*m.cfg.ProbeInterval + m.cfg.ProbeTimeout
 }
 
 // memberOf copies a memberlist node; called from the event delegate.
@@ -289,7 +345,9 @@ func memberOf(n *memberlist.Node) Member {
 	return mem
 }
 
-// Alive lists the members that are alive (or suspected, not yet dead).
+// Alive lists the members that are alive or suspected (not yet dead): the
+// ones plans may use. A leaving member is left out, so that plans move off
+// it before it goes.
 func (m *Membership) Alive() []Member {
 	var out []Member
 	for _, x := range m.Members() {
@@ -334,6 +392,15 @@ func resolveMeta(meta NodeMeta, host string) NodeMeta {
 func (m *Membership) Close() error {
 	if !m.shutdownLoops() {
 		return nil
+	}
+	m.mu.Lock()
+	m.meta.Leaving = true
+	if b, err := json.Marshal(m.meta); err == nil {
+		m.metaB = b
+	}
+	m.mu.Unlock()
+	if err := m.ml.UpdateNode(500 * time.Millisecond); err != nil {
+		m.log.Debug("announce leaving", "err", err)
 	}
 	err := m.ml.Leave(time.Second)
 	if serr := m.ml.Shutdown(); serr != nil {
@@ -420,6 +487,13 @@ func (m *Membership) housekeeping() {
 			m.setLocal(kindRTT, m.cfg.Name, cur, false)
 		}
 		m.state.gc()
+		m.mu.Lock()
+		for name, x := range m.gone {
+			if time.Since(x.Since) > m.cfg.TombstoneTTL {
+				delete(m.gone, name)
+			}
+		}
+		m.mu.Unlock()
 	}
 }
 
@@ -541,6 +615,8 @@ func (m *Membership) NotifyJoin(n *memberlist.Node) {
 	m.mu.Lock()
 	m.alive[n.Name] = true
 	m.nodes[n.Name] = mem
+	m.lastAck[n.Name] = time.Now()
+	delete(m.gone, n.Name)
 	m.mu.Unlock()
 	m.log.Info("node joined", "node", n.Name, "addr", n.Address())
 	m.changed()
@@ -551,8 +627,19 @@ func (m *Membership) NotifyJoin(n *memberlist.Node) {
 func (m *Membership) NotifyLeave(n *memberlist.Node) {
 	m.mu.Lock()
 	if n.Name != m.cfg.Name {
+		if mem, ok := m.nodes[n.Name]; ok {
+			// memberlist does not tell a leave from a death here
+			// (Node.State stays alive); the metadata of a node that closed
+			// says it was leaving.
+			mem.State, mem.Since = "dead", time.Now()
+			if mem.Meta.Leaving {
+				mem.State = "left"
+			}
+			m.gone[n.Name] = mem
+		}
 		delete(m.alive, n.Name)
 		delete(m.nodes, n.Name)
+		delete(m.lastAck, n.Name)
 	}
 	delete(m.rtt, n.Name)
 	m.mu.Unlock()
@@ -582,6 +669,7 @@ func (m *Membership) AckPayload() []byte { return nil }
 func (m *Membership) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, payload []byte) {
 	ms := float64(rtt) / float64(time.Millisecond)
 	m.mu.Lock()
+	m.lastAck[other.Name] = time.Now()
 	if old, ok := m.rtt[other.Name]; ok {
 		m.rtt[other.Name] = 0.75*old + 0.25*ms
 	} else {

@@ -2,7 +2,9 @@ package overlay
 
 import (
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/gradient-cdn/gradient/internal/testutil"
 )
@@ -59,5 +61,84 @@ func TestGossipWithoutClusterKeyIsIgnored(t *testing.T) {
 	}
 	if n := len(b.Members()); n != 1 {
 		t.Fatalf("keyless node sees %d members, want 1", n)
+	}
+}
+
+func memberState(m *Membership, name string) string {
+	for _, x := range m.Members() {
+		if x.Name == name {
+			return x.State
+		}
+	}
+	return ""
+}
+
+func TestMembersShowSuspectDeadLeftAndARestartedNodeIsTakenBack(t *testing.T) {
+	// A long suspicion (SuspicionMult 6: at least 1.2 s, up to 7.2 s with
+	// 200 ms probes) leaves time to see n2 suspect before it is dead.
+	ms := startCluster(t, 3, func(i int, c *Config) {
+		c.SuspicionMult = 6
+		c.DeadNodeReclaim = 500 * time.Millisecond
+	})
+	testutil.Eventually(t, 10*time.Second, "3 nodes alive everywhere", func() bool {
+		for _, m := range ms {
+			if len(m.Alive()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	ms[2].Shutdown() // a crash: no leave message
+	var seen []string
+	testutil.Eventually(t, 20*time.Second, "n0 sees n2 dead", func() bool {
+		st := memberState(ms[0], "n2")
+		if len(seen) == 0 || seen[len(seen)-1] != st {
+			seen = append(seen, st)
+		}
+		return st == "dead"
+	})
+	if !slices.Contains(seen, "suspect") {
+		t.Errorf("n0 saw n2 go %v, want it suspect before dead", seen)
+	}
+	if got := aliveNames(ms[0]); got != "n0 n1 " {
+		t.Errorf("alive after n2's death: %q, want n0 n1", got)
+	}
+	// The name is reclaimed from a new address (a restarted pod).
+	c := fastConfig(t, "n2", 0.01)
+	c.Join = []string{ms[0].Addr()}
+	back, err := NewMembership(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { back.Close() })
+	testutil.Eventually(t, 20*time.Second, "the restarted n2 is alive again at n0 and n1", func() bool {
+		return memberState(ms[0], "n2") == "alive" && memberState(ms[1], "n2") == "alive"
+	})
+	ms[1].Close() // a graceful leave
+	testutil.Eventually(t, 10*time.Second, "n0 sees n1 left", func() bool { return memberState(ms[0], "n1") == "left" })
+	if got := aliveNames(ms[0]); got != "n0 n2 " {
+		t.Errorf("alive after n1 left: %q, want n0 n2", got)
+	}
+}
+
+func TestFreeSlotsLeaveOtherStreamsRenditionsOut(t *testing.T) {
+	x := Member{Name: "e", Meta: NodeMeta{TranscodeSlots: 4},
+		TranscodeByStream: map[string]int{"live/a": 2, "live/b": 1}}
+	for _, c := range []struct {
+		stream  string
+		planned map[string]int
+		want    int
+	}{
+		{"live/a", nil, 3},                         // b's one counts, a's own two do not
+		{"live/b", nil, 2},                         // a's two count
+		{"live/c", nil, 1},                         // both count
+		{"live/c", map[string]int{"live/b": 2}, 0}, // b is planned for two (one not running yet)
+		{"live/c", map[string]int{"live/d": 1}, 0}, // a planned stream that runs nothing yet
+		{"live/a", map[string]int{"live/b": 0}, 3}, // planned less than running: running counts
+		{"live/c", map[string]int{"live/d": 5}, 0}, // never below zero
+	} {
+		if got := FreeSlots(x, c.stream, c.planned); got != c.want {
+			t.Errorf("FreeSlots(%s, planned %v) = %d, want %d", c.stream, c.planned, got, c.want)
+		}
 	}
 }

@@ -168,10 +168,11 @@ func (p *Planner) Problem(s StreamInfo) (*optimizer.Problem, []Group) {
 	rtts := p.m.RTTs()
 	prob := &optimizer.Problem{Root: s.Root, Levels: s.Ladder}
 	alive := map[string]bool{}
+	others := p.otherStreamsTranscodes(s.Name)
 	for _, x := range members {
 		alive[x.Name] = true
 		n := optimizer.Node{ID: x.Name, TranscodeCost: x.Meta.TranscodeCost}
-		n.TranscodeSlots = optimizer.Slots(max(0, x.Meta.TranscodeSlots))
+		n.TranscodeSlots = optimizer.Slots(FreeSlots(x, s.Name, others[x.Name]))
 		prob.Nodes = append(prob.Nodes, n)
 	}
 	for i := range members {
@@ -209,6 +210,47 @@ func (p *Planner) Problem(s StreamInfo) (*optimizer.Problem, []Group) {
 	return prob, groups
 }
 
+// otherStreamsTranscodes counts, per node and stream, the renditions that
+// the current plans of streams other than stream place there.
+func (p *Planner) otherStreamsTranscodes(stream string) map[string]map[string]int {
+	out := map[string]map[string]int{}
+	for _, pl := range p.m.Plans() {
+		if pl.Stream == stream {
+			continue
+		}
+		for _, t := range pl.Plan.Transcodes {
+			if out[t.Node] == nil {
+				out[t.Node] = map[string]int{}
+			}
+			out[t.Node][pl.Stream]++
+		}
+	}
+	return out
+}
+
+// FreeSlots is the transcode capacity member x offers to the plan of
+// stream: its slots less what every other stream takes there, counting for
+// each the larger of the renditions x reports producing for it and those
+// its plan places on x (planned ones may not run yet; running ones may be
+// unplanned, started for a local viewer). The stream's own renditions do
+// not count against it: re-planning must not evict itself.
+func FreeSlots(x Member, stream string, planned map[string]int) int {
+	free := x.Meta.TranscodeSlots
+	seen := map[string]bool{stream: true}
+	for st, n := range x.TranscodeByStream {
+		if !seen[st] {
+			seen[st] = true
+			free -= max(n, planned[st])
+		}
+	}
+	for st, n := range planned {
+		if !seen[st] {
+			free -= n
+		}
+	}
+	return max(0, free)
+}
+
 func (p *Planner) planStream(s StreamInfo) error {
 	if len(s.Ladder) == 0 {
 		return fmt.Errorf("stream %s has no ladder", s.Name)
@@ -229,7 +271,8 @@ func (p *Planner) planStream(s StreamInfo) error {
 		if sameTree(old, plan) {
 			return nil
 		}
-		if p.cfg.Hysteresis > 0 && sameGroups(old.Groups, groups) {
+		if p.cfg.Hysteresis > 0 && sameGroups(old.Groups, groups) && prob.Check(&old.Plan) == nil {
+			// The old plan still fits the problem (slots may have gone).
 			if c, err := prob.Evaluate(&old.Plan); err == nil && sol.Cost.Regret > (1-p.cfg.Hysteresis)*c.Regret {
 				return nil // not enough of a gain to move relays
 			}

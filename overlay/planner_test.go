@@ -259,3 +259,41 @@ func TestRTTEstimatesOrderDelayedLinksAndThePlanTakesTheCheapPath(t *testing.T) 
 		return ok && par == "B"
 	})
 }
+
+func TestPlannerLeavesSlotsOtherStreamsUseOutOfThePlan(t *testing.T) {
+	ms := startCluster(t, 3, func(i int, c *Config) {
+		c.Meta.Price = 1
+		c.Meta.TranscodeCost = 0.001
+	})
+	// Phones like 360p as much as the source: a rendition made in the tree
+	// saves 1.7 Mbps on every arc after it, whatever the RTTs, so only a
+	// lack of slots keeps it out.
+	classes := map[string]map[string]float64{"phone": {"720p": 2.9, "360p": 2.9}}
+	pl := NewPlanner(PlannerConfig{DeviceClasses: classes, Debounce: 50 * time.Millisecond, Interval: 500 * time.Millisecond}, ms[0])
+	pl.Start()
+	t.Cleanup(func() { pl.Close() })
+	ms[0].SetStream(StreamInfo{Name: "live/cam1", Ladder: testLadder})
+	ms[2].SetDemand("live/cam1", map[string]int{"phone": 3})
+	waitPlanEverywhere(t, ms, "phones served a 360p made in the tree", func(p *Plan) bool {
+		lv, ok := p.Served("n2", "phone")
+		return ok && lv == "360p" && len(p.Plan.Transcodes) == 1
+	})
+	// Every node's two slots are taken by renditions of another stream.
+	for _, m := range ms {
+		m.SetTranscodeUse(map[string]int{"live/other": 2})
+	}
+	p := waitPlanEverywhere(t, ms, "no transcode where the slots are taken", func(p *Plan) bool {
+		return len(p.Plan.Transcodes) == 0 && p.Covers("n2")
+	})
+	if lv, _ := p.Served("n2", "phone"); lv != "720p" {
+		t.Errorf("phones served %q with no slot free, want the source 720p", lv)
+	}
+	// The stream's own renditions do not count against it.
+	for _, m := range ms {
+		m.SetTranscodeUse(map[string]int{"live/cam1": 2})
+	}
+	waitPlanEverywhere(t, ms, "the 360p back once the other stream's renditions stopped", func(p *Plan) bool {
+		lv, ok := p.Served("n2", "phone")
+		return ok && lv == "360p" && len(p.Plan.Transcodes) == 1
+	})
+}

@@ -239,7 +239,7 @@ func (m *Membership) broadcast(e *entry) {
 	}
 	go func() {
 		defer m.wg.Done()
-		for _, x := range m.Members() {
+		for _, x := range m.Alive() {
 			if x.Name == m.cfg.Name {
 				continue
 			}
@@ -419,17 +419,20 @@ func streamOf(path string) string {
 	return s
 }
 
-// SetTranscodeUse reports how many renditions this node produces now.
-func (m *Membership) SetTranscodeUse(used int) {
-	m.setLocal(kindLoad, m.cfg.Name, used, false)
+// SetTranscodeUse reports how many renditions this node produces now, by
+// stream (serverlets making "live/cam1@360p" count for "live/cam1"). The
+// planners of other streams leave those slots out of the capacity they
+// plan with.
+func (m *Membership) SetTranscodeUse(byStream map[string]int) {
+	m.setLocal(kindLoad, m.cfg.Name, byStream, false)
 }
 
-func (m *Membership) transcodeUse(node string) int {
+func (m *Membership) transcodeUse(node string) map[string]int {
 	e, ok := m.state.get(kindLoad, node)
 	if !ok {
-		return 0
+		return nil
 	}
-	var n int
+	var n map[string]int
 	_ = json.Unmarshal(e.Data, &n)
 	return n
 }
