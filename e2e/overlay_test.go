@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -661,90 +662,40 @@ func TestOverlayNodeProcessesRepairAfterKill9OfAnInteriorNode(t *testing.T) {
 	t.Logf("re-planned after kill -9 of %s: %+v", interior, plan.Plan.Arcs)
 }
 
-// netnsLab is three hosts (network namespaces) on one bridge, with a
-// netem delay per destination: the lab the RTT estimates are tested in.
-type netnsLab struct {
-	t      *testing.T
-	prefix string
-	hosts  []string // namespace names
-	ips    []string
+// getIn fetches url with an HTTP client of a NetLab host (which does not
+// follow redirects) and returns the status and the body.
+func getIn(c *http.Client, url string) (status int, body []byte, err error) {
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
 }
 
-func (l *netnsLab) run(args ...string) {
-	l.t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		l.t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// newNetnsLab builds hosts with the one-way delays delay[i][j] (ms) from
-// host i to host j.
-func newNetnsLab(t *testing.T, delay [][]int) *netnsLab {
-	l := &netnsLab{t: t, prefix: fmt.Sprintf("grd%d", os.Getpid()%100000)}
-	br := l.prefix + "br"
-	t.Cleanup(func() {
-		for _, h := range l.hosts {
-			exec.Command("ip", "netns", "del", h).Run()
-		}
-		exec.Command("ip", "netns", "del", br).Run()
-	})
-	l.run("ip", "netns", "add", br)
-	l.run("ip", "-n", br, "link", "add", "br0", "type", "bridge")
-	l.run("ip", "-n", br, "link", "set", "br0", "up")
-	for i := range delay {
-		h := fmt.Sprintf("%sh%d", l.prefix, i)
-		ip := fmt.Sprintf("10.77.0.%d", i+1)
-		l.run("ip", "netns", "add", h)
-		l.hosts, l.ips = append(l.hosts, h), append(l.ips, ip)
-		l.run("ip", "link", "add", "veth0", "netns", h, "type", "veth", "peer", "name", fmt.Sprintf("p%d", i), "netns", br)
-		l.run("ip", "-n", br, "link", "set", fmt.Sprintf("p%d", i), "master", "br0", "up")
-		l.run("ip", "-n", h, "addr", "add", ip+"/24", "dev", "veth0")
-		l.run("ip", "-n", h, "link", "set", "veth0", "up")
-		l.run("ip", "-n", h, "link", "set", "lo", "up")
-	}
-	for i := range delay {
-		h := l.hosts[i]
-		// prio's bands 1-3 take ordinary traffic undelayed; band 4+j
-		// (filtered by destination) delays traffic to host j.
-		out, err := exec.Command("ip", "netns", "exec", h, "tc", "qdisc", "add", "dev", "veth0", "root", "handle", "1:", "prio", "bands", fmt.Sprint(3+len(delay))).CombinedOutput()
-		if err != nil {
-			t.Skipf("this kernel cannot shape traffic (prio/netem qdiscs): %s", strings.TrimSpace(string(out)))
-		}
-		for j, d := range delay[i] {
-			if i == j || d == 0 {
-				continue
-			}
-			band := fmt.Sprintf("1:%d", 4+j)
-			l.run("ip", "netns", "exec", h, "tc", "qdisc", "add", "dev", "veth0", "parent", band, "handle", fmt.Sprintf("%d:", 10+j), "netem", "delay", fmt.Sprintf("%dms", d))
-			l.run("ip", "netns", "exec", h, "tc", "filter", "add", "dev", "veth0", "parent", "1:", "protocol", "ip", "prio", "1", "u32",
-				"match", "ip", "dst", l.ips[j]+"/32", "flowid", band)
-		}
-	}
-	return l
-}
-
-// get runs curl inside host i's namespace.
-func (l *netnsLab) get(i int, url string) (string, error) {
-	out, err := exec.Command("ip", "netns", "exec", l.hosts[i], "curl", "-s", "-m", "5", "-o", "-", "-w", "\n%{http_code} %{redirect_url}", url).Output()
-	return string(out), err
-}
-
-func TestOverlayRTTEstimatesOrderNetemLinksAndThePlanTakesTheCheapPath(t *testing.T) {
-	if os.Getenv("GRADIENT_NETNS") != "1" || os.Geteuid() != 0 {
-		t.Skip("needs root and network namespaces; run with GRADIENT_NETNS=1")
-	}
-	testutil.RequireTool(t, "tc")
-	testutil.RequireTool(t, "curl")
+// Three hosts in network namespaces, joined by testutil.NetLab's delaying
+// router (this kernel has no netem): one-way delays A–B 5 ms, B–C 5 ms,
+// A–C 100 ms, equal prices. Gossip's RTT estimates must order the links,
+// and the plan for a TV viewer at C must relay A→B→C (link cost 2 × 1.2)
+// rather than A→C (1 + 200/50 = 5).
+func TestOverlayRTTEstimatesOrderDelayedLinksAndThePlanTakesTheCheapPath(t *testing.T) {
+	testutil.RequireNetLab(t)
 	bin := buildGradient(t)
-	// One-way delays in ms: A–B 5, B–C 5, A–C 100. Equal prices, so the
-	// relay A→B→C (RTT 2×10 ms) is cheaper than A→C (RTT 200 ms).
-	lab := newNetnsLab(t, [][]int{{0, 5, 100}, {5, 0, 5}, {100, 5, 0}})
+	const d = time.Millisecond
+	lab := testutil.NewNetLab(t, [][]time.Duration{
+		{0, 5 * d, 100 * d},
+		{5 * d, 0, 5 * d},
+		{100 * d, 5 * d, 0},
+	})
 	names := []string{"A", "B", "C"}
-	for i, h := range lab.hosts {
-		ip := lab.ips[i]
+	ips := lab.IPs()
+	clients := make([]*http.Client, len(ips))
+	for i, ip := range ips {
+		clients[i] = lab.HTTPClient(t, i)
 		join := ""
 		if i > 0 {
-			join = "  join: [\"" + lab.ips[0] + ":7946\"]\n"
+			join = "  join: [\"" + ips[0] + ":7946\"]\n"
 		}
 		cfg := fmt.Sprintf(`name: %s
 data: %s
@@ -769,20 +720,18 @@ gossip:
 		if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		testutil.Start(t, "ip", "netns", "exec", h, bin, "node", "--config", file)
+		// `ip netns exec` execs the node, so the process killed at
+		// cleanup is the node itself.
+		lab.Start(t, i, bin, "node", "--config", file)
 		testutil.Eventually(t, 20*time.Second, names[i]+" answers", func() bool {
-			out, err := lab.get(i, "http://"+ip+":8080/healthz")
-			return err == nil && strings.HasPrefix(out, "ok")
+			code, body, err := getIn(clients[i], "http://"+ip+":8080/healthz")
+			return err == nil && code == http.StatusOK && strings.HasPrefix(string(body), "ok")
 		})
 	}
 	status := func() (node.ClusterStatus, bool) {
 		var st node.ClusterStatus
-		out, err := lab.get(0, "http://"+lab.ips[0]+":8080/api/v1/cluster")
-		if err != nil {
-			return st, false
-		}
-		body := out[:strings.LastIndex(out, "\n")]
-		return st, json.Unmarshal([]byte(body), &st) == nil
+		code, body, err := getIn(clients[0], "http://"+ips[0]+":8080/api/v1/cluster")
+		return st, err == nil && code == http.StatusOK && json.Unmarshal(body, &st) == nil
 	}
 	rtt := func(st node.ClusterStatus, a, b string) float64 {
 		x, y := st.RTTMillis[a][b], st.RTTMillis[b][a]
@@ -801,30 +750,33 @@ gossip:
 		return ok && len(st.Members) == 3 && rtt(st, "A", "B") > 0 && rtt(st, "B", "C") > 0 && rtt(st, "A", "C") > 0
 	})
 	ab, bc, ac := rtt(st, "A", "B"), rtt(st, "B", "C"), rtt(st, "A", "C")
-	t.Logf("RTT estimates (netem 10, 10, 200 ms): A–B %.1f ms, B–C %.1f ms, A–C %.1f ms", ab, bc, ac)
+	t.Logf("FIGURE RTT estimates at A over delayed links (configured 10, 10, 200 ms): A–B %.1f ms, B–C %.1f ms, A–C %.1f ms", ab, bc, ac)
 	if !(ab < ac && bc < ac) || ab < 8 || ac < 150 {
-		t.Fatalf("RTT estimates A–B %.1f, B–C %.1f, A–C %.1f do not follow the netem delays 10, 10, 200 ms", ab, bc, ac)
+		t.Fatalf("RTT estimates A–B %.1f, B–C %.1f, A–C %.1f ms do not follow the configured RTTs 10, 10, 200 ms", ab, bc, ac)
 	}
 
-	pub := testutil.Start(t, "ip", "netns", "exec", lab.hosts[0], "ffmpeg", "-hide_banner", "-loglevel", "warning", "-re", "-stream_loop", "-1",
+	lab.Start(t, 0, "ffmpeg", "-hide_banner", "-loglevel", "warning", "-re", "-stream_loop", "-1",
 		"-i", testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 15, Seconds: 4}), "-c", "copy", "-f", "rtsp",
-		"-rtsp_transport", "tcp", "rtsp://"+lab.ips[0]+":8554/live/cam1")
-	_ = pub
+		"-rtsp_transport", "tcp", "rtsp://"+ips[0]+":8554/live/cam1")
 	testutil.Eventually(t, 20*time.Second, "a TV viewer at C is sent to a player", func() bool {
-		out, err := lab.get(2, "http://"+lab.ips[2]+":8080/watch/live/cam1?device=tv")
-		return err == nil && strings.Contains(out, "302 ")
+		code, _, err := getIn(clients[2], "http://"+ips[2]+":8080/watch/live/cam1?device=tv")
+		return err == nil && code == http.StatusFound
 	})
+	var arcs string
 	testutil.Eventually(t, 30*time.Second, "the plan relays A→B→C, not over the long A–C link", func() bool {
-		out, err := lab.get(0, "http://"+lab.ips[0]+":8080/api/v1/streams/live/cam1/plan")
-		if err != nil {
+		code, body, err := getIn(clients[0], "http://"+ips[0]+":8080/api/v1/streams/live/cam1/plan")
+		if err != nil || code != http.StatusOK {
 			return false
 		}
 		var p overlay.Plan
-		if json.Unmarshal([]byte(out[:strings.LastIndex(out, "\n")]), &p) != nil {
+		if json.Unmarshal(body, &p) != nil {
 			return false
 		}
+		if a := fmt.Sprintf("%+v", p.Plan.Arcs); a != arcs {
+			arcs = a
+			t.Logf("plan arcs %s", arcs)
+		}
 		par, _, ok := p.Parent("C")
-		t.Logf("plan arcs %+v", p.Plan.Arcs)
 		return ok && par == "B"
 	})
 }
