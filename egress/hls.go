@@ -4,8 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +47,15 @@ type HLSConfig struct {
 	// gohlslib.MuxerVariantLowLatency: fMP4 segments with LL-HLS parts and
 	// blocking playlist reloads, which non-LL players play as plain HLS.
 	Variant gohlslib.MuxerVariant
+
+	// ViewerTimeout is how long a client counts as a viewer of a stream
+	// (see Viewers) after its last answered request for one of the
+	// stream's files. A playing client reloads the media playlist at least
+	// once per target duration (a segment: SegmentDuration or one GOP,
+	// whichever is longer) and an LL-HLS client several times a second, so
+	// the window must exceed the stream's longest segment. Default 10 s,
+	// or 3 × SegmentDuration where that is longer.
+	ViewerTimeout time.Duration
 }
 
 func (c HLSConfig) withDefaults() HLSConfig {
@@ -65,6 +77,9 @@ func (c HLSConfig) withDefaults() HLSConfig {
 	if c.Variant == 0 {
 		c.Variant = gohlslib.MuxerVariantLowLatency
 	}
+	if c.ViewerTimeout <= 0 {
+		c.ViewerTimeout = max(10*time.Second, 3*c.SegmentDuration)
+	}
 	return c
 }
 
@@ -78,6 +93,9 @@ const hlsMultivariantPlaylist = "index.m3u8"
 // closed when the stream ends or after IdleTimeout without requests.
 // HLS is an egress StreamHandler: every file name the muxer serves
 // (playlists, init file, segments, parts) is a rest under the stream path.
+//
+// HLS also tracks who watches (see Viewers): HLS is stateless HTTP, so a
+// viewer is a client that keeps fetching a stream's files.
 type HLS struct {
 	cfg HLSConfig
 	hub *media.Hub
@@ -86,6 +104,8 @@ type HLS struct {
 	mu     sync.Mutex
 	muxers map[string]*hlsMuxer
 	closed bool
+
+	viewers hlsViewers
 }
 
 // NewHLS returns the HLS egress for hub.
@@ -109,6 +129,7 @@ func NewHLS(cfg HLSConfig, hub *media.Hub, log *slog.Logger) (*HLS, error) {
 		log:    log.With("component", "hls"),
 		muxers: map[string]*hlsMuxer{},
 	}
+	h.viewers.init(cfg.ViewerTimeout, h.log)
 	return h, nil
 }
 
@@ -137,6 +158,7 @@ func (h *HLS) Close() error {
 	for _, m := range ms {
 		m.stop()
 	}
+	h.viewers.clear()
 	return nil
 }
 
@@ -222,6 +244,10 @@ func (h *HLS) ServeStream(w http.ResponseWriter, r *http.Request, path, rest str
 	if !sw.wrote {
 		// Not a file of this muxer (expired segment, other session's prefix).
 		http.NotFound(w, r)
+		return
+	}
+	if sw.status >= 200 && sw.status < 300 {
+		h.viewers.seen(path, r, time.Now())
 	}
 }
 
@@ -567,4 +593,177 @@ func (w *hlsDiscardWriter) WriteHeader(code int) {
 func (w *hlsDiscardWriter) Write(b []byte) (int, error) {
 	w.WriteHeader(http.StatusOK)
 	return len(b), nil
+}
+
+// HLSViewerParam is the query parameter that names one player's HLS
+// session: a token the player draws once per page (the player page sends
+// it on index.m3u8, and the muxer repeats the query on every playlist,
+// segment and part URL it lists). A client without one is known by its
+// remote IP and User-Agent, so that players behind one address with one
+// browser count as one viewer.
+const HLSViewerParam = "viewer"
+
+// maxHLSViewers bounds the viewers tracked at once, so that clients
+// inventing tokens cannot grow the table without end; past it new clients
+// are not counted until old ones expire.
+const maxHLSViewers = 100000
+
+// maxHLSViewerQuery bounds the query kept per viewer: a longer one is not
+// kept (the player's is a few dozen bytes).
+const maxHLSViewerQuery = 1024
+
+// HLSViewer is a client that fetched a file of a stream (a playlist, the
+// init section, a segment or a part) within ViewerTimeout.
+type HLSViewer struct {
+	// Path is the stream path requested, with its rendition ("live/cam1@360p").
+	Path string
+	// Client identifies the viewer: "viewer:<token>" with HLSViewerParam,
+	// else "<remote IP> <User-Agent>".
+	Client string
+	// Query is the query of the viewer's first request that had one,
+	// without LL-HLS's own _HLS_ parameters (device=phone&viewer=… from the
+	// player page).
+	Query url.Values
+	// First and Last are the times of its first and last answered request.
+	First, Last time.Time
+}
+
+// Viewers lists the clients that fetched a file of a stream within
+// ViewerTimeout (only answered requests count: a 404 for a stream that is
+// not here, or a refused request, makes no viewer), sorted by path, then
+// client. A viewer that stops fetching is dropped once the window passes.
+func (h *HLS) Viewers() []HLSViewer {
+	return h.viewers.list(time.Now())
+}
+
+type hlsViewerKey struct{ path, client string }
+
+type hlsViewer struct {
+	query       url.Values
+	first, last time.Time
+}
+
+// hlsViewers is the table behind HLS.Viewers.
+type hlsViewers struct {
+	window time.Duration
+	log    *slog.Logger
+
+	mu        sync.Mutex
+	m         map[hlsViewerKey]*hlsViewer
+	lastPrune time.Time
+	full      bool // the table is at maxHLSViewers (logged once per episode)
+}
+
+func (v *hlsViewers) init(window time.Duration, log *slog.Logger) {
+	v.window, v.log, v.m = window, log, map[hlsViewerKey]*hlsViewer{}
+}
+
+// seen notes an answered request of r for a file of path.
+func (v *hlsViewers) seen(path string, r *http.Request, now time.Time) {
+	var q url.Values
+	if len(r.URL.RawQuery) <= maxHLSViewerQuery {
+		q = r.URL.Query()
+	}
+	for k := range q {
+		if strings.HasPrefix(k, "_HLS_") {
+			delete(q, k)
+		}
+	}
+	key := hlsViewerKey{path: path, client: hlsClient(r, q.Get(HLSViewerParam))}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if now.Sub(v.lastPrune) >= v.window {
+		v.prune(now)
+	}
+	if x := v.m[key]; x != nil {
+		x.last = now
+		if len(x.query) == 0 && len(q) > 0 {
+			x.query = q
+		}
+		return
+	}
+	if len(v.m) >= maxHLSViewers {
+		if !v.full {
+			v.full = true
+			v.log.Warn("HLS viewer table full: new viewers are not counted until others leave", "max", maxHLSViewers)
+		}
+		return
+	}
+	v.m[key] = &hlsViewer{query: q, first: now, last: now}
+}
+
+// prune forgets viewers idle for the window; called with v.mu held.
+func (v *hlsViewers) prune(now time.Time) {
+	v.lastPrune = now
+	for k, x := range v.m {
+		if now.Sub(x.last) >= v.window {
+			delete(v.m, k)
+		}
+	}
+	if len(v.m) < maxHLSViewers {
+		v.full = false
+	}
+}
+
+func (v *hlsViewers) list(now time.Time) []HLSViewer {
+	v.mu.Lock()
+	v.prune(now)
+	out := make([]HLSViewer, 0, len(v.m))
+	for k, x := range v.m {
+		out = append(out, HLSViewer{Path: k.path, Client: k.client, Query: cloneValues(x.query), First: x.first, Last: x.last})
+	}
+	v.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Path != out[j].Path {
+			return out[i].Path < out[j].Path
+		}
+		return out[i].Client < out[j].Client
+	})
+	return out
+}
+
+func (v *hlsViewers) clear() {
+	v.mu.Lock()
+	clear(v.m)
+	v.mu.Unlock()
+}
+
+// hlsClient is the viewer key of a request: its player token when it
+// carries a plausible one, else its remote IP and User-Agent.
+func hlsClient(r *http.Request, token string) string {
+	if validViewerToken(token) {
+		return "viewer:" + token
+	}
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	ua := r.UserAgent()
+	if len(ua) > 256 {
+		ua = ua[:256]
+	}
+	return ip + " " + ua
+}
+
+// validViewerToken accepts 8 to 64 characters of [A-Za-z0-9_-].
+func validViewerToken(s string) bool {
+	if len(s) < 8 || len(s) > 64 {
+		return false
+	}
+	for _, c := range []byte(s) {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func cloneValues(q url.Values) url.Values {
+	out := make(url.Values, len(q))
+	for k, v := range q {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
 }

@@ -182,6 +182,7 @@ type nodeOverlay struct {
 	mu       sync.Mutex
 	roots    map[string]bool           // streams registered as rooted here
 	sessions map[string]viewerSession  // WHEP session id → what it watches
+	hls      map[hlsViewerKey]string   // HLS viewer → its device class, fixed when first counted
 	leases   []viewerLease             // viewers sent to a player, not yet in a session
 	reported map[string]map[string]int // demand last reported, by stream
 
@@ -198,9 +199,13 @@ type viewerLease struct {
 	until         time.Time
 }
 
+type hlsViewerKey struct {
+	path, client string
+}
+
 func newNodeOverlay(n *Node) *nodeOverlay {
 	return &nodeOverlay{n: n, cfg: n.cfg.Overlay, log: n.log.With("component", "overlay"), roots: map[string]bool{},
-		sessions: map[string]viewerSession{}, reported: map[string]map[string]int{},
+		sessions: map[string]viewerSession{}, hls: map[hlsViewerKey]string{}, reported: map[string]map[string]int{},
 		stop: make(chan struct{}), done: make(chan struct{})}
 }
 
@@ -322,9 +327,12 @@ func (o *nodeOverlay) run() {
 	}
 }
 
-// demand counts viewers per stream and device class: WHEP sessions plus
-// viewers redirected to a player whose session has not started yet.
+// demand counts viewers per stream and device class: WHEP sessions, HLS
+// viewers (clients that fetched the stream's playlists or segments within
+// egress.HLSConfig.ViewerTimeout, see egress.HLS.Viewers), plus viewers
+// redirected to a player whose session has not started yet.
 func (o *nodeOverlay) demand() map[string]map[string]int {
+	hls := o.n.HLS.Viewers()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
@@ -338,6 +346,26 @@ func (o *nodeOverlay) demand() map[string]map[string]int {
 	for _, s := range o.sessions {
 		st, _, _ := media.ParsePath(s.path)
 		add(st, s.class)
+	}
+	// An HLS viewer gets its class when first counted, as a WHEP session
+	// does (taking the /watch lease it came by), and keeps it until it
+	// stops fetching.
+	seen := make(map[hlsViewerKey]bool, len(hls))
+	for _, v := range hls {
+		k := hlsViewerKey{path: v.Path, client: v.Client}
+		seen[k] = true
+		st, _, _ := media.ParsePath(v.Path)
+		class, ok := o.hls[k]
+		if !ok {
+			class = o.takeLease(st, v.Query.Get("device"))
+			o.hls[k] = class
+		}
+		add(st, class)
+	}
+	for k := range o.hls {
+		if !seen[k] {
+			delete(o.hls, k)
+		}
 	}
 	kept := o.leases[:0]
 	for _, l := range o.leases {
@@ -389,8 +417,9 @@ func sameCounts(a, b map[string]int) bool {
 	return true
 }
 
-// viewedPaths lists the paths local WHEP viewers watch.
+// viewedPaths lists the paths local WHEP and HLS viewers watch.
 func (o *nodeOverlay) viewedPaths() []string {
+	hls := o.n.HLS.Viewers()
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	seen := map[string]bool{}
@@ -399,6 +428,12 @@ func (o *nodeOverlay) viewedPaths() []string {
 		if !seen[s.path] {
 			seen[s.path] = true
 			out = append(out, s.path)
+		}
+	}
+	for _, v := range hls {
+		if !seen[v.Path] {
+			seen[v.Path] = true
+			out = append(out, v.Path)
 		}
 	}
 	return out
@@ -416,10 +451,37 @@ func (o *nodeOverlay) pruneSessions() {
 	}
 }
 
-// countingWHEP wraps the WHEP handler to count sessions per device class:
-// the class comes from the offer URL's ?device=, else from the oldest
-// /watch redirect for the stream still waiting for its session, else the
-// default class.
+// takeLease returns the device class of a viewer of stream that starts
+// being counted: device (the request's ?device=), else the class of the
+// oldest /watch redirect for the stream still waiting for its session,
+// else the default class; an unknown class is the default. The /watch
+// lease of that class, if any, is used up: the viewer now counts by
+// itself. Called with o.mu held.
+func (o *nodeOverlay) takeLease(stream, device string) string {
+	class := device
+	if class == "" {
+		class = o.cfg.DefaultDevice
+		for _, l := range o.leases {
+			if l.stream == stream {
+				class = l.class
+				break
+			}
+		}
+	}
+	if _, ok := o.cfg.DeviceClasses[class]; !ok {
+		class = o.cfg.DefaultDevice
+	}
+	for i, l := range o.leases {
+		if l.stream == stream && l.class == class {
+			o.leases = append(o.leases[:i:i], o.leases[i+1:]...)
+			break
+		}
+	}
+	return class
+}
+
+// countingWHEP wraps the WHEP handler to count sessions per device class
+// (see takeLease).
 type countingWHEP struct {
 	o *nodeOverlay
 	h egress.StreamHandler
@@ -458,27 +520,8 @@ func (c *countingWHEP) ServeStream(w http.ResponseWriter, r *http.Request, path,
 		loc := w.Header().Get("Location")
 		id := loc[strings.LastIndex(loc, "/")+1:]
 		stream, _, _ := media.ParsePath(path)
-		class := r.URL.Query().Get("device")
 		o.mu.Lock()
-		if class == "" {
-			class = o.cfg.DefaultDevice
-			for _, l := range o.leases {
-				if l.stream == stream {
-					class = l.class
-					break
-				}
-			}
-		}
-		if _, ok := o.cfg.DeviceClasses[class]; !ok {
-			class = o.cfg.DefaultDevice
-		}
-		for i, l := range o.leases {
-			if l.stream == stream && l.class == class {
-				o.leases = append(o.leases[:i:i], o.leases[i+1:]...)
-				break
-			}
-		}
-		o.sessions[id] = viewerSession{path: path, class: class}
+		o.sessions[id] = viewerSession{path: path, class: o.takeLease(stream, r.URL.Query().Get("device"))}
 		o.mu.Unlock()
 	case strings.HasPrefix(rest, "whep/") && r.Method == http.MethodDelete && cw.code == http.StatusOK:
 		o.mu.Lock()

@@ -138,8 +138,18 @@
 
   // HLS: hls.js in low-latency mode where Media Source Extensions exist,
   // the browser's own HLS elsewhere (iOS Safari).
+  //
+  // The HLS URL carries the device class (/watch?device=phone) and a token
+  // drawn once per page, so that the node counts this player as one
+  // viewer of that class; the server repeats the query on every playlist,
+  // segment and part URL it lists.
+  const hlsViewer = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('');
   function startHLS(onFailure) {
-    const src = new URL('index.m3u8', location.href).href;
+    const url = new URL('index.m3u8', location.href);
+    const device = new URLSearchParams(location.search).get('device');
+    if (device) url.searchParams.set('device', device);
+    url.searchParams.set('viewer', hlsViewer);
+    const src = url.href;
     if (window.Hls && window.Hls.isSupported()) {
       const Hls = window.Hls;
       const hls = new Hls({ lowLatencyMode: true, backBufferLength: 30 });
