@@ -141,11 +141,73 @@ func (h *Hub) Publish(path string, desc Description, source string) (*Publisher,
 		video:     desc.VideoTrack(),
 		readers:   map[*Reader]struct{}{},
 	}
+	p := &Publisher{s: s, replaced: make(chan struct{})}
+	s.owner = p
 	h.streams[path] = s
 	h.mu.Unlock()
 	h.log.Info("stream published", "stream", path, "source", source, "tracks", trackList(desc))
 	h.notify(HubEvent{Stream: path, Published: true})
-	return &Publisher{s: s}, nil
+	return p, nil
+}
+
+// Takeover publishes path like Publish, but when the path is live it takes
+// the stream over from its publisher instead of failing, provided that
+// allow accepts the stream and desc has the same tracks (codecs, order,
+// video size): the readers stay and read on from the new publisher, the
+// old one's writes are dropped from now on and its Replaced channel is
+// closed. This is how a relay of a planned rendition replaces a local
+// serverlet making the same rendition without cutting its viewers. The new
+// publisher should start at a keyframe and continue the stream's timeline
+// (Stream.Last).
+func (h *Hub) Takeover(path string, desc Description, source string, allow func(StreamInfo) bool) (*Publisher, error) {
+	p, err := h.Publish(path, desc, source)
+	if !errors.Is(err, ErrAlreadyPublished) {
+		return p, err
+	}
+	s, ok := h.Lookup(path)
+	if !ok {
+		return h.Publish(path, desc, source) // ended meanwhile
+	}
+	if !allow(s.Info()) || !SameTracks(s.desc, desc) {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.ended {
+		s.mu.Unlock()
+		return h.Publish(path, desc, source)
+	}
+	old, oldSource := s.owner, s.source
+	p = &Publisher{s: s, replaced: make(chan struct{})}
+	s.owner, s.source = p, source
+	// Readers joining now must wait for the new publisher's keyframe.
+	clear(s.gop)
+	s.gop, s.gopOK = s.gop[:0], false
+	s.mu.Unlock()
+	close(old.replaced)
+	h.log.Info("stream taken over", "stream", path, "source", source, "from", oldSource)
+	return p, nil
+}
+
+// SameTracks reports whether units described by b can continue a stream
+// described by a: the same codecs in the same order and the same video
+// size.
+func SameTracks(a, b Description) bool {
+	if len(a.Tracks) != len(b.Tracks) {
+		return false
+	}
+	for i := range a.Tracks {
+		if a.Tracks[i].Codec != b.Tracks[i].Codec {
+			return false
+		}
+		if a.Tracks[i].Codec == CodecH264 {
+			aw, ah, _, errA := a.Tracks[i].Video()
+			bw, bh, _, errB := b.Tracks[i].Video()
+			if errA != nil || errB != nil || aw != bw || ah != bh {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func trackList(d Description) []string {
@@ -258,6 +320,9 @@ type Stream struct {
 	unitsIn atomic.Uint64
 
 	mu      sync.Mutex
+	owner   *Publisher // the publisher whose writes count (Takeover)
+	lastPTS time.Duration
+	lastAt  time.Time // when the unit with lastPTS was written
 	readers map[*Reader]struct{}
 	gop     []*Unit // units since the last video keyframe
 	gopOK   bool    // gop starts at a keyframe and is complete
@@ -273,7 +338,7 @@ func (s *Stream) Description() Description { return s.desc }
 // Info returns a snapshot of the stream.
 func (s *Stream) Info() StreamInfo {
 	s.mu.Lock()
-	n := len(s.readers)
+	n, source := len(s.readers), s.source
 	s.mu.Unlock()
 	b := s.bytesIn.Load()
 	el := time.Since(s.published).Seconds()
@@ -282,7 +347,7 @@ func (s *Stream) Info() StreamInfo {
 		kbps = float64(b) * 8 / 1000 / el
 	}
 	return StreamInfo{
-		Path: s.path, Source: s.source, Tracks: trackList(s.desc), Readers: n,
+		Path: s.path, Source: source, Tracks: trackList(s.desc), Readers: n,
 		PublishedAt: s.published, BytesIn: b, UnitsIn: s.unitsIn.Load(), Kbps: kbps,
 	}
 }
@@ -305,13 +370,24 @@ func (s *Stream) subscribe(client string) (*Reader, error) {
 	return r, nil
 }
 
-func (s *Stream) write(u *Unit) {
-	s.bytesIn.Add(uint64(u.Size()))
-	s.unitsIn.Add(1)
+// Last returns the largest PTS written so far and when it was written: a
+// publisher taking the stream over continues the timeline from there.
+func (s *Stream) Last() (pts time.Duration, at time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended {
+	return s.lastPTS, s.lastAt
+}
+
+func (s *Stream) write(p *Publisher, u *Unit) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended || s.owner != p {
 		return
+	}
+	s.bytesIn.Add(uint64(u.Size()))
+	s.unitsIn.Add(1)
+	if u.PTS > s.lastPTS || s.lastAt.IsZero() {
+		s.lastPTS, s.lastAt = u.PTS, time.Now()
 	}
 	if u.Track == s.video && u.Key {
 		clear(s.gop)
@@ -343,6 +419,7 @@ func (s *Stream) end() {
 	}
 	s.readers = nil
 	s.gop = nil
+	source := s.source
 	s.mu.Unlock()
 
 	h := s.hub
@@ -351,7 +428,7 @@ func (s *Stream) end() {
 		delete(h.streams, s.path)
 	}
 	h.mu.Unlock()
-	h.log.Info("stream ended", "stream", s.path, "source", s.source,
+	h.log.Info("stream ended", "stream", s.path, "source", source,
 		"bytes_in", s.bytesIn.Load(), "duration", time.Since(s.published).Round(time.Millisecond))
 	h.notify(HubEvent{Stream: s.path, Published: false})
 }
@@ -359,8 +436,13 @@ func (s *Stream) end() {
 // Publisher writes units into a stream. Write and Close may be called from
 // one goroutine at a time.
 type Publisher struct {
-	s *Stream
+	s        *Stream
+	replaced chan struct{}
 }
+
+// Replaced is closed when another publisher took the stream over
+// (Hub.Takeover): this one's writes are dropped, and it should stop.
+func (p *Publisher) Replaced() <-chan struct{} { return p.replaced }
 
 // Stream returns the published stream.
 func (p *Publisher) Stream() *Stream { return p.s }
@@ -371,13 +453,19 @@ func (p *Publisher) Write(u *Unit) {
 	if u.Track < 0 || u.Track >= len(p.s.desc.Tracks) {
 		return
 	}
-	p.s.write(u)
+	p.s.write(p, u)
 }
 
 // Close ends the stream: readers drain what they have and then get
-// ErrStreamEnded, and the path can be published again.
+// ErrStreamEnded, and the path can be published again. The Close of a
+// publisher that was taken over does nothing.
 func (p *Publisher) Close() {
-	p.s.end()
+	p.s.mu.Lock()
+	owner := p.s.owner == p
+	p.s.mu.Unlock()
+	if owner {
+		p.s.end()
+	}
 }
 
 // Reader reads one stream's units in order.

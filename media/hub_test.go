@@ -193,3 +193,63 @@ func TestHubAsksRenditionProviderForMissingRendition(t *testing.T) {
 		t.Fatalf("provider asked %v", asked)
 	}
 }
+
+func TestHubTakeoverKeepsReadersAndSilencesTheOldPublisher(t *testing.T) {
+	h := NewHub(HubConfig{})
+	old, _ := h.Publish("live/cam1@360p", testDesc(), "serverlet scale x360")
+	r, err := h.Subscribe("live/cam1@360p", "viewer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		old.Write(video(i, i == 0))
+	}
+	serverletOnly := func(si StreamInfo) bool { return si.Source == "serverlet scale x360" }
+	if _, err := h.Takeover("live/cam1@360p", testDesc(), "relay x", func(StreamInfo) bool { return false }); !errors.Is(err, ErrAlreadyPublished) {
+		t.Fatalf("takeover the stream refuses: %v, want ErrAlreadyPublished", err)
+	}
+	other := testDesc()
+	other.Tracks = other.Tracks[:1]
+	if _, err := h.Takeover("live/cam1@360p", other, "relay x", serverletOnly); !errors.Is(err, ErrAlreadyPublished) {
+		t.Fatalf("takeover with other tracks: %v, want ErrAlreadyPublished", err)
+	}
+	last, _ := h.streams["live/cam1@360p"].Last()
+	if last != 2*33*time.Millisecond {
+		t.Fatalf("Last() = %v, want the third unit's PTS", last)
+	}
+	nw, err := h.Takeover("live/cam1@360p", testDesc(), "relay x", serverletOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-old.Replaced():
+	default:
+		t.Fatal("the old publisher was not told it was replaced")
+	}
+	old.Write(video(99, true)) // dropped
+	nw.Write(video(3, true))
+	old.Close() // must not end the stream
+	nw.Write(video(4, false))
+	for want := 0; want < 5; want++ {
+		u, err := r.Read()
+		if err != nil {
+			t.Fatalf("reader after takeover: %v", err)
+		}
+		if int(u.Data[0][1]) != want {
+			t.Fatalf("reader got unit %d, want %d (the old publisher's writes after the takeover must be dropped)", u.Data[0][1], want)
+		}
+	}
+	if st, ok := h.Lookup("live/cam1@360p"); !ok || st.Info().Source != "relay x" {
+		t.Fatalf("stream after takeover: %v %+v, want live with source relay x", ok, st)
+	}
+	nw.Close()
+	if _, err := r.Read(); !errors.Is(err, ErrStreamEnded) {
+		t.Fatalf("read after the new publisher closed: %v, want ErrStreamEnded", err)
+	}
+	// With nothing to take over, Takeover publishes.
+	p, err := h.Takeover("live/cam1@360p", testDesc(), "relay y", serverletOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+}

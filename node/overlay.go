@@ -15,6 +15,7 @@ import (
 	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/optimizer"
 	"github.com/gradient-cdn/gradient/overlay"
+	"github.com/gradient-cdn/gradient/serverlet"
 )
 
 // OverlayConfig configures the node's part in the overlay: what it costs,
@@ -230,7 +231,8 @@ func (o *nodeOverlay) start(key []byte) error {
 	o.planner = overlay.NewPlanner(overlay.PlannerConfig{DeviceClasses: o.cfg.DeviceClasses, DefaultClass: o.cfg.DefaultDevice,
 		LastMileCostPerMbps: o.cfg.LastMileCostPerMbps, Debounce: o.cfg.PlannerDebounce, Interval: o.cfg.PlannerInterval, Logger: o.n.log}, m)
 	o.rec = overlay.NewReconciler(overlay.ReconcilerConfig{Secret: cfg.clusterSecret(), RelayGrace: o.cfg.RelayGrace,
-		Viewed: o.viewedPaths, Logger: o.n.log}, m, o.n.Hub)
+		Replaceable: func(si media.StreamInfo) bool { return strings.HasPrefix(si.Source, serverlet.SourcePrefix) },
+		Viewed:      o.viewedPaths, Logger: o.n.log}, m, o.n.Hub)
 	o.n.Hub.Observe(o)
 	o.planner.Start()
 	o.rec.Start()

@@ -18,6 +18,11 @@ type ReconcilerConfig struct {
 	Interval time.Duration
 	// RelayGrace is RelayConfig.Grace for the relays it starts.
 	RelayGrace time.Duration
+	// Replaceable, when set, tells which local publishers a relay the plan
+	// wants may take a path over from (a local serverlet making the same
+	// rendition; media.Hub.Takeover), without cutting their readers.
+	// Nil: such a path is left to its publisher and not relayed.
+	Replaceable func(media.StreamInfo) bool
 	// Viewed, when set, lists the hub paths local viewers are watching.
 	// Their relays are kept even when the newest plan moved the viewers'
 	// class to another rendition, so that no session is cut.
@@ -215,6 +220,7 @@ func (r *Reconciler) Reconcile() {
 		alive[x.Name] = x
 	}
 	desired := map[string][]string{}
+	planned := map[string]bool{}
 	keep := map[string]bool{}
 	plans := map[string]*Plan{}
 	for _, p := range r.m.Plans() {
@@ -223,6 +229,7 @@ func (r *Reconciler) Reconcile() {
 			srcs := rtspOf(alive, p.Ancestors(self))
 			for _, l := range levels {
 				desired[p.Path(l)] = srcs
+				planned[p.Path(l)] = true
 			}
 		}
 		for _, t := range p.Transcodes(self) {
@@ -287,9 +294,23 @@ func (r *Reconciler) Reconcile() {
 		desired[path] = rtspOf(alive, from)
 	}
 	// A path published here by something else (the source itself, a
-	// serverlet) needs no relay.
+	// serverlet) needs no relay, unless the plan brings it from upstream
+	// and the publisher is one a relay may take over: then the relay
+	// starts, takes the path over once it has the upstream's first
+	// keyframe, and what fed the old publisher runs until then (relays the
+	// plan dropped stop only when every wanted one is live).
+	takeover := map[string]func(media.StreamInfo) bool{}
 	for path := range desired {
-		if st, ok := r.hub.Lookup(path); ok && !isRelaySource(st.Info().Source) {
+		st, ok := r.hub.Lookup(path)
+		if !ok {
+			continue
+		}
+		info := st.Info()
+		switch {
+		case isRelaySource(info.Source):
+		case planned[path] && r.cfg.Replaceable != nil && r.cfg.Replaceable(info):
+			takeover[path] = r.cfg.Replaceable
+		default:
 			delete(desired, path)
 		}
 	}
@@ -312,10 +333,14 @@ func (r *Reconciler) Reconcile() {
 		}
 		if rl := r.relays[path]; rl != nil {
 			rl.SetSources(srcs)
+			if takeover[path] != nil {
+				rl.SetTakeover(takeover[path])
+			}
 			continue
 		}
-		r.log.Info("relay start", "path", path, "sources", srcs)
-		r.relays[path] = NewRelay(RelayConfig{Path: path, Sources: srcs, Secret: r.cfg.Secret, Grace: r.cfg.RelayGrace, Logger: r.cfg.Logger}, r.hub)
+		r.log.Info("relay start", "path", path, "sources", srcs, "takeover", takeover[path] != nil)
+		r.relays[path] = NewRelay(RelayConfig{Path: path, Sources: srcs, Secret: r.cfg.Secret, Grace: r.cfg.RelayGrace,
+			Takeover: takeover[path], Logger: r.cfg.Logger}, r.hub)
 	}
 	ready := true
 	for path := range desired {

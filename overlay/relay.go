@@ -51,6 +51,12 @@ type RelayConfig struct {
 	DialTimeout time.Duration
 	// ReadTimeout closes an upstream silent for this long. Default 3 s.
 	ReadTimeout time.Duration
+	// Takeover, when set, lets the relay take the local stream over from
+	// a publisher it accepts (a local serverlet making the rendition the
+	// plan now brings from upstream): the stream's readers stay and read
+	// on from the relay (media.Hub.Takeover). Nil: the relay waits until
+	// the path is free.
+	Takeover func(media.StreamInfo) bool
 	// Logger. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -129,6 +135,14 @@ func (r *Relay) SetSources(sources []string) {
 	if !same {
 		r.poke()
 	}
+}
+
+// SetTakeover lets the relay take the local stream over from a publisher
+// that f accepts (see RelayConfig.Takeover).
+func (r *Relay) SetTakeover(f func(media.StreamInfo) bool) {
+	r.mu.Lock()
+	r.cfg.Takeover = f
+	r.mu.Unlock()
 }
 
 // Source is the address of the upstream currently feeding the stream, ""
@@ -572,7 +586,7 @@ func (r *Relay) deliver(u *upstream, unit *media.Unit) {
 // promoteLocked makes u the feeding upstream, publishing or republishing
 // the local stream as needed, and closes the upstream it replaces.
 func (r *Relay) promoteLocked(u *upstream, first *media.Unit) error {
-	if r.pub != nil && !compatible(r.desc, u.desc) {
+	if r.pub != nil && !media.SameTracks(r.desc, u.desc) {
 		r.log.Info("relay upstream has other tracks, republishing", "source", u.addr)
 		r.pub.Close()
 		r.pub = nil
@@ -584,13 +598,26 @@ func (r *Relay) promoteLocked(u *upstream, first *media.Unit) error {
 			c := *t
 			desc.Tracks = append(desc.Tracks, &c)
 		}
-		pub, err := r.hub.Publish(r.cfg.Path, desc, RelaySourcePrefix+u.addr)
+		var pub *media.Publisher
+		var err error
+		if r.cfg.Takeover != nil {
+			pub, err = r.hub.Takeover(r.cfg.Path, desc, RelaySourcePrefix+u.addr, r.cfg.Takeover)
+		} else {
+			pub, err = r.hub.Publish(r.cfg.Path, desc, RelaySourcePrefix+u.addr)
+		}
 		if err != nil {
 			return err
 		}
 		r.pub, r.desc = pub, desc
 		r.lastPTS, r.lastAt = 0, time.Time{}
 		u.offset = -first.DTS
+		if last, at := pub.Stream().Last(); !at.IsZero() {
+			// Taken over: continue the stream's timeline, and give its
+			// readers this encoder's parameter sets with the first frame.
+			r.lastPTS, r.lastAt = last, at
+			u.offset = last + max(time.Since(at), time.Millisecond) - first.DTS
+			withParameterSets(first, u.desc)
+		}
 	} else {
 		// Continue the local timeline: the new session's first unit comes
 		// as long after the last written one as the wall clock says.
@@ -611,25 +638,23 @@ func (r *Relay) promoteLocked(u *upstream, first *media.Unit) error {
 	return nil
 }
 
-// compatible reports whether units of b can continue a stream published
-// with a: the same codecs in the same order and the same video size.
-func compatible(a, b media.Description) bool {
-	if len(a.Tracks) != len(b.Tracks) {
-		return false
+// withParameterSets puts the description's SPS and PPS in front of a video
+// keyframe that lacks them.
+func withParameterSets(u *media.Unit, desc media.Description) {
+	v := desc.VideoTrack()
+	if v < 0 || u.Track != v || !u.Key {
+		return
 	}
-	for i := range a.Tracks {
-		if a.Tracks[i].Codec != b.Tracks[i].Codec {
-			return false
-		}
-		if a.Tracks[i].Codec == media.CodecH264 {
-			aw, ah, _, errA := a.Tracks[i].Video()
-			bw, bh, _, errB := b.Tracks[i].Video()
-			if errA != nil || errB != nil || aw != bw || ah != bh {
-				return false
-			}
+	sps, pps := desc.Tracks[v].SPS, desc.Tracks[v].PPS
+	for _, n := range u.Data {
+		if len(n) > 0 && h264.NALUType(n[0]&0x1f) == h264.NALUTypeSPS {
+			return
 		}
 	}
-	return true
+	if len(sps) == 0 || len(pps) == 0 {
+		return
+	}
+	u.Data = append([][]byte{sps, pps}, u.Data...)
 }
 
 // isRelaySource reports whether a hub source string is a relay's.

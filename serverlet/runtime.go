@@ -141,6 +141,12 @@ func (r *run) process(cpu0 time.Duration) error {
 			if r.pub == nil {
 				continue
 			}
+			select {
+			case <-r.pub.Replaced():
+				r.log.Info("serverlet stopped: a relay took its rendition over")
+				return nil
+			default:
+			}
 			if r.touched.Swap(false) || r.pub.Stream().Info().Readers > 0 {
 				idleSince = time.Time{}
 				continue
@@ -184,8 +190,12 @@ func (r *run) setup() error {
 	return nil
 }
 
+// SourcePrefix starts the hub source of every rendition a serverlet
+// publishes ("serverlet scale x360 800k").
+const SourcePrefix = "serverlet "
+
 func (r *run) publish() error {
-	pub, err := r.hub.Publish(r.path, r.desc, "serverlet "+r.spec)
+	pub, err := r.hub.Publish(r.path, r.desc, SourcePrefix+r.spec)
 	if err != nil {
 		return err
 	}
