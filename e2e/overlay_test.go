@@ -43,9 +43,13 @@ func startClusterNode(t *testing.T, name string, price float64, join []string) *
 		c.Overlay.LastMileCostPerMbps = 0
 		c.Overlay.PlannerDebounce = 100 * time.Millisecond
 		c.Overlay.PlannerInterval = time.Second
-		c.Overlay.ProbeInterval = 200 * time.Millisecond
-		c.Overlay.ProbeTimeout = 100 * time.Millisecond
-		c.Overlay.SuspicionMult = 2
+		// Fast probes, but not so touchy that a loaded CI machine (-race,
+		// packages tested in parallel) gets a live node declared dead:
+		// a death takes 1.2-7.2 s to declare. The failover tests do not
+		// wait for it: a child sees its relay's TCP connection drop.
+		c.Overlay.ProbeInterval = 300 * time.Millisecond
+		c.Overlay.ProbeTimeout = 200 * time.Millisecond
+		c.Overlay.SuspicionMult = 4
 		c.Overlay.PushPullInterval = 2 * time.Second
 		c.Overlay.WatchLease = 3 * time.Second
 		c.Overlay.RelayGrace = 10 * time.Second
@@ -513,9 +517,9 @@ overlay:
   last_mile_cost_per_mbps: 0
   planner_debounce: 100ms
   planner_interval: 1s
-  probe_interval: 200ms
-  probe_timeout: 100ms
-  suspicion_mult: 2
+  probe_interval: 300ms
+  probe_timeout: 200ms
+  suspicion_mult: 4
   push_pull_interval: 2s
   watch_lease: 3s
   relay_grace: 10s

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,7 @@ type Hub struct {
 	mu        sync.Mutex
 	streams   map[string]*Stream
 	observers []HubObserver
+	waiters   map[chan struct{}][]string // Wait calls and their paths
 	closed    bool
 }
 
@@ -106,9 +108,49 @@ func (h *Hub) Observe(o HubObserver) {
 func (h *Hub) notify(ev HubEvent) {
 	h.mu.Lock()
 	obs := append([]HubObserver(nil), h.observers...)
+	if ev.Published {
+		for ch, paths := range h.waiters {
+			if slices.Contains(paths, ev.Stream) {
+				close(ch)
+				delete(h.waiters, ch)
+			}
+		}
+	}
 	h.mu.Unlock()
 	for _, o := range obs {
 		o.OnHubEvent(ev)
+	}
+}
+
+// Wait returns the first of paths that is live, waiting for one to be
+// published until ctx ends (then it returns ctx's error).
+func (h *Hub) Wait(ctx context.Context, paths ...string) (*Stream, error) {
+	for {
+		h.mu.Lock()
+		for _, p := range paths {
+			if s, ok := h.streams[p]; ok {
+				h.mu.Unlock()
+				return s, nil
+			}
+		}
+		if h.closed {
+			h.mu.Unlock()
+			return nil, ErrHubClosed
+		}
+		ch := make(chan struct{})
+		if h.waiters == nil {
+			h.waiters = map[chan struct{}][]string{}
+		}
+		h.waiters[ch] = paths
+		h.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			h.mu.Lock()
+			delete(h.waiters, ch)
+			h.mu.Unlock()
+			return nil, ctx.Err()
+		}
 	}
 }
 
@@ -283,6 +325,10 @@ func (h *Hub) Streams() []StreamInfo {
 func (h *Hub) Close() error {
 	h.mu.Lock()
 	h.closed = true
+	for ch := range h.waiters {
+		close(ch)
+	}
+	h.waiters = nil
 	ss := make([]*Stream, 0, len(h.streams))
 	for _, s := range h.streams {
 		ss = append(ss, s)

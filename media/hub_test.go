@@ -253,3 +253,39 @@ func TestHubTakeoverKeepsReadersAndSilencesTheOldPublisher(t *testing.T) {
 	}
 	p.Close()
 }
+
+func TestHubWaitReturnsTheFirstPathPublished(t *testing.T) {
+	h := NewHub(HubConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	if _, err := h.Wait(ctx, "live/a", "live/b"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Wait with nothing published: %v, want the deadline", err)
+	}
+	cancel()
+	got := make(chan string, 1)
+	go func() {
+		s, err := h.Wait(context.Background(), "live/a", "live/b")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- s.Path()
+	}()
+	time.Sleep(20 * time.Millisecond)
+	other, _ := h.Publish("live/c", testDesc(), "x") // not waited for
+	defer other.Close()
+	p, _ := h.Publish("live/b", testDesc(), "x")
+	defer p.Close()
+	if g := <-got; g != "live/b" {
+		t.Fatalf("Wait returned %q, want live/b", g)
+	}
+	if s, err := h.Wait(context.Background(), "live/b"); err != nil || s.Path() != "live/b" {
+		t.Fatalf("Wait on a live path: %v %v", s, err)
+	}
+	go func() { time.Sleep(20 * time.Millisecond); h.Close() }()
+	if _, err := h.Wait(context.Background(), "live/z"); !errors.Is(err, ErrHubClosed) {
+		t.Fatalf("Wait across Close: %v, want ErrHubClosed", err)
+	}
+	if len(h.waiters) != 0 {
+		t.Fatalf("%d waiters left behind", len(h.waiters))
+	}
+}

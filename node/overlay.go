@@ -663,21 +663,18 @@ func (o *nodeOverlay) serveWatch(w http.ResponseWriter, r *http.Request) {
 	if o.rec != nil {
 		o.rec.Want(path, o.cfg.WatchLease)
 	}
-	// The player starts WHEP at once: wait (bounded) for the stream here.
+	// The player starts WHEP at once: wait (bounded) for the stream here,
+	// or for its source when a local serverlet can make the rendition on
+	// subscribe.
 	if _, _, err := media.ParsePath(path); err == nil {
-		deadline := time.Now().Add(10 * time.Second)
-		for time.Now().Before(deadline) {
-			if _, ok := o.n.Hub.Lookup(path); ok {
-				break
-			}
-			if _, ok := o.n.Hub.Lookup(stream); ok && path != stream {
-				break // a local serverlet makes the rendition on subscribe
-			}
-			select {
-			case <-r.Context().Done():
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		_, err := o.n.Hub.Wait(ctx, path, stream)
+		cancel()
+		if r.Context().Err() != nil {
+			return
+		}
+		if err != nil {
+			o.log.Info("watch: stream not here in time, sending the viewer to the player anyway", "path", path, "err", err)
 		}
 	}
 	http.Redirect(w, r, "/"+path+"/?"+url.Values{"device": {class}}.Encode(), http.StatusFound)
@@ -748,19 +745,14 @@ const relayWait = 5 * time.Second
 
 func (p renditions) Ensure(ctx context.Context, path string) error {
 	if ov := p.n.ov; ov != nil && ov.rec != nil && ov.rec.Relaying(path) {
-		deadline := time.Now().Add(relayWait)
-		for ov.rec.Relaying(path) && time.Now().Before(deadline) {
-			if _, ok := p.n.Hub.Lookup(path); ok {
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(20 * time.Millisecond):
-			}
-		}
-		if _, ok := p.n.Hub.Lookup(path); ok {
+		wctx, cancel := context.WithTimeout(ctx, relayWait)
+		_, err := p.n.Hub.Wait(wctx, path)
+		cancel()
+		if err == nil {
 			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
 	return p.n.Serverlets.Ensure(ctx, path)

@@ -323,7 +323,8 @@ func (m *Manager) Stats() Stats {
 	m.mu.Unlock()
 	for _, r := range runs {
 		rs := r.stats()
-		if r.pub != nil && isClosed(r.published) {
+		// r.pub is set before published is closed: check the channel first.
+		if isClosed(r.published) && r.pub != nil {
 			rs.Readers = r.pub.Stream().Info().Readers
 		}
 		st.CPULoad += rs.CPULoad
