@@ -4,7 +4,8 @@ import "time"
 
 // RTT returns the estimated round-trip time between nodes a and b: the mean
 // of a's estimate of b and b's estimate of a, whichever are known (each is
-// an EWMA of memberlist probe RTTs, gossiped every Config.RTTInterval).
+// the minimum of its recent memberlist probe RTTs, gossiped every
+// Config.RTTInterval).
 func (m *Membership) RTT(a, b string) (time.Duration, bool) {
 	return rttBetween(m.RTTs(), a, b)
 }

@@ -4,8 +4,9 @@
 // Membership (Membership, membership.go): hashicorp/memberlist with join
 // seeds, a cluster encryption key (gossip under another key is dropped)
 // and node metadata (NodeMeta: id, advertised HTTP/RTSP/SRT addresses,
-// price per Mbps, transcode slots and cost). Every probe's RTT feeds an
-// EWMA per peer (memberlist's PingDelegate); each node gossips its
+// price per Mbps, transcode slots and cost). A peer's RTT estimate is the
+// minimum of its last 8 probe RTTs (memberlist's PingDelegate): the path's
+// length without the noise of busy nodes. Each node gossips its
 // estimates, so that any node knows every pair's RTT.
 //
 // Link costs (cost.go): cost_per_mbps(a, b) = (price(a) + price(b)) / 2 ×

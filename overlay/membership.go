@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -177,8 +178,10 @@ type Membership struct {
 	mu    sync.Mutex
 	meta  NodeMeta
 	metaB []byte
-	rtt   map[string]float64 // EWMA of ping RTTs in ms, by peer name
-	alive map[string]bool
+	rtt   map[string]float64 // RTT estimate in ms (see NotifyPingComplete), by peer name
+	// rttSamples holds each peer's last probe RTTs (ms), oldest first.
+	rttSamples map[string][]float64
+	alive      map[string]bool
 	// nodes copies what memberlist tells the event delegate (under its
 	// lock): memberlist rewrites its Node structs in place, so the ones
 	// its Members() returns must not be read later.
@@ -208,7 +211,7 @@ func NewMembership(cfg Config) (*Membership, error) {
 	}
 	m := &Membership{cfg: cfg, log: log, meta: cfg.Meta, metaB: meta, rtt: map[string]float64{},
 		alive: map[string]bool{cfg.Name: true}, nodes: map[string]Member{},
-		lastAck: map[string]time.Time{}, gone: map[string]Member{}, subs: map[chan struct{}]struct{}{}, stop: make(chan struct{})}
+		lastAck: map[string]time.Time{}, gone: map[string]Member{}, rttSamples: map[string][]float64{}, subs: map[chan struct{}]struct{}{}, stop: make(chan struct{})}
 	m.state = newState(cfg.Name, cfg.TombstoneTTL, m.ownerAlive)
 
 	mc := memberlist.DefaultLANConfig()
@@ -642,6 +645,7 @@ func (m *Membership) NotifyLeave(n *memberlist.Node) {
 		delete(m.lastAck, n.Name)
 	}
 	delete(m.rtt, n.Name)
+	delete(m.rttSamples, n.Name)
 	m.mu.Unlock()
 	dropped := m.state.forgetOwner(n.Name)
 	m.log.Info("node gone", "node", n.Name, "addr", n.Address(), "entries_forgotten", dropped)
@@ -663,17 +667,29 @@ func (m *Membership) NotifyUpdate(n *memberlist.Node) {
 // AckPayload implements memberlist.PingDelegate.
 func (m *Membership) AckPayload() []byte { return nil }
 
-// NotifyPingComplete implements memberlist.PingDelegate: every probe's RTT
-// feeds an exponentially weighted moving average per peer (weight 0.25 for
-// the new sample), robust to one slow probe and quick to follow a change.
+// rttWindow is the number of recent probe RTTs a peer's estimate is the
+// minimum of.
+const rttWindow = 8
+
+// NotifyPingComplete implements memberlist.PingDelegate: a peer's RTT
+// estimate is the minimum of its last rttWindow probe RTTs. The link cost
+// wants the path's length, not how busy the two nodes were: a probe
+// answered late by a loaded node (or a GC pause) only adds, so the minimum
+// is the path and the rest is noise, which would otherwise move plans. A
+// path that gets longer for good shows after rttWindow probes of the peer;
+// a shorter one at once.
 func (m *Membership) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, payload []byte) {
-	ms := float64(rtt) / float64(time.Millisecond)
+	m.addRTTSample(other.Name, float64(rtt)/float64(time.Millisecond))
+}
+
+func (m *Membership) addRTTSample(peer string, ms float64) {
 	m.mu.Lock()
-	m.lastAck[other.Name] = time.Now()
-	if old, ok := m.rtt[other.Name]; ok {
-		m.rtt[other.Name] = 0.75*old + 0.25*ms
-	} else {
-		m.rtt[other.Name] = ms
+	defer m.mu.Unlock()
+	m.lastAck[peer] = time.Now()
+	w := append(m.rttSamples[peer], ms)
+	if len(w) > rttWindow {
+		w = w[len(w)-rttWindow:]
 	}
-	m.mu.Unlock()
+	m.rttSamples[peer] = w
+	m.rtt[peer] = slices.Min(w)
 }

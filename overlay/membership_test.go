@@ -142,3 +142,26 @@ func TestFreeSlotsLeaveOtherStreamsRenditionsOut(t *testing.T) {
 		}
 	}
 }
+
+func TestRTTEstimateIsTheRecentMinimumNotTheNoise(t *testing.T) {
+	m := &Membership{rtt: map[string]float64{}, lastAck: map[string]time.Time{}, rttSamples: map[string][]float64{}}
+	for _, ms := range []float64{10, 12, 300, 11, 95} { // a busy peer answers late now and then
+		m.addRTTSample("b", ms)
+	}
+	if got := m.rtt["b"]; got != 10 {
+		t.Fatalf("estimate after spikes = %v ms, want the path's 10", got)
+	}
+	for i := 0; i < rttWindow; i++ { // the path got longer for good
+		m.addRTTSample("b", 50+float64(i))
+	}
+	if got := m.rtt["b"]; got != 50 {
+		t.Fatalf("estimate after %d samples of a longer path = %v ms, want 50", rttWindow, got)
+	}
+	m.addRTTSample("b", 5) // and shorter: at once
+	if got := m.rtt["b"]; got != 5 {
+		t.Fatalf("estimate after a shorter sample = %v ms, want 5", got)
+	}
+	if n := len(m.rttSamples["b"]); n != rttWindow {
+		t.Fatalf("%d samples kept, want %d", n, rttWindow)
+	}
+}
