@@ -238,6 +238,9 @@ func TestOverlayFiveNodesPlanRelayTranscodeAndRepairAfterInteriorDeath(t *testin
 	if first3 != "/live/cam1/?device=phone" || first4 != "/live/cam1/?device=tv" {
 		t.Fatalf("fast start redirects %q, %q: want the source player", first3, first4)
 	}
+	// Both players start at once, as the player page does: their sessions,
+	// not the short /watch leases, keep them in the demand.
+	fastPhone := dialViewer(t, nodes[3].httpURL("live/cam1/whep?device=phone"))
 	tv := dialViewer(t, nodes[4].httpURL("live/cam1/whep?device=tv"))
 
 	var plan *overlay.Plan
@@ -267,6 +270,9 @@ func TestOverlayFiveNodesPlanRelayTranscodeAndRepairAfterInteriorDeath(t *testin
 		f4, w4, h4 := tv.state()
 		return f3 >= 15 && w3 == 640 && h3 == 360 && f4 >= 15 && w4 == 960 && h4 == 540
 	})
+	// The fast-start phone leaves (it watched the source, which the plan
+	// does not bring to n3).
+	fastPhone.s.Close()
 
 	// The RTSP relays on every node match the plan's arcs (once the fast
 	// start's lease has run out).

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -184,7 +185,7 @@ type nodeOverlay struct {
 	roots    map[string]bool           // streams registered as rooted here
 	sessions map[string]viewerSession  // WHEP session id → what it watches
 	hls      map[hlsViewerKey]string   // HLS viewer → its device class, fixed when first counted
-	leases   []viewerLease             // viewers sent to a player, not yet in a session
+	leases   []*viewerLease            // viewers sent to a player, not yet in a session
 	reported map[string]map[string]int // demand last reported, by stream
 
 	stop chan struct{}
@@ -658,7 +659,10 @@ func (o *nodeOverlay) serveWatch(w http.ResponseWriter, r *http.Request) {
 	}
 	path := o.pickRendition(stream, class, info, known)
 	o.mu.Lock()
-	o.leases = append(o.leases, viewerLease{stream: stream, class: class, until: time.Now().Add(o.cfg.WatchLease)})
+	// The lease counts the viewer from now, and for WatchLease after the
+	// redirect below (the wait for the stream does not eat into it).
+	lease := &viewerLease{stream: stream, class: class, until: time.Now().Add(o.cfg.WatchLease)}
+	o.leases = append(o.leases, lease)
 	o.mu.Unlock()
 	if o.rec != nil {
 		o.rec.Want(path, o.cfg.WatchLease)
@@ -675,6 +679,16 @@ func (o *nodeOverlay) serveWatch(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			o.log.Info("watch: stream not here in time, sending the viewer to the player anyway", "path", path, "err", err)
+		}
+		o.mu.Lock()
+		now := time.Now()
+		if now.After(lease.until) && !slices.Contains(o.leases, lease) {
+			o.leases = append(o.leases, lease) // expired while waiting (not taken by a session)
+		}
+		lease.until = now.Add(o.cfg.WatchLease)
+		o.mu.Unlock()
+		if o.rec != nil {
+			o.rec.Want(path, o.cfg.WatchLease)
 		}
 	}
 	http.Redirect(w, r, "/"+path+"/?"+url.Values{"device": {class}}.Encode(), http.StatusFound)

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/optimizer"
+	"github.com/gradient-cdn/gradient/overlay"
 )
 
 // testOverlayNode starts a node on loopback with gossip on and short timers.
@@ -359,5 +361,31 @@ func TestHLSViewersAreDemandWithTheirDeviceClassUntilTheyStopFetching(t *testing
 	})
 	if viewed() {
 		t.Errorf("viewedPaths %v still has live/cam1 with no viewer left", n.ov.viewedPaths())
+	}
+}
+
+func TestAWatchThatWaitsForTheStreamStillLeavesItsLeaseAfterTheRedirect(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	root := testOverlayNode(t, "root", key, nil)
+	edge := testOverlayNode(t, "edge", key, []string{root.cfg.Gossip.Addr})
+	// The root announces a stream it cannot serve (nothing is published
+	// into its hub), so the edge's /watch waits for it the whole 10 s:
+	// longer than the 1 s lease.
+	root.Members.SetStream(overlay.StreamInfo{Name: "live/far", Ladder: []optimizer.Level{{Name: "source", Kbps: 1000}}})
+	testutil.Eventually(t, 10*time.Second, "the edge knows live/far", func() bool {
+		_, ok := edge.Members.Stream("live/far")
+		return ok
+	})
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get("http://" + edge.HTTPAddr() + "/watch/live/far?device=tv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("watch: HTTP %d, want 302", resp.StatusCode)
+	}
+	if got := edge.ov.demand()["live/far"]["tv"]; got != 1 {
+		t.Fatalf("demand right after the redirect: %d TV viewers, want 1 (the lease must run from the redirect)", got)
 	}
 }
