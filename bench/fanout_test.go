@@ -255,7 +255,10 @@ type whepReader struct{ s *testutil.WHEPSession }
 func (r whepReader) bytes() uint64 { st := r.s.Stats(); return st.VideoBytes + st.AudioBytes }
 func (r whepReader) close()        { r.s.Close() }
 
-// BenchmarkFanOutWHEP does the same with WebRTC (WHEP) readers.
+// BenchmarkFanOutWHEP does the same with WebRTC (WHEP) readers. The node
+// sends with UDP GSO (webrtc.gso) unless GRADIENT_BENCH_GSO=0, to compare:
+//
+//	GRADIENT_BENCH_GSO=0 go test -run '^$' -bench FanOutWHEP -benchtime 1x ./bench/
 func BenchmarkFanOutWHEP(b *testing.B) {
 	header(b, "WHEP fan-out")
 	n := startNodeProc(b)

@@ -42,8 +42,17 @@ func startNodeProc(b *testing.B) *nodeProc {
 		rtsp: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b, "tcp")),
 	}
 	n.srtUDP = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b, "udp"))
-	n.proc = testutil.Start(b, gradientBinary(b), "node", "--name", "bench", "--http", n.http, "--rtsp", n.rtsp,
-		"--srt", n.srtUDP, "--ice-udp", "127.0.0.1:0", "--gossip", "off", "--data", b.TempDir(), "--log-level", "warn")
+	args := []string{"node", "--name", "bench", "--http", n.http, "--rtsp", n.rtsp,
+		"--srt", n.srtUDP, "--ice-udp", "127.0.0.1:0", "--gossip", "off", "--data", b.TempDir(), "--log-level", "warn"}
+	if !benchGSO() {
+		cfg := filepath.Join(b.TempDir(), "node.yaml")
+		if err := os.WriteFile(cfg, []byte("webrtc:\n  gso: false\n"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		args = append(args, "--config", cfg)
+	}
+	fmt.Printf("  node process: webrtc.gso %v\n", benchGSO())
+	n.proc = testutil.Start(b, gradientBinary(b), args...)
 	testutil.Eventually(b, 20*time.Second, "node answers /healthz", func() bool {
 		r, err := http.Get("http://" + n.http + "/healthz")
 		if err == nil {
@@ -117,6 +126,11 @@ func (n *nodeProc) waitStream(b *testing.B, path string) {
 func benchClip(b *testing.B) string {
 	return testutil.Clip(b, testutil.ClipOptions{Width: 1280, Height: 720, FPS: 30, Seconds: 20, Bitrate: "2M"})
 }
+
+// benchGSO is whether the node process (startNodeProc) sends WebRTC with
+// UDP GSO (webrtc.gso, on by default); GRADIENT_BENCH_GSO=0 turns it off,
+// to compare.
+func benchGSO() bool { return os.Getenv("GRADIENT_BENCH_GSO") != "0" }
 
 func header(b *testing.B, what string) {
 	fmt.Printf("\n== %s (GOMAXPROCS %d, %s)\n", what, runtime.GOMAXPROCS(0), time.Now().Format(time.RFC3339))

@@ -81,6 +81,10 @@ type WebRTCConfig struct {
 	AdvertiseIPs []string `yaml:"advertise_ips"`
 	// MaxSessions caps concurrent WHEP sessions. Default 2000.
 	MaxSessions int `yaml:"max_sessions"`
+	// GSO sends the RTP packets of one frame to one viewer as one UDP
+	// segmentation offload message (Linux; off by itself where the kernel
+	// refuses it), which cuts the node's CPU per viewer. Default true.
+	GSO bool `yaml:"gso"`
 }
 
 // HLSConfig configures HLS and LL-HLS playback.
@@ -157,7 +161,7 @@ func DefaultConfig() Config {
 		HTTP:     ":8080",
 		RTSP:     RTSPConfig{Addr: ":8554", UDPRTPAddr: ":8000", UDPRTCPAddr: ":8001"},
 		SRT:      SRTConfig{Addr: ":8890", Latency: 120 * time.Millisecond},
-		WebRTC:   WebRTCConfig{ICEUDPAddr: ":8189", MaxSessions: 2000},
+		WebRTC:   WebRTCConfig{ICEUDPAddr: ":8189", MaxSessions: 2000, GSO: true},
 		HLS:      HLSConfig{SegmentDuration: time.Second, PartDuration: 200 * time.Millisecond, SegmentCount: 7, IdleTimeout: 30 * time.Second},
 		Hub:      HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048},
 		Gossip:   GossipConfig{Addr: ":7946"},

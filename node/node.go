@@ -114,7 +114,8 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 		}
 		n.closers = append(n.closers, n.SRT.Close)
 	}
-	if n.WebRTC, err = egress.NewWebRTC(egress.WebRTCConfig{ICEUDPAddr: cfg.WebRTC.ICEUDPAddr, AdvertiseIPs: cfg.WebRTC.AdvertiseIPs, MaxSessions: cfg.WebRTC.MaxSessions}, n.Hub, log); err != nil {
+	if n.WebRTC, err = egress.NewWebRTC(egress.WebRTCConfig{ICEUDPAddr: cfg.WebRTC.ICEUDPAddr, AdvertiseIPs: cfg.WebRTC.AdvertiseIPs, MaxSessions: cfg.WebRTC.MaxSessions,
+		DisableGSO: !cfg.WebRTC.GSO, Registerer: n.reg}, n.Hub, log); err != nil {
 		return nil, err
 	}
 	if err := n.WebRTC.Start(); err != nil {
