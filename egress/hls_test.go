@@ -58,13 +58,17 @@ func newHLSServer(t *testing.T, hub *media.Hub, cfg egress.HLSConfig) (*egress.H
 	return h, srv
 }
 
-func hlsGet(t *testing.T, url string) (*http.Response, string) {
+// hlsGet fetches url, with the User-Agent userAgent[0] if given.
+func hlsGet(t *testing.T, url string, userAgent ...string) (*http.Response, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(userAgent) > 0 {
+		req.Header.Set("User-Agent", userAgent[0])
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

@@ -1,8 +1,6 @@
 package egress_test
 
 import (
-	"context"
-	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -17,23 +15,8 @@ import (
 // hlsGetAs is hlsGet with a User-Agent.
 func hlsGetAs(t *testing.T, url, userAgent string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("User-Agent", userAgent)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
-	}
-	return res.StatusCode, string(b)
+	res, body := hlsGet(t, url, userAgent)
+	return res.StatusCode, body
 }
 
 // viewersOf returns the viewers of path by client.
