@@ -124,8 +124,8 @@ func BenchmarkOverlayGossipOverhead(b *testing.B) {
 	perNode := float64(out1-out0) / n / window.Seconds()
 	b.ReportMetric(perNode, "B/node/s-out")
 	b.ReportMetric(float64(in1-in0)/n/window.Seconds(), "B/node/s-in")
-	b.Logf("gossip state payload at %d nodes: %.0f B/node/s sent, %.0f B/node/s received (push/pull every 10 s included)",
-		n, perNode, float64(in1-in0)/n/window.Seconds())
+	b.Logf("gossip state payload at %d nodes: %.0f B/node/s sent, %.0f B/node/s received (push/pull every 10 s included; %d plans published in all)",
+		n, perNode, float64(in1-in0)/n/window.Seconds(), pl.Published())
 }
 
 // BenchmarkOverlayCostAgainstBaselines prints the total cost of the tree

@@ -271,7 +271,7 @@ func (p *Planner) planStream(s StreamInfo) error {
 		if sameTree(old, plan) {
 			return nil
 		}
-		if p.cfg.Hysteresis > 0 && sameGroups(old.Groups, groups) && prob.Check(&old.Plan) == nil {
+		if p.cfg.Hysteresis > 0 && sameGroups(old.Groups, groups) && stillFeasible(prob, &old.Plan) {
 			// The old plan still fits the problem (slots may have gone).
 			if c, err := prob.Evaluate(&old.Plan); err == nil && sol.Cost.Regret > (1-p.cfg.Hysteresis)*c.Regret {
 				return nil // not enough of a gain to move relays
@@ -285,6 +285,14 @@ func (p *Planner) planStream(s StreamInfo) error {
 	p.log.Info("plan published", "stream", s.Name, "version", plan.Version, "arcs", len(sol.Arcs),
 		"transcodes", len(sol.Transcodes), "served", len(sol.Served), "total", sol.Cost.Total, "solve", time.Since(start))
 	return nil
+}
+
+// stillFeasible reports whether plan, made for an earlier problem, obeys
+// prob's rules (its cost block, for the old link costs, is not checked).
+func stillFeasible(prob *optimizer.Problem, plan *optimizer.Plan) bool {
+	bare := *plan
+	bare.Cost = nil
+	return prob.Check(&bare) == nil
 }
 
 // sameGroups reports whether two plans' demand groups are the same node
