@@ -297,3 +297,29 @@ func TestPlannerLeavesSlotsOtherStreamsUseOutOfThePlan(t *testing.T) {
 		return ok && lv == "360p" && len(p.Plan.Transcodes) == 1
 	})
 }
+
+func TestStillFeasibleIgnoresTheOldCostBlockButNotTheSlots(t *testing.T) {
+	prob := &optimizer.Problem{Root: "a", Levels: testLadder,
+		Nodes:   []optimizer.Node{{ID: "a", TranscodeSlots: optimizer.Slots(1)}, {ID: "b", TranscodeSlots: optimizer.Slots(1)}},
+		Links:   []optimizer.Link{{A: "a", B: "b", CostPerMbps: 0.01}},
+		Demands: []optimizer.Demand{{Node: "b", Viewers: 3, Utility: map[string]float64{"720p": 2.9, "360p": 2.9}}}}
+	plan, err := optimizer.Solve("primal-dual", prob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Transcodes) != 1 || plan.Cost == nil {
+		t.Fatalf("plan %+v: want one transcode and a cost block", plan)
+	}
+	prob.Links[0].CostPerMbps = 0.012 // the RTT moved
+	if prob.Check(plan) == nil {
+		t.Fatal("Check accepted a cost block made for other link costs; the test needs it to refuse")
+	}
+	if !stillFeasible(prob, plan) {
+		t.Error("a plan whose only change is its link costs counts as infeasible: the hysteresis would never hold")
+	}
+	prob.Nodes[0].TranscodeSlots = optimizer.Slots(0)
+	prob.Nodes[1].TranscodeSlots = optimizer.Slots(0)
+	if stillFeasible(prob, plan) {
+		t.Error("a plan transcoding where no slot is left counts as feasible")
+	}
+}
