@@ -9,18 +9,14 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
-	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/pion/rtp"
 
 	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/ingest"
@@ -80,80 +76,10 @@ func (n *rtspReadNode) readers(path string) int {
 	return s.Info().Readers
 }
 
-// rtspViewer is a gortsplib client playing a stream over TCP; it counts
-// the H.264 access units and IDRs it depacketizes.
-type rtspViewer struct {
-	c     *gortsplib.Client
-	desc  *description.Session
-	mu    sync.Mutex
-	aus   int
-	idrs  int
-	audio int
-	done  chan error
-}
-
-func (v *rtspViewer) counts() (aus, idrs, audio int) {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.aus, v.idrs, v.audio
-}
-
-func rtspWatch(t *testing.T, url string) (*rtspViewer, error) {
+// rtspWatch plays url over TCP with gortsplib's default read timeout.
+func rtspWatch(t *testing.T, url string) (*testutil.RTSPPlayer, error) {
 	t.Helper()
-	u, err := base.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcp := gortsplib.TransportTCP
-	v := &rtspViewer{c: &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &tcp}, done: make(chan error, 1)}
-	if err := v.c.Start2(); err != nil {
-		return nil, err
-	}
-	t.Cleanup(v.c.Close)
-	desc, _, err := v.c.Describe(u)
-	if err != nil {
-		v.c.Close()
-		return nil, err
-	}
-	v.desc = desc
-	if err := v.c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
-		v.c.Close()
-		return nil, err
-	}
-	var vf *format.H264
-	if m := desc.FindFormat(&vf); m != nil {
-		dec, err := vf.CreateDecoder()
-		if err != nil {
-			t.Fatal(err)
-		}
-		v.c.OnPacketRTP(m, vf, func(pkt *rtp.Packet) {
-			au, err := dec.Decode(pkt)
-			if err != nil {
-				return
-			}
-			v.mu.Lock()
-			v.aus++
-			if h264.IsRandomAccess(au) {
-				v.idrs++
-			}
-			v.mu.Unlock()
-		})
-	}
-	for _, m := range desc.Medias {
-		if m.Type == description.MediaTypeAudio {
-			v.c.OnPacketRTP(m, m.Formats[0], func(*rtp.Packet) {
-				v.mu.Lock()
-				v.audio++
-				v.mu.Unlock()
-			})
-		}
-	}
-	if _, err := v.c.Play(nil); err != nil {
-		v.c.Close()
-		return nil, err
-	}
-	go func() { v.done <- v.c.Wait() }()
-	return v, nil
+	return testutil.RTSPPlay(t, url, testutil.RTSPPlayOptions{Transport: gortsplib.TransportTCP})
 }
 
 func TestRTSPReadersShareOneHubReaderAndReleaseIt(t *testing.T) {
@@ -162,7 +88,7 @@ func TestRTSPReadersShareOneHubReaderAndReleaseIt(t *testing.T) {
 	testutil.PublishFile(t, n.hub, "live/fan", clip, false)
 
 	const viewers = 20
-	vs := make([]*rtspViewer, viewers)
+	vs := make([]*testutil.RTSPPlayer, viewers)
 	for i := range vs {
 		v, err := rtspWatch(t, "rtsp://"+n.addr+"/live/fan")
 		if err != nil {
@@ -172,8 +98,8 @@ func TestRTSPReadersShareOneHubReaderAndReleaseIt(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "every viewer receives IDRs, P pictures and audio", func() bool {
 		for _, v := range vs {
-			aus, idrs, audio := v.counts()
-			if idrs < 1 || aus < 15 || audio < 10 {
+			st := v.Stats()
+			if st.IDRs < 1 || st.AccessUnits < 15 || st.AudioPackets < 10 {
 				return false
 			}
 		}
@@ -183,12 +109,12 @@ func TestRTSPReadersShareOneHubReaderAndReleaseIt(t *testing.T) {
 		t.Fatalf("hub shows %d readers for %d RTSP viewers, want 1 shared reader", got, viewers)
 	}
 	var aac *format.MPEG4Audio
-	if vs[0].desc.FindFormat(&aac) == nil {
-		t.Fatalf("viewer's SDP has no AAC: %v", vs[0].desc.Medias)
+	if vs[0].Desc.FindFormat(&aac) == nil {
+		t.Fatalf("viewer's SDP has no AAC: %v", vs[0].Desc.Medias)
 	}
 
 	for _, v := range vs {
-		v.c.Close()
+		v.Close()
 	}
 	testutil.Eventually(t, 5*time.Second, "shared reader released after the last viewer left", func() bool {
 		return n.readers("live/fan") == 0
@@ -199,8 +125,7 @@ func TestRTSPReadersShareOneHubReaderAndReleaseIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.Eventually(t, 5*time.Second, "new viewer receives an IDR", func() bool {
-		_, idrs, _ := v.counts()
-		return idrs > 0
+		return v.Stats().IDRs > 0
 	})
 	if got := n.readers("live/fan"); got != 1 {
 		t.Fatalf("hub shows %d readers, want 1", got)
@@ -211,7 +136,7 @@ func TestRTSPReadersAreClosedWhenTheStreamEnds(t *testing.T) {
 	n := startRTSPReadNode(t)
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 4, GOP: 10})
 	stop := testutil.PublishFile(t, n.hub, "live/end", clip, false)
-	var vs []*rtspViewer
+	var vs []*testutil.RTSPPlayer
 	for i := 0; i < 3; i++ {
 		v, err := rtspWatch(t, "rtsp://"+n.addr+"/live/end")
 		if err != nil {
@@ -221,7 +146,7 @@ func TestRTSPReadersAreClosedWhenTheStreamEnds(t *testing.T) {
 	}
 	testutil.Eventually(t, 10*time.Second, "viewers receive video", func() bool {
 		for _, v := range vs {
-			if aus, _, _ := v.counts(); aus == 0 {
+			if v.Stats().AccessUnits == 0 {
 				return false
 			}
 		}
@@ -230,7 +155,7 @@ func TestRTSPReadersAreClosedWhenTheStreamEnds(t *testing.T) {
 	stop()
 	for i, v := range vs {
 		select {
-		case <-v.done:
+		case <-v.Done():
 		case <-time.After(10 * time.Second):
 			t.Fatalf("viewer %d still playing 10 s after the stream ended", i)
 		}
@@ -374,14 +299,13 @@ func TestRTSPStalledReaderIsDroppedWithoutSlowingOthers(t *testing.T) {
 	testutil.Eventually(t, 20*time.Second, "stalled reader dropped", func() bool {
 		return strings.Contains(n.logs.String(), "rtsp reader too slow, dropped")
 	})
-	before, _, _ := good.counts()
+	before := good.Stats().AccessUnits
 	testutil.Eventually(t, 10*time.Second, "the other reader keeps receiving", func() bool {
-		aus, _, _ := good.counts()
-		return aus > before+15
+		return good.Stats().AccessUnits > before+15
 	})
 	select {
-	case err := <-good.done:
-		t.Fatalf("the healthy reader was dropped too: %v", err)
+	case <-good.Done():
+		t.Fatalf("the healthy reader was dropped too: %v", good.Err())
 	default:
 	}
 	if got := n.readers("live/slow"); got != 1 {

@@ -21,7 +21,6 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/pion/rtp"
 
 	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/ingest"
@@ -113,136 +112,15 @@ func (n *rtspNode) waitPublished(t *testing.T, path string) *media.Stream {
 	return s
 }
 
-// rtspPlayer is a gortsplib client reading one stream over TCP.
-type rtspPlayer struct {
-	c     *gortsplib.Client
-	desc  *description.Session
-	video chan [][]byte
-	audio chan [][]byte
+// rtspPlayOpts are the reader settings of these tests: a 5 s read timeout.
+func rtspPlayOpts(transport gortsplib.Transport) testutil.RTSPPlayOptions {
+	return testutil.RTSPPlayOptions{Transport: transport, ReadTimeout: 5 * time.Second}
 }
 
 // rtspPlay DESCRIBEs, SETUPs and PLAYs url over TCP interleaved transport.
-func rtspPlay(t *testing.T, url string) (*rtspPlayer, error) {
+func rtspPlay(t *testing.T, url string) (*testutil.RTSPPlayer, error) {
 	t.Helper()
-	return rtspPlayOver(t, url, gortsplib.TransportTCP)
-}
-
-func rtspPlayOver(t *testing.T, url string, transport gortsplib.Transport) (*rtspPlayer, error) {
-	t.Helper()
-	u, err := base.ParseURL(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &rtspPlayer{
-		c:     &gortsplib.Client{Scheme: u.Scheme, Host: u.Host, Transport: &transport, ReadTimeout: 5 * time.Second},
-		video: make(chan [][]byte, 1024),
-		audio: make(chan [][]byte, 1024),
-	}
-	if err := p.c.Start2(); err != nil {
-		return nil, err
-	}
-	t.Cleanup(p.c.Close)
-	desc, _, err := p.c.Describe(u)
-	if err != nil {
-		p.c.Close()
-		return nil, err
-	}
-	p.desc = desc
-	if err := p.c.SetupAll(desc.BaseURL, desc.Medias); err != nil {
-		p.c.Close()
-		return nil, err
-	}
-	var h264f *format.H264
-	if m := desc.FindFormat(&h264f); m != nil {
-		dec, err := h264f.CreateDecoder()
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.c.OnPacketRTP(m, h264f, func(pkt *rtp.Packet) {
-			au, err := dec.Decode(pkt)
-			if err != nil {
-				return
-			}
-			select {
-			case p.video <- rtspCopyAU(au):
-			default: // the test stopped reading
-			}
-		})
-	}
-	var aac *format.MPEG4Audio
-	if m := desc.FindFormat(&aac); m != nil {
-		dec, err := aac.CreateDecoder()
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.c.OnPacketRTP(m, aac, func(pkt *rtp.Packet) {
-			aus, err := dec.Decode(pkt)
-			if err != nil {
-				return
-			}
-			select {
-			case p.audio <- rtspCopyAU(aus):
-			default:
-			}
-		})
-	}
-	var opus *format.Opus
-	if m := desc.FindFormat(&opus); m != nil {
-		p.c.OnPacketRTP(m, opus, func(pkt *rtp.Packet) {
-			select {
-			case p.audio <- [][]byte{append([]byte(nil), pkt.Payload...)}:
-			default:
-			}
-		})
-	}
-	if _, err := p.c.Play(nil); err != nil {
-		p.c.Close()
-		return nil, err
-	}
-	return p, nil
-}
-
-func rtspCopyAU(au [][]byte) [][]byte {
-	out := make([][]byte, len(au))
-	for i, n := range au {
-		out[i] = append([]byte(nil), n...)
-	}
-	return out
-}
-
-// decodeFrames decodes the player's video with FFmpeg until it has n
-// pictures of w×h, starting at the first IDR.
-func (p *rtspPlayer) decodeFrames(t *testing.T, n, w, h int, timeout time.Duration) {
-	t.Helper()
-	dec, err := testutil.NewH264Decoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
-	deadline := time.After(timeout)
-	frames, started, pts := 0, false, int64(0)
-	for frames < n {
-		select {
-		case au := <-p.video:
-			if !started && !h264.IsRandomAccess(au) {
-				continue
-			}
-			started = true
-			pts++
-			fs, err := dec.Decode(au, pts)
-			if err != nil {
-				t.Fatalf("decode access unit %d: %v", pts, err)
-			}
-			for _, f := range fs {
-				if f.Width != w || f.Height != h {
-					t.Fatalf("decoded %dx%d, want %dx%d", f.Width, f.Height, w, h)
-				}
-			}
-			frames += len(fs)
-		case <-deadline:
-			t.Fatalf("decoded %d of %d frames in %v", frames, n, timeout)
-		}
-	}
+	return testutil.RTSPPlay(t, url, rtspPlayOpts(gortsplib.TransportTCP))
 }
 
 // stillServes proves that the server still serves a live stream: a new
@@ -253,8 +131,8 @@ func (n *rtspNode) stillServes(t *testing.T, path string) {
 	if err != nil {
 		t.Fatalf("read %s after the refusal: %v", path, err)
 	}
-	p.decodeFrames(t, 10, 320, 240, 10*time.Second)
-	p.c.Close()
+	p.WaitFrames(t, 10, 320, 240, 10*time.Second)
+	p.Close()
 }
 
 // rtspShortGOPClip is a clip with an IDR every third of a second, so that a new
@@ -274,7 +152,7 @@ func TestRTSPPublishOverTCPIsReadBackDecodable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.decodeFrames(t, 60, 320, 240, 15*time.Second)
+	p.WaitFrames(t, 60, 320, 240, 15*time.Second)
 }
 
 func TestRTSPPublishOverUDPIsReadBackOverUDPAndTCP(t *testing.T) {
@@ -285,12 +163,12 @@ func TestRTSPPublishOverUDPIsReadBackOverUDPAndTCP(t *testing.T) {
 		t.Fatalf("publisher did not record over UDP; log:\n%s", n.logs.String())
 	}
 	for _, tr := range []gortsplib.Transport{gortsplib.TransportUDP, gortsplib.TransportTCP} {
-		p, err := rtspPlayOver(t, n.url("live/udp"), tr)
+		p, err := testutil.RTSPPlay(t, n.url("live/udp"), rtspPlayOpts(tr))
 		if err != nil {
 			t.Fatalf("read over %v: %v", tr, err)
 		}
-		p.decodeFrames(t, 60, 320, 240, 15*time.Second)
-		p.c.Close()
+		p.WaitFrames(t, 60, 320, 240, 15*time.Second)
+		p.Close()
 	}
 }
 
@@ -325,26 +203,26 @@ func TestRTSPPublishCarriesAudioToReaders(t *testing.T) {
 			var aac *format.MPEG4Audio
 			var opus *format.Opus
 			switch {
-			case tc.codec == media.CodecAAC && p.desc.FindFormat(&aac) == nil:
-				t.Fatalf("reader's SDP has no AAC track: %v", p.desc.Medias)
+			case tc.codec == media.CodecAAC && p.Desc.FindFormat(&aac) == nil:
+				t.Fatalf("reader's SDP has no AAC track: %v", p.Desc.Medias)
 			case tc.codec == media.CodecAAC && (aac.Config.SampleRate != 48000 || aac.Config.ChannelCount != 2):
 				t.Fatalf("reader's AAC config %+v, want 48 kHz stereo", aac.Config)
-			case tc.codec == media.CodecOpus && p.desc.FindFormat(&opus) == nil:
-				t.Fatalf("reader's SDP has no Opus track: %v", p.desc.Medias)
+			case tc.codec == media.CodecOpus && p.Desc.FindFormat(&opus) == nil:
+				t.Fatalf("reader's SDP has no Opus track: %v", p.Desc.Medias)
 			}
 			// 50 AUs is about a second of audio.
 			got := 0
 			deadline := time.After(10 * time.Second)
 			for got < 50 {
 				select {
-				case aus := <-p.audio:
+				case aus := <-p.Audio():
 					for _, au := range aus {
 						if len(au) == 0 {
 							t.Fatal("empty audio access unit")
 						}
 					}
 					got += len(aus)
-				case <-p.video:
+				case <-p.Video():
 				case <-deadline:
 					t.Fatalf("received %d audio access units in 10 s", got)
 				}
@@ -408,9 +286,7 @@ func TestRTSPPublisherGoneEndsStreamAndPathIsFreeAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.decodeFrames(t, 5, 320, 240, 10*time.Second)
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- p.c.Wait() }()
+	p.WaitFrames(t, 5, 320, 240, 10*time.Second)
 
 	if err := ff.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
@@ -420,7 +296,7 @@ func TestRTSPPublisherGoneEndsStreamAndPathIsFreeAgain(t *testing.T) {
 		return !ok || cur != s
 	})
 	select {
-	case <-waitErr: // the reader's session was closed
+	case <-p.Done(): // the reader's session was closed
 	case <-time.After(10 * time.Second):
 		t.Fatal("reader still connected after the stream ended")
 	}
@@ -587,7 +463,7 @@ func TestRTSPAuthenticateHookGuardsReadingAndPublishing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("reader with the cluster secret: %v", err)
 	}
-	p.decodeFrames(t, 30, 320, 240, 10*time.Second)
+	p.WaitFrames(t, 30, 320, 240, 10*time.Second)
 
 	mu.Lock()
 	defer mu.Unlock()
