@@ -159,9 +159,11 @@ func TestRTSPPublishOverUDPIsReadBackOverUDPAndTCP(t *testing.T) {
 	n := startRTSPNode(t, ingest.RTSPConfig{})
 	testutil.FFmpegPublish(t, rtspShortGOPClip(t), "rtsp", n.url("live/udp"), "-rtsp_transport", "udp")
 	n.waitPublished(t, "live/udp")
-	if !strings.Contains(n.logs.String(), "transport=UDP") {
-		t.Fatalf("publisher did not record over UDP; log:\n%s", n.logs.String())
-	}
+	// The stream is published at ANNOUNCE; RECORD, which logs the
+	// transport, follows a moment later.
+	testutil.Eventually(t, 5*time.Second, "the publisher records over UDP", func() bool {
+		return strings.Contains(n.logs.String(), "transport=UDP")
+	})
 	for _, tr := range []gortsplib.Transport{gortsplib.TransportUDP, gortsplib.TransportTCP} {
 		p, err := testutil.RTSPPlay(t, n.url("live/udp"), rtspPlayOpts(tr))
 		if err != nil {
