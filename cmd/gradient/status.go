@@ -69,9 +69,23 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 func printStatus(out io.Writer, st node.ClusterStatus) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "node %s: %d members\n\n", st.Self, len(st.Members))
+	up := 0
+	for _, m := range st.Members {
+		if m.State == "alive" || m.State == "suspect" {
+			up++
+		}
+	}
+	fmt.Fprintf(tw, "node %s: %d members up", st.Self, up)
+	if gone := len(st.Members) - up; gone > 0 {
+		fmt.Fprintf(tw, ", %d leaving or gone", gone)
+	}
+	fmt.Fprint(tw, "\n\n")
 	fmt.Fprintln(tw, "MEMBER\tSTATE\tGOSSIP\tHTTP\tRTSP\tRTT ms\tPRICE/Mbps\tTRANSCODES")
 	for _, m := range st.Members {
+		state := m.State
+		if !m.Since.IsZero() {
+			state += " " + time.Since(m.Since).Round(time.Second).String() // dead 12s
+		}
 		rtt := "-"
 		if m.RTTMillis > 0 {
 			rtt = fmt.Sprintf("%.2f", m.RTTMillis)
@@ -80,7 +94,7 @@ func printStatus(out io.Writer, st node.ClusterStatus) {
 		if m.Name == st.Self {
 			self = " *"
 		}
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%g\t%d/%d\n", m.Name, self, m.State, m.Addr, m.Meta.HTTP, m.Meta.RTSP, rtt,
+		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%g\t%d/%d\n", m.Name, self, state, m.Addr, m.Meta.HTTP, m.Meta.RTSP, rtt,
 			m.Meta.Price, m.TranscodeUsed, m.Meta.TranscodeSlots)
 	}
 	fmt.Fprintln(tw)
