@@ -171,6 +171,27 @@
       hls.loadSource(src);
       hls.attachMedia(video);
 
+      // Stall watchdog: a live player whose playhead and downloads have
+      // both stood still for 4 s (a lost blocking playlist request, a part
+      // that never came) restarts loading at the live edge, as a viewer
+      // pressing reload would.
+      let lastPos = -1, lastBytes = -1, stillSince = performance.now();
+      const watchdog = setInterval(() => {
+        const now = performance.now();
+        if (video.paused || video.currentTime !== lastPos || bytes !== lastBytes) {
+          lastPos = video.currentTime;
+          lastBytes = bytes;
+          stillSince = now;
+          return;
+        }
+        if (now - stillSince < 4000) return;
+        console.warn('gradient player: HLS stalled, reloading at the live edge');
+        stillSince = now;
+        hls.stopLoad();
+        hls.startLoad(-1);
+        if (Number.isFinite(hls.liveSyncPosition)) video.currentTime = hls.liveSyncPosition;
+      }, 1000);
+
       let prev = null;
       const stats = () => {
         const now = performance.now();
@@ -179,7 +200,14 @@
         prev = { now, bytes };
         if (Number.isFinite(hls.latency) && hls.latency > 0) state.latencyMs = Math.round(1000 * hls.latency);
       };
-      return { mode: 'hls', stop: () => hls.destroy(), stats };
+      return {
+        mode: 'hls',
+        stop: () => {
+          clearInterval(watchdog);
+          hls.destroy();
+        },
+        stats,
+      };
     }
     if (video.canPlayType('application/vnd.apple.mpegurl')) {
       video.src = src;
