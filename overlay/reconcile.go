@@ -299,7 +299,7 @@ func (r *Reconciler) Reconcile() {
 	// starts, takes the path over once it has the upstream's first
 	// keyframe, and what fed the old publisher runs until then (relays the
 	// plan dropped stop only when every wanted one is live).
-	takeover := map[string]func(media.StreamInfo) bool{}
+	takeover := map[string]bool{} // paths whose relay may take them over (Replaceable)
 	for path := range desired {
 		st, ok := r.hub.Lookup(path)
 		if !ok {
@@ -309,7 +309,7 @@ func (r *Reconciler) Reconcile() {
 		switch {
 		case isRelaySource(info.Source):
 		case planned[path] && r.cfg.Replaceable != nil && r.cfg.Replaceable(info):
-			takeover[path] = r.cfg.Replaceable
+			takeover[path] = true
 		default:
 			delete(desired, path)
 		}
@@ -333,14 +333,18 @@ func (r *Reconciler) Reconcile() {
 		}
 		if rl := r.relays[path]; rl != nil {
 			rl.SetSources(srcs)
-			if takeover[path] != nil {
-				rl.SetTakeover(takeover[path])
+			if takeover[path] {
+				rl.SetTakeover(r.cfg.Replaceable)
 			}
 			continue
 		}
-		r.log.Info("relay start", "path", path, "sources", srcs, "takeover", takeover[path] != nil)
+		var allow func(media.StreamInfo) bool
+		if takeover[path] {
+			allow = r.cfg.Replaceable
+		}
+		r.log.Info("relay start", "path", path, "sources", srcs, "takeover", takeover[path])
 		r.relays[path] = NewRelay(RelayConfig{Path: path, Sources: srcs, Secret: r.cfg.Secret, Grace: r.cfg.RelayGrace,
-			Takeover: takeover[path], Logger: r.cfg.Logger}, r.hub)
+			Takeover: allow, Logger: r.cfg.Logger}, r.hub)
 	}
 	ready := true
 	for path := range desired {
