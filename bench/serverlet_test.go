@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -27,16 +28,26 @@ import (
 //     out): target p99 < 2 frame intervals at 30 fps (66.7 ms);
 //   - how many 720p → 360p serverlets run in real time on this machine.
 
+// ensureFunc is a media.RenditionProvider made of a function.
+type ensureFunc func(ctx context.Context, path string) error
+
+func (f ensureFunc) Ensure(ctx context.Context, path string) error { return f(ctx, path) }
+
 // serverletHub is a hub whose renditions a manager makes, with the 720p
 // benchmark clip published at live/bench in real time.
 func serverletHub(b *testing.B, cfg serverlet.ManagerConfig) (*media.Hub, *serverlet.Manager) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m, err := serverlet.NewManager(cfg, nil, log)
+	// The hub is built first, with a provider that asks the manager.
+	var m *serverlet.Manager
+	hub := media.NewHub(media.HubConfig{Logger: log,
+		Renditions: ensureFunc(func(ctx context.Context, path string) error { return m.Ensure(ctx, path) })})
+	m, err := serverlet.NewManager(cfg, hub, log)
 	if err != nil {
 		b.Fatal(err)
 	}
-	hub := media.NewHub(media.HubConfig{Renditions: m, Logger: log})
-	m.SetHub(hub)
+	if err := m.Start(); err != nil {
+		b.Fatal(err)
+	}
 	b.Cleanup(func() {
 		m.Close()
 		hub.Close()

@@ -457,7 +457,7 @@ func TestServerletConfigLoadsLadderAndNamesBadFields(t *testing.T) {
 	cfg = node.DefaultConfig()
 	cfg.Data = t.TempDir()
 	cfg.Serverlets.Ladder = map[string]string{"bad": "scale sideways"}
-	if _, err := node.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "ladder bad") {
+	if _, err := node.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "serverlets.ladder.bad: ") {
 		t.Errorf("node with a bad ladder spec: %v, want an error naming the rung", err)
 	}
 }

@@ -7,14 +7,13 @@ import (
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/gradient-cdn/gradient/media"
+	"github.com/gradient-cdn/gradient/serverlet"
 )
 
 // Config is a node's whole configuration: one YAML file, every field
@@ -24,8 +23,8 @@ type Config struct {
 	// Name identifies the node in the cluster and in logs. Default: the host name.
 	Name string `yaml:"name"`
 
-	// Data is the folder for the node's state (VoD chunk cache, keys).
-	// Default "./data". Created when missing.
+	// Data is the folder for the node's state (serverlet plugins under
+	// "plugins"). Default "./data". Created when missing.
 	Data string `yaml:"data"`
 
 	// LogLevel is debug, info, warn or error. Default info.
@@ -46,8 +45,11 @@ type Config struct {
 	Hub    HubConfig    `yaml:"hub"`
 	Gossip GossipConfig `yaml:"gossip"`
 
-	Serverlets ServerletConfig `yaml:"serverlets"`
-	Overlay    OverlayConfig   `yaml:"overlay"`
+	// Serverlets configures the serverlets that make renditions
+	// ("live/cam1@360p") on demand; see serverlet.ManagerConfig. Its
+	// plugin_dir defaults to "<data>/plugins" (filled in by New).
+	Serverlets serverlet.ManagerConfig `yaml:"serverlets"`
+	Overlay    OverlayConfig           `yaml:"overlay"`
 }
 
 // RTSPConfig configures RTSP publish, read and relay.
@@ -108,30 +110,6 @@ type HubConfig struct {
 	GOPCacheUnits int `yaml:"gop_cache_units"`
 }
 
-// ServerletConfig configures the serverlets that make renditions
-// ("live/cam1@360p") on demand.
-type ServerletConfig struct {
-	// Ladder maps rendition names to serverlet specs, merged over the
-	// default ladder (1080p, 720p, 480p, 360p, 240p, 180p: "scale x360
-	// 800k" …); e.g. {"360p": "scale 640x360 800k", "opus": "audio opus",
-	// "gray": "grayscale"}. The spec "off" removes a default rung.
-	Ladder map[string]string `yaml:"ladder"`
-	// Slots is the transcode capacity: serverlets running at once.
-	// Default: the number of CPUs.
-	Slots int `yaml:"slots"`
-	// IdleStop stops a serverlet this long after its last reader left.
-	// Default 10s.
-	IdleStop time.Duration `yaml:"idle_stop"`
-	// Preset is libx264's preset for renditions. Default "veryfast".
-	Preset string `yaml:"preset"`
-	// PluginDir is the folder of operators' serverlet plugins (.so built
-	// with go build -buildmode=plugin). Default "<data>/plugins".
-	PluginDir string `yaml:"plugin_dir"`
-	// Plugins lists the plugins loaded at start: "gray" loads
-	// <plugin_dir>/gray.so as serverlet "gray".
-	Plugins []string `yaml:"plugins"`
-}
-
 // GossipConfig configures cluster membership.
 type GossipConfig struct {
 	// Addr is the gossip TCP+UDP listen address. Default ":7946"; "off"
@@ -166,7 +144,7 @@ func DefaultConfig() Config {
 		Hub:      HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048},
 		Gossip:   GossipConfig{Addr: ":7946"},
 	}
-	c.Serverlets = ServerletConfig{Slots: runtime.NumCPU(), IdleStop: 10 * time.Second, Preset: "veryfast"}
+	c.Serverlets = serverlet.DefaultManagerConfig()
 	c.Overlay = defaultOverlayConfig()
 	return c
 }
@@ -252,34 +230,17 @@ func (c Config) Validate() error {
 		{"hls.idle_timeout", c.HLS.IdleTimeout > 0},
 		{"hub.reader_queue", c.Hub.ReaderQueue > 0},
 		{"hub.gop_cache_units", c.Hub.GOPCacheUnits > 0},
-		{"serverlets.slots", c.Serverlets.Slots > 0},
-		{"serverlets.idle_stop", c.Serverlets.IdleStop > 0},
 	}
 	for _, p := range pos {
 		if !p.ok {
 			return fmt.Errorf("%s: out of range", p.field)
 		}
 	}
-	for name, spec := range c.Serverlets.Ladder {
-		if _, _, err := media.ParsePath("x@" + name); err != nil || name == "" {
-			return fmt.Errorf("serverlets.ladder: rendition name %q: not a valid rendition name", name)
-		}
-		if strings.TrimSpace(spec) == "" {
-			return fmt.Errorf("serverlets.ladder.%s: empty spec (use \"off\" to remove a rung)", name)
-		}
+	if err := c.Serverlets.Validate(); err != nil {
+		return fmt.Errorf("serverlets.%w", err)
 	}
 	if err := c.Overlay.validate(); err != nil {
 		return err
-	}
-	switch c.Serverlets.Preset {
-	case "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow":
-	default:
-		return fmt.Errorf("serverlets.preset: %q is not a libx264 preset (ultrafast … veryslow)", c.Serverlets.Preset)
-	}
-	for i, p := range c.Serverlets.Plugins {
-		if p == "" || strings.ContainsAny(p, " \t") {
-			return fmt.Errorf("serverlets.plugins[%d]: %q is not a plugin name", i, p)
-		}
 	}
 	return nil
 }

@@ -70,20 +70,22 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// The serverlet manager makes renditions on demand for the hub, so it
-	// is built first and given the hub afterwards.
-	pluginDir := cfg.Serverlets.PluginDir
-	if pluginDir == "" {
-		pluginDir = filepath.Join(cfg.Data, "plugins")
+	// The hub asks renditions{n} for a missing rendition, and that asks
+	// the serverlet manager built next, before any listener opens.
+	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log, Renditions: renditions{n}})
+	n.closers = append(n.closers, n.Hub.Close)
+	sc := cfg.Serverlets
+	if sc.PluginDir == "" {
+		sc.PluginDir = filepath.Join(cfg.Data, "plugins")
 	}
-	if n.Serverlets, err = serverlet.NewManager(serverlet.ManagerConfig{Ladder: cfg.Serverlets.Ladder, Slots: cfg.Serverlets.Slots,
-		IdleStop: cfg.Serverlets.IdleStop, NodeName: cfg.Name, Encoder: serverlet.EncoderConfig{Preset: cfg.Serverlets.Preset},
-		PluginDir: pluginDir, Plugins: cfg.Serverlets.Plugins, Registerer: n.reg}, nil, log); err != nil {
+	sc.NodeName, sc.Registerer = cfg.Name, n.reg
+	if n.Serverlets, err = serverlet.NewManager(sc, n.Hub, log); err != nil {
 		return nil, fmt.Errorf("serverlets: %w", err)
 	}
-	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log, Renditions: renditions{n}})
-	n.Serverlets.SetHub(n.Hub)
-	n.closers = append(n.closers, n.Hub.Close, n.Serverlets.Close)
+	n.closers = append(n.closers, n.Serverlets.Close)
+	if err := n.Serverlets.Start(); err != nil { // names the field: "ladder.gray: …"
+		return nil, fmt.Errorf("serverlets.%w", err)
+	}
 	n.reg.MustRegister(newHubCollector(n.Hub))
 
 	if n.RTSPReader, err = egress.NewRTSPReader(egress.RTSPReaderConfig{}, n.Hub, log); err != nil {

@@ -1,6 +1,7 @@
 package serverlet_test
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"testing"
@@ -27,6 +28,30 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// ensureFunc is a media.RenditionProvider made of a function.
+type ensureFunc func(ctx context.Context, path string) error
+
+func (f ensureFunc) Ensure(ctx context.Context, path string) error { return f(ctx, path) }
+
+// startManager builds a hub whose renditions a started manager makes: the
+// hub is built first, with a provider that asks the manager built next.
+func startManager(cfg serverlet.ManagerConfig, log *slog.Logger) (*media.Hub, *serverlet.Manager, error) {
+	var m *serverlet.Manager
+	hub := media.NewHub(media.HubConfig{Logger: log,
+		Renditions: ensureFunc(func(ctx context.Context, path string) error { return m.Ensure(ctx, path) })})
+	m, err := serverlet.NewManager(cfg, hub, log)
+	if err == nil {
+		if err = m.Start(); err != nil {
+			m.Close()
+		}
+	}
+	if err != nil {
+		hub.Close()
+		return nil, nil, err
+	}
+	return hub, m, nil
+}
+
 // newTestManager returns a hub whose renditions the manager makes, with
 // the manager's log kept for failures.
 func newTestManager(t *testing.T, cfg serverlet.ManagerConfig) (*media.Hub, *serverlet.Manager, *logBuffer) {
@@ -36,12 +61,10 @@ func newTestManager(t *testing.T, cfg serverlet.ManagerConfig) (*media.Hub, *ser
 	if cfg.IdleStop == 0 {
 		cfg.IdleStop = time.Second
 	}
-	m, err := serverlet.NewManager(cfg, nil, log)
+	hub, m, err := startManager(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub := media.NewHub(media.HubConfig{Renditions: m, Logger: log})
-	m.SetHub(hub)
 	t.Cleanup(func() {
 		m.Close()
 		hub.Close()

@@ -5,13 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
-	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gradient-cdn/gradient/media"
 )
@@ -47,52 +43,15 @@ var DefaultLadder = []Rung{
 	{"opus", "audio opus"},
 }
 
-// ManagerConfig configures a Manager. The zero value gives the default
-// ladder, one slot per CPU and a 10 s idle stop.
-type ManagerConfig struct {
-	// Ladder maps rendition names to serverlet specs ("360p": "scale x360
-	// 800k", "opus": "audio opus", "gray": "grayscale"). It is merged over
-	// DefaultLadder; a spec "off" removes a default rung.
-	Ladder map[string]string
-
-	// Slots is the node's transcode capacity: how many serverlets may run
-	// at once. Default runtime.NumCPU().
-	Slots int
-
-	// IdleStop stops a serverlet this long after its last reader left.
-	// Default 10s.
-	IdleStop time.Duration
-
-	// NodeName is shown by "annotate node".
-	NodeName string
-
-	// Encoder tunes libx264.
-	Encoder EncoderConfig
-
-	// Registry resolves serverlet names. Default NewRegistry() (the
-	// built-ins) with the plugins below loaded into it.
-	Registry *Registry
-
-	// PluginDir is where plugins are looked up; Plugins names them: "gray"
-	// loads PluginDir/gray.so and registers it as serverlet "gray". A path
-	// ending in ".so" is used as it is (relative to PluginDir).
-	PluginDir string
-	Plugins   []string
-
-	// Registerer, when set, receives the manager's Prometheus metrics
-	// (gradient_serverlet_…).
-	Registerer prometheus.Registerer
-}
-
 // Manager runs serverlets on demand: it is the hub's RenditionProvider.
 type Manager struct {
-	cfg    ManagerConfig
-	ladder map[string]Serverlet
-	specs  map[string]string
-	log    *slog.Logger
+	cfg ManagerConfig
+	hub *media.Hub
+	log *slog.Logger
 
 	mu      sync.Mutex
-	hub     *media.Hub
+	ladder  map[string]Serverlet // set by Start
+	specs   map[string]string    // set by Start
 	runs    map[string]*run
 	closed  bool
 	wg      sync.WaitGroup // run goroutines and their reapers
@@ -100,56 +59,25 @@ type Manager struct {
 	refused uint64
 }
 
-// NewManager loads the plugins and parses the ladder; a bad spec or plugin
-// is an error naming it. hub may be nil and set later with SetHub (the hub
-// is usually built with the manager as its RenditionProvider).
+// NewManager validates cfg (its zero fields take DefaultManagerConfig's
+// values) and builds a manager that makes renditions in hub; hub is
+// usually built with a RenditionProvider that asks this manager. It does
+// no I/O: Start loads the plugins and parses the ladder.
 func NewManager(cfg ManagerConfig, hub *media.Hub, log *slog.Logger) (*Manager, error) {
+	if hub == nil {
+		return nil, errors.New("serverlet manager: no hub")
+	}
 	if log == nil {
 		log = slog.Default()
 	}
-	if cfg.Slots <= 0 {
-		cfg.Slots = runtime.NumCPU()
-	}
-	if cfg.IdleStop <= 0 {
-		cfg.IdleStop = 10 * time.Second
-	}
-	if cfg.Encoder.Preset == "" {
-		cfg.Encoder.Preset = "veryfast"
-	}
-	if cfg.Encoder.Threads <= 0 {
-		cfg.Encoder.Threads = 1
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.Registry == nil {
 		cfg.Registry = NewRegistry()
 	}
-	m := &Manager{cfg: cfg, hub: hub, log: log.With("component", "serverlet"), runs: map[string]*run{},
-		ladder: map[string]Serverlet{}, specs: map[string]string{}}
-	for _, p := range cfg.Plugins {
-		if err := cfg.Registry.LoadPlugin(cfg.PluginDir, p); err != nil {
-			return nil, err
-		}
-		m.log.Info("plugin loaded", "plugin", p)
-	}
-	specs := map[string]string{}
-	for _, r := range DefaultLadder {
-		specs[r.Name] = r.Spec
-	}
-	for k, v := range cfg.Ladder {
-		specs[k] = v
-	}
-	for name, spec := range specs {
-		if strings.TrimSpace(spec) == "off" {
-			continue
-		}
-		if _, _, err := media.ParsePath("x@" + name); err != nil || name == "" {
-			return nil, fmt.Errorf("ladder: rendition name %q: %v", name, err)
-		}
-		s, err := cfg.Registry.Parse(spec)
-		if err != nil {
-			return nil, fmt.Errorf("ladder %s: %w", name, err)
-		}
-		m.ladder[name], m.specs[name] = s, spec
-	}
+	m := &Manager{cfg: cfg, hub: hub, log: log.With("component", "serverlet"), runs: map[string]*run{}}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newCollector(m)); err != nil {
 			return nil, fmt.Errorf("serverlet metrics: %w", err)
@@ -158,16 +86,54 @@ func NewManager(cfg ManagerConfig, hub *media.Hub, log *slog.Logger) (*Manager, 
 	return m, nil
 }
 
-// SetHub gives the manager the hub it reads sources from and publishes
-// renditions into.
-func (m *Manager) SetHub(h *media.Hub) {
+// Start loads the plugins and parses the ladder; a plugin that does not
+// load or a spec that does not parse is an error naming it by its YAML
+// key ("ladder.gray: …", "plugins[0]: …"). Ensure refuses every
+// rendition until Start has succeeded.
+func (m *Manager) Start() error {
 	m.mu.Lock()
-	m.hub = h
+	started := m.ladder != nil
 	m.mu.Unlock()
+	if started {
+		return errors.New("serverlet manager: started twice")
+	}
+	for i, p := range m.cfg.Plugins {
+		if err := m.cfg.Registry.LoadPlugin(m.cfg.PluginDir, p); err != nil {
+			return fmt.Errorf("plugins[%d]: %w", i, err)
+		}
+		m.log.Info("plugin loaded", "plugin", p)
+	}
+	specs := map[string]string{}
+	for _, r := range DefaultLadder {
+		specs[r.Name] = r.Spec
+	}
+	for k, v := range m.cfg.Ladder {
+		specs[k] = v
+	}
+	ladder, offered := map[string]Serverlet{}, map[string]string{}
+	for name, spec := range specs {
+		if strings.TrimSpace(spec) == "off" {
+			continue
+		}
+		if err := checkRenditionName(name); err != nil {
+			return fmt.Errorf("ladder: %w", err)
+		}
+		s, err := m.cfg.Registry.Parse(spec)
+		if err != nil {
+			return fmt.Errorf("ladder.%s: %w", name, err)
+		}
+		ladder[name], offered[name] = s, spec
+	}
+	m.mu.Lock()
+	m.ladder, m.specs = ladder, offered
+	m.mu.Unlock()
+	return nil
 }
 
 // Ladder returns the offered renditions and their specs.
 func (m *Manager) Ladder() map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	out := make(map[string]string, len(m.specs))
 	for k, v := range m.specs {
 		out[k] = v
@@ -188,23 +154,23 @@ func (m *Manager) Ensure(ctx context.Context, path string) error {
 	if rend == "" {
 		return fmt.Errorf("serverlet %s: %w", path, ErrNoSuchRendition)
 	}
-	s, ok := m.ladder[rend]
-	if !ok {
-		return fmt.Errorf("serverlet %s: %w: %q is not in the ladder", path, ErrNoSuchRendition, rend)
-	}
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
 		return fmt.Errorf("serverlet %s: manager closed: %w", path, media.ErrNotFound)
 	}
-	hub := m.hub
+	if m.ladder == nil {
+		m.mu.Unlock()
+		return fmt.Errorf("serverlet %s: manager not started: %w", path, media.ErrNotFound)
+	}
+	s, ok := m.ladder[rend]
+	if !ok {
+		m.mu.Unlock()
+		return fmt.Errorf("serverlet %s: %w: %q is not in the ladder", path, ErrNoSuchRendition, rend)
+	}
 	r := m.runs[path]
 	if r == nil {
-		if hub == nil {
-			m.mu.Unlock()
-			return fmt.Errorf("serverlet %s: no hub", path)
-		}
-		if r, err = m.start(hub, path, stream, rend, s); err != nil {
+		if r, err = m.start(path, stream, rend, s); err != nil {
 			m.mu.Unlock()
 			return err
 		}
@@ -222,7 +188,8 @@ func (m *Manager) Ensure(ctx context.Context, path string) error {
 }
 
 // start builds the pipeline and starts the run; called with m.mu held.
-func (m *Manager) start(hub *media.Hub, path, stream, rend string, s Serverlet) (*run, error) {
+func (m *Manager) start(path, stream, rend string, s Serverlet) (*run, error) {
+	hub := m.hub
 	srcStream, ok := hub.Lookup(stream)
 	if !ok {
 		return nil, fmt.Errorf("serverlet %s: source %s: %w", path, stream, media.ErrNotFound)
@@ -354,7 +321,8 @@ func (m *Manager) Stop(path string) {
 	}
 }
 
-// Close stops every serverlet and refuses new ones. It is idempotent.
+// Close stops every serverlet and refuses new ones. It is safe without
+// Start and more than once.
 func (m *Manager) Close() error {
 	m.mu.Lock()
 	m.closed = true

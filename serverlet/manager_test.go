@@ -148,8 +148,8 @@ func TestPanickingSetupAndConstructorAreErrors(t *testing.T) {
 		return serverlet.SetupFunc(func(*serverlet.Pipeline) error { panic("bad setup") }), nil
 	})
 	reg.Register("ctorpanic", func(serverlet.Args) (serverlet.Serverlet, error) { panic("bad constructor") })
-	if _, err := serverlet.NewManager(serverlet.ManagerConfig{Registry: reg, Ladder: map[string]string{"x": "ctorpanic"}}, nil, nil); err == nil ||
-		!strings.Contains(err.Error(), "constructor panicked") {
+	if _, _, err := startManager(serverlet.ManagerConfig{Registry: reg, Ladder: map[string]string{"x": "ctorpanic"}}, nil); err == nil ||
+		!strings.Contains(err.Error(), "ladder.x: ") || !strings.Contains(err.Error(), "constructor panicked") {
 		t.Errorf("ladder with a panicking constructor: %v", err)
 	}
 	hub, _, _ := newTestManager(t, serverlet.ManagerConfig{Registry: reg, Ladder: map[string]string{"x": "setuppanic"}})

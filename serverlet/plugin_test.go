@@ -140,7 +140,8 @@ func TestLoadPluginRefusesBadPlugins(t *testing.T) {
 		}
 	}
 	// A manager refuses to start with a bad plugin in its config.
-	if _, err := serverlet.NewManager(serverlet.ManagerConfig{PluginDir: dir, Plugins: []string{"nosymbol"}}, nil, nil); err == nil {
-		t.Error("serverlet.NewManager accepted a plugin without New")
+	if _, _, err := startManager(serverlet.ManagerConfig{PluginDir: dir, Plugins: []string{"nosymbol"}}, nil); err == nil ||
+		!strings.Contains(err.Error(), "plugins[0]: ") {
+		t.Errorf("serverlet.Manager.Start with a plugin without New: %v, want an error naming plugins[0]", err)
 	}
 }

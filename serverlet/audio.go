@@ -1,0 +1,127 @@
+package serverlet
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/asticode/go-astiav"
+
+	"github.com/gradient-cdn/gradient/media"
+)
+
+// opusRate is Opus's only sample rate in WebRTC.
+const opusRate = 48000
+
+// audioPath transcodes AAC to Opus: decode → aresample to 48 kHz in 20 ms
+// frames → libopus.
+type audioPath struct {
+	run      *run
+	srcTrack *media.Track
+	track    *media.Track // the Opus track published
+	layout   astiav.ChannelLayout
+	rate     int64 // the AAC sample rate: the decoder's packet time base
+	chain    *chain
+}
+
+// openAudioPath opens the whole chain up front, so that a missing codec
+// fails the rendition before it is published.
+func openAudioPath(r *run, src *media.Track, bitrate int) (a *audioPath, err error) {
+	a = &audioPath{run: r, srcTrack: src, layout: astiav.ChannelLayoutStereo, rate: int64(src.SampleRate)}
+	if src.AAC != nil && src.AAC.SampleRate > 0 {
+		a.rate = int64(src.AAC.SampleRate)
+	}
+	if a.rate <= 0 {
+		a.rate = opusRate
+	}
+	if bitrate <= 0 {
+		bitrate = 64000
+	}
+	channels := 2
+	if src.Channels == 1 || (src.AAC != nil && src.AAC.ChannelCount == 1) {
+		channels, a.layout = 1, astiav.ChannelLayoutMono
+	}
+	a.track = &media.Track{Codec: media.CodecOpus, Channels: channels, SampleRate: opusRate}
+	d := decoderOptions{id: astiav.CodecIDAac}
+	if src.AAC != nil {
+		if d.extraData, err = src.AAC.Marshal(); err != nil {
+			return nil, fmt.Errorf("AAC config: %w", err)
+		}
+	}
+	if a.chain, err = newChain(chainSpec{decodes: "AAC", encodes: "Opus", clock: opusRate,
+		graph: a.graph, onPacket: a.emit}, d); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	ec := astiav.FindEncoderByName("libopus")
+	if ec == nil {
+		return nil, errors.New("this FFmpeg has no libopus encoder")
+	}
+	a.chain.enc = astiav.AllocCodecContext(ec)
+	a.chain.enc.SetSampleFormat(astiav.SampleFormatFlt)
+	a.chain.enc.SetSampleRate(opusRate)
+	a.chain.enc.SetChannelLayout(a.layout)
+	a.chain.enc.SetBitRate(int64(bitrate))
+	a.chain.enc.SetTimeBase(astiav.NewRational(1, opusRate))
+	if err := a.chain.enc.Open(ec, nil); err != nil {
+		return nil, fmt.Errorf("open libopus: %w", err)
+	}
+	return a, nil
+}
+
+func (a *audioPath) unit(u *media.Unit) error {
+	pts := media.DurationToTicks(u.PTS, a.rate)
+	for _, au := range u.Data {
+		if err := a.chain.decode(au, pts, pts, false); err != nil {
+			return err
+		}
+		pts += 1024 // samples per AAC-LC access unit
+	}
+	return nil
+}
+
+// graph resamples to Opus's rate and layout in 20 ms frames.
+func (a *audioPath) graph(f *astiav.Frame) (string, astiav.FilterArgs, string, string) {
+	layout := f.ChannelLayout().String()
+	switch f.ChannelLayout().NbChannels() {
+	case 1:
+		layout = "mono"
+	case 2:
+		layout = "stereo"
+	}
+	outLayout := "stereo"
+	if a.track.Channels == 1 {
+		outLayout = "mono"
+	}
+	return "abuffer", astiav.FilterArgs{
+			"time_base":      "1/" + strconv.FormatInt(a.rate, 10),
+			"sample_rate":    strconv.Itoa(f.SampleRate()),
+			"sample_fmt":     f.SampleFormat().Name(),
+			"channel_layout": layout,
+		}, "abuffersink",
+		fmt.Sprintf("aresample=%d,aformat=sample_fmts=flt:sample_rates=%d:channel_layouts=%s,asetnsamples=n=960:p=0",
+			opusRate, opusRate, outLayout)
+}
+
+// emit writes one Opus packet to the rendition.
+func (a *audioPath) emit(pkt *astiav.Packet) error {
+	if pts := pkt.Pts(); pts >= 0 { // the encoder's priming precedes the stream
+		t := media.TicksToDuration(pts, opusRate)
+		a.run.write(&media.Unit{
+			Track: a.run.outIdx[a.run.srcDesc.AudioTrack()], PTS: t, DTS: t,
+			Data: [][]byte{append([]byte(nil), pkt.Data()...)}, Key: true, Received: time.Now(),
+		})
+	}
+	return nil
+}
+
+func (a *audioPath) close() {
+	if a.chain != nil {
+		a.chain.close()
+	}
+}

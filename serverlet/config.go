@@ -1,0 +1,140 @@
+package serverlet
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gradient-cdn/gradient/media"
+)
+
+// ManagerConfig configures a Manager; it is the `serverlets` section of a
+// node's YAML file. DefaultManagerConfig gives the defaults named below.
+type ManagerConfig struct {
+	// Ladder maps rendition names to serverlet specs ("360p": "scale x360
+	// 800k", "opus": "audio opus", "gray": "grayscale"). It is merged over
+	// DefaultLadder; a spec "off" removes a default rung. Default empty:
+	// DefaultLadder as it is.
+	Ladder map[string]string `yaml:"ladder"`
+
+	// Slots is the node's transcode capacity: how many serverlets may run
+	// at once. Default runtime.NumCPU().
+	Slots int `yaml:"slots"`
+
+	// IdleStop stops a serverlet this long after its last reader left.
+	// Default 10s.
+	IdleStop time.Duration `yaml:"idle_stop"`
+
+	// Encoder tunes libx264; its keys sit in the section itself (preset,
+	// threads).
+	Encoder EncoderConfig `yaml:",inline"`
+
+	// PluginDir is the folder of operators' serverlet plugins (.so built
+	// with go build -buildmode=plugin). Default empty: the working folder
+	// (a node makes it "<data>/plugins").
+	PluginDir string `yaml:"plugin_dir"`
+	// Plugins lists the plugins loaded by Start: "gray" loads
+	// <plugin_dir>/gray.so and registers it as serverlet "gray"; a name
+	// ending in ".so" is used as it is (relative to plugin_dir). Default
+	// none.
+	Plugins []string `yaml:"plugins"`
+
+	// NodeName is shown by "annotate node"; a node sets its own name.
+	NodeName string `yaml:"-"`
+
+	// Registry resolves serverlet names. Nil: NewRegistry() (the
+	// built-ins), with the plugins loaded into it.
+	Registry *Registry `yaml:"-"`
+
+	// Registerer, when set, receives the manager's Prometheus metrics
+	// (gradient_serverlet_…).
+	Registerer prometheus.Registerer `yaml:"-"`
+}
+
+// EncoderConfig tunes the video encoder of every serverlet.
+type EncoderConfig struct {
+	// Preset is libx264's speed/quality preset, ultrafast … veryslow.
+	// Default "veryfast".
+	Preset string `yaml:"preset"`
+	// Threads is how many threads one serverlet's encoder (and decoder)
+	// use. Default 1: a node runs many serverlets, and one thread each
+	// keeps their CPU accounting exact and adds no frame delay. With more,
+	// the accounting (the serverlet thread's own CPU time) misses the
+	// codec threads' share.
+	Threads int `yaml:"threads"`
+}
+
+// DefaultManagerConfig returns the configuration of a Manager that is
+// given none: the default ladder, one slot per CPU, a 10 s idle stop and
+// libx264 "veryfast" on one thread.
+func DefaultManagerConfig() ManagerConfig {
+	return ManagerConfig{
+		Slots:    runtime.NumCPU(),
+		IdleStop: 10 * time.Second,
+		Encoder:  EncoderConfig{Preset: "veryfast", Threads: 1},
+	}
+}
+
+// withDefaults fills the zero fields of a hand-built config from
+// DefaultManagerConfig.
+func (c ManagerConfig) withDefaults() ManagerConfig {
+	d := DefaultManagerConfig()
+	if c.Slots == 0 {
+		c.Slots = d.Slots
+	}
+	if c.IdleStop == 0 {
+		c.IdleStop = d.IdleStop
+	}
+	if c.Encoder.Preset == "" {
+		c.Encoder.Preset = d.Encoder.Preset
+	}
+	if c.Encoder.Threads == 0 {
+		c.Encoder.Threads = d.Encoder.Threads
+	}
+	return c
+}
+
+// Validate checks every field and names the bad one by its YAML key
+// ("slots: out of range"). Specs are parsed by Manager.Start, once the
+// plugins they may name are loaded.
+func (c ManagerConfig) Validate() error {
+	if c.Slots <= 0 {
+		return fmt.Errorf("slots: %d is out of range (> 0)", c.Slots)
+	}
+	if c.IdleStop <= 0 {
+		return fmt.Errorf("idle_stop: %v is out of range (> 0)", c.IdleStop)
+	}
+	for name, spec := range c.Ladder {
+		if err := checkRenditionName(name); err != nil {
+			return fmt.Errorf("ladder: %w", err)
+		}
+		if strings.TrimSpace(spec) == "" {
+			return fmt.Errorf("ladder.%s: empty spec (use \"off\" to remove a rung)", name)
+		}
+	}
+	switch c.Encoder.Preset {
+	case "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow":
+	default:
+		return fmt.Errorf("preset: %q is not a libx264 preset (ultrafast … veryslow)", c.Encoder.Preset)
+	}
+	if c.Encoder.Threads <= 0 {
+		return fmt.Errorf("threads: %d is out of range (> 0)", c.Encoder.Threads)
+	}
+	for i, p := range c.Plugins {
+		if p == "" || strings.ContainsAny(p, " \t") {
+			return fmt.Errorf("plugins[%d]: %q is not a plugin name", i, p)
+		}
+	}
+	return nil
+}
+
+// checkRenditionName tells whether name can follow '@' in a path.
+func checkRenditionName(name string) error {
+	if _, _, err := media.ParsePath("x@" + name); err != nil || name == "" {
+		return fmt.Errorf("rendition name %q: not a valid rendition name", name)
+	}
+	return nil
+}

@@ -1,0 +1,259 @@
+package serverlet
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/asticode/go-astiav"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+
+	"github.com/gradient-cdn/gradient/media"
+)
+
+// videoClock is the time base of video timestamps inside the runtime.
+const videoClock = 90000
+
+// inFrame is what the video path remembers of a frame fed to the decoder,
+// to stamp the packet that comes out of the encoder for it.
+type inFrame struct {
+	pts      int64 // 90 kHz
+	fed      time.Time
+	received time.Time
+	capture  time.Time
+}
+
+// videoPath transcodes the H.264 track: decode → the pipeline's filter
+// graph → its frame functions → libx264, with the source's keyframes.
+type videoPath struct {
+	run      *run
+	srcTrack *media.Track
+	chain    *chain // opened on the first unit
+
+	keys    []int64   // source keyframe PTS not matched to an output frame yet
+	pending []inFrame // frames fed to the decoder, in order
+}
+
+func (v *videoPath) open() (err error) {
+	v.chain, err = newChain(chainSpec{
+		decodes: "H.264", encodes: "H.264", clock: videoClock,
+		graph: v.graph, openEncoder: v.openEncoder, frame: v.frame, onPacket: v.emit,
+		decoded: func() { v.run.countFrame(true, 0) },
+	}, decoderOptions{id: astiav.CodecIDH264, threads: v.run.enc.Threads, lowDelay: true})
+	return err
+}
+
+func (v *videoPath) unit(u *media.Unit) error {
+	if v.chain == nil {
+		if err := v.open(); err != nil {
+			return err
+		}
+	}
+	au := u.Data
+	if u.Key && !hasNALU(au, h264.NALUTypeSPS) {
+		au = append([][]byte{v.srcTrack.SPS, v.srcTrack.PPS}, au...)
+	}
+	b, err := h264.AnnexB(au).Marshal()
+	if err != nil {
+		return fmt.Errorf("source access unit: %w", err)
+	}
+	pts := media.DurationToTicks(u.PTS, videoClock)
+	if u.Key {
+		v.keys = append(v.keys, pts)
+	}
+	in := inFrame{pts: pts, fed: time.Now(), received: u.Received}
+	if t, ok := media.CaptureTime(u.Data); ok {
+		in.capture = t
+	}
+	v.pending = append(v.pending, in)
+	if len(v.pending) > 256 { // a decoder that swallows frames must not grow this forever
+		v.pending = v.pending[1:]
+	}
+	return v.chain.decode(b, pts, media.DurationToTicks(u.DTS, videoClock), u.Key)
+}
+
+// graph is the pipeline's filter graph after a buffer source of the
+// decoded frames' format.
+func (v *videoPath) graph(f *astiav.Frame) (string, astiav.FilterArgs, string, string) {
+	spec := v.run.pipe.filterGraph()
+	fps := v.run.pipe.In.FPS
+	if fps <= 0 {
+		fps = 30
+	}
+	sar := f.SampleAspectRatio()
+	if sar.Num() <= 0 || sar.Den() <= 0 {
+		sar = astiav.NewRational(1, 1)
+	}
+	v.run.log.Debug("filter graph", "graph", spec)
+	return "buffer", astiav.FilterArgs{
+		"video_size":   fmt.Sprintf("%dx%d", f.Width(), f.Height()),
+		"pix_fmt":      strconv.Itoa(int(f.PixelFormat())),
+		"time_base":    "1/" + strconv.Itoa(videoClock),
+		"pixel_aspect": fmt.Sprintf("%d/%d", sar.Num(), sar.Den()),
+		"frame_rate":   fmt.Sprintf("%d/1000", int(fps*1000+0.5)),
+	}, "buffersink", spec
+}
+
+// frame decides whether a filtered frame is a keyframe and runs the
+// pipeline's frame functions on it.
+func (v *videoPath) frame(f *astiav.Frame) error {
+	pts := f.Pts()
+	// The output's keyframes are the source's: the first frame at (or
+	// within half an output frame of) a source keyframe becomes an IDR.
+	tol := int64(0)
+	if v.run.pipe.FPS > 0 {
+		tol = int64(videoClock / v.run.pipe.FPS / 2)
+	}
+	key := false
+	for len(v.keys) > 0 && v.keys[0] <= pts+tol {
+		key = true
+		v.keys = v.keys[1:]
+	}
+	if fs := v.run.pipe.frames; len(fs) > 0 {
+		if err := makeWritable(f); err != nil {
+			return err
+		}
+		fr := &Frame{f: f, PTS: media.TicksToDuration(pts, videoClock), Key: key}
+		for _, fn := range fs {
+			if err := callFrameFunc(fn, fr); err != nil {
+				return err
+			}
+		}
+	}
+	if key {
+		f.SetPictureType(astiav.PictureTypeI)
+	} else {
+		f.SetPictureType(astiav.PictureTypeNone)
+	}
+	return nil
+}
+
+// callFrameFunc runs an operator's function, turning a panic into an error
+// so that a faulty plugin stops only its rendition.
+func callFrameFunc(fn FrameFunc, f *Frame) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("frame function panicked: %v", p)
+		}
+	}()
+	if err := fn(f); err != nil {
+		return fmt.Errorf("frame function: %w", err)
+	}
+	return nil
+}
+
+// openEncoder opens libx264 for the first filtered frame and publishes the
+// rendition with its SPS/PPS.
+func (v *videoPath) openEncoder(f *astiav.Frame) (*astiav.CodecContext, error) {
+	codec := astiav.FindEncoderByName("libx264")
+	if codec == nil {
+		return nil, errors.New("this FFmpeg has no libx264 encoder")
+	}
+	p := v.run.pipe
+	fps := p.FPS
+	if fps <= 0 {
+		fps = 30
+	}
+	bitrate := p.Bitrate
+	if bitrate <= 0 {
+		est := *p
+		est.Width, est.Height = f.Width(), f.Height()
+		bitrate = est.estimateBitrate()
+	}
+	enc := astiav.AllocCodecContext(codec)
+	enc.SetWidth(f.Width())
+	enc.SetHeight(f.Height())
+	enc.SetPixelFormat(astiav.PixelFormatYuv420P)
+	enc.SetTimeBase(astiav.NewRational(1, videoClock))
+	enc.SetFramerate(astiav.NewRational(int(fps*1000+0.5), 1000))
+	enc.SetSampleAspectRatio(astiav.NewRational(1, 1))
+	enc.SetThreadCount(v.run.enc.Threads)
+	// The global header gives SPS/PPS before hub.Publish; repeat-headers
+	// keeps them in band before every IDR for readers joining later.
+	enc.SetFlags(enc.Flags().Add(astiav.CodecContextFlagGlobalHeader))
+	b := strconv.Itoa(bitrate)
+	opts := astiav.NewDictionary()
+	defer opts.Free()
+	for _, kv := range [][2]string{
+		{"preset", v.run.enc.Preset},
+		{"tune", "zerolatency"},
+		{"b", b},
+		{"maxrate", b},
+		{"bufsize", strconv.Itoa(bitrate)},
+		{"bf", "0"},
+		{"g", "-1"},
+		{"sc_threshold", "0"},
+		{"forced-idr", "1"},
+		// keyint=infinite: x264 never places a keyframe of its own; they
+		// come only where the source has them (pict_type I).
+		{"x264-params", "keyint=infinite:min-keyint=1:scenecut=0:open-gop=0:repeat-headers=1:aud=0:log=-1"},
+	} {
+		if err := opts.Set(kv[0], kv[1], 0); err != nil {
+			return enc, fmt.Errorf("libx264 option %s: %w", kv[0], err)
+		}
+	}
+	if err := enc.Open(codec, opts); err != nil {
+		return enc, fmt.Errorf("open libx264 (preset %s): %w", v.run.enc.Preset, err)
+	}
+	sps, pps := media.ParameterSets(enc.ExtraData())
+	if sps == nil || pps == nil {
+		return enc, errors.New("libx264 gave no SPS/PPS")
+	}
+	for i, t := range v.run.desc.Tracks {
+		if t.Codec == media.CodecH264 {
+			v.run.desc.Tracks[i] = &media.Track{Codec: media.CodecH264, SPS: sps, PPS: pps}
+		}
+	}
+	return enc, v.run.publish()
+}
+
+// emit writes one libx264 packet to the rendition, stamped with the
+// arrival and capture time of the source frame it came from.
+func (v *videoPath) emit(pkt *astiav.Packet) error {
+	var au h264.AnnexB
+	if err := au.Unmarshal(pkt.Data()); err != nil {
+		return fmt.Errorf("libx264 output: %w", err)
+	}
+	pts := pkt.Pts()
+	var in inFrame
+	found := false
+	for len(v.pending) > 0 && v.pending[0].pts <= pts {
+		in, found = v.pending[0], true
+		v.pending = v.pending[1:]
+	}
+	now := time.Now()
+	if !found {
+		in = inFrame{pts: pts, fed: now, received: now}
+	}
+	data := [][]byte(au)
+	if !in.capture.IsZero() {
+		data = append([][]byte{media.CaptureSEI(in.capture)}, data...)
+	}
+	t := media.TicksToDuration(pts, videoClock)
+	v.run.write(&media.Unit{
+		Track:    v.run.outIdx[v.run.srcDesc.VideoTrack()],
+		PTS:      t,
+		DTS:      t,
+		Data:     data,
+		Key:      pkt.Flags().Has(astiav.PacketFlagKey),
+		Received: in.received,
+	})
+	v.run.countFrame(false, now.Sub(in.fed))
+	return nil
+}
+
+func (v *videoPath) close() {
+	if v.chain != nil {
+		v.chain.close()
+	}
+}
+
+func hasNALU(au [][]byte, typ h264.NALUType) bool {
+	for _, n := range au {
+		if len(n) > 0 && h264.NALUType(n[0]&0x1f) == typ {
+			return true
+		}
+	}
+	return false
+}
