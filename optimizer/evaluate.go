@@ -5,9 +5,10 @@ import (
 	"math"
 )
 
-// Evaluate computes the cost block of plan by the formula of PLAN-FORMAT.md.
-// It does not check feasibility (see Check); it fails only when the plan names
-// something the problem lacks (a node, a link, a level, a demand).
+// Evaluate computes the cost block of plan by the formula of
+// optimizer/PLAN-FORMAT.md. It does not check feasibility (see Check); it
+// fails only when the plan names something the problem lacks (a node, a
+// link, a level, a demand).
 func (p *Problem) Evaluate(plan *Plan) (Cost, error) {
 	var c Cost
 	kbps := make(map[string]float64, len(p.Levels))
@@ -58,7 +59,7 @@ func (p *Problem) Evaluate(plan *Plan) (Cost, error) {
 }
 
 // CostsMatch reports whether two cost blocks agree within the relative 1e-6
-// that PLAN-FORMAT.md allows, naming the first field that does not.
+// that optimizer/PLAN-FORMAT.md allows, naming the first field that does not.
 func CostsMatch(got, want Cost) error {
 	fields := []struct {
 		name string
