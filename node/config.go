@@ -23,8 +23,9 @@ type Config struct {
 	// Name identifies the node in the cluster and in logs. Default: the host name.
 	Name string `yaml:"name"`
 
-	// Data is the folder for the node's state (serverlet plugins under
-	// "plugins"). Default "./data". Created when missing.
+	// Data is the node's own folder; today it holds the serverlet plugins
+	// (serverlets.plugin_dir defaults to "<data>/plugins"). Default
+	// "./data". Created when missing.
 	Data string `yaml:"data"`
 
 	// LogLevel is debug, info, warn or error. Default info.

@@ -18,7 +18,9 @@ func init() {
 	register("node", "run a Gradient node (RTSP/SRT in, WebRTC/HLS/RTSP out)", runNode)
 }
 
-// nodeFlags are the common settings; set flags win over the config file.
+// runNode implements `gradient node`: the defaults, then the --config file,
+// then the flags given on the command line (a flag that is set wins over
+// the file).
 func runNode(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("node", flag.ContinueOnError)
 	configPath := fs.String("config", "", "YAML config file (every field optional; see --print-config)")
