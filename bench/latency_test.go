@@ -24,6 +24,24 @@ func quantile(d []time.Duration, q float64) time.Duration {
 	return s[int(float64(len(s)-1)*q)]
 }
 
+// egressLatencyRing is the size of the WebRTC egress's ring of latency
+// samples: a node leaves egress.WebRTCConfig.LatencySamples at its default.
+const egressLatencyRing = 4096
+
+// samplesSince returns the samples of all (a ring of at most ring samples,
+// oldest first) recorded after the first warm ones. While the ring has not
+// filled up, those are all[warm:]; once it is full it may have wrapped, and
+// the window can no longer be told from the warm-up.
+func samplesSince(all []time.Duration, warm, ring int) ([]time.Duration, error) {
+	if len(all) >= ring {
+		return nil, fmt.Errorf("egress latency ring full (%d samples): the warm-up and the window cannot be told apart", ring)
+	}
+	if warm > len(all) {
+		return nil, fmt.Errorf("egress latency ring shrank from %d to %d samples", warm, len(all))
+	}
+	return all[warm:], nil
+}
+
 // BenchmarkLatencyTestPatternToWHEP publishes `gradient publish --testsrc`
 // at 1280x720 30 fps 2 Mbit/s into a node over RTSP and reads it with a WHEP
 // client on loopback. It prints capture → arrival of each frame's last
@@ -76,23 +94,19 @@ func BenchmarkLatencyTestPatternToWHEP(b *testing.B) {
 	defer sess.Close()
 	<-sess.Connected()
 	time.Sleep(3 * time.Second) // past the GOP-cache burst of the first second
-	n.WebRTC.EgressLatency()    // drop the warm-up samples from the figure below
+	// EgressLatency returns a copy of the node's ring and resets nothing:
+	// note how many samples the warm-up left, to drop them afterwards.
+	warm := len(n.WebRTC.EgressLatency())
 	mu.Lock()
 	measuring = true
 	mu.Unlock()
-	start := time.Now()
 	time.Sleep(20 * time.Second)
 	mu.Lock()
 	glass := append([]time.Duration(nil), lat...)
 	mu.Unlock()
-	var own []time.Duration
-	for _, d := range n.WebRTC.EgressLatency() {
-		own = append(own, d)
-	}
-	// Only the samples of the measured window: EgressLatency is a ring of
-	// the most recent ones, and 20 s at 30 fps fits in it.
-	if max := int(time.Since(start).Seconds()*30) + 30; len(own) > max {
-		own = own[len(own)-max:]
+	own, err := samplesSince(n.WebRTC.EgressLatency(), warm, egressLatencyRing)
+	if err != nil {
+		b.Fatal(err)
 	}
 	fmt.Printf("capture → WHEP arrival of last packet: p50 %v, p99 %v over %d frames (target p50 < 100 ms)\n",
 		quantile(glass, 0.5).Round(100*time.Microsecond), quantile(glass, 0.99).Round(100*time.Microsecond), len(glass))
@@ -100,4 +114,16 @@ func BenchmarkLatencyTestPatternToWHEP(b *testing.B) {
 		quantile(own, 0.5).Round(10*time.Microsecond), quantile(own, 0.99).Round(10*time.Microsecond), len(own))
 	b.ReportMetric(float64(quantile(glass, 0.5).Microseconds())/1000, "p50-glass-ms")
 	b.ReportMetric(float64(quantile(own, 0.99).Microseconds())/1000, "p99-node-ms")
+}
+
+func TestSamplesSinceDropsTheWarmUp(t *testing.T) {
+	warmUp := []time.Duration{900 * time.Millisecond, 700 * time.Millisecond} // the GOP-cache burst
+	window := []time.Duration{2 * time.Millisecond, 3 * time.Millisecond}
+	got, err := samplesSince(append(append([]time.Duration(nil), warmUp...), window...), len(warmUp), 4096)
+	if err != nil || len(got) != len(window) || got[0] != window[0] || got[1] != window[1] {
+		t.Errorf("samplesSince = %v, %v; want only the window %v", got, err, window)
+	}
+	if _, err := samplesSince(make([]time.Duration, 8), 2, 8); err == nil {
+		t.Error("samplesSince of a full ring gave samples; it may have wrapped over the warm-up")
+	}
 }
