@@ -22,10 +22,10 @@ type audioPath struct {
 	track    *media.Track // the Opus track published
 	layout   astiav.ChannelLayout
 	rate     int64 // the AAC sample rate: the decoder's packet time base
-	chain    *chain
+	tc       *transcoder
 }
 
-// openAudioPath opens the whole chain up front, so that a missing codec
+// openAudioPath opens the whole transcoder up front, so that a missing codec
 // fails the rendition before it is published.
 func openAudioPath(r *run, src *media.Track, bitrate int) (a *audioPath, err error) {
 	a = &audioPath{run: r, srcTrack: src, layout: astiav.ChannelLayoutStereo, rate: int64(src.SampleRate)}
@@ -49,7 +49,7 @@ func openAudioPath(r *run, src *media.Track, bitrate int) (a *audioPath, err err
 			return nil, fmt.Errorf("AAC config: %w", err)
 		}
 	}
-	if a.chain, err = newChain(chainSpec{decodes: "AAC", encodes: "Opus", clock: opusRate,
+	if a.tc, err = newTranscoder(transcoderSpec{decodes: "AAC", encodes: "Opus", clock: opusRate,
 		graph: a.graph, onPacket: a.emit}, d); err != nil {
 		return nil, err
 	}
@@ -62,13 +62,13 @@ func openAudioPath(r *run, src *media.Track, bitrate int) (a *audioPath, err err
 	if ec == nil {
 		return nil, errors.New("this FFmpeg has no libopus encoder")
 	}
-	a.chain.enc = astiav.AllocCodecContext(ec)
-	a.chain.enc.SetSampleFormat(astiav.SampleFormatFlt)
-	a.chain.enc.SetSampleRate(opusRate)
-	a.chain.enc.SetChannelLayout(a.layout)
-	a.chain.enc.SetBitRate(int64(bitrate))
-	a.chain.enc.SetTimeBase(astiav.NewRational(1, opusRate))
-	if err := a.chain.enc.Open(ec, nil); err != nil {
+	a.tc.enc = astiav.AllocCodecContext(ec)
+	a.tc.enc.SetSampleFormat(astiav.SampleFormatFlt)
+	a.tc.enc.SetSampleRate(opusRate)
+	a.tc.enc.SetChannelLayout(a.layout)
+	a.tc.enc.SetBitRate(int64(bitrate))
+	a.tc.enc.SetTimeBase(astiav.NewRational(1, opusRate))
+	if err := a.tc.enc.Open(ec, nil); err != nil {
 		return nil, fmt.Errorf("open libopus: %w", err)
 	}
 	return a, nil
@@ -77,7 +77,7 @@ func openAudioPath(r *run, src *media.Track, bitrate int) (a *audioPath, err err
 func (a *audioPath) unit(u *media.Unit) error {
 	pts := media.DurationToTicks(u.PTS, a.rate)
 	for _, au := range u.Data {
-		if err := a.chain.decode(au, pts, pts, false); err != nil {
+		if err := a.tc.decode(au, pts, pts, false); err != nil {
 			return err
 		}
 		pts += 1024 // samples per AAC-LC access unit
@@ -121,7 +121,7 @@ func (a *audioPath) emit(pkt *astiav.Packet) error {
 }
 
 func (a *audioPath) close() {
-	if a.chain != nil {
-		a.chain.close()
+	if a.tc != nil {
+		a.tc.close()
 	}
 }

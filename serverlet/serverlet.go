@@ -14,7 +14,9 @@
 // operators add their own as Go plugins (see LoadPlugin and
 // examples/grayscale). The Manager makes renditions on demand for the hub
 // (media.RenditionProvider), bounded by a number of transcode slots, and
-// measures what each running serverlet costs.
+// measures what each running serverlet costs: NewManager builds it from a
+// ManagerConfig (a node's `serverlets` YAML section), Start loads the
+// plugins and the ladder, Close stops every serverlet.
 package serverlet
 
 import (

@@ -29,14 +29,14 @@ type inFrame struct {
 type videoPath struct {
 	run      *run
 	srcTrack *media.Track
-	chain    *chain // opened on the first unit
+	tc       *transcoder // opened on the first unit
 
 	keys    []int64   // source keyframe PTS not matched to an output frame yet
 	pending []inFrame // frames fed to the decoder, in order
 }
 
 func (v *videoPath) open() (err error) {
-	v.chain, err = newChain(chainSpec{
+	v.tc, err = newTranscoder(transcoderSpec{
 		decodes: "H.264", encodes: "H.264", clock: videoClock,
 		graph: v.graph, openEncoder: v.openEncoder, frame: v.frame, onPacket: v.emit,
 		decoded: func() { v.run.countFrame(true, 0) },
@@ -45,7 +45,7 @@ func (v *videoPath) open() (err error) {
 }
 
 func (v *videoPath) unit(u *media.Unit) error {
-	if v.chain == nil {
+	if v.tc == nil {
 		if err := v.open(); err != nil {
 			return err
 		}
@@ -70,7 +70,7 @@ func (v *videoPath) unit(u *media.Unit) error {
 	if len(v.pending) > 256 { // a decoder that swallows frames must not grow this forever
 		v.pending = v.pending[1:]
 	}
-	return v.chain.decode(b, pts, media.DurationToTicks(u.DTS, videoClock), u.Key)
+	return v.tc.decode(b, pts, media.DurationToTicks(u.DTS, videoClock), u.Key)
 }
 
 // graph is the pipeline's filter graph after a buffer source of the
@@ -244,8 +244,8 @@ func (v *videoPath) emit(pkt *astiav.Packet) error {
 }
 
 func (v *videoPath) close() {
-	if v.chain != nil {
-		v.chain.close()
+	if v.tc != nil {
+		v.tc.close()
 	}
 }
 

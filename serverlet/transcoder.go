@@ -7,14 +7,14 @@ import (
 	"github.com/asticode/go-astiav"
 )
 
-// chain is the one decode → filter graph → encode pipeline of a track:
-// packets go into the decoder, each decoded frame through the filter graph
-// and each filtered frame, its PTS in 1/clock, into the encoder, whose
-// packets go to onPacket. Video (H.264 → libx264) and audio (AAC → Opus)
-// differ only in the chainSpec they give it. A chain is used by one run's
-// goroutine only.
-type chain struct {
-	spec chainSpec
+// transcoder is the one decode → filter graph → encode pipeline of a
+// track: packets go into the decoder, each decoded frame through the
+// filter graph and each filtered frame, its PTS in 1/clock, into the
+// encoder, whose packets go to onPacket. Video (H.264 → libx264) and audio
+// (AAC → Opus) differ only in the transcoderSpec they give it. A
+// transcoder is used by one run's goroutine only.
+type transcoder struct {
+	spec transcoderSpec
 
 	dec, enc    *astiav.CodecContext
 	graph       *astiav.FilterGraph
@@ -24,8 +24,8 @@ type chain struct {
 	frm, filt   *astiav.Frame
 }
 
-// chainSpec is what a track kind sets in a chain.
-type chainSpec struct {
+// transcoderSpec is what a track kind sets in a transcoder.
+type transcoderSpec struct {
 	// decodes and encodes name the codecs in errors ("H.264", "Opus").
 	decodes, encodes string
 	// clock is the rate of the encoder's time base: filtered frames get
@@ -36,7 +36,7 @@ type chainSpec struct {
 	// ("buffersink", "abuffersink") and the graph between them.
 	graph func(f *astiav.Frame) (source string, args astiav.FilterArgs, sink, spec string)
 	// openEncoder opens the encoder for the first filtered frame; nil when
-	// the encoder was opened up front (chain.enc set). An encoder it
+	// the encoder was opened up front (transcoder.enc set). An encoder it
 	// returns with an error is still freed by close.
 	openEncoder func(f *astiav.Frame) (*astiav.CodecContext, error)
 	// decoded, when set, is called for every decoded frame.
@@ -47,7 +47,7 @@ type chainSpec struct {
 	onPacket func(pkt *astiav.Packet) error
 }
 
-// decoderOptions opens a chain's decoder.
+// decoderOptions opens a transcoder's decoder.
 type decoderOptions struct {
 	id        astiav.CodecID
 	threads   int    // 0: FFmpeg's choice
@@ -55,11 +55,11 @@ type decoderOptions struct {
 	extraData []byte // codec configuration (AAC's AudioSpecificConfig)
 }
 
-// newChain opens the decoder and allocates the buffers; the filter graph
+// newTranscoder opens the decoder and allocates the buffers; the filter graph
 // and (unless the caller sets enc) the encoder open on the first frame,
 // when its format is known.
-func newChain(spec chainSpec, d decoderOptions) (c *chain, err error) {
-	c = &chain{spec: spec}
+func newTranscoder(spec transcoderSpec, d decoderOptions) (c *transcoder, err error) {
+	c = &transcoder{spec: spec}
 	defer func() {
 		if err != nil {
 			c.close()
@@ -88,8 +88,8 @@ func newChain(spec chainSpec, d decoderOptions) (c *chain, err error) {
 	return c, nil
 }
 
-// decode feeds one compressed access unit through the whole chain.
-func (c *chain) decode(data []byte, pts, dts int64, key bool) error {
+// decode feeds one compressed access unit through the whole transcoder.
+func (c *transcoder) decode(data []byte, pts, dts int64, key bool) error {
 	if err := c.pkt.FromData(data); err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func (c *chain) decode(data []byte, pts, dts int64, key bool) error {
 	}
 }
 
-func (c *chain) filter(f *astiav.Frame) error {
+func (c *transcoder) filter(f *astiav.Frame) error {
 	if c.graph == nil {
 		if err := c.openGraph(f); err != nil {
 			return err
@@ -148,7 +148,7 @@ func (c *chain) filter(f *astiav.Frame) error {
 	}
 }
 
-func (c *chain) openGraph(f *astiav.Frame) error {
+func (c *transcoder) openGraph(f *astiav.Frame) error {
 	source, args, sink, spec := c.spec.graph(f)
 	c.graph = astiav.AllocFilterGraph()
 	c.graph.SetThreadCount(1)
@@ -169,7 +169,7 @@ func (c *chain) openGraph(f *astiav.Frame) error {
 	return nil
 }
 
-func (c *chain) encode(f *astiav.Frame) error {
+func (c *transcoder) encode(f *astiav.Frame) error {
 	if c.spec.frame != nil {
 		if err := c.spec.frame(f); err != nil {
 			return err
@@ -201,8 +201,8 @@ func (c *chain) encode(f *astiav.Frame) error {
 	}
 }
 
-// close frees everything the chain holds.
-func (c *chain) close() {
+// close frees everything the transcoder holds.
+func (c *transcoder) close() {
 	if c.enc != nil {
 		c.enc.Free()
 	}
