@@ -115,10 +115,7 @@ func (m *Manager) Start() error {
 		if strings.TrimSpace(spec) == "off" {
 			continue
 		}
-		if err := checkRenditionName(name); err != nil {
-			return fmt.Errorf("ladder: %w", err)
-		}
-		s, err := m.cfg.Registry.Parse(spec)
+		s, err := m.cfg.Registry.Parse(spec) // the names were checked by Validate
 		if err != nil {
 			return fmt.Errorf("ladder.%s: %w", name, err)
 		}

@@ -50,8 +50,6 @@ type run struct {
 	latPos    int
 }
 
-const latencyWindow = 1024
-
 func newRun(hub *media.Hub, src *media.Reader, path, spec string, pipe *Pipeline, enc EncoderConfig, idleStop time.Duration, log *slog.Logger) *run {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &run{

@@ -6,6 +6,9 @@ import (
 	"time"
 )
 
+// latencyWindow is how many of the last frames' delays the stats keep.
+const latencyWindow = 1024
+
 // countFrame counts a frame into the decoder (in) or out of the encoder,
 // with the delay it took through the serverlet.
 func (r *run) countFrame(in bool, latency time.Duration) {
