@@ -18,7 +18,7 @@ import (
 // per-packet system call is most of the egress CPU. Outside a fan-out
 // (handshakes, STUN, reports) datagrams go out at once.
 //
-// With GSO (Linux, unless WebRTCConfig.DisableGSO), each run of queued
+// With GSO (Linux, with WebRTCConfig.GSO), each run of queued
 // datagrams to one address that gsoGroupEnd accepts is one message of the
 // batch, with a UDP_SEGMENT control message: the kernel walks its send
 // path once per run instead of once per datagram.

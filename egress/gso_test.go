@@ -46,7 +46,7 @@ func TestWHEPWithAndWithoutGSODecodes(t *testing.T) {
 				t.Skip("UDP GSO is Linux's")
 			}
 			reg := prometheus.NewRegistry()
-			env := newWHEPEnv(t, egress.WebRTCConfig{Registerer: reg, DisableGSO: !gso})
+			env := newWHEPEnv(t, webrtcConfig(func(c *egress.WebRTCConfig) { c.Registerer, c.GSO = reg, gso }))
 			testutil.PublishFile(t, env.hub, "live/gso", clip, false)
 			aus := make(chan testutil.WHEPAccessUnit, 1024)
 			s := dial(t, env.url("live/gso"), testutil.WHEPOptions{OnAU: func(a testutil.WHEPAccessUnit) {

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bluenviron/gohlslib/v2"
-
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -39,17 +37,15 @@ type HLS struct {
 	viewers hlsViewers
 }
 
-// NewHLS returns the HLS egress for hub.
+// NewHLS returns the HLS egress for hub, or the config's error. It does no
+// I/O and starts no goroutine. log may be nil (slog.Default()).
 func NewHLS(cfg HLSConfig, hub *media.Hub, log *slog.Logger) (*HLS, error) {
 	if hub == nil {
 		return nil, errors.New("hls: nil hub")
 	}
 	cfg = cfg.withDefaults()
-	if cfg.Variant == gohlslib.MuxerVariantLowLatency && cfg.SegmentCount < 7 {
-		return nil, fmt.Errorf("hls: Low-Latency HLS needs SegmentCount >= 7, got %d", cfg.SegmentCount)
-	}
-	if cfg.SegmentCount < 3 {
-		return nil, fmt.Errorf("hls: SegmentCount must be >= 3, got %d", cfg.SegmentCount)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("hls: %w", err)
 	}
 	if log == nil {
 		log = slog.Default()

@@ -1,72 +1,118 @@
 package egress
 
 import (
+	"errors"
+	"fmt"
 	"time"
 
 	"github.com/bluenviron/gohlslib/v2"
 )
 
-// HLSConfig tunes the HLS egress. The zero value is usable; see the field
-// defaults.
+// HLS variants, the values of HLSConfig.Variant.
+const (
+	// HLSVariantLowLatency is fMP4 segments with LL-HLS parts and blocking
+	// playlist reloads, which non-LL players play as plain HLS.
+	HLSVariantLowLatency = "lowLatency"
+	// HLSVariantFMP4 is fMP4 segments without parts.
+	HLSVariantFMP4 = "fmp4"
+	// HLSVariantMPEGTS is MPEG-TS segments (no Opus).
+	HLSVariantMPEGTS = "mpegts"
+)
+
+var hlsVariants = map[string]gohlslib.MuxerVariant{
+	HLSVariantLowLatency: gohlslib.MuxerVariantLowLatency,
+	HLSVariantFMP4:       gohlslib.MuxerVariantFMP4,
+	HLSVariantMPEGTS:     gohlslib.MuxerVariantMPEGTS,
+}
+
+// HLSConfig tunes the HLS egress: the node's `hls` section.
+// DefaultHLSConfig gives the defaults; NewHLS fills the zero fields of a
+// hand-built config from it.
 type HLSConfig struct {
 	// SegmentDuration is the minimum segment duration; a segment always
-	// starts at a keyframe, so segments last at least one GOP. Default 1 s.
-	SegmentDuration time.Duration
+	// starts at a keyframe, so segments last at least one GOP. Default 1s.
+	SegmentDuration time.Duration `yaml:"segment_duration"`
 
 	// PartDuration is the minimum LL-HLS part duration (adjusted by the
-	// muxer to the frame duration). Default 200 ms.
-	PartDuration time.Duration
+	// muxer to the frame duration). Default 200ms.
+	PartDuration time.Duration `yaml:"part_duration"`
 
 	// SegmentCount is how many segments each playlist keeps. Low-Latency HLS
-	// needs at least 7. Default 7.
-	SegmentCount int
+	// needs at least 7, the other variants 3. Default 7.
+	SegmentCount int `yaml:"segment_count"`
 
 	// IdleTimeout closes a stream's muxer, and releases its hub reader, when
-	// no request for the stream came for that long. Default 30 s.
-	IdleTimeout time.Duration
+	// no request for the stream came for that long. Default 30s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
 
 	// FirstSegmentTimeout bounds how long the first request for a stream
 	// waits for the muxer's first segment, so that players (and ffmpeg)
 	// succeed on their first try instead of reading an empty playlist.
-	// After it the request is answered 503. Default 10 s.
-	FirstSegmentTimeout time.Duration
+	// After it the request is answered 503. Default 10s.
+	FirstSegmentTimeout time.Duration `yaml:"first_segment_timeout"`
 
-	// Variant is the gohlslib muxer variant. Default
-	// gohlslib.MuxerVariantLowLatency: fMP4 segments with LL-HLS parts and
-	// blocking playlist reloads, which non-LL players play as plain HLS.
-	Variant gohlslib.MuxerVariant
+	// Variant is the muxer variant: "lowLatency" (fMP4 segments with LL-HLS
+	// parts and blocking playlist reloads, which non-LL players play as
+	// plain HLS), "fmp4" or "mpegts". Default "lowLatency".
+	Variant string `yaml:"variant"`
 
 	// ViewerTimeout is how long a client counts as a viewer of a stream
 	// (see Viewers) after its last answered request for one of the
 	// stream's files. A playing client reloads the media playlist at least
 	// once per target duration (a segment: SegmentDuration or one GOP,
 	// whichever is longer) and an LL-HLS client several times a second, so
-	// the window must exceed the stream's longest segment. Default 10 s,
-	// or 3 × SegmentDuration where that is longer.
-	ViewerTimeout time.Duration
+	// the window must exceed the stream's longest segment: 3 ×
+	// SegmentDuration is safe. Default 10s.
+	ViewerTimeout time.Duration `yaml:"viewer_timeout"`
 }
 
+// DefaultHLSConfig returns the HLS egress defaults.
+func DefaultHLSConfig() HLSConfig {
+	return HLSConfig{
+		SegmentDuration:     time.Second,
+		PartDuration:        200 * time.Millisecond,
+		SegmentCount:        7,
+		IdleTimeout:         30 * time.Second,
+		FirstSegmentTimeout: 10 * time.Second,
+		Variant:             HLSVariantLowLatency,
+		ViewerTimeout:       10 * time.Second,
+	}
+}
+
+// withDefaults fills the zero fields of a hand-built config from
+// DefaultHLSConfig.
 func (c HLSConfig) withDefaults() HLSConfig {
-	if c.SegmentDuration <= 0 {
-		c.SegmentDuration = time.Second
-	}
-	if c.PartDuration <= 0 {
-		c.PartDuration = 200 * time.Millisecond
-	}
-	if c.SegmentCount <= 0 {
-		c.SegmentCount = 7
-	}
-	if c.IdleTimeout <= 0 {
-		c.IdleTimeout = 30 * time.Second
-	}
-	if c.FirstSegmentTimeout <= 0 {
-		c.FirstSegmentTimeout = 10 * time.Second
-	}
-	if c.Variant == 0 {
-		c.Variant = gohlslib.MuxerVariantLowLatency
-	}
-	if c.ViewerTimeout <= 0 {
-		c.ViewerTimeout = max(10*time.Second, 3*c.SegmentDuration)
-	}
+	d := DefaultHLSConfig()
+	fillZero(&c.SegmentDuration, d.SegmentDuration)
+	fillZero(&c.PartDuration, d.PartDuration)
+	fillZero(&c.SegmentCount, d.SegmentCount)
+	fillZero(&c.IdleTimeout, d.IdleTimeout)
+	fillZero(&c.FirstSegmentTimeout, d.FirstSegmentTimeout)
+	fillZero(&c.Variant, d.Variant)
+	fillZero(&c.ViewerTimeout, d.ViewerTimeout)
 	return c
+}
+
+// Validate checks every field and names the bad one by its YAML key.
+func (c HLSConfig) Validate() error {
+	if _, ok := hlsVariants[c.Variant]; !ok {
+		return fmt.Errorf("variant: %q is not lowLatency, fmp4 or mpegts", c.Variant)
+	}
+	switch {
+	case c.SegmentDuration <= 0:
+		return errors.New("segment_duration: must be > 0")
+	case c.PartDuration <= 0 || c.PartDuration > c.SegmentDuration:
+		return fmt.Errorf("part_duration: must be > 0 and ≤ segment_duration (%v)", c.SegmentDuration)
+	case c.Variant == HLSVariantLowLatency && c.SegmentCount < 7:
+		return errors.New("segment_count: must be ≥ 7 for LL-HLS")
+	case c.SegmentCount < 3:
+		return errors.New("segment_count: must be ≥ 3")
+	case c.IdleTimeout <= 0:
+		return errors.New("idle_timeout: must be > 0")
+	case c.FirstSegmentTimeout <= 0:
+		return errors.New("first_segment_timeout: must be > 0")
+	case c.ViewerTimeout <= 0:
+		return errors.New("viewer_timeout: must be > 0")
+	}
+	return nil
 }

@@ -48,7 +48,7 @@ func (h *HLS) startMuxer(path string) (*hlsMuxer, error) {
 		case media.CodecAAC:
 			gt = &gohlslib.Track{Codec: &codecs.MPEG4Audio{Config: *t.AAC}, ClockRate: t.AAC.SampleRate}
 		case media.CodecOpus:
-			if h.cfg.Variant == gohlslib.MuxerVariantMPEGTS {
+			if h.cfg.Variant == HLSVariantMPEGTS {
 				log.Info("HLS skips track", "track", i, "reason", "Opus is not carried in MPEG-TS HLS")
 				continue
 			}
@@ -66,7 +66,7 @@ func (h *HLS) startMuxer(path string) (*hlsMuxer, error) {
 	}
 	m.muxer = &gohlslib.Muxer{
 		Tracks:             tracks,
-		Variant:            h.cfg.Variant,
+		Variant:            hlsVariants[h.cfg.Variant],
 		SegmentCount:       h.cfg.SegmentCount,
 		SegmentMinDuration: h.cfg.SegmentDuration,
 		PartMinDuration:    h.cfg.PartDuration,
@@ -78,23 +78,11 @@ func (h *HLS) startMuxer(path string) (*hlsMuxer, error) {
 		rd.Close()
 		return nil, fmt.Errorf("hls %s: start muxer: %w", path, err)
 	}
-	log.Info("HLS muxer started", "tracks", len(tracks), "variant", variantName(h.cfg.Variant))
+	log.Info("HLS muxer started", "tracks", len(tracks), "variant", h.cfg.Variant)
 	m.wg.Add(2)
 	go m.run()
 	go m.waitFirstSegment()
 	return m, nil
-}
-
-func variantName(v gohlslib.MuxerVariant) string {
-	switch v {
-	case gohlslib.MuxerVariantMPEGTS:
-		return "mpegts"
-	case gohlslib.MuxerVariantFMP4:
-		return "fmp4"
-	case gohlslib.MuxerVariantLowLatency:
-		return "lowLatency"
-	}
-	return fmt.Sprint(int(v))
 }
 
 // hlsMuxer is one stream's muxer and the goroutine feeding it.

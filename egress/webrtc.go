@@ -57,14 +57,18 @@ type WebRTC struct {
 	latFull bool
 }
 
-// NewWebRTC returns a WHEP egress reading from hub. Start binds its port.
+// NewWebRTC returns a WHEP egress reading from hub, or the config's error.
+// It does no I/O: Start binds its port. log may be nil (slog.Default()).
 func NewWebRTC(cfg WebRTCConfig, hub *media.Hub, log *slog.Logger) (*WebRTC, error) {
 	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("webrtc egress: %w", err)
+	}
 	if hub == nil {
 		return nil, errors.New("webrtc egress: nil hub")
 	}
 	if log == nil {
-		log = cfg.Logger
+		log = slog.Default()
 	}
 	w := &WebRTC{
 		cfg:      cfg,
@@ -120,7 +124,7 @@ func (w *WebRTC) Start() error {
 	if err != nil {
 		return fmt.Errorf("webrtc egress: listen %s: %w", w.cfg.ICEUDPAddr, err)
 	}
-	conn := newBatchConn(uc, !w.cfg.DisableGSO, w.log, w.mGSOMessages, w.mGSOPackets)
+	conn := newBatchConn(uc, w.cfg.GSO, w.log, w.mGSOMessages, w.mGSOPackets)
 	lf := pionLogs{w.log}
 	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice-mux"), conn)
 	api, err := w.newAPI(conn, mux, lf)

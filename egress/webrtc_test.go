@@ -37,6 +37,13 @@ type whepEnv struct {
 
 func (e *whepEnv) url(stream string) string { return e.srv.URL + "/" + stream + "/whep" }
 
+// webrtcConfig is DefaultWebRTCConfig changed by set.
+func webrtcConfig(set func(*egress.WebRTCConfig)) egress.WebRTCConfig {
+	c := egress.DefaultWebRTCConfig()
+	set(&c)
+	return c
+}
+
 func newWHEPEnv(t testing.TB, cfg egress.WebRTCConfig) *whepEnv {
 	t.Helper()
 	logs := &logBuffer{}
@@ -94,7 +101,7 @@ func percentile(d []time.Duration, p float64) time.Duration {
 
 func TestWHEPDeliversDecodableH264WithCaptureTimes(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	env := newWHEPEnv(t, egress.WebRTCConfig{Registerer: reg})
+	env := newWHEPEnv(t, webrtcConfig(func(c *egress.WebRTCConfig) { c.Registerer = reg }))
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/cam1", clip, true)
 
@@ -164,7 +171,7 @@ func TestWHEPDeliversDecodableH264WithCaptureTimes(t *testing.T) {
 }
 
 func TestWHEPPassesOpusThrough(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2, Audio: "opus"})
 	testutil.PublishFile(t, env.hub, "live/opus", clip, false)
 
@@ -194,7 +201,7 @@ func TestWHEPPassesOpusThrough(t *testing.T) {
 }
 
 func TestWHEPSkipsAACAudioAndPlaysVideo(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2, Audio: "aac"})
 	testutil.PublishFile(t, env.hub, "live/aac", clip, false)
 
@@ -209,7 +216,7 @@ func TestWHEPSkipsAACAudioAndPlaysVideo(t *testing.T) {
 }
 
 func TestWHEPTenViewersShareOneHubReader(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/many", clip, false)
 
@@ -262,7 +269,7 @@ func TestWHEPTenViewersShareOneHubReader(t *testing.T) {
 }
 
 func TestWHEPRefusesBadRequestsAndKeepsServing(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2, GOP: 10})
 	testutil.PublishFile(t, env.hub, "live/ok", clip, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -345,7 +352,7 @@ func TestWHEPRefusesBadRequestsAndKeepsServing(t *testing.T) {
 }
 
 func TestWHEPAnswerHasLocationETagAndOfferPayloadType(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/sdp", clip, false)
 	s := dial(t, env.url("live/sdp"), testutil.WHEPOptions{})
@@ -373,7 +380,7 @@ func TestWHEPAnswerHasLocationETagAndOfferPayloadType(t *testing.T) {
 }
 
 func TestWHEPSessionsCloseWhenStreamEnds(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	stop := testutil.PublishFile(t, env.hub, "live/end", clip, false)
 	a := dial(t, env.url("live/end"), testutil.WHEPOptions{})
@@ -396,7 +403,7 @@ func TestWHEPSessionsCloseWhenStreamEnds(t *testing.T) {
 }
 
 func TestWHEPDropsSessionThatNeverConnects(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{SessionTimeout: time.Second})
+	env := newWHEPEnv(t, webrtcConfig(func(c *egress.WebRTCConfig) { c.SessionTimeout = time.Second }))
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/ghost", clip, false)
 	// A real offer whose client never applies the answer: ICE never
@@ -417,7 +424,7 @@ func TestWHEPDropsSessionThatNeverConnects(t *testing.T) {
 }
 
 func TestWHEPCloseEndsEverySession(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/close", clip, false)
 	s := dial(t, env.url("live/close"), testutil.WHEPOptions{})
@@ -442,7 +449,7 @@ func TestWHEPCloseEndsEverySession(t *testing.T) {
 }
 
 func TestWHEPRefusesOffersBeyondMaxSessions(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{MaxSessions: 1})
+	env := newWHEPEnv(t, webrtcConfig(func(c *egress.WebRTCConfig) { c.MaxSessions = 1 }))
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/max", clip, false)
 	dial(t, env.url("live/max"), testutil.WHEPOptions{})
@@ -521,7 +528,7 @@ func BenchmarkWHEPViewers(b *testing.B) {
 	if v := os.Getenv("GRADIENT_WHEP_VIEWERS"); v != "" {
 		fmt.Sscan(v, &n)
 	}
-	env := newWHEPEnv(b, egress.WebRTCConfig{})
+	env := newWHEPEnv(b, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(b, testutil.ClipOptions{Width: 640, Height: 360, FPS: 30, Seconds: 4, Bitrate: "2000k"})
 	testutil.PublishFile(b, env.hub, "live/bench", clip, false)
 	rss0 := rssBytes()
