@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,9 +31,14 @@ type HLS struct {
 	hub *media.Hub
 	log *slog.Logger
 
-	mu     sync.Mutex
-	muxers map[string]*hlsMuxer
-	closed bool
+	// ctx ends at Close, so that a start waiting for a rendition gives up.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	muxers   map[string]*hlsMuxer
+	starting map[string]*hlsStart // muxers being started, outside mu
+	closed   bool
 
 	viewers hlsViewers
 }
@@ -51,11 +57,13 @@ func NewHLS(cfg HLSConfig, hub *media.Hub, log *slog.Logger) (*HLS, error) {
 		log = slog.Default()
 	}
 	h := &HLS{
-		cfg:    cfg,
-		hub:    hub,
-		log:    log.With("component", "hls"),
-		muxers: map[string]*hlsMuxer{},
+		cfg:      cfg,
+		hub:      hub,
+		log:      log.With("component", "hls"),
+		muxers:   map[string]*hlsMuxer{},
+		starting: map[string]*hlsStart{},
 	}
+	h.ctx, h.cancel = context.WithCancel(context.Background())
 	h.viewers.init(cfg.ViewerTimeout, h.log)
 	return h, nil
 }
@@ -76,6 +84,7 @@ func (h *HLS) Start() error {
 func (h *HLS) Close() error {
 	h.mu.Lock()
 	h.closed = true
+	h.cancel()
 	ms := make([]*hlsMuxer, 0, len(h.muxers))
 	for path, m := range h.muxers {
 		ms = append(ms, m)
@@ -127,7 +136,7 @@ func (h *HLS) ServeStream(w http.ResponseWriter, r *http.Request, path, rest str
 		return
 	}
 
-	m, status, err := h.acquire(path, rest == hlsMultivariantPlaylist)
+	m, status, err := h.acquire(r.Context(), path, rest == hlsMultivariantPlaylist)
 	if err != nil {
 		h.log.Info("rejected HLS request", "stream", path, "file", rest, "remote", r.RemoteAddr, "status", status, "err", err)
 		http.Error(w, err.Error(), status)
@@ -188,29 +197,89 @@ func pathBase(p string) string {
 	return p
 }
 
-// acquire returns the stream's muxer, creating it when create is set, and
+// hlsStart is a muxer being started: the first request for a stream
+// subscribes to it outside h.mu, since that may wait (up to 10 s) for a
+// rendition's first frame; concurrent first requests wait on done and
+// share its muxer.
+type hlsStart struct {
+	done chan struct{}
+	err  error // set before done is closed
+}
+
+// acquire returns the stream's muxer, starting it when create is set, and
 // counts the request as in flight so that the muxer is not closed as idle
-// under it.
-func (h *HLS) acquire(path string, create bool) (*hlsMuxer, int, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed {
-		return nil, http.StatusServiceUnavailable, errors.New("hls: shutting down")
-	}
-	m := h.muxers[path]
-	if m == nil {
+// under it. h.mu is never held while a muxer starts: a request for a
+// rendition that takes seconds to come must not stall the other streams.
+func (h *HLS) acquire(ctx context.Context, path string, create bool) (*hlsMuxer, int, error) {
+	for {
+		h.mu.Lock()
+		if h.closed {
+			h.mu.Unlock()
+			return nil, http.StatusServiceUnavailable, errors.New("hls: shutting down")
+		}
+		if m := h.muxers[path]; m != nil {
+			m.inflight++
+			m.lastRequest = time.Now()
+			h.mu.Unlock()
+			return m, 0, nil
+		}
 		if !create {
+			h.mu.Unlock()
 			return nil, http.StatusNotFound, fmt.Errorf("no HLS session for stream %s: open %s first", path, hlsMultivariantPlaylist)
 		}
-		var err error
-		m, err = h.startMuxer(path)
-		if err != nil {
-			return nil, HTTPStatus(err), err
+		if st := h.starting[path]; st != nil {
+			h.mu.Unlock()
+			select {
+			case <-st.done:
+			case <-ctx.Done():
+				return nil, http.StatusServiceUnavailable, ctx.Err()
+			}
+			// The starter's client leaving is no answer for this one: try again.
+			if st.err != nil && !errors.Is(st.err, context.Canceled) {
+				return nil, HTTPStatus(st.err), st.err
+			}
+			continue
 		}
-		h.muxers[path] = m
+		st := &hlsStart{done: make(chan struct{})}
+		h.starting[path] = st
+		h.mu.Unlock()
+		return h.start(ctx, path, st)
 	}
-	m.inflight++
-	m.lastRequest = time.Now()
+}
+
+// start starts path's muxer for acquire, which registered st, and hands it
+// to the requests waiting on st.
+func (h *HLS) start(ctx context.Context, path string, st *hlsStart) (*hlsMuxer, int, error) {
+	// Close cancels the wait for a rendition too.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(h.ctx, cancel)()
+	m, err := h.startMuxer(ctx, path)
+
+	h.mu.Lock()
+	delete(h.starting, path)
+	if err == nil && h.closed {
+		err = errors.New("hls: shutting down")
+	}
+	if err == nil {
+		// A muxer whose stream already ended stays out of the table; this
+		// request still gets it, and answers from its closing.
+		if !m.removed {
+			h.muxers[path] = m
+		}
+		m.inflight++
+		m.lastRequest = time.Now()
+	}
+	st.err = err
+	close(st.done)
+	h.mu.Unlock()
+	if err != nil {
+		if m != nil {
+			m.stop()
+			return nil, http.StatusServiceUnavailable, err
+		}
+		return nil, HTTPStatus(err), err
+	}
 	return m, 0, nil
 }
 
@@ -233,6 +302,7 @@ func (h *HLS) removeIfIdle(m *hlsMuxer) bool {
 	if idle < h.cfg.IdleTimeout || (m.inflight > 0 && idle < h.cfg.IdleTimeout+h.cfg.FirstSegmentTimeout) {
 		return false
 	}
+	m.removed = true
 	if h.muxers[m.path] == m {
 		delete(h.muxers, m.path)
 	}
@@ -241,6 +311,7 @@ func (h *HLS) removeIfIdle(m *hlsMuxer) bool {
 
 func (h *HLS) remove(m *hlsMuxer) {
 	h.mu.Lock()
+	m.removed = true
 	if h.muxers[m.path] == m {
 		delete(h.muxers, m.path)
 	}

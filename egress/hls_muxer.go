@@ -1,6 +1,7 @@
 package egress
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,10 +14,13 @@ import (
 	"github.com/gradient-cdn/gradient/media"
 )
 
-// startMuxer subscribes to the stream and starts its muxer; called with
-// h.mu held (Subscribe and Muxer.Start do not block).
-func (h *HLS) startMuxer(path string) (*hlsMuxer, error) {
-	rd, err := h.hub.Subscribe(path, "hls")
+// startMuxer subscribes to the stream and starts its muxer. It is called
+// without h.mu: the subscription may wait, within ctx and at most 10 s,
+// for an on-demand rendition.
+func (h *HLS) startMuxer(ctx context.Context, path string) (*hlsMuxer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	rd, err := h.hub.SubscribeContext(ctx, path, "hls")
 	if err != nil {
 		return nil, fmt.Errorf("hls %s: %w", path, err)
 	}
@@ -107,6 +111,7 @@ type hlsMuxer struct {
 	// guarded by h.mu
 	inflight    int
 	lastRequest time.Time
+	removed     bool // out of h.muxers for good; start must not add it
 
 	writeErrs int // owned by run
 }
