@@ -22,8 +22,6 @@ import (
 // ErrTooManySessions is returned when MaxSessions is reached.
 var ErrTooManySessions = errors.New("too many WebRTC sessions")
 
-var errEgressClosed = errors.New("webrtc egress closed")
-
 // WebRTC serves streams to WebRTC viewers over WHEP. Per stream path it
 // holds one hub reader and packetizes every access unit once; the same RTP
 // packets are then written to every session of the stream (each with its
@@ -259,7 +257,7 @@ func (w *WebRTC) Close() error {
 	}
 	w.mu.Unlock()
 	for _, s := range sessions {
-		s.close("egress closed")
+		s.close(ErrWebRTCClosed)
 	}
 	w.mu.Lock()
 	for _, f := range w.feeds {
@@ -284,7 +282,7 @@ func (w *WebRTC) addSession(s *whepSession) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
-		return errEgressClosed
+		return ErrWebRTCClosed
 	}
 	if len(w.sessions) >= w.cfg.MaxSessions {
 		return ErrTooManySessions
@@ -348,7 +346,7 @@ func (w *WebRTC) feedEnded(f *feed) {
 	}
 	w.mu.Unlock()
 	for _, s := range f.list() {
-		s.close("stream ended")
+		s.close(ErrSessionStreamEnded)
 	}
 }
 

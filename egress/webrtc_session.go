@@ -3,6 +3,8 @@ package egress
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +23,7 @@ type whepSession struct {
 	id     string
 	path   string
 	remote string
+	query  url.Values // of the offer's URL
 	w      *WebRTC
 	pc     *webrtc.PeerConnection
 	feed   *feed // set by addSession, before the feed sees the session
@@ -34,6 +37,7 @@ type whepSession struct {
 
 	closeOnce sync.Once
 	done      chan struct{}
+	opened    chan struct{} // closed once the open hook returned
 }
 
 // binding is a negotiated outgoing RTP stream of a session.
@@ -43,14 +47,22 @@ type binding struct {
 	ws   webrtc.TrackLocalWriter
 }
 
-func (s *whepSession) close(reason string) {
+// close ends the session once; err says why (nil: the client deleted it).
+// The close hook runs after the open hook, with no egress lock held.
+func (s *whepSession) close(err error) {
 	s.closeOnce.Do(func() {
 		close(s.done)
 		s.ready.Store(false)
 		s.w.removeSession(s)
 		_ = s.pc.Close()
+		reason := "deleted by client"
+		if err != nil {
+			reason = err.Error()
+		}
 		s.w.log.Info("webrtc session closed", "stream", s.path, "session", s.id, "remote", s.remote,
 			"reason", reason, "duration", time.Since(s.created).Round(time.Millisecond))
+		<-s.opened
+		s.w.sessionClosed(s, err)
 	})
 }
 
@@ -60,7 +72,7 @@ func (s *whepSession) close(reason string) {
 func (s *whepSession) watch() {
 	timer := time.AfterFunc(s.w.cfg.SessionTimeout, func() {
 		if !s.ready.Load() {
-			s.close("not connected within session timeout")
+			s.close(ErrSessionNotConnected)
 		}
 	})
 	s.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
@@ -74,7 +86,11 @@ func (s *whepSession) watch() {
 			}
 		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
 			timer.Stop()
-			go s.close("connection " + st.String())
+			err := fmt.Errorf("%w: connection %s", ErrSessionConnectionLost, st)
+			if !s.ready.Load() {
+				err = fmt.Errorf("%w: connection %s", ErrSessionNotConnected, st)
+			}
+			go s.close(err)
 		}
 	})
 }
