@@ -84,6 +84,48 @@ func dial(t *testing.T, url string, opts testutil.WHEPOptions) *testutil.WHEPSes
 	return s
 }
 
+// decodeWHEP dials url and decodes the H.264 access units it receives
+// until n frames came out of the decoder, failing the test on a decode
+// error, a frame that is not w×h, or 20 s without n frames. It returns the
+// session and the access units decoded, in arrival order.
+func decodeWHEP(t *testing.T, url string, n, w, h int) (*testutil.WHEPSession, []testutil.WHEPAccessUnit) {
+	t.Helper()
+	ch := make(chan testutil.WHEPAccessUnit, 1024)
+	s := dial(t, url, testutil.WHEPOptions{OnAU: func(a testutil.WHEPAccessUnit) {
+		select {
+		case ch <- a:
+		default:
+		}
+	}})
+	dec, err := testutil.NewH264Decoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	var aus []testutil.WHEPAccessUnit
+	frames := 0
+	deadline := time.After(20 * time.Second)
+	for frames < n {
+		select {
+		case a := <-ch:
+			fs, err := dec.Decode(a.NALUs, int64(a.RTPTimestamp))
+			if err != nil {
+				t.Fatalf("decode AU after %d frames: %v", frames, err)
+			}
+			for _, f := range fs {
+				if f.Width != w || f.Height != h {
+					t.Fatalf("decoded %dx%d, want %dx%d", f.Width, f.Height, w, h)
+				}
+			}
+			frames += len(fs)
+			aus = append(aus, a)
+		case <-deadline:
+			t.Fatalf("in 20 s: decoded %d frames of %d; stats %+v", frames, n, s.Stats())
+		}
+	}
+	return s, aus
+}
+
 // waitAUs waits until the session has received n access units.
 func waitAUs(t *testing.T, s *testutil.WHEPSession, n uint64, msg string) {
 	t.Helper()
@@ -105,42 +147,15 @@ func TestWHEPDeliversDecodableH264WithCaptureTimes(t *testing.T) {
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/cam1", clip, true)
 
-	aus := make(chan testutil.WHEPAccessUnit, 1024)
-	s := dial(t, env.url("live/cam1"), testutil.WHEPOptions{OnAU: func(a testutil.WHEPAccessUnit) {
-		select {
-		case aus <- a:
-		default:
-		}
-	}})
-	dec, err := testutil.NewH264Decoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
-
-	frames, withSEI := 0, 0
+	_, aus := decodeWHEP(t, env.url("live/cam1"), 60, 320, 240)
 	var latency []time.Duration
-	deadline := time.After(20 * time.Second)
-	for frames < 60 || withSEI < 60 {
-		select {
-		case a := <-aus:
-			if a.HasCapture {
-				withSEI++
-				latency = append(latency, a.Arrival.Sub(a.Capture))
-			}
-			fs, err := dec.Decode(a.NALUs, int64(a.RTPTimestamp))
-			if err != nil {
-				t.Fatalf("decode AU %d: %v", frames, err)
-			}
-			for _, f := range fs {
-				if f.Width != 320 || f.Height != 240 {
-					t.Fatalf("decoded %dx%d, want 320x240", f.Width, f.Height)
-				}
-			}
-			frames += len(fs)
-		case <-deadline:
-			t.Fatalf("in 20 s: decoded %d frames, %d AUs with capture SEI; stats %+v", frames, withSEI, s.Stats())
+	for _, a := range aus {
+		if a.HasCapture {
+			latency = append(latency, a.Arrival.Sub(a.Capture))
 		}
+	}
+	if len(latency) < 60 {
+		t.Fatalf("%d of %d access units carry the capture SEI, want ≥ 60", len(latency), len(aus))
 	}
 	eg := env.w.EgressLatency()
 	if len(eg) == 0 {
