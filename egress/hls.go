@@ -49,7 +49,7 @@ func NewHLS(cfg HLSConfig, hub *media.Hub, log *slog.Logger) (*HLS, error) {
 	if hub == nil {
 		return nil, errors.New("hls: nil hub")
 	}
-	cfg = cfg.withDefaults()
+	fillZero(&cfg, DefaultHLSConfig())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hls: %w", err)
 	}

@@ -79,20 +79,6 @@ func DefaultHLSConfig() HLSConfig {
 	}
 }
 
-// withDefaults fills the zero fields of a hand-built config from
-// DefaultHLSConfig.
-func (c HLSConfig) withDefaults() HLSConfig {
-	d := DefaultHLSConfig()
-	fillZero(&c.SegmentDuration, d.SegmentDuration)
-	fillZero(&c.PartDuration, d.PartDuration)
-	fillZero(&c.SegmentCount, d.SegmentCount)
-	fillZero(&c.IdleTimeout, d.IdleTimeout)
-	fillZero(&c.FirstSegmentTimeout, d.FirstSegmentTimeout)
-	fillZero(&c.Variant, d.Variant)
-	fillZero(&c.ViewerTimeout, d.ViewerTimeout)
-	return c
-}
-
 // Validate checks every field and names the bad one by its YAML key.
 func (c HLSConfig) Validate() error {
 	if _, ok := hlsVariants[c.Variant]; !ok {

@@ -59,7 +59,7 @@ type Player struct {
 // NewPlayer returns the player page handler, or the config's error.
 // log may be nil (slog.Default()).
 func NewPlayer(cfg PlayerConfig, log *slog.Logger) (*Player, error) {
-	fillZero(&cfg.Title, DefaultPlayerConfig().Title)
+	fillZero(&cfg, DefaultPlayerConfig())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("player: %w", err)
 	}

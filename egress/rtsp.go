@@ -69,7 +69,7 @@ func NewRTSPReader(cfg RTSPReaderConfig, hub *media.Hub, log *slog.Logger) (*RTS
 	if hub == nil {
 		return nil, errors.New("rtsp reader: nil hub")
 	}
-	fillZero(&cfg.MaxPayloadSize, DefaultRTSPReaderConfig().MaxPayloadSize)
+	fillZero(&cfg, DefaultRTSPReaderConfig())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("rtsp reader: %w", err)
 	}

@@ -58,7 +58,7 @@ type WebRTC struct {
 // NewWebRTC returns a WHEP egress reading from hub, or the config's error.
 // It does no I/O: Start binds its port. log may be nil (slog.Default()).
 func NewWebRTC(cfg WebRTCConfig, hub *media.Hub, log *slog.Logger) (*WebRTC, error) {
-	cfg = cfg.withDefaults()
+	fillZero(&cfg, DefaultWebRTCConfig())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("webrtc egress: %w", err)
 	}

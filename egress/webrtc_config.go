@@ -12,7 +12,8 @@ import (
 
 // WebRTCConfig configures the WebRTC (WHEP) egress: the node's `webrtc`
 // section. DefaultWebRTCConfig gives the defaults; NewWebRTC fills the
-// zero numbers and strings of a hand-built config from it.
+// zero fields of a hand-built config from it, but GSO (a boolean is taken
+// as given: build from DefaultWebRTCConfig() to keep GSO on).
 type WebRTCConfig struct {
 	// ICEUDPAddr is the one UDP address every WebRTC session shares (ICE
 	// UDP mux). Default ":8189". Use "127.0.0.1:0" in tests.
@@ -82,19 +83,6 @@ func DefaultWebRTCConfig() WebRTCConfig {
 	}
 }
 
-// withDefaults fills the zero fields of a hand-built config from
-// DefaultWebRTCConfig (GSO, a boolean, is taken as given).
-func (c WebRTCConfig) withDefaults() WebRTCConfig {
-	d := DefaultWebRTCConfig()
-	fillZero(&c.ICEUDPAddr, d.ICEUDPAddr)
-	fillZero(&c.SessionTimeout, d.SessionTimeout)
-	fillZero(&c.MaxSessions, d.MaxSessions)
-	fillZero(&c.PayloadMaxSize, d.PayloadMaxSize)
-	fillZero(&c.RetransmitPackets, d.RetransmitPackets)
-	fillZero(&c.LatencySamples, d.LatencySamples)
-	return c
-}
-
 // Validate checks every field and names the bad one by its YAML key.
 func (c WebRTCConfig) Validate() error {
 	if err := checkHostPort(c.ICEUDPAddr); err != nil {
@@ -118,14 +106,6 @@ func (c WebRTCConfig) Validate() error {
 		return errors.New("latency_samples: must be > 0")
 	}
 	return nil
-}
-
-// fillZero sets *v to def when *v is its type's zero value.
-func fillZero[T comparable](v *T, def T) {
-	var zero T
-	if *v == zero {
-		*v = def
-	}
 }
 
 // checkHostPort accepts "host:port" with a port from 0 to 65535.
