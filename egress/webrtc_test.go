@@ -108,16 +108,7 @@ func decodeWHEP(t *testing.T, url string, n, w, h int) (*testutil.WHEPSession, [
 	for frames < n {
 		select {
 		case a := <-ch:
-			fs, err := dec.Decode(a.NALUs, int64(a.RTPTimestamp))
-			if err != nil {
-				t.Fatalf("decode AU after %d frames: %v", frames, err)
-			}
-			for _, f := range fs {
-				if f.Width != w || f.Height != h {
-					t.Fatalf("decoded %dx%d, want %dx%d", f.Width, f.Height, w, h)
-				}
-			}
-			frames += len(fs)
+			frames += dec.DecodeSized(t, a.NALUs, int64(a.RTPTimestamp), w, h, fmt.Sprintf("AU after %d frames", frames))
 			aus = append(aus, a)
 		case <-deadline:
 			t.Fatalf("in 20 s: decoded %d frames of %d; stats %+v", frames, n, s.Stats())
