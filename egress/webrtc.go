@@ -42,6 +42,7 @@ type WebRTC struct {
 	sessions map[string]*whepSession
 	feeds    map[string]*feed
 	wg       sync.WaitGroup // feed and RTCP reader goroutines
+	closing  sync.WaitGroup // sessions removed whose close hook has not returned
 
 	mSessions prometheus.Gauge
 	mLatency  prometheus.Histogram
@@ -266,6 +267,7 @@ func (w *WebRTC) Close() error {
 	w.feeds = map[string]*feed{}
 	w.mu.Unlock()
 	w.wg.Wait()
+	w.closing.Wait() // hooks of sessions that ended on their own meanwhile
 	var err error
 	if w.mux != nil {
 		err = w.mux.Close()
@@ -321,12 +323,15 @@ func (w *WebRTC) addSession(s *whepSession) error {
 }
 
 // removeSession unregisters s; the last session of a stream stops its feed.
-func (w *WebRTC) removeSession(s *whepSession) {
+// When it removes s it counts s in w.closing, which the caller marks done
+// once the close hook returned, so that Close waits for every hook.
+func (w *WebRTC) removeSession(s *whepSession) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.sessions[s.id] != s {
-		return
+		return false
 	}
+	w.closing.Add(1)
 	delete(w.sessions, s.id)
 	w.mSessions.Set(float64(len(w.sessions)))
 	f := s.feed
@@ -336,6 +341,7 @@ func (w *WebRTC) removeSession(s *whepSession) {
 		}
 		f.stop()
 	}
+	return true
 }
 
 // feedEnded is called by a feed whose stream ended: its sessions close.

@@ -53,7 +53,9 @@ func (s *whepSession) close(err error) {
 	s.closeOnce.Do(func() {
 		close(s.done)
 		s.ready.Store(false)
-		s.w.removeSession(s)
+		if s.w.removeSession(s) {
+			defer s.w.closing.Done()
+		}
 		_ = s.pc.Close()
 		reason := "deleted by client"
 		if err != nil {
