@@ -38,6 +38,7 @@ type HLS struct {
 	mu       sync.Mutex
 	muxers   map[string]*hlsMuxer
 	starting map[string]*hlsStart // muxers being started, outside mu
+	starts   sync.WaitGroup       // the starts in flight, which Close waits for
 	closed   bool
 
 	viewers hlsViewers
@@ -94,6 +95,7 @@ func (h *HLS) Close() error {
 	for _, m := range ms {
 		m.stop()
 	}
+	h.starts.Wait() // a start that lost the race stops its own muxer
 	h.viewers.clear()
 	return nil
 }
@@ -197,6 +199,8 @@ func pathBase(p string) string {
 	return p
 }
 
+var errHLSClosed = errors.New("hls: shutting down")
+
 // hlsStart is a muxer being started: the first request for a stream
 // subscribes to it outside h.mu, since that may wait (up to 10 s) for a
 // rendition's first frame; concurrent first requests wait on done and
@@ -215,7 +219,7 @@ func (h *HLS) acquire(ctx context.Context, path string, create bool) (*hlsMuxer,
 		h.mu.Lock()
 		if h.closed {
 			h.mu.Unlock()
-			return nil, http.StatusServiceUnavailable, errors.New("hls: shutting down")
+			return nil, http.StatusServiceUnavailable, errHLSClosed
 		}
 		if m := h.muxers[path]; m != nil {
 			m.inflight++
@@ -234,14 +238,16 @@ func (h *HLS) acquire(ctx context.Context, path string, create bool) (*hlsMuxer,
 			case <-ctx.Done():
 				return nil, http.StatusServiceUnavailable, ctx.Err()
 			}
-			// The starter's client leaving is no answer for this one: try again.
-			if st.err != nil && !errors.Is(st.err, context.Canceled) {
+			// The starter's client leaving is no answer for this one, and
+			// Close is answered above: try again.
+			if st.err != nil && !errors.Is(st.err, context.Canceled) && !errors.Is(st.err, errHLSClosed) {
 				return nil, HTTPStatus(st.err), st.err
 			}
 			continue
 		}
 		st := &hlsStart{done: make(chan struct{})}
 		h.starting[path] = st
+		h.starts.Add(1)
 		h.mu.Unlock()
 		return h.start(ctx, path, st)
 	}
@@ -250,6 +256,7 @@ func (h *HLS) acquire(ctx context.Context, path string, create bool) (*hlsMuxer,
 // start starts path's muxer for acquire, which registered st, and hands it
 // to the requests waiting on st.
 func (h *HLS) start(ctx context.Context, path string, st *hlsStart) (*hlsMuxer, int, error) {
+	defer h.starts.Done()
 	// Close cancels the wait for a rendition too.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -258,8 +265,9 @@ func (h *HLS) start(ctx context.Context, path string, st *hlsStart) (*hlsMuxer, 
 
 	h.mu.Lock()
 	delete(h.starting, path)
-	if err == nil && h.closed {
-		err = errors.New("hls: shutting down")
+	closed := h.closed
+	if closed {
+		err = errHLSClosed
 	}
 	if err == nil {
 		// A muxer whose stream already ended stays out of the table; this
@@ -273,11 +281,13 @@ func (h *HLS) start(ctx context.Context, path string, st *hlsStart) (*hlsMuxer, 
 	st.err = err
 	close(st.done)
 	h.mu.Unlock()
-	if err != nil {
+	switch {
+	case closed:
 		if m != nil {
 			m.stop()
-			return nil, http.StatusServiceUnavailable, err
 		}
+		return nil, http.StatusServiceUnavailable, err
+	case err != nil:
 		return nil, HTTPStatus(err), err
 	}
 	return m, 0, nil

@@ -2,6 +2,7 @@ package egress_test
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync/atomic"
 	"testing"
@@ -16,15 +17,19 @@ import (
 // takes seconds to make its first frame.
 type blockingRenditions struct {
 	calls    atomic.Int32
+	err      error         // the first Ensure's result, set before returned is closed
 	entered  chan struct{} // closed by the first Ensure
 	release  chan struct{} // closed by the test
 	returned chan struct{} // closed when the first Ensure returns
 }
 
-func (b *blockingRenditions) Ensure(ctx context.Context, path string) error {
+func (b *blockingRenditions) Ensure(ctx context.Context, path string) (err error) {
 	if b.calls.Add(1) == 1 {
 		close(b.entered)
-		defer close(b.returned)
+		defer func() {
+			b.err = err
+			close(b.returned)
+		}()
 	}
 	select {
 	case <-b.release:
@@ -34,8 +39,12 @@ func (b *blockingRenditions) Ensure(ctx context.Context, path string) error {
 	}
 }
 
+func newBlockingRenditions() *blockingRenditions {
+	return &blockingRenditions{entered: make(chan struct{}), release: make(chan struct{}), returned: make(chan struct{})}
+}
+
 func TestHLSServesOtherStreamsWhileARenditionStarts(t *testing.T) {
-	rp := &blockingRenditions{entered: make(chan struct{}), release: make(chan struct{}), returned: make(chan struct{})}
+	rp := newBlockingRenditions()
 	hub := media.NewHub(media.HubConfig{Renditions: rp})
 	clip := hlsClip(t)
 	testutil.PublishFile(t, hub, "live/cam1", clip, false)
@@ -90,5 +99,39 @@ func TestHLSServesOtherStreamsWhileARenditionStarts(t *testing.T) {
 	}
 	if n := hlsReaders(hub, "live/cam1@360p"); n != 1 {
 		t.Errorf("live/cam1@360p has %d hub readers, want 1: concurrent first requests must share one muxer", n)
+	}
+}
+
+func TestHLSCloseEndsARequestWaitingForARendition(t *testing.T) {
+	rp := newBlockingRenditions()
+	hub := media.NewHub(media.HubConfig{Renditions: rp})
+	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
+	h, srv := newHLSServer(t, hub, egress.HLSConfig{})
+
+	status := make(chan int, 1)
+	go func() {
+		res, err := http.Get(srv.URL + "/live/cam1@360p/index.m3u8")
+		if err != nil {
+			status <- 0
+			return
+		}
+		res.Body.Close()
+		status <- res.StatusCode
+	}()
+	<-rp.entered
+	if err := h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Close waited for the start it interrupted: Ensure has returned.
+	select {
+	case <-rp.returned:
+	default:
+		t.Fatal("Close returned while a muxer start still waited for its rendition")
+	}
+	if !errors.Is(rp.err, context.Canceled) {
+		t.Fatalf("the rendition's Ensure ended with %v, want context.Canceled: Close must cancel the wait", rp.err)
+	}
+	if code := <-status; code != http.StatusServiceUnavailable {
+		t.Fatalf("request waiting for the rendition at Close: status %d, want 503", code)
 	}
 }
