@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluenviron/gohlslib/v2"
-
 	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/internal/testutil"
 	"github.com/gradient-cdn/gradient/media"
@@ -116,11 +114,11 @@ func hlsTail(s string, n int) string {
 func TestHLSFirstRequestFromFFmpegDecodes60Frames(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		variant gohlslib.MuxerVariant
+		variant string
 	}{
-		{"lowLatency", gohlslib.MuxerVariantLowLatency},
-		{"fmp4", gohlslib.MuxerVariantFMP4},
-		{"mpegts", gohlslib.MuxerVariantMPEGTS},
+		{"lowLatency", egress.HLSVariantLowLatency},
+		{"fmp4", egress.HLSVariantFMP4},
+		{"mpegts", egress.HLSVariantMPEGTS},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hub := media.NewHub(media.HubConfig{})

@@ -3,6 +3,8 @@ package egress
 import (
 	"bytes"
 	"embed"
+	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -25,10 +27,24 @@ var playerFiles embed.FS
 
 var playerPage = template.Must(template.ParseFS(playerFiles, "player/index.html"))
 
-// PlayerConfig tunes the player page. The zero value is usable.
+// PlayerConfig tunes the player page. DefaultPlayerConfig gives the
+// defaults; NewPlayer fills the zero fields of a hand-built config from it.
 type PlayerConfig struct {
 	// Title prefixes the page title, e.g. the node's name. Default "Gradient".
-	Title string
+	Title string `yaml:"title"`
+}
+
+// DefaultPlayerConfig returns the player page defaults.
+func DefaultPlayerConfig() PlayerConfig {
+	return PlayerConfig{Title: "Gradient"}
+}
+
+// Validate checks every field and names the bad one by its YAML key.
+func (c PlayerConfig) Validate() error {
+	if strings.ContainsAny(c.Title, "\r\n") {
+		return errors.New("title: must be one line")
+	}
+	return nil
 }
 
 // Player serves the browser player page of a stream (the Router's
@@ -40,16 +56,25 @@ type Player struct {
 	log *slog.Logger
 }
 
-// NewPlayer returns the player page handler.
+// NewPlayer returns the player page handler, or the config's error.
+// log may be nil (slog.Default()).
 func NewPlayer(cfg PlayerConfig, log *slog.Logger) (*Player, error) {
-	if cfg.Title == "" {
-		cfg.Title = "Gradient"
+	fillZero(&cfg, DefaultPlayerConfig())
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("player: %w", err)
 	}
 	if log == nil {
 		log = slog.Default()
 	}
 	return &Player{cfg: cfg, log: log.With("component", "player")}, nil
 }
+
+// Start and Close are no-ops kept for the lifecycle every component
+// shares: the player only answers requests, it owns no listener or goroutine.
+func (p *Player) Start() error { return nil }
+
+// Close: see Start.
+func (p *Player) Close() error { return nil }
 
 // ServeStream implements StreamHandler for rest == "": the page itself.
 // The page is served whether or not the stream is live; it reports and

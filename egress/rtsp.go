@@ -22,11 +22,26 @@ import (
 	"github.com/gradient-cdn/gradient/media"
 )
 
-// RTSPReaderConfig configures an RTSPReader. The zero value is usable.
+// RTSPReaderConfig configures an RTSPReader. DefaultRTSPReaderConfig
+// gives the defaults; NewRTSPReader fills the zero fields of a hand-built
+// config from it.
 type RTSPReaderConfig struct {
 	// MaxPayloadSize bounds the RTP payloads of re-packetized units, so
 	// that packets fit a UDP datagram. Default 1450 bytes (gortsplib's).
-	MaxPayloadSize int
+	MaxPayloadSize int `yaml:"max_payload_size"`
+}
+
+// DefaultRTSPReaderConfig returns the RTSP reader defaults.
+func DefaultRTSPReaderConfig() RTSPReaderConfig {
+	return RTSPReaderConfig{MaxPayloadSize: 1450}
+}
+
+// Validate checks every field and names the bad one by its YAML key.
+func (c RTSPReaderConfig) Validate() error {
+	if c.MaxPayloadSize < 100 || c.MaxPayloadSize > 1460 {
+		return fmt.Errorf("max_payload_size: %d is not 100 to 1460 bytes", c.MaxPayloadSize)
+	}
+	return nil
 }
 
 // RTSPReader serves RTSP readers out of the hub. It implements
@@ -48,13 +63,15 @@ type RTSPReader struct {
 	wg      sync.WaitGroup
 }
 
-// NewRTSPReader returns a reader source over hub.
+// NewRTSPReader returns a reader source over hub, or the config's error.
+// It does no I/O; log may be nil (slog.Default()).
 func NewRTSPReader(cfg RTSPReaderConfig, hub *media.Hub, log *slog.Logger) (*RTSPReader, error) {
 	if hub == nil {
 		return nil, errors.New("rtsp reader: nil hub")
 	}
-	if cfg.MaxPayloadSize < 0 || cfg.MaxPayloadSize > 1460 {
-		return nil, fmt.Errorf("rtsp reader: MaxPayloadSize %d out of range", cfg.MaxPayloadSize)
+	fillZero(&cfg, DefaultRTSPReaderConfig())
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("rtsp reader: %w", err)
 	}
 	if log == nil {
 		log = slog.Default()
@@ -310,6 +327,17 @@ func rtspHasParams(au [][]byte) bool {
 		}
 	}
 	return sps && pps
+}
+
+// Start is a no-op kept for the lifecycle every component shares: the
+// reader opens shared streams on demand, when the RTSP server asks.
+func (r *RTSPReader) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errors.New("rtsp reader: closed")
+	}
+	return nil
 }
 
 // Close tears every shared stream down (their readers' sessions are

@@ -37,6 +37,13 @@ type whepEnv struct {
 
 func (e *whepEnv) url(stream string) string { return e.srv.URL + "/" + stream + "/whep" }
 
+// webrtcConfig is DefaultWebRTCConfig changed by set.
+func webrtcConfig(set func(*egress.WebRTCConfig)) egress.WebRTCConfig {
+	c := egress.DefaultWebRTCConfig()
+	set(&c)
+	return c
+}
+
 func newWHEPEnv(t testing.TB, cfg egress.WebRTCConfig) *whepEnv {
 	t.Helper()
 	logs := &logBuffer{}
@@ -77,6 +84,39 @@ func dial(t *testing.T, url string, opts testutil.WHEPOptions) *testutil.WHEPSes
 	return s
 }
 
+// decodeWHEP dials url and decodes the H.264 access units it receives
+// until n frames came out of the decoder, failing the test on a decode
+// error, a frame that is not w×h, or 20 s without n frames. It returns the
+// session and the access units decoded, in arrival order.
+func decodeWHEP(t *testing.T, url string, n, w, h int) (*testutil.WHEPSession, []testutil.WHEPAccessUnit) {
+	t.Helper()
+	ch := make(chan testutil.WHEPAccessUnit, 1024)
+	s := dial(t, url, testutil.WHEPOptions{OnAU: func(a testutil.WHEPAccessUnit) {
+		select {
+		case ch <- a:
+		default:
+		}
+	}})
+	dec, err := testutil.NewH264Decoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dec.Close()
+	var aus []testutil.WHEPAccessUnit
+	frames := 0
+	deadline := time.After(20 * time.Second)
+	for frames < n {
+		select {
+		case a := <-ch:
+			frames += dec.DecodeSized(t, a.NALUs, int64(a.RTPTimestamp), w, h, fmt.Sprintf("AU after %d frames", frames))
+			aus = append(aus, a)
+		case <-deadline:
+			t.Fatalf("in 20 s: decoded %d frames of %d; stats %+v", frames, n, s.Stats())
+		}
+	}
+	return s, aus
+}
+
 // waitAUs waits until the session has received n access units.
 func waitAUs(t *testing.T, s *testutil.WHEPSession, n uint64, msg string) {
 	t.Helper()
@@ -94,46 +134,19 @@ func percentile(d []time.Duration, p float64) time.Duration {
 
 func TestWHEPDeliversDecodableH264WithCaptureTimes(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	env := newWHEPEnv(t, egress.WebRTCConfig{Registerer: reg})
+	env := newWHEPEnv(t, webrtcConfig(func(c *egress.WebRTCConfig) { c.Registerer = reg }))
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/cam1", clip, true)
 
-	aus := make(chan testutil.WHEPAccessUnit, 1024)
-	s := dial(t, env.url("live/cam1"), testutil.WHEPOptions{OnAU: func(a testutil.WHEPAccessUnit) {
-		select {
-		case aus <- a:
-		default:
-		}
-	}})
-	dec, err := testutil.NewH264Decoder()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
-
-	frames, withSEI := 0, 0
+	_, aus := decodeWHEP(t, env.url("live/cam1"), 60, 320, 240)
 	var latency []time.Duration
-	deadline := time.After(20 * time.Second)
-	for frames < 60 || withSEI < 60 {
-		select {
-		case a := <-aus:
-			if a.HasCapture {
-				withSEI++
-				latency = append(latency, a.Arrival.Sub(a.Capture))
-			}
-			fs, err := dec.Decode(a.NALUs, int64(a.RTPTimestamp))
-			if err != nil {
-				t.Fatalf("decode AU %d: %v", frames, err)
-			}
-			for _, f := range fs {
-				if f.Width != 320 || f.Height != 240 {
-					t.Fatalf("decoded %dx%d, want 320x240", f.Width, f.Height)
-				}
-			}
-			frames += len(fs)
-		case <-deadline:
-			t.Fatalf("in 20 s: decoded %d frames, %d AUs with capture SEI; stats %+v", frames, withSEI, s.Stats())
+	for _, a := range aus {
+		if a.HasCapture {
+			latency = append(latency, a.Arrival.Sub(a.Capture))
 		}
+	}
+	if len(latency) < 60 {
+		t.Fatalf("%d of %d access units carry the capture SEI, want ≥ 60", len(latency), len(aus))
 	}
 	eg := env.w.EgressLatency()
 	if len(eg) == 0 {
@@ -164,7 +177,7 @@ func TestWHEPDeliversDecodableH264WithCaptureTimes(t *testing.T) {
 }
 
 func TestWHEPPassesOpusThrough(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2, Audio: "opus"})
 	testutil.PublishFile(t, env.hub, "live/opus", clip, false)
 
@@ -194,7 +207,7 @@ func TestWHEPPassesOpusThrough(t *testing.T) {
 }
 
 func TestWHEPSkipsAACAudioAndPlaysVideo(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2, Audio: "aac"})
 	testutil.PublishFile(t, env.hub, "live/aac", clip, false)
 
@@ -209,7 +222,7 @@ func TestWHEPSkipsAACAudioAndPlaysVideo(t *testing.T) {
 }
 
 func TestWHEPTenViewersShareOneHubReader(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/many", clip, false)
 
@@ -262,7 +275,7 @@ func TestWHEPTenViewersShareOneHubReader(t *testing.T) {
 }
 
 func TestWHEPRefusesBadRequestsAndKeepsServing(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2, GOP: 10})
 	testutil.PublishFile(t, env.hub, "live/ok", clip, false)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -345,7 +358,7 @@ func TestWHEPRefusesBadRequestsAndKeepsServing(t *testing.T) {
 }
 
 func TestWHEPAnswerHasLocationETagAndOfferPayloadType(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/sdp", clip, false)
 	s := dial(t, env.url("live/sdp"), testutil.WHEPOptions{})
@@ -373,7 +386,7 @@ func TestWHEPAnswerHasLocationETagAndOfferPayloadType(t *testing.T) {
 }
 
 func TestWHEPSessionsCloseWhenStreamEnds(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	stop := testutil.PublishFile(t, env.hub, "live/end", clip, false)
 	a := dial(t, env.url("live/end"), testutil.WHEPOptions{})
@@ -396,7 +409,7 @@ func TestWHEPSessionsCloseWhenStreamEnds(t *testing.T) {
 }
 
 func TestWHEPDropsSessionThatNeverConnects(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{SessionTimeout: time.Second})
+	env := newWHEPEnv(t, webrtcConfig(func(c *egress.WebRTCConfig) { c.SessionTimeout = time.Second }))
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/ghost", clip, false)
 	// A real offer whose client never applies the answer: ICE never
@@ -417,7 +430,7 @@ func TestWHEPDropsSessionThatNeverConnects(t *testing.T) {
 }
 
 func TestWHEPCloseEndsEverySession(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{})
+	env := newWHEPEnv(t, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/close", clip, false)
 	s := dial(t, env.url("live/close"), testutil.WHEPOptions{})
@@ -442,7 +455,7 @@ func TestWHEPCloseEndsEverySession(t *testing.T) {
 }
 
 func TestWHEPRefusesOffersBeyondMaxSessions(t *testing.T) {
-	env := newWHEPEnv(t, egress.WebRTCConfig{MaxSessions: 1})
+	env := newWHEPEnv(t, webrtcConfig(func(c *egress.WebRTCConfig) { c.MaxSessions = 1 }))
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
 	testutil.PublishFile(t, env.hub, "live/max", clip, false)
 	dial(t, env.url("live/max"), testutil.WHEPOptions{})
@@ -521,7 +534,7 @@ func BenchmarkWHEPViewers(b *testing.B) {
 	if v := os.Getenv("GRADIENT_WHEP_VIEWERS"); v != "" {
 		fmt.Sscan(v, &n)
 	}
-	env := newWHEPEnv(b, egress.WebRTCConfig{})
+	env := newWHEPEnv(b, egress.DefaultWebRTCConfig())
 	clip := testutil.Clip(b, testutil.ClipOptions{Width: 640, Height: 360, FPS: 30, Seconds: 4, Bitrate: "2000k"})
 	testutil.PublishFile(b, env.hub, "live/bench", clip, false)
 	rss0 := rssBytes()

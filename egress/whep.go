@@ -60,7 +60,7 @@ func (w *WebRTC) ServeStream(rw http.ResponseWriter, r *http.Request, path, rest
 	}
 	switch r.Method {
 	case http.MethodDelete:
-		s.close("deleted by client")
+		s.close(nil)
 		rw.WriteHeader(http.StatusOK)
 	case http.MethodPatch:
 		http.Error(rw, "trickle ICE and ICE restarts are not supported: send a new offer with all candidates", http.StatusMethodNotAllowed)
@@ -188,8 +188,8 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 	if err != nil {
 		return "", nil, &offerError{status: http.StatusInternalServerError, reason: "create peer connection", err: err}
 	}
-	s := &whepSession{id: newSessionID(), path: path, remote: r.RemoteAddr, w: w, pc: pc,
-		created: time.Now(), done: make(chan struct{})}
+	s := &whepSession{id: newSessionID(), path: path, remote: r.RemoteAddr, query: r.URL.Query(), w: w, pc: pc,
+		created: time.Now(), done: make(chan struct{}), opened: make(chan struct{})}
 	fail := func(e error) (string, *whepSession, error) {
 		_ = pc.Close()
 		return "", nil, e
@@ -233,12 +233,16 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 		switch {
 		case errors.Is(err, ErrTooManySessions):
 			return fail(&offerError{status: http.StatusServiceUnavailable, reason: "node is at its WebRTC session limit"})
-		case errors.Is(err, errEgressClosed):
+		case errors.Is(err, ErrWebRTCClosed):
 			return fail(&offerError{status: http.StatusServiceUnavailable, reason: "webrtc egress not running"})
 		}
 		return fail(err)
 	}
 	s.watch()
 	w.log.Info("webrtc session started", "stream", path, "session", s.id, "remote", r.RemoteAddr, "audio", withAudio)
+	// Registered sessions may be closed from now on; their close hook
+	// waits for this one.
+	w.sessionOpened(s)
+	close(s.opened)
 	return pc.LocalDescription().SDP, s, nil
 }

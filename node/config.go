@@ -13,6 +13,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/serverlet"
 )
 
@@ -39,12 +40,12 @@ type Config struct {
 	// default: that port is public, and a profile costs CPU.
 	PProf bool `yaml:"pprof"`
 
-	RTSP   RTSPConfig   `yaml:"rtsp"`
-	SRT    SRTConfig    `yaml:"srt"`
-	WebRTC WebRTCConfig `yaml:"webrtc"`
-	HLS    HLSConfig    `yaml:"hls"`
-	Hub    HubConfig    `yaml:"hub"`
-	Gossip GossipConfig `yaml:"gossip"`
+	RTSP   RTSPConfig          `yaml:"rtsp"`
+	SRT    SRTConfig           `yaml:"srt"`
+	WebRTC egress.WebRTCConfig `yaml:"webrtc"` // see egress.WebRTCConfig
+	HLS    egress.HLSConfig    `yaml:"hls"`    // see egress.HLSConfig
+	Hub    HubConfig           `yaml:"hub"`
+	Gossip GossipConfig        `yaml:"gossip"`
 
 	// Serverlets configures the serverlets that make renditions
 	// ("live/cam1@360p") on demand; see serverlet.ManagerConfig. Its
@@ -73,33 +74,6 @@ type SRTConfig struct {
 	Latency time.Duration `yaml:"latency"`
 	// Passphrase, when set, is required of publishers (10 to 79 characters).
 	Passphrase string `yaml:"passphrase"`
-}
-
-// WebRTCConfig configures WHEP playback.
-type WebRTCConfig struct {
-	// ICEUDPAddr is the one UDP port all WebRTC sessions share. Default ":8189".
-	ICEUDPAddr string `yaml:"ice_udp_addr"`
-	// AdvertiseIPs are the addresses put in ICE candidates (for a host
-	// behind 1:1 NAT give its public IP). Default: the local interfaces.
-	AdvertiseIPs []string `yaml:"advertise_ips"`
-	// MaxSessions caps concurrent WHEP sessions. Default 2000.
-	MaxSessions int `yaml:"max_sessions"`
-	// GSO sends the RTP packets of one frame to one viewer as one UDP
-	// segmentation offload message (Linux; off by itself where the kernel
-	// refuses it), which cuts the node's CPU per viewer. Default true.
-	GSO bool `yaml:"gso"`
-}
-
-// HLSConfig configures HLS and LL-HLS playback.
-type HLSConfig struct {
-	// SegmentDuration is the target segment length. Default 1s.
-	SegmentDuration time.Duration `yaml:"segment_duration"`
-	// PartDuration is the LL-HLS part length. Default 200ms.
-	PartDuration time.Duration `yaml:"part_duration"`
-	// SegmentCount is how many segments a playlist lists. Default 7.
-	SegmentCount int `yaml:"segment_count"`
-	// IdleTimeout closes a stream's HLS muxer after no request for this long. Default 30s.
-	IdleTimeout time.Duration `yaml:"idle_timeout"`
 }
 
 // HubConfig tunes the stream table.
@@ -140,8 +114,8 @@ func DefaultConfig() Config {
 		HTTP:     ":8080",
 		RTSP:     RTSPConfig{Addr: ":8554", UDPRTPAddr: ":8000", UDPRTCPAddr: ":8001"},
 		SRT:      SRTConfig{Addr: ":8890", Latency: 120 * time.Millisecond},
-		WebRTC:   WebRTCConfig{ICEUDPAddr: ":8189", MaxSessions: 2000, GSO: true},
-		HLS:      HLSConfig{SegmentDuration: time.Second, PartDuration: 200 * time.Millisecond, SegmentCount: 7, IdleTimeout: 30 * time.Second},
+		WebRTC:   egress.DefaultWebRTCConfig(),
+		HLS:      egress.DefaultHLSConfig(),
 		Hub:      HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048},
 		Gossip:   GossipConfig{Addr: ":7946"},
 	}
@@ -192,7 +166,6 @@ func (c Config) Validate() error {
 		{"rtsp.udp_rtp_addr", c.RTSP.UDPRTPAddr, true},
 		{"rtsp.udp_rtcp_addr", c.RTSP.UDPRTCPAddr, true},
 		{"srt.addr", c.SRT.Addr, true},
-		{"webrtc.ice_udp_addr", c.WebRTC.ICEUDPAddr, false},
 		{"gossip.addr", c.Gossip.Addr, true},
 	}
 	for _, a := range addrs {
@@ -211,10 +184,11 @@ func (c Config) Validate() error {
 			return fmt.Errorf("gossip.join[%d]: %w", i, err)
 		}
 	}
-	for i, ip := range c.WebRTC.AdvertiseIPs {
-		if net.ParseIP(ip) == nil {
-			return fmt.Errorf("webrtc.advertise_ips[%d]: %q is not an IP address", i, ip)
-		}
+	if err := c.WebRTC.Validate(); err != nil {
+		return fmt.Errorf("webrtc.%w", err)
+	}
+	if err := c.HLS.Validate(); err != nil {
+		return fmt.Errorf("hls.%w", err)
 	}
 	if c.SRT.Passphrase != "" && (len(c.SRT.Passphrase) < 10 || len(c.SRT.Passphrase) > 79) {
 		return errors.New("srt.passphrase: must be 10 to 79 characters")
@@ -224,11 +198,6 @@ func (c Config) Validate() error {
 		ok    bool
 	}{
 		{"srt.latency", c.SRT.Latency > 0},
-		{"webrtc.max_sessions", c.WebRTC.MaxSessions > 0},
-		{"hls.segment_duration", c.HLS.SegmentDuration > 0},
-		{"hls.part_duration", c.HLS.PartDuration > 0 && c.HLS.PartDuration <= c.HLS.SegmentDuration},
-		{"hls.segment_count", c.HLS.SegmentCount >= 3},
-		{"hls.idle_timeout", c.HLS.IdleTimeout > 0},
 		{"hub.reader_queue", c.Hub.ReaderQueue > 0},
 		{"hub.gop_cache_units", c.Hub.GOPCacheUnits > 0},
 	}

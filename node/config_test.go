@@ -65,3 +65,26 @@ func TestLoadConfigNamesTheBadField(t *testing.T) {
 		t.Error("missing file accepted")
 	}
 }
+
+func TestLoadConfigRefusesFewerThanSevenLLHLSSegments(t *testing.T) {
+	// 5 passed node's old "≥ 3" check and failed later, inside the muxer,
+	// with a message that named no field of the file.
+	_, err := LoadConfig(writeConfig(t, "hls:\n  segment_count: 5\n"))
+	want := "hls.segment_count: must be ≥ 7 for LL-HLS"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("segment_count 5: error %v, want one containing %q", err, want)
+	}
+}
+
+func TestLoadConfigReadsEgressSections(t *testing.T) {
+	cfg, err := LoadConfig(writeConfig(t, "hls:\n  viewer_timeout: 20s\nwebrtc:\n  gso: false\n  session_timeout: 3s\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HLS.ViewerTimeout != 20*time.Second || cfg.WebRTC.GSO || cfg.WebRTC.SessionTimeout != 3*time.Second {
+		t.Fatalf("egress sections not read: hls %+v webrtc %+v", cfg.HLS, cfg.WebRTC)
+	}
+	if !DefaultConfig().WebRTC.GSO {
+		t.Fatal("GSO is off by default; want on")
+	}
+}

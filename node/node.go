@@ -116,16 +116,16 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 		}
 		n.closers = append(n.closers, n.SRT.Close)
 	}
-	if n.WebRTC, err = egress.NewWebRTC(egress.WebRTCConfig{ICEUDPAddr: cfg.WebRTC.ICEUDPAddr, AdvertiseIPs: cfg.WebRTC.AdvertiseIPs, MaxSessions: cfg.WebRTC.MaxSessions,
-		DisableGSO: !cfg.WebRTC.GSO, Registerer: n.reg}, n.Hub, log); err != nil {
+	wcfg := cfg.WebRTC
+	wcfg.Registerer = n.reg
+	if n.WebRTC, err = egress.NewWebRTC(wcfg, n.Hub, log); err != nil {
 		return nil, err
 	}
 	if err := n.WebRTC.Start(); err != nil {
 		return nil, err
 	}
 	n.closers = append(n.closers, n.WebRTC.Close)
-	if n.HLS, err = egress.NewHLS(egress.HLSConfig{SegmentDuration: cfg.HLS.SegmentDuration, PartDuration: cfg.HLS.PartDuration,
-		SegmentCount: cfg.HLS.SegmentCount, IdleTimeout: cfg.HLS.IdleTimeout}, n.Hub, log); err != nil {
+	if n.HLS, err = egress.NewHLS(cfg.HLS, n.Hub, log); err != nil {
 		return nil, err
 	}
 	if err := n.HLS.Start(); err != nil {

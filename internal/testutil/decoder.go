@@ -3,6 +3,7 @@ package testutil
 import (
 	"errors"
 	"fmt"
+	"testing"
 
 	"github.com/asticode/go-astiav"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
@@ -37,6 +38,23 @@ func NewH264Decoder() (*H264Decoder, error) {
 		return nil, fmt.Errorf("open H.264 decoder: %w", err)
 	}
 	return &H264Decoder{cc: cc, pkt: astiav.AllocPacket(), frm: astiav.AllocFrame()}, nil
+}
+
+// DecodeSized decodes one access unit like Decode and fails the test on
+// a decode error or a picture that is not w×h; it returns how many
+// pictures the unit completed. what names the unit in the failure.
+func (d *H264Decoder) DecodeSized(t testing.TB, au [][]byte, pts int64, w, h int, what string) int {
+	t.Helper()
+	fs, err := d.Decode(au, pts)
+	if err != nil {
+		t.Fatalf("decode %s: %v", what, err)
+	}
+	for _, f := range fs {
+		if f.Width != w || f.Height != h {
+			t.Fatalf("decoded %dx%d, want %dx%d", f.Width, f.Height, w, h)
+		}
+	}
+	return len(fs)
 }
 
 // Decode feeds one access unit (NAL units without start codes) and returns

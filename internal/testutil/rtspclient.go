@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -201,16 +202,7 @@ func (p *RTSPPlayer) WaitFrames(t testing.TB, n, w, h int, timeout time.Duration
 			}
 			started = true
 			pts++
-			fs, err := dec.Decode(au, pts)
-			if err != nil {
-				t.Fatalf("decode access unit %d: %v", pts, err)
-			}
-			for _, f := range fs {
-				if f.Width != w || f.Height != h {
-					t.Fatalf("decoded %dx%d, want %dx%d", f.Width, f.Height, w, h)
-				}
-			}
-			frames += len(fs)
+			frames += dec.DecodeSized(t, au, pts, w, h, fmt.Sprintf("access unit %d", pts))
 		case <-deadline:
 			t.Fatalf("decoded %d of %d frames in %v", frames, n, timeout)
 		}

@@ -1,0 +1,50 @@
+package egress_test
+
+import (
+	"testing"
+
+	"github.com/gradient-cdn/gradient/egress"
+	"github.com/gradient-cdn/gradient/media"
+)
+
+// component is the lifecycle every egress component shares.
+type component interface {
+	Start() error
+	Close() error
+}
+
+func TestEgressComponentsCloseWithoutStartAndTwice(t *testing.T) {
+	hub := media.NewHub(media.HubConfig{})
+	wcfg := egress.DefaultWebRTCConfig()
+	wcfg.ICEUDPAddr = "127.0.0.1:0"
+	build := map[string]func() (component, error){
+		"webrtc":      func() (component, error) { return egress.NewWebRTC(wcfg, hub, nil) },
+		"hls":         func() (component, error) { return egress.NewHLS(egress.DefaultHLSConfig(), hub, nil) },
+		"rtsp reader": func() (component, error) { return egress.NewRTSPReader(egress.DefaultRTSPReaderConfig(), hub, nil) },
+		"player":      func() (component, error) { return egress.NewPlayer(egress.DefaultPlayerConfig(), nil) },
+	}
+	for name, newC := range build {
+		c, err := newC()
+		if err != nil {
+			t.Fatalf("%s: New: %v", name, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("%s: Close without Start: %v", name, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("%s: second Close: %v", name, err)
+		}
+		if c, err = newC(); err != nil {
+			t.Fatalf("%s: New: %v", name, err)
+		}
+		if err := c.Start(); err != nil {
+			t.Fatalf("%s: Start: %v", name, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("%s: Close: %v", name, err)
+		}
+		if err := c.Close(); err != nil {
+			t.Errorf("%s: second Close after Start: %v", name, err)
+		}
+	}
+}
