@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gradient-cdn/gradient/media"
+	"github.com/gradient-cdn/gradient/overlay"
 )
 
 // Config is a node's whole configuration: one YAML file, every field
@@ -47,7 +49,7 @@ type Config struct {
 	Gossip GossipConfig `yaml:"gossip"`
 
 	Serverlets ServerletConfig `yaml:"serverlets"`
-	Overlay    OverlayConfig   `yaml:"overlay"`
+	Overlay    overlay.Config  `yaml:"overlay"`
 }
 
 // RTSPConfig configures RTSP publish, read and relay.
@@ -167,7 +169,7 @@ func DefaultConfig() Config {
 		Gossip:   GossipConfig{Addr: ":7946"},
 	}
 	c.Serverlets = ServerletConfig{Slots: runtime.NumCPU(), IdleStop: 10 * time.Second, Preset: "veryfast"}
-	c.Overlay = defaultOverlayConfig()
+	c.Overlay = overlay.DefaultConfig()
 	return c
 }
 
@@ -227,6 +229,15 @@ func (c Config) Validate() error {
 	if (c.RTSP.UDPRTPAddr == Off) != (c.RTSP.UDPRTCPAddr == Off) {
 		return errors.New("rtsp.udp_rtp_addr and rtsp.udp_rtcp_addr: both or neither must be off")
 	}
+	if c.Gossip.Key != "" {
+		key, err := base64.StdEncoding.DecodeString(c.Gossip.Key)
+		if err != nil {
+			return fmt.Errorf("gossip.key: not base64: %w", err)
+		}
+		if n := len(key); n != 16 && n != 24 && n != 32 {
+			return fmt.Errorf("gossip.key: %d bytes, must be 16, 24 or 32", n)
+		}
+	}
 	for i, j := range c.Gossip.Join {
 		if err := checkAddr(j); err != nil {
 			return fmt.Errorf("gossip.join[%d]: %w", i, err)
@@ -268,8 +279,8 @@ func (c Config) Validate() error {
 			return fmt.Errorf("serverlets.ladder.%s: empty spec (use \"off\" to remove a rung)", name)
 		}
 	}
-	if err := c.Overlay.validate(); err != nil {
-		return err
+	if err := c.Overlay.Validate(); err != nil {
+		return fmt.Errorf("overlay.%w", err)
 	}
 	switch c.Serverlets.Preset {
 	case "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow":

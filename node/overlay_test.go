@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -73,8 +74,8 @@ func TestOverlayConfigValidationNamesTheField(t *testing.T) {
 	}{
 		{func(c *Config) { c.Overlay.PricePerMbps = -1 }, "overlay.price_per_mbps"},
 		{func(c *Config) { c.Overlay.Ladder = nil }, "overlay.ladder"},
-		{func(c *Config) { c.Overlay.Ladder = []LadderLevel{{"source", 800}, {"360p", 900}} }, "overlay.ladder[1].kbps"},
-		{func(c *Config) { c.Overlay.Ladder = []LadderLevel{{"source", 800}, {"a/b", 400}} }, "overlay.ladder[1].name"},
+		{func(c *Config) { c.Overlay.Ladder = []overlay.LadderLevel{{Name: "source", Kbps: 800}, {Name: "360p", Kbps: 900}} }, "overlay.ladder[1].kbps"},
+		{func(c *Config) { c.Overlay.Ladder = []overlay.LadderLevel{{Name: "source", Kbps: 800}, {Name: "a/b", Kbps: 400}} }, "overlay.ladder[1].name"},
 		{func(c *Config) { c.Overlay.DefaultDevice = "fridge" }, "overlay.default_device"},
 		{func(c *Config) { c.Overlay.DeviceClasses = map[string]map[string]float64{"laptop": {"source": -1}} }, "overlay.device_classes.laptop.source"},
 		{func(c *Config) { c.Overlay.ProbeTimeout = 2 * time.Second }, "overlay.probe_timeout"},
@@ -96,7 +97,7 @@ func TestNodesWithDifferentClusterKeysDoNotJoin(t *testing.T) {
 	b := testOverlayNode(t, "b", base64.StdEncoding.EncodeToString([]byte("fedcba9876543210")), []string{a.Config().Gossip.Addr})
 	c := testOverlayNode(t, "c", "", []string{a.Config().Gossip.Addr})
 	for _, n := range []*Node{a, b, c} {
-		var st ClusterStatus
+		var st overlay.ClusterStatus
 		getJSON(t, "http://"+n.HTTPAddr()+"/api/v1/cluster", &st)
 		if len(st.Members) != 1 {
 			t.Errorf("%s sees %d members, want only itself: gossip under another key must be ignored", n.Config().Name, len(st.Members))
@@ -125,7 +126,7 @@ func TestWatchRedirectsToThePlayerAndCountsDemandUntilTheLeaseEnds(t *testing.T)
 		t.Fatalf("watch: HTTP %d to %q, want 302 to the source player", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	testutil.Eventually(t, 5*time.Second, "the TV viewer counts as demand and the plan serves it", func() bool {
-		var st ClusterStatus
+		var st overlay.ClusterStatus
 		getJSON(t, base+"/api/v1/cluster", &st)
 		p, ok := n.Members.Plan("live/cam1")
 		if !ok {
@@ -143,7 +144,7 @@ func TestWatchRedirectsToThePlayerAndCountsDemandUntilTheLeaseEnds(t *testing.T)
 		t.Fatalf("plan API: HTTP %d, cost %v", code, plan.Plan.Cost)
 	}
 	testutil.Eventually(t, 5*time.Second, "the demand goes once the lease ends without a session", func() bool {
-		var st ClusterStatus
+		var st overlay.ClusterStatus
 		getJSON(t, base+"/api/v1/cluster", &st)
 		return len(st.Demand) == 0
 	})
@@ -294,18 +295,18 @@ func TestHLSViewersAreDemandWithTheirDeviceClassUntilTheyStopFetching(t *testing
 			if len(d) != 0 {
 				return false
 			}
-		} else if len(d) != 1 || !sameCounts(d[0].Viewers, want) {
+		} else if len(d) != 1 || !maps.Equal(d[0].Viewers, want) {
 			return false
 		}
-		var st ClusterStatus
+		var st overlay.ClusterStatus
 		getJSON(t, base+"/api/v1/cluster", &st)
 		if len(want) == 0 {
 			return len(st.Demand) == 0
 		}
-		return len(st.Demand) == 1 && sameCounts(st.Demand[0].Viewers, want)
+		return len(st.Demand) == 1 && maps.Equal(st.Demand[0].Viewers, want)
 	}
 	viewed := func() bool {
-		for _, p := range n.ov.viewedPaths() {
+		for _, p := range n.demand.ViewedPaths() {
 			if p == "live/cam1" {
 				return true
 			}
@@ -323,7 +324,7 @@ func TestHLSViewersAreDemandWithTheirDeviceClassUntilTheyStopFetching(t *testing
 		return demandIs(map[string]int{"phone": 1})
 	})
 	if !viewed() {
-		t.Errorf("viewedPaths %v lacks live/cam1, which an HLS viewer watches", n.ov.viewedPaths())
+		t.Errorf("viewedPaths %v lacks live/cam1, which an HLS viewer watches", n.demand.ViewedPaths())
 	}
 
 	// A viewer sent by /watch as a TV whose HLS client names no device
@@ -340,10 +341,8 @@ func TestHLSViewersAreDemandWithTheirDeviceClassUntilTheyStopFetching(t *testing
 	poller := startHLSPoller(t, base+"/live/cam1/index.m3u8", "tv-app")
 	testutil.Eventually(t, 30*time.Second, "the TV's HLS client took its lease and is tv demand", func() bool {
 		poller.check(t)
-		n.ov.mu.Lock()
-		leases := len(n.ov.leases)
-		n.ov.mu.Unlock()
-		return leases == 0 && demandIs(map[string]int{"phone": 1, "tv": 1})
+		// Were the lease not taken, the TV would count twice.
+		return demandIs(map[string]int{"phone": 1, "tv": 1})
 	})
 
 	// A viewer that stops fetching stops counting after the window.
@@ -360,7 +359,7 @@ func TestHLSViewersAreDemandWithTheirDeviceClassUntilTheyStopFetching(t *testing
 		return demandIs(nil)
 	})
 	if viewed() {
-		t.Errorf("viewedPaths %v still has live/cam1 with no viewer left", n.ov.viewedPaths())
+		t.Errorf("viewedPaths %v still has live/cam1 with no viewer left", n.demand.ViewedPaths())
 	}
 }
 
@@ -385,7 +384,7 @@ func TestAWatchThatWaitsForTheStreamStillLeavesItsLeaseAfterTheRedirect(t *testi
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("watch: HTTP %d, want 302", resp.StatusCode)
 	}
-	if got := edge.ov.demand()["live/far"]["tv"]; got != 1 {
+	if got := edge.demand.Counts()["live/far"]["tv"]; got != 1 {
 		t.Fatalf("demand right after the redirect: %d TV viewers, want 1 (the lease must run from the redirect)", got)
 	}
 }
