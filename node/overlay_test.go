@@ -28,6 +28,19 @@ func testOverlayNode(t *testing.T, name, key string, join []string) *Node {
 // edit first.
 func testOverlayNodeWith(t *testing.T, name, key string, join []string, edit func(*Config)) *Node {
 	t.Helper()
+	cfg := testOverlayConfig(t, name, key, join)
+	edit(&cfg)
+	n, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// testOverlayConfig is the configuration of testOverlayNode.
+func testOverlayConfig(t *testing.T, name, key string, join []string) Config {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Name = name
 	cfg.Data = t.TempDir()
@@ -43,13 +56,7 @@ func testOverlayNodeWith(t *testing.T, name, key string, join []string, edit fun
 	cfg.Overlay.PlannerDebounce = 50 * time.Millisecond
 	cfg.Overlay.ProbeInterval = 200 * time.Millisecond
 	cfg.Overlay.ProbeTimeout = 100 * time.Millisecond
-	edit(&cfg)
-	n, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return cfg
 }
 
 func getJSON(t *testing.T, url string, v any) int {
