@@ -81,8 +81,12 @@ func TestOverlayConfigValidationNamesTheField(t *testing.T) {
 	}{
 		{func(c *Config) { c.Overlay.PricePerMbps = -1 }, "overlay.price_per_mbps"},
 		{func(c *Config) { c.Overlay.Ladder = nil }, "overlay.ladder"},
-		{func(c *Config) { c.Overlay.Ladder = []overlay.LadderLevel{{Name: "source", Kbps: 800}, {Name: "360p", Kbps: 900}} }, "overlay.ladder[1].kbps"},
-		{func(c *Config) { c.Overlay.Ladder = []overlay.LadderLevel{{Name: "source", Kbps: 800}, {Name: "a/b", Kbps: 400}} }, "overlay.ladder[1].name"},
+		{func(c *Config) {
+			c.Overlay.Ladder = []overlay.LadderLevel{{Name: "source", Kbps: 800}, {Name: "360p", Kbps: 900}}
+		}, "overlay.ladder[1].kbps"},
+		{func(c *Config) {
+			c.Overlay.Ladder = []overlay.LadderLevel{{Name: "source", Kbps: 800}, {Name: "a/b", Kbps: 400}}
+		}, "overlay.ladder[1].name"},
 		{func(c *Config) { c.Overlay.DefaultDevice = "fridge" }, "overlay.default_device"},
 		{func(c *Config) { c.Overlay.DeviceClasses = map[string]map[string]float64{"laptop": {"source": -1}} }, "overlay.device_classes.laptop.source"},
 		{func(c *Config) { c.Overlay.ProbeTimeout = 2 * time.Second }, "overlay.probe_timeout"},
