@@ -2,7 +2,6 @@ package overlay
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -47,11 +46,8 @@ func DefaultDemandConfig() DemandConfig {
 
 // Validate checks the config and names the bad field by its YAML key.
 func (c DemandConfig) Validate() error {
-	if len(c.DeviceClasses) == 0 {
-		return errors.New("device_classes: needs at least one class")
-	}
-	if _, ok := c.DeviceClasses[c.DefaultDevice]; !ok {
-		return fmt.Errorf("default_device: %q is not in device_classes", c.DefaultDevice)
+	if err := validateDevices(c.DeviceClasses, c.DefaultDevice); err != nil {
+		return err
 	}
 	if c.WatchLease < 0 {
 		return errors.New("watch_lease: must not be negative")

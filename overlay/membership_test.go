@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/media"
 )
 
 func TestThreeNodesGossipAndAgreeOnMembership(t *testing.T) {
@@ -194,5 +195,55 @@ func TestGossipQueueSizeIsSafeWhileStarting(t *testing.T) {
 	<-done
 	if n := m.numNodes(); n != 1 {
 		t.Errorf("a node alone counts %d nodes, want 1", n)
+	}
+}
+
+// TestComponentsBuildWithoutIOAndCloseWithoutStart: New binds nothing (two
+// memberships on one address build; only the second Start fails), and
+// every component closes without Start, and twice.
+func TestComponentsBuildWithoutIOAndCloseWithoutStart(t *testing.T) {
+	c := fastConfig(t, "a", 0.01)
+	a, err := NewMembership(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewMembership(c, nil)
+	if err != nil {
+		t.Fatalf("a second membership on the same address does not build: %v (New must not bind)", err)
+	}
+	pl, err := NewPlanner(PlannerConfig{DeviceClasses: testClasses}, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := NewReconciler(ReconcilerConfig{}, b, media.NewHub(media.HubConfig{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := NewRelay(RelayConfig{Path: "live/cam1"}, media.NewHub(media.HubConfig{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, close := range []func() error{pl.Close, rec.Close, rl.Close, b.Close} {
+		for range 2 {
+			if err := close(); err != nil {
+				t.Errorf("Close without Start: %v", err)
+			}
+		}
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c2, err := NewMembership(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Start(); err == nil {
+		c2.Close()
+		t.Error("a second membership started on a bound address")
+	}
+	c2.Close()
+	if err := a.Start(); err == nil {
+		t.Error("Start twice succeeded")
 	}
 }

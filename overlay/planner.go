@@ -74,14 +74,23 @@ func (c PlannerConfig) withDefaults() PlannerConfig {
 
 // Validate checks the config and names the bad field by its YAML key.
 func (c PlannerConfig) Validate() error {
-	if len(c.DeviceClasses) == 0 {
-		return errors.New("device_classes: needs at least one class")
-	}
-	if _, ok := c.DeviceClasses[c.DefaultDevice]; !ok {
-		return fmt.Errorf("default_device: %q is not in device_classes", c.DefaultDevice)
+	if err := validateDevices(c.DeviceClasses, c.DefaultDevice); err != nil {
+		return err
 	}
 	if c.LastMileCostPerMbps < 0 {
 		return errors.New("last_mile_cost_per_mbps: must not be negative")
+	}
+	return nil
+}
+
+// validateDevices checks the device_classes and default_device keys
+// shared by the planner's and the demand tracker's configs.
+func validateDevices(classes map[string]map[string]float64, def string) error {
+	if len(classes) == 0 {
+		return errors.New("device_classes: needs at least one class")
+	}
+	if _, ok := classes[def]; !ok {
+		return fmt.Errorf("default_device: %q is not in device_classes", def)
 	}
 	return nil
 }
