@@ -292,15 +292,22 @@ func (d *DemandTracker) ViewedPaths() []string {
 // longer watched) and the transcode use when it moved.
 func (d *DemandTracker) Report() {
 	if alive := d.cfg.SessionAlive; alive != nil {
+		// Asked without d.mu: the egress may report a session's close
+		// (SessionClosed) while it holds the lock alive takes.
 		d.mu.Lock()
-		for id := range d.sessions {
+		ids := slices.Collect(maps.Keys(d.sessions))
+		d.mu.Unlock()
+		for _, id := range ids {
 			if !alive(id) {
-				delete(d.sessions, id)
+				d.SessionClosed(id)
 			}
 		}
-		d.mu.Unlock()
 	}
 	cur := d.Counts()
+	var u map[string]int
+	if d.cfg.TranscodeUse != nil {
+		u = d.cfg.TranscodeUse()
+	}
 	d.mu.Lock()
 	var changed []string
 	for s, v := range cur {
@@ -321,10 +328,8 @@ func (d *DemandTracker) Report() {
 		}
 	}
 	var used map[string]int
-	if d.cfg.TranscodeUse != nil {
-		if u := d.cfg.TranscodeUse(); d.used == nil || !maps.Equal(u, d.used) {
-			d.used, used = u, u
-		}
+	if u != nil && (d.used == nil || !maps.Equal(u, d.used)) {
+		d.used, used = u, u
 	}
 	d.mu.Unlock()
 	if d.sink == nil {
