@@ -182,3 +182,24 @@ func TestDemandTrackerCloseWithoutStartAndTwice(t *testing.T) {
 		t.Error("Start after Close succeeded")
 	}
 }
+
+func TestDemandReportsTranscodeUseWhenItMoves(t *testing.T) {
+	sink := &recordingSink{demand: map[string]map[string]int{}}
+	d := newTestDemand(t, sink)
+	use := map[string]int{"live/cam1": 1}
+	d.cfg.TranscodeUse = func() map[string]int { return maps.Clone(use) }
+	d.Report()
+	if !maps.Equal(sink.use, use) {
+		t.Fatalf("reported use %v, want %v", sink.use, use)
+	}
+	sink.use = nil
+	d.Report()
+	if sink.use != nil {
+		t.Errorf("unchanged use reported again: %v", sink.use)
+	}
+	use = map[string]int{}
+	d.Report()
+	if sink.use == nil || len(sink.use) != 0 {
+		t.Errorf("use that went to none reported as %v", sink.use)
+	}
+}
