@@ -23,17 +23,20 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func overlayCluster(b *testing.B, n int) []*overlay.Membership {
 	var ms []*overlay.Membership
 	for i := 0; i < n; i++ {
-		c := overlay.Config{Name: fmt.Sprintf("n%d", i), BindAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b, "tcp")),
-			Key: []byte("0123456789abcdef"), Logger: quiet,
+		c := overlay.MembershipConfig{Name: fmt.Sprintf("n%d", i), BindAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b, "tcp")),
+			Key: []byte("0123456789abcdef"),
 			Meta: overlay.NodeMeta{HTTP: "127.0.0.1:1", RTSP: "127.0.0.1:2", Price: 0.01, TranscodeSlots: 2}}
 		if i > 0 {
 			c.Join = []string{ms[0].Addr()}
 		}
-		m, err := overlay.NewMembership(c)
+		m, err := overlay.NewMembership(c, quiet)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { m.Close() })
+		if err := m.Start(); err != nil {
+			b.Fatal(err)
+		}
 		ms = append(ms, m)
 	}
 	testutil.Eventually(b, 60*time.Second, "all members agree", func() bool {
@@ -61,7 +64,10 @@ func BenchmarkOverlayPlanPropagation(b *testing.B) {
 	for _, n := range []int{5, 20} {
 		b.Run(fmt.Sprintf("nodes=%d", n), func(b *testing.B) {
 			ms := overlayCluster(b, n)
-			pl := overlay.NewPlanner(overlay.PlannerConfig{DeviceClasses: map[string]map[string]float64{"tv": {"720p": 10, "360p": 2}}, Logger: quiet}, ms[0])
+			pl, err := overlay.NewPlanner(overlay.PlannerConfig{DeviceClasses: map[string]map[string]float64{"tv": {"720p": 10, "360p": 2}}}, ms[0], quiet)
+			if err != nil {
+				b.Fatal(err)
+			}
 			ms[0].SetStream(overlay.StreamInfo{Name: "live/cam1", Ladder: []optimizer.Level{{Name: "720p", Kbps: 2500}, {Name: "360p", Kbps: 800}}})
 			for _, m := range ms[1:] {
 				m.SetDemand("live/cam1", map[string]int{"tv": 1})
@@ -99,8 +105,13 @@ func BenchmarkOverlayPlanPropagation(b *testing.B) {
 func BenchmarkOverlayGossipOverhead(b *testing.B) {
 	const n = 20
 	ms := overlayCluster(b, n)
-	pl := overlay.NewPlanner(overlay.PlannerConfig{DeviceClasses: map[string]map[string]float64{"tv": {"720p": 10, "360p": 2}}, Logger: quiet}, ms[0])
-	pl.Start()
+	pl, err := overlay.NewPlanner(overlay.PlannerConfig{DeviceClasses: map[string]map[string]float64{"tv": {"720p": 10, "360p": 2}}}, ms[0], quiet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pl.Start(); err != nil {
+		b.Fatal(err)
+	}
 	defer pl.Close()
 	ms[0].SetStream(overlay.StreamInfo{Name: "live/cam1", Ladder: []optimizer.Level{{Name: "720p", Kbps: 2500}, {Name: "360p", Kbps: 800}}})
 	for i, m := range ms[1:] {
@@ -169,7 +180,13 @@ func BenchmarkOverlayRelayFailover(b *testing.B) {
 		parent := startRTSPUpstream(b, clip)
 		grand := startRTSPUpstream(b, clip)
 		hub := media.NewHub(media.HubConfig{Logger: quiet})
-		r := overlay.NewRelay(overlay.RelayConfig{Path: "live/cam1", Sources: []string{parent.addr, grand.addr}, Logger: quiet}, hub)
+		r, err := overlay.NewRelay(overlay.RelayConfig{Path: "live/cam1", Sources: []string{parent.addr, grand.addr}}, hub, quiet)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := r.Start(); err != nil {
+			b.Fatal(err)
+		}
 		var rd *media.Reader
 		testutil.Eventually(b, 15*time.Second, "relayed", func() bool {
 			var err error

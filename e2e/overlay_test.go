@@ -57,14 +57,14 @@ func startClusterNode(t *testing.T, name string, price float64, join []string) *
 	})
 }
 
-func (n *testNode) cluster(t *testing.T) node.ClusterStatus {
+func (n *testNode) cluster(t *testing.T) overlay.ClusterStatus {
 	t.Helper()
 	resp, err := http.Get(n.httpURL("api/v1/cluster"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var st node.ClusterStatus
+	var st overlay.ClusterStatus
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func (v *viewer) maxGapSince(t time.Time) time.Duration {
 }
 
 // relayPaths is the sorted list of relay paths a node runs.
-func relayPaths(st node.ClusterStatus) []string {
+func relayPaths(st overlay.ClusterStatus) []string {
 	var out []string
 	for _, r := range st.Relays {
 		out = append(out, r.Path)
@@ -471,8 +471,8 @@ type procNode struct {
 
 func (p *procNode) url(path string) string { return "http://" + p.http + "/" + path }
 
-func (p *procNode) status(t *testing.T) (node.ClusterStatus, bool) {
-	var st node.ClusterStatus
+func (p *procNode) status(t *testing.T) (overlay.ClusterStatus, bool) {
+	var st overlay.ClusterStatus
 	resp, err := http.Get(p.url("api/v1/cluster"))
 	if err != nil {
 		return st, false
@@ -738,12 +738,12 @@ gossip:
 			return err == nil && code == http.StatusOK && strings.HasPrefix(string(body), "ok")
 		})
 	}
-	status := func() (node.ClusterStatus, bool) {
-		var st node.ClusterStatus
+	status := func() (overlay.ClusterStatus, bool) {
+		var st overlay.ClusterStatus
 		code, body, err := getIn(clients[0], "http://"+ips[0]+":8080/api/v1/cluster")
 		return st, err == nil && code == http.StatusOK && json.Unmarshal(body, &st) == nil
 	}
-	rtt := func(st node.ClusterStatus, a, b string) float64 {
+	rtt := func(st overlay.ClusterStatus, a, b string) float64 {
 		x, y := st.RTTMillis[a][b], st.RTTMillis[b][a]
 		switch {
 		case x > 0 && y > 0:
@@ -753,7 +753,7 @@ gossip:
 		}
 		return y
 	}
-	var st node.ClusterStatus
+	var st overlay.ClusterStatus
 	testutil.Eventually(t, 30*time.Second, "A knows the RTT of every pair", func() bool {
 		var ok bool
 		st, ok = status()

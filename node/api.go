@@ -19,7 +19,7 @@ import (
 //
 //	GET /api/v1/node      this node: name, version, uptime, sessions
 //	GET /api/v1/streams   live streams with tracks, readers and bitrate
-//	GET /api/v1/cluster   members as gossip sees them (node/overlay.go)
+//	GET /api/v1/cluster   members as gossip sees them (routed in node/overlay.go)
 //	GET /api/v1/serverlets  transcode slots, running serverlets (fps, CPU, latency), the ladder
 func (n *Node) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/node", func(w http.ResponseWriter, r *http.Request) {

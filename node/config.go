@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gradient-cdn/gradient/egress"
+	"github.com/gradient-cdn/gradient/overlay"
 	"github.com/gradient-cdn/gradient/serverlet"
 )
 
@@ -51,7 +53,8 @@ type Config struct {
 	// ("live/cam1@360p") on demand; see serverlet.ManagerConfig. Its
 	// plugin_dir defaults to "<data>/plugins" (filled in by New).
 	Serverlets serverlet.ManagerConfig `yaml:"serverlets"`
-	Overlay    OverlayConfig           `yaml:"overlay"`
+	// Overlay is the node's part in the overlay; see overlay.Config.
+	Overlay overlay.Config `yaml:"overlay"`
 }
 
 // RTSPConfig configures RTSP publish, read and relay.
@@ -120,7 +123,7 @@ func DefaultConfig() Config {
 		Gossip:   GossipConfig{Addr: ":7946"},
 	}
 	c.Serverlets = serverlet.DefaultManagerConfig()
-	c.Overlay = defaultOverlayConfig()
+	c.Overlay = overlay.DefaultConfig()
 	return c
 }
 
@@ -179,6 +182,15 @@ func (c Config) Validate() error {
 	if (c.RTSP.UDPRTPAddr == Off) != (c.RTSP.UDPRTCPAddr == Off) {
 		return errors.New("rtsp.udp_rtp_addr and rtsp.udp_rtcp_addr: both or neither must be off")
 	}
+	if c.Gossip.Key != "" {
+		key, err := base64.StdEncoding.DecodeString(c.Gossip.Key)
+		if err != nil {
+			return fmt.Errorf("gossip.key: not base64: %w", err)
+		}
+		if n := len(key); n != 16 && n != 24 && n != 32 {
+			return fmt.Errorf("gossip.key: %d bytes, must be 16, 24 or 32", n)
+		}
+	}
 	for i, j := range c.Gossip.Join {
 		if err := checkAddr(j); err != nil {
 			return fmt.Errorf("gossip.join[%d]: %w", i, err)
@@ -209,8 +221,8 @@ func (c Config) Validate() error {
 	if err := c.Serverlets.Validate(); err != nil {
 		return fmt.Errorf("serverlets.%w", err)
 	}
-	if err := c.Overlay.validate(); err != nil {
-		return err
+	if err := c.Overlay.Validate(); err != nil {
+		return fmt.Errorf("overlay.%w", err)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,9 +34,14 @@ type Node struct {
 	SRT        *ingest.SRTServer
 	WebRTC     *egress.WebRTC
 	HLS        *egress.HLS
-	Members    *overlay.Membership
+	Members    *overlay.Membership // nil with gossip off
 	Serverlets *serverlet.Manager
-	ov         *nodeOverlay
+
+	planner *overlay.Planner    // nil with gossip off
+	rec     *overlay.Reconciler // nil with gossip off
+	demand  *overlay.DemandTracker
+	watch   *overlay.Watch
+	player  *egress.Player
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -47,8 +51,12 @@ type Node struct {
 	closers   []func() error
 }
 
-// New builds a node from cfg and starts every listener. On error everything
-// already started is closed again.
+// New builds a node from cfg and starts it. It builds every component
+// first (hub, serverlets, protocol servers, overlay) without I/O, so that
+// the hub's observers and rendition providers are in place, then joins the
+// cluster and starts the loops, and opens the listeners last: nothing is
+// reachable before the node is whole. On error everything already started
+// is closed again.
 func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -68,11 +76,31 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return nil, fmt.Errorf("data folder: %w", err)
 	}
+	if err := n.build(); err != nil {
+		return nil, err
+	}
+	if err := n.Serverlets.Start(); err != nil { // loads the plugins; names the field: "ladder.gray: …"
+		return nil, fmt.Errorf("serverlets.%w", err)
+	}
+	if err := n.startOverlay(); err != nil {
+		return nil, err
+	}
+	if err := n.listen(); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// build makes every component and wires them, without I/O.
+func (n *Node) build() (err error) {
+	cfg, log := n.cfg, n.log
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// The hub asks renditions{n} for a missing rendition, and that asks
-	// the serverlet manager built next, before any listener opens.
-	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log, Renditions: renditions{n}})
+	// The hub asks rend for a missing rendition; rend is bound to the
+	// serverlets and the reconciler (buildOverlay) before anything can
+	// read from the hub.
+	rend := overlay.NewRenditions()
+	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log, Renditions: rend})
 	n.closers = append(n.closers, n.Hub.Close)
 	sc := cfg.Serverlets
 	if sc.PluginDir == "" {
@@ -80,16 +108,13 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	}
 	sc.NodeName, sc.Registerer = cfg.Name, n.reg
 	if n.Serverlets, err = serverlet.NewManager(sc, n.Hub, log); err != nil {
-		return nil, fmt.Errorf("serverlets: %w", err)
+		return fmt.Errorf("serverlets: %w", err)
 	}
 	n.closers = append(n.closers, n.Serverlets.Close)
-	if err := n.Serverlets.Start(); err != nil { // names the field: "ladder.gray: …"
-		return nil, fmt.Errorf("serverlets.%w", err)
-	}
 	n.reg.MustRegister(newHubCollector(n.Hub))
 
 	if n.RTSPReader, err = egress.NewRTSPReader(egress.RTSPReaderConfig{}, n.Hub, log); err != nil {
-		return nil, err
+		return err
 	}
 	n.closers = append(n.closers, n.RTSPReader.Close)
 	if cfg.RTSP.Addr != Off {
@@ -100,64 +125,61 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 			rc.UDPRTPAddr, rc.UDPRTCPAddr = "", ""
 		}
 		if n.RTSP, err = ingest.NewRTSPServer(rc, n.Hub, log); err != nil {
-			return nil, err
+			return err
 		}
-		if err := n.RTSP.Start(); err != nil {
-			return nil, err
-		}
-		n.closers = append(n.closers, n.RTSP.Close)
 	}
 	if cfg.SRT.Addr != Off {
 		if n.SRT, err = ingest.NewSRTServer(ingest.SRTConfig{Addr: cfg.SRT.Addr, Latency: cfg.SRT.Latency, Passphrase: cfg.SRT.Passphrase}, n.Hub, log); err != nil {
-			return nil, err
+			return err
 		}
-		if err := n.SRT.Start(); err != nil {
-			return nil, err
-		}
-		n.closers = append(n.closers, n.SRT.Close)
 	}
 	wcfg := cfg.WebRTC
 	wcfg.Registerer = n.reg
 	if n.WebRTC, err = egress.NewWebRTC(wcfg, n.Hub, log); err != nil {
-		return nil, err
+		return err
+	}
+	if n.HLS, err = egress.NewHLS(cfg.HLS, n.Hub, log); err != nil {
+		return err
+	}
+	if n.player, err = egress.NewPlayer(egress.PlayerConfig{Title: "Gradient " + cfg.Name}, log); err != nil {
+		return err
+	}
+	return n.buildOverlay(rend)
+}
+
+// listen starts the protocol servers and serves HTTP: the node is
+// reachable from here on.
+func (n *Node) listen() error {
+	cfg, log := n.cfg, n.log
+	if n.RTSP != nil {
+		if err := n.RTSP.Start(); err != nil {
+			return err
+		}
+		n.closers = append(n.closers, n.RTSP.Close)
+	}
+	if n.SRT != nil {
+		if err := n.SRT.Start(); err != nil {
+			return err
+		}
+		n.closers = append(n.closers, n.SRT.Close)
 	}
 	if err := n.WebRTC.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	n.closers = append(n.closers, n.WebRTC.Close)
-	if n.HLS, err = egress.NewHLS(cfg.HLS, n.Hub, log); err != nil {
-		return nil, err
-	}
 	if err := n.HLS.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	n.closers = append(n.closers, n.HLS.Close)
-	player, err := egress.NewPlayer(egress.PlayerConfig{Title: "Gradient " + cfg.Name}, log)
-	if err != nil {
-		return nil, err
-	}
-
-	n.ov = newNodeOverlay(n)
-	if cfg.Gossip.Addr != Off {
-		var key []byte
-		if cfg.Gossip.Key != "" {
-			if key, err = base64.StdEncoding.DecodeString(cfg.Gossip.Key); err != nil {
-				return nil, fmt.Errorf("gossip.key: not base64: %w", err)
-			}
-		}
-		if err := n.ov.start(key); err != nil {
-			return nil, err
-		}
-		n.closers = append(n.closers, n.ov.close)
-	}
 
 	mux := http.NewServeMux()
 	n.routeAPI(mux)
-	n.ov.route(mux)
+	n.routeOverlay(mux)
 	mux.Handle(egress.PlayerAssetsPrefix, egress.PlayerAssets())
-	mux.Handle("/", &egress.Router{WHEP: n.ov.whepHandler(n.WebRTC), HLS: n.HLS, Player: player, Log: log})
+	mux.Handle("/", &egress.Router{WHEP: &countingWHEP{d: n.demand, h: n.WebRTC}, HLS: n.HLS, Player: n.player, Log: log})
+	var err error
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
-		return nil, fmt.Errorf("http on %s: %w", cfg.HTTP, err)
+		return fmt.Errorf("http on %s: %w", cfg.HTTP, err)
 	}
 	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug)}
@@ -167,7 +189,7 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 		}
 	}()
 	log.Info("listening", "service", "http", "addr", n.httpLn.Addr().String())
-	return n, nil
+	return nil
 }
 
 // HTTPAddr is the bound HTTP address.

@@ -27,6 +27,19 @@ func testOverlayNode(t *testing.T, name, key string, join []string) *Node {
 // edit first.
 func testOverlayNodeWith(t *testing.T, name, key string, join []string, edit func(*Config)) *Node {
 	t.Helper()
+	cfg := testOverlayConfig(t, name, key, join)
+	edit(&cfg)
+	n, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// testOverlayConfig is the configuration of testOverlayNode.
+func testOverlayConfig(t *testing.T, name, key string, join []string) Config {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Name = name
 	cfg.Data = t.TempDir()
@@ -42,13 +55,7 @@ func testOverlayNodeWith(t *testing.T, name, key string, join []string, edit fun
 	cfg.Overlay.PlannerDebounce = 50 * time.Millisecond
 	cfg.Overlay.ProbeInterval = 200 * time.Millisecond
 	cfg.Overlay.ProbeTimeout = 100 * time.Millisecond
-	edit(&cfg)
-	n, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { n.Close() })
-	return n
+	return cfg
 }
 
 func getJSON(t *testing.T, url string, v any) int {
@@ -73,8 +80,12 @@ func TestOverlayConfigValidationNamesTheField(t *testing.T) {
 	}{
 		{func(c *Config) { c.Overlay.PricePerMbps = -1 }, "overlay.price_per_mbps"},
 		{func(c *Config) { c.Overlay.Ladder = nil }, "overlay.ladder"},
-		{func(c *Config) { c.Overlay.Ladder = []LadderLevel{{"source", 800}, {"360p", 900}} }, "overlay.ladder[1].kbps"},
-		{func(c *Config) { c.Overlay.Ladder = []LadderLevel{{"source", 800}, {"a/b", 400}} }, "overlay.ladder[1].name"},
+		{func(c *Config) {
+			c.Overlay.Ladder = []overlay.LadderLevel{{Name: "source", Kbps: 800}, {Name: "360p", Kbps: 900}}
+		}, "overlay.ladder[1].kbps"},
+		{func(c *Config) {
+			c.Overlay.Ladder = []overlay.LadderLevel{{Name: "source", Kbps: 800}, {Name: "a/b", Kbps: 400}}
+		}, "overlay.ladder[1].name"},
 		{func(c *Config) { c.Overlay.DefaultDevice = "fridge" }, "overlay.default_device"},
 		{func(c *Config) { c.Overlay.DeviceClasses = map[string]map[string]float64{"laptop": {"source": -1}} }, "overlay.device_classes.laptop.source"},
 		{func(c *Config) { c.Overlay.ProbeTimeout = 2 * time.Second }, "overlay.probe_timeout"},
@@ -96,7 +107,7 @@ func TestNodesWithDifferentClusterKeysDoNotJoin(t *testing.T) {
 	b := testOverlayNode(t, "b", base64.StdEncoding.EncodeToString([]byte("fedcba9876543210")), []string{a.Config().Gossip.Addr})
 	c := testOverlayNode(t, "c", "", []string{a.Config().Gossip.Addr})
 	for _, n := range []*Node{a, b, c} {
-		var st ClusterStatus
+		var st overlay.ClusterStatus
 		getJSON(t, "http://"+n.HTTPAddr()+"/api/v1/cluster", &st)
 		if len(st.Members) != 1 {
 			t.Errorf("%s sees %d members, want only itself: gossip under another key must be ignored", n.Config().Name, len(st.Members))
@@ -125,7 +136,7 @@ func TestWatchRedirectsToThePlayerAndCountsDemandUntilTheLeaseEnds(t *testing.T)
 		t.Fatalf("watch: HTTP %d to %q, want 302 to the source player", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	testutil.Eventually(t, 5*time.Second, "the TV viewer counts as demand and the plan serves it", func() bool {
-		var st ClusterStatus
+		var st overlay.ClusterStatus
 		getJSON(t, base+"/api/v1/cluster", &st)
 		p, ok := n.Members.Plan("live/cam1")
 		if !ok {
@@ -143,7 +154,7 @@ func TestWatchRedirectsToThePlayerAndCountsDemandUntilTheLeaseEnds(t *testing.T)
 		t.Fatalf("plan API: HTTP %d, cost %v", code, plan.Plan.Cost)
 	}
 	testutil.Eventually(t, 5*time.Second, "the demand goes once the lease ends without a session", func() bool {
-		var st ClusterStatus
+		var st overlay.ClusterStatus
 		getJSON(t, base+"/api/v1/cluster", &st)
 		return len(st.Demand) == 0
 	})
@@ -187,183 +198,6 @@ func TestWatchRedirectsToThePlayerAndCountsDemandUntilTheLeaseEnds(t *testing.T)
 	}
 }
 
-// hlsPoller is an HLS client that fetches a stream's multivariant and media
-// playlists every 300 ms, as a player does, until stopped.
-type hlsPoller struct {
-	stop chan struct{}
-	done chan struct{}
-	errs chan error
-}
-
-func startHLSPoller(t *testing.T, url, userAgent string) *hlsPoller {
-	t.Helper()
-	p := &hlsPoller{stop: make(chan struct{}), done: make(chan struct{}), errs: make(chan error, 1)}
-	get := func(u string) (string, error) {
-		req, err := http.NewRequest(http.MethodGet, u, nil)
-		if err != nil {
-			return "", err
-		}
-		req.Header.Set("User-Agent", userAgent)
-		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-		defer cancel()
-		res, err := http.DefaultClient.Do(req.WithContext(ctx))
-		if err != nil {
-			return "", err
-		}
-		defer res.Body.Close()
-		b, err := io.ReadAll(res.Body)
-		if err == nil && res.StatusCode != http.StatusOK {
-			err = fmt.Errorf("GET %s: HTTP %d", u, res.StatusCode)
-		}
-		return string(b), err
-	}
-	go func() {
-		defer close(p.done)
-		fail := func(err error) {
-			select {
-			case p.errs <- err:
-			default:
-			}
-		}
-		mv, err := get(url)
-		if err != nil {
-			fail(err)
-			return
-		}
-		var media string
-		for _, l := range strings.Split(mv, "\n") {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") && strings.Contains(l, ".m3u8") {
-				media = url[:strings.LastIndex(url, "/")+1] + l
-				break
-			}
-		}
-		if media == "" {
-			fail(fmt.Errorf("no media playlist in %q", mv))
-			return
-		}
-		tick := time.NewTicker(300 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-p.stop:
-				return
-			case <-tick.C:
-			}
-			if _, err := get(media); err != nil {
-				fail(err)
-			}
-		}
-	}()
-	t.Cleanup(p.Stop)
-	return p
-}
-
-// Stop stops polling; it is idempotent.
-func (p *hlsPoller) Stop() {
-	select {
-	case <-p.stop:
-	default:
-		close(p.stop)
-	}
-	<-p.done
-}
-
-func (p *hlsPoller) check(t *testing.T) {
-	t.Helper()
-	select {
-	case err := <-p.errs:
-		t.Fatalf("HLS client: %v", err)
-	default:
-	}
-}
-
-func TestHLSViewersAreDemandWithTheirDeviceClassUntilTheyStopFetching(t *testing.T) {
-	// A lease long enough that only an HLS viewer taking it ends it.
-	n := testOverlayNodeWith(t, "solo", "", nil, func(c *Config) { c.Overlay.WatchLease = time.Minute })
-	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 15, Seconds: 3})
-	testutil.PublishFile(t, n.Hub, "live/cam1", clip, false)
-	base := "http://" + n.HTTPAddr()
-	testutil.Eventually(t, 5*time.Second, "the stream is registered with this node as root", func() bool {
-		s, ok := n.Members.Stream("live/cam1")
-		return ok && s.Root == "solo"
-	})
-	// demandIs checks the demand gossiped for live/cam1 and the API's.
-	demandIs := func(want map[string]int) bool {
-		d := n.Members.Demands("live/cam1")
-		if len(want) == 0 {
-			if len(d) != 0 {
-				return false
-			}
-		} else if len(d) != 1 || !sameCounts(d[0].Viewers, want) {
-			return false
-		}
-		var st ClusterStatus
-		getJSON(t, base+"/api/v1/cluster", &st)
-		if len(want) == 0 {
-			return len(st.Demand) == 0
-		}
-		return len(st.Demand) == 1 && sameCounts(st.Demand[0].Viewers, want)
-	}
-	viewed := func() bool {
-		for _, p := range n.ov.viewedPaths() {
-			if p == "live/cam1" {
-				return true
-			}
-		}
-		return false
-	}
-
-	// ffmpeg plays the stream over HLS as a phone: many requests, one
-	// viewer, of the class its URL names (the muxer repeats the query on
-	// the child playlists and segments).
-	testutil.RequireTool(t, "ffmpeg")
-	ff := testutil.Start(t, "ffmpeg", "-hide_banner", "-loglevel", "warning",
-		"-i", base+"/live/cam1/index.m3u8?device=phone", "-c", "copy", "-f", "null", "-")
-	testutil.Eventually(t, 30*time.Second, "the ffmpeg HLS viewer is phone demand", func() bool {
-		return demandIs(map[string]int{"phone": 1})
-	})
-	if !viewed() {
-		t.Errorf("viewedPaths %v lacks live/cam1, which an HLS viewer watches", n.ov.viewedPaths())
-	}
-
-	// A viewer sent by /watch as a TV whose HLS client names no device
-	// counts as that TV, once: it takes the /watch lease.
-	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	resp, err := noFollow.Get(base + "/watch/live/cam1?device=tv")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusFound {
-		t.Fatalf("watch: HTTP %d, want 302", resp.StatusCode)
-	}
-	poller := startHLSPoller(t, base+"/live/cam1/index.m3u8", "tv-app")
-	testutil.Eventually(t, 30*time.Second, "the TV's HLS client took its lease and is tv demand", func() bool {
-		poller.check(t)
-		n.ov.mu.Lock()
-		leases := len(n.ov.leases)
-		n.ov.mu.Unlock()
-		return leases == 0 && demandIs(map[string]int{"phone": 1, "tv": 1})
-	})
-
-	// A viewer that stops fetching stops counting after the window.
-	if err := ff.Cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-ff.Done()
-	testutil.Eventually(t, 45*time.Second, "the stopped ffmpeg viewer is no longer demand", func() bool {
-		poller.check(t)
-		return demandIs(map[string]int{"tv": 1})
-	})
-	poller.Stop()
-	testutil.Eventually(t, 45*time.Second, "with every HLS viewer gone there is no demand", func() bool {
-		return demandIs(nil)
-	})
-	if viewed() {
-		t.Errorf("viewedPaths %v still has live/cam1 with no viewer left", n.ov.viewedPaths())
-	}
-}
-
 func TestAWatchThatWaitsForTheStreamStillLeavesItsLeaseAfterTheRedirect(t *testing.T) {
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
 	root := testOverlayNode(t, "root", key, nil)
@@ -385,7 +219,7 @@ func TestAWatchThatWaitsForTheStreamStillLeavesItsLeaseAfterTheRedirect(t *testi
 	if resp.StatusCode != http.StatusFound {
 		t.Fatalf("watch: HTTP %d, want 302", resp.StatusCode)
 	}
-	if got := edge.ov.demand()["live/far"]["tv"]; got != 1 {
+	if got := edge.demand.Counts()["live/far"]["tv"]; got != 1 {
 		t.Fatalf("demand right after the redirect: %d TV viewers, want 1 (the lease must run from the redirect)", got)
 	}
 }

@@ -5,7 +5,7 @@ import "time"
 // RTT returns the estimated round-trip time between nodes a and b: the mean
 // of a's estimate of b and b's estimate of a, whichever are known (each is
 // the minimum of its recent memberlist probe RTTs, gossiped every
-// Config.RTTInterval).
+// MembershipConfig.RTTInterval).
 func (m *Membership) RTT(a, b string) (time.Duration, bool) {
 	return rttBetween(m.RTTs(), a, b)
 }
@@ -37,13 +37,22 @@ func rttBetween(rtts map[string]map[string]float64, a, b string) (time.Duration,
 // short one of the same price: RTT stands for distance, and distance for
 // transit cost, loss and the delay a viewer sees. A link of RTTScale
 // (default 50 ms) costs twice its price; a loopback or LAN link (< 1 ms)
-// costs its price. An unmeasured pair counts Config.DefaultRTT (50 ms), so
+// costs its price. An unmeasured pair counts MembershipConfig.DefaultRTT (50 ms), so
 // a node with no samples yet is not preferred over measured ones.
 func LinkCost(priceA, priceB float64, rtt, scale time.Duration) float64 {
 	return (priceA + priceB) / 2 * (1 + float64(rtt)/float64(scale))
 }
 
-// linkCost applies LinkCost to two members with this node's view of RTTs.
+// LinkCost is the cost per Mbps of a link between members a and b by this
+// node's view of their RTT: LinkCost with MembershipConfig.RTTScale, and
+// MembershipConfig.DefaultRTT for an unmeasured pair. The planner prices
+// the delivery tree's links by it, and edge choice (CheapestEdge) the
+// viewer's redirect.
+func (m *Membership) LinkCost(a, b Member) float64 {
+	return m.linkCost(m.RTTs(), a, b)
+}
+
+// linkCost applies LinkCost to two members with a given view of RTTs.
 func (m *Membership) linkCost(rtts map[string]map[string]float64, a, b Member) float64 {
 	rtt, ok := rttBetween(rtts, a.Name, b.Name)
 	if !ok {

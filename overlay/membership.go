@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math"
 	"net"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,101 +42,129 @@ type NodeMeta struct {
 	Leaving bool `json:"leaving,omitempty"`
 }
 
-// Config configures a node's membership and cluster state.
-type Config struct {
-	// Name is the node's unique name in the cluster.
-	Name string
+// MembershipConfig configures a node's membership and cluster state.
+type MembershipConfig struct {
+	// Name is the node's unique name in the cluster. Required.
+	Name string `yaml:"name"`
 	// BindAddr is the gossip TCP+UDP listen address ("host:port"; host may
-	// be empty for all interfaces).
-	BindAddr string
-	// Advertise is the address others reach this node at; empty picks one.
-	Advertise string
+	// be empty for all interfaces). Required.
+	BindAddr string `yaml:"bind_addr"`
+	// Advertise is the address others reach this node at. Default: picked
+	// by memberlist (the bind address, or the first private IP).
+	Advertise string `yaml:"advertise"`
 	// Join lists seeds to contact at start. Nodes that do not answer are
-	// logged and skipped; the node starts alone if none answers.
-	Join []string
+	// logged and skipped; the node starts alone if none answers. Default none.
+	Join []string `yaml:"join"`
 	// Key is the cluster encryption key (16, 24 or 32 bytes), nil for none.
-	// Gossip from a node with another key (or none) is dropped.
-	Key []byte
-	// Meta is gossiped with the node.
-	Meta NodeMeta
-	// Logger receives membership events. Default slog.Default().
-	Logger *slog.Logger
+	// Gossip from a node with another key (or none) is dropped. Default none.
+	Key []byte `yaml:"-"`
+	// Meta is gossiped with the node. Meta.ID defaults to Name.
+	Meta NodeMeta `yaml:"-"`
 
 	// ProbeInterval is how often a random peer is probed (and its RTT
 	// sampled). Default 1 s (memberlist's LAN profile).
-	ProbeInterval time.Duration
+	ProbeInterval time.Duration `yaml:"probe_interval"`
 	// ProbeTimeout is how long a probe waits for its ack before indirect
 	// probes start. Default 500 ms.
-	ProbeTimeout time.Duration
+	ProbeTimeout time.Duration `yaml:"probe_timeout"`
 	// SuspicionMult scales how long a suspected node has to refute its
 	// suspicion before it is declared dead: SuspicionMult × max(1,
 	// log10(n)) × ProbeInterval once enough peers confirm. Default 4.
-	SuspicionMult int
+	SuspicionMult int `yaml:"suspicion_mult"`
 	// GossipInterval is how often queued state updates are gossiped.
 	// Default 100 ms.
-	GossipInterval time.Duration
+	GossipInterval time.Duration `yaml:"gossip_interval"`
 	// PushPullInterval is how often the whole state is exchanged with a
 	// random peer, which repairs anything gossip lost. Default 10 s.
-	PushPullInterval time.Duration
+	PushPullInterval time.Duration `yaml:"push_pull_interval"`
 	// RTTInterval is how often the node gossips its RTT estimates.
 	// Default 2 s.
-	RTTInterval time.Duration
+	RTTInterval time.Duration `yaml:"rtt_interval"`
 	// TombstoneTTL is how long a deleted entry is remembered so that an
 	// older copy does not come back, and a dead member listed. Default 2 min.
-	TombstoneTTL time.Duration
+	TombstoneTTL time.Duration `yaml:"tombstone_ttl"`
 	// DeadNodeReclaim is how long after a member was declared dead a node
 	// of the same name may take its place from another address (a
 	// restarted pod with a new IP). Before that, such a node is refused as
 	// a name conflict. Default 5 s.
-	DeadNodeReclaim time.Duration
+	DeadNodeReclaim time.Duration `yaml:"dead_node_reclaim"`
 	// RTTScale and DefaultRTT parametrise the link-cost model (LinkCost).
 	// Defaults 50 ms and 50 ms.
-	RTTScale   time.Duration
-	DefaultRTT time.Duration
+	RTTScale   time.Duration `yaml:"rtt_scale"`
+	DefaultRTT time.Duration `yaml:"default_rtt"`
 
 	// wrapTransport, set by tests, wraps memberlist's network transport
 	// (to add delays between nodes).
 	wrapTransport func(*memberlist.NetTransport) memberlist.Transport
 }
 
-func (c Config) withDefaults() Config {
-	if c.Logger == nil {
-		c.Logger = slog.Default()
+// DefaultMembershipConfig returns the defaults of every timer and of the
+// link-cost model; Name and BindAddr have none.
+func DefaultMembershipConfig() MembershipConfig {
+	return MembershipConfig{
+		ProbeInterval:    time.Second,
+		ProbeTimeout:     500 * time.Millisecond,
+		SuspicionMult:    4,
+		GossipInterval:   100 * time.Millisecond,
+		PushPullInterval: 10 * time.Second,
+		RTTInterval:      2 * time.Second,
+		TombstoneTTL:     2 * time.Minute,
+		DeadNodeReclaim:  5 * time.Second,
+		RTTScale:         50 * time.Millisecond,
+		DefaultRTT:       50 * time.Millisecond,
 	}
-	if c.ProbeInterval <= 0 {
-		c.ProbeInterval = time.Second
-	}
-	if c.ProbeTimeout <= 0 {
-		c.ProbeTimeout = 500 * time.Millisecond
-	}
-	if c.SuspicionMult <= 0 {
-		c.SuspicionMult = 4
-	}
-	if c.GossipInterval <= 0 {
-		c.GossipInterval = 100 * time.Millisecond
-	}
-	if c.PushPullInterval <= 0 {
-		c.PushPullInterval = 10 * time.Second
-	}
-	if c.RTTInterval <= 0 {
-		c.RTTInterval = 2 * time.Second
-	}
-	if c.TombstoneTTL <= 0 {
-		c.TombstoneTTL = 2 * time.Minute
-	}
-	if c.DeadNodeReclaim <= 0 {
-		c.DeadNodeReclaim = 5 * time.Second
-	}
-	if c.RTTScale <= 0 {
-		c.RTTScale = 50 * time.Millisecond
-	}
-	if c.DefaultRTT <= 0 {
-		c.DefaultRTT = 50 * time.Millisecond
-	}
+}
+
+// withDefaults fills the zero fields of a hand-built config from
+// DefaultMembershipConfig.
+func (c MembershipConfig) withDefaults() MembershipConfig {
+	d := DefaultMembershipConfig()
+	fill(&c.ProbeInterval, d.ProbeInterval)
+	fill(&c.ProbeTimeout, d.ProbeTimeout)
+	fill(&c.SuspicionMult, d.SuspicionMult)
+	fill(&c.GossipInterval, d.GossipInterval)
+	fill(&c.PushPullInterval, d.PushPullInterval)
+	fill(&c.RTTInterval, d.RTTInterval)
+	fill(&c.TombstoneTTL, d.TombstoneTTL)
+	fill(&c.DeadNodeReclaim, d.DeadNodeReclaim)
+	fill(&c.RTTScale, d.RTTScale)
+	fill(&c.DefaultRTT, d.DefaultRTT)
 	if c.Meta.ID == "" {
 		c.Meta.ID = c.Name
 	}
 	return c
+}
+
+// fill sets *v to d when *v is zero or negative: the one rule by which this
+// package's constructors complete a hand-built config.
+func fill[T int | float64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
+}
+
+// Validate checks the config and names the bad field by its YAML key.
+func (c MembershipConfig) Validate() error {
+	if c.Name == "" {
+		return errors.New("name: must not be empty")
+	}
+	if _, _, err := net.SplitHostPort(c.BindAddr); err != nil {
+		return fmt.Errorf("bind_addr: %q is not host:port: %w", c.BindAddr, err)
+	}
+	if c.Advertise != "" {
+		if _, _, err := net.SplitHostPort(c.Advertise); err != nil {
+			return fmt.Errorf("advertise: %q is not host:port: %w", c.Advertise, err)
+		}
+	}
+	switch len(c.Key) {
+	case 0, 16, 24, 32:
+	default:
+		return fmt.Errorf("key: %d bytes, must be 16, 24 or 32", len(c.Key))
+	}
+	if c.ProbeTimeout >= c.ProbeInterval {
+		return errors.New("probe_timeout: must be below probe_interval")
+	}
+	return nil
 }
 
 // Member is one node as this node sees it.
@@ -149,14 +176,15 @@ type Member struct {
 	// longer than a probe round should take (see suspectAfter); "leaving"
 	// between a node's announcement that it closes and its leave; "dead"
 	// when memberlist declared it failed, "left" when it left gracefully.
-	// Dead and left members are listed for Config.TombstoneTTL, for
+	// Dead and left members are listed for MembershipConfig.TombstoneTTL, for
 	// operators, and are planned and gossiped to no more.
 	State string `json:"state"`
 	// Since is when the member entered a dead or left state.
 	Since time.Time `json:"since,omitzero"`
 	Meta  NodeMeta  `json:"meta"`
-	// RTTMillis is this node's smoothed RTT estimate to the member, 0 when
-	// there is no sample yet (and for the node itself).
+	// RTTMillis is this node's RTT estimate to the member: the minimum of
+	// its last 8 probe RTTs (see pingDelegate), 0 when there is no sample
+	// yet (and for the node itself).
 	RTTMillis float64 `json:"rtt_ms,omitempty"`
 	// TranscodeUsed is how many renditions the member produces now, and
 	// TranscodeByStream how many of them for each stream.
@@ -166,19 +194,25 @@ type Member struct {
 
 // Membership is the node's view of the cluster: who is alive, their
 // metadata and RTTs, and the gossiped cluster state (streams, demand,
-// plans). It implements memberlist's Delegate, EventDelegate and
-// PingDelegate.
+// plans). memberlist's callbacks land on unexported delegates
+// (delegate.go), so its exported API is its own.
+//
+// NewMembership builds it without I/O; Start binds gossip and joins the
+// seeds; Close leaves. Local state (SetStream, SetDemand …) may be set
+// before Start: it is gossiped once the node is in the cluster.
 type Membership struct {
-	cfg   Config
-	ml    *memberlist.Memberlist
+	cfg   MembershipConfig
+	mc    *memberlist.Config
 	log   *slog.Logger
 	queue *memberlist.TransmitLimitedQueue
 	state *state
 
-	mu    sync.Mutex
-	meta  NodeMeta
-	metaB []byte
-	rtt   map[string]float64 // RTT estimate in ms (see NotifyPingComplete), by peer name
+	mu      sync.Mutex
+	ml      *memberlist.Memberlist // set by Start; read it through list()
+	started bool
+	meta    NodeMeta
+	metaB   []byte
+	rtt     map[string]float64 // RTT estimate in ms (see pingDelegate), by peer name
 	// rttSamples holds each peer's last probe RTTs (ms), oldest first.
 	rttSamples map[string][]float64
 	alive      map[string]bool
@@ -196,14 +230,18 @@ type Membership struct {
 	bytesOut uint64
 }
 
-// NewMembership starts gossip on cfg.BindAddr and joins cfg.Join.
-func NewMembership(cfg Config) (*Membership, error) {
+// NewMembership checks cfg and builds the membership; Start joins the
+// cluster. The zero fields of cfg take DefaultMembershipConfig's values.
+func NewMembership(cfg MembershipConfig, log *slog.Logger) (*Membership, error) {
 	cfg = cfg.withDefaults()
-	log := cfg.Logger.With("component", "gossip")
-	host, portStr, err := net.SplitHostPort(cfg.BindAddr)
-	if err != nil {
-		return nil, fmt.Errorf("gossip addr %q: %w", cfg.BindAddr, err)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "gossip")
+	host, portStr, _ := net.SplitHostPort(cfg.BindAddr)
 	port, _ := strconv.Atoi(portStr)
 	meta, err := json.Marshal(cfg.Meta)
 	if err != nil || len(meta) > memberlist.MetaMaxSize {
@@ -223,10 +261,7 @@ func NewMembership(cfg Config) (*Membership, error) {
 	mc.BindPort = port
 	mc.AdvertisePort = port
 	if cfg.Advertise != "" {
-		ah, ap, err := net.SplitHostPort(cfg.Advertise)
-		if err != nil {
-			return nil, fmt.Errorf("gossip advertise %q: %w", cfg.Advertise, err)
-		}
+		ah, ap, _ := net.SplitHostPort(cfg.Advertise)
 		mc.AdvertiseAddr = ah
 		mc.AdvertisePort, _ = strconv.Atoi(ap)
 	} else if mc.BindAddr != "0.0.0.0" {
@@ -240,48 +275,78 @@ func NewMembership(cfg Config) (*Membership, error) {
 	mc.GossipInterval = cfg.GossipInterval
 	mc.PushPullInterval = cfg.PushPullInterval
 	mc.DeadNodeReclaimTime = cfg.DeadNodeReclaim
-	if cfg.wrapTransport != nil {
-		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: port, Logger: mc.Logger})
-		if err != nil {
-			return nil, fmt.Errorf("gossip on %s: %w", cfg.BindAddr, err)
-		}
-		mc.Transport = cfg.wrapTransport(nt)
-	}
-	mc.Delegate = m
-	mc.Events = m
-	mc.Ping = m
-	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int {
-		if m.ml == nil {
-			return 1
-		}
-		return m.ml.NumMembers()
-	}, RetransmitMult: 3}
+	mc.Delegate = &delegate{m}
+	mc.Events = &eventDelegate{m}
+	mc.Ping = &pingDelegate{m}
+	m.mc = mc
+	m.queue = &memberlist.TransmitLimitedQueue{NumNodes: m.numNodes, RetransmitMult: 3}
+	return m, nil
+}
 
-	ml, err := memberlist.Create(mc)
+// numNodes is the cluster size the gossip queue scales retransmits by.
+// memberlist calls it from its own goroutines, possibly while Start sets
+// m.ml; the pointer is read under m.mu, and NumMembers (which takes
+// memberlist's node lock, held by memberlist while it calls the event
+// delegate, which takes m.mu) is called after m.mu is released.
+func (m *Membership) numNodes() int {
+	ml := m.list()
+	if ml == nil {
+		return 1
+	}
+	return ml.NumMembers()
+}
+
+// list returns the memberlist, nil before Start.
+func (m *Membership) list() *memberlist.Memberlist {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ml
+}
+
+// Start binds gossip on the configured address and joins the seeds (a
+// seed that does not answer is logged and skipped: the node then starts
+// alone and others join it). It blocks while the seeds are contacted.
+func (m *Membership) Start() error {
+	m.mu.Lock()
+	if m.started || m.closed {
+		m.mu.Unlock()
+		return errors.New("gossip: started twice or after Close")
+	}
+	m.started = true
+	m.mu.Unlock()
+	mc := *m.mc
+	if m.cfg.wrapTransport != nil {
+		nt, err := memberlist.NewNetTransport(&memberlist.NetTransportConfig{BindAddrs: []string{mc.BindAddr}, BindPort: mc.BindPort, Logger: mc.Logger})
+		if err != nil {
+			return fmt.Errorf("gossip on %s: %w", m.cfg.BindAddr, err)
+		}
+		mc.Transport = m.cfg.wrapTransport(nt)
+	}
+	ml, err := memberlist.Create(&mc)
 	if err != nil && strings.Contains(err.Error(), "No private IP address found") {
 		// A host with only public or loopback addresses: advertise loopback
 		// and say so, rather than refusing to start.
-		log.Warn("no private IP to advertise for gossip; using 127.0.0.1 (set gossip.advertise)")
+		m.log.Warn("no private IP to advertise for gossip; using 127.0.0.1 (set gossip.advertise)")
 		mc.AdvertiseAddr = "127.0.0.1"
-		ml, err = memberlist.Create(mc)
+		ml, err = memberlist.Create(&mc)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("gossip on %s: %w", cfg.BindAddr, err)
+		return fmt.Errorf("gossip on %s: %w", m.cfg.BindAddr, err)
 	}
 	m.mu.Lock()
 	m.ml = ml
+	m.wg.Add(1)
 	m.mu.Unlock()
-	if len(cfg.Join) > 0 {
-		n, err := ml.Join(cfg.Join)
+	go m.housekeeping()
+	if len(m.cfg.Join) > 0 {
+		n, err := ml.Join(m.cfg.Join)
 		if err != nil {
-			log.Warn("join seeds", "seeds", cfg.Join, "joined", n, "err", err)
+			m.log.Warn("join seeds", "seeds", m.cfg.Join, "joined", n, "err", err)
 		} else {
-			log.Info("joined cluster", "seeds", cfg.Join, "contacted", n)
+			m.log.Info("joined cluster", "seeds", m.cfg.Join, "contacted", n)
 		}
 	}
-	m.wg.Add(1)
-	go m.housekeeping()
-	return m, nil
+	return nil
 }
 
 // Name is this node's name.
@@ -296,7 +361,7 @@ func (m *Membership) Addr() string {
 
 // Members lists the nodes this node knows, itself included, by name: the
 // alive and suspect ones, then those dead or gone in the last
-// Config.TombstoneTTL.
+// MembershipConfig.TombstoneTTL.
 func (m *Membership) Members() []Member {
 	now := time.Now()
 	m.mu.Lock()
@@ -391,9 +456,14 @@ func resolveMeta(meta NodeMeta, host string) NodeMeta {
 	return meta
 }
 
-// Close leaves the cluster gracefully and stops gossip. Idempotent.
+// Close leaves the cluster gracefully and stops gossip. Safe without
+// Start and more than once.
 func (m *Membership) Close() error {
 	if !m.shutdownLoops() {
+		return nil
+	}
+	ml := m.list()
+	if ml == nil {
 		return nil
 	}
 	m.mu.Lock()
@@ -402,11 +472,11 @@ func (m *Membership) Close() error {
 		m.metaB = b
 	}
 	m.mu.Unlock()
-	if err := m.ml.UpdateNode(500 * time.Millisecond); err != nil {
+	if err := ml.UpdateNode(500 * time.Millisecond); err != nil {
 		m.log.Debug("announce leaving", "err", err)
 	}
-	err := m.ml.Leave(time.Second)
-	if serr := m.ml.Shutdown(); serr != nil {
+	err := ml.Leave(time.Second)
+	if serr := ml.Shutdown(); serr != nil {
 		err = errors.Join(err, serr)
 	}
 	return err
@@ -418,7 +488,10 @@ func (m *Membership) Shutdown() error {
 	if !m.shutdownLoops() {
 		return nil
 	}
-	return m.ml.Shutdown()
+	if ml := m.list(); ml != nil {
+		return ml.Shutdown()
+	}
+	return nil
 }
 
 func (m *Membership) shutdownLoops() bool {
@@ -514,182 +587,4 @@ func rttMoved(old, cur map[string]float64) bool {
 		}
 	}
 	return false
-}
-
-// --- memberlist.Delegate ---
-
-// NodeMeta implements memberlist.Delegate.
-func (m *Membership) NodeMeta(limit int) []byte {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.metaB
-}
-
-// NotifyMsg implements memberlist.Delegate: a gossiped or directly sent
-// batch of state entries.
-func (m *Membership) NotifyMsg(b []byte) {
-	m.mu.Lock()
-	m.bytesIn += uint64(len(b))
-	m.mu.Unlock()
-	m.merge(b)
-}
-
-// GetBroadcasts implements memberlist.Delegate.
-func (m *Membership) GetBroadcasts(overhead, limit int) [][]byte {
-	out := m.queue.GetBroadcasts(overhead, limit)
-	n := 0
-	for _, b := range out {
-		n += len(b)
-	}
-	m.mu.Lock()
-	m.bytesOut += uint64(n)
-	m.mu.Unlock()
-	return out
-}
-
-// LocalState implements memberlist.Delegate: the whole state for a
-// push/pull exchange, so that a joining node catches up at once.
-func (m *Membership) LocalState(join bool) []byte {
-	b, _ := json.Marshal(m.state.all())
-	m.mu.Lock()
-	m.bytesOut += uint64(len(b))
-	m.mu.Unlock()
-	return b
-}
-
-// MergeRemoteState implements memberlist.Delegate.
-func (m *Membership) MergeRemoteState(buf []byte, join bool) {
-	m.mu.Lock()
-	m.bytesIn += uint64(len(buf))
-	m.mu.Unlock()
-	m.merge(buf)
-}
-
-func (m *Membership) merge(b []byte) {
-	var es []*entry
-	if err := json.Unmarshal(b, &es); err != nil {
-		var e entry
-		if err2 := json.Unmarshal(b, &e); err2 != nil {
-			m.log.Info("dropped malformed gossip message", "bytes", len(b), "err", err)
-			return
-		}
-		es = []*entry{&e}
-	}
-	changed := false
-	for _, e := range es {
-		if e == nil || e.Kind == "" {
-			continue
-		}
-		accepted, refute := m.state.merge(e)
-		changed = changed || accepted
-		if accepted && e.Kind != kindRTT && e.Kind != kindLoad {
-			// Epidemic spread: what is news to us is passed on, so that an
-			// update reaches every node even if its origin's few gossip
-			// rounds missed some. RTT and load reports are not urgent and
-			// are the bulk of the state: they travel by their origin's
-			// gossip and push/pull only.
-			if b, err := json.Marshal(e); err == nil && len(b) <= maxGossipEntry {
-				m.queue.QueueBroadcast(&broadcastMsg{id: e.id(), msg: b})
-			}
-		}
-		if refute != nil {
-			m.broadcast(refute)
-		}
-	}
-	if changed {
-		m.changed()
-	}
-}
-
-// GossipBytes returns the state-gossip payload bytes this node received and
-// sent (user messages and push/pull state; memberlist's own probes and
-// membership gossip are not counted).
-func (m *Membership) GossipBytes() (in, out uint64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.bytesIn, m.bytesOut
-}
-
-// --- memberlist.EventDelegate ---
-
-// NotifyJoin implements memberlist.EventDelegate.
-func (m *Membership) NotifyJoin(n *memberlist.Node) {
-	mem := memberOf(n)
-	m.mu.Lock()
-	m.alive[n.Name] = true
-	m.nodes[n.Name] = mem
-	m.lastAck[n.Name] = time.Now()
-	delete(m.gone, n.Name)
-	m.mu.Unlock()
-	m.log.Info("node joined", "node", n.Name, "addr", n.Address())
-	m.changed()
-}
-
-// NotifyLeave implements memberlist.EventDelegate: a node that left or was
-// declared dead; its streams, demand, plans and RTTs are forgotten.
-func (m *Membership) NotifyLeave(n *memberlist.Node) {
-	m.mu.Lock()
-	if n.Name != m.cfg.Name {
-		if mem, ok := m.nodes[n.Name]; ok {
-			// memberlist does not tell a leave from a death here
-			// (Node.State stays alive); the metadata of a node that closed
-			// says it was leaving.
-			mem.State, mem.Since = "dead", time.Now()
-			if mem.Meta.Leaving {
-				mem.State = "left"
-			}
-			m.gone[n.Name] = mem
-		}
-		delete(m.alive, n.Name)
-		delete(m.nodes, n.Name)
-		delete(m.lastAck, n.Name)
-	}
-	delete(m.rtt, n.Name)
-	delete(m.rttSamples, n.Name)
-	m.mu.Unlock()
-	dropped := m.state.forgetOwner(n.Name)
-	m.log.Info("node gone", "node", n.Name, "addr", n.Address(), "entries_forgotten", dropped)
-	m.changed()
-}
-
-// NotifyUpdate implements memberlist.EventDelegate.
-func (m *Membership) NotifyUpdate(n *memberlist.Node) {
-	mem := memberOf(n)
-	m.mu.Lock()
-	m.nodes[n.Name] = mem
-	m.mu.Unlock()
-	m.log.Debug("node updated", "node", n.Name)
-	m.changed()
-}
-
-// --- memberlist.PingDelegate ---
-
-// AckPayload implements memberlist.PingDelegate.
-func (m *Membership) AckPayload() []byte { return nil }
-
-// rttWindow is the number of recent probe RTTs a peer's estimate is the
-// minimum of.
-const rttWindow = 8
-
-// NotifyPingComplete implements memberlist.PingDelegate: a peer's RTT
-// estimate is the minimum of its last rttWindow probe RTTs. The link cost
-// wants the path's length, not how busy the two nodes were: a probe
-// answered late by a loaded node (or a GC pause) only adds, so the minimum
-// is the path and the rest is noise, which would otherwise move plans. A
-// path that gets longer for good shows after rttWindow probes of the peer;
-// a shorter one at once.
-func (m *Membership) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, payload []byte) {
-	m.addRTTSample(other.Name, float64(rtt)/float64(time.Millisecond))
-}
-
-func (m *Membership) addRTTSample(peer string, ms float64) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.lastAck[peer] = time.Now()
-	w := append(m.rttSamples[peer], ms)
-	if len(w) > rttWindow {
-		w = w[len(w)-rttWindow:]
-	}
-	m.rttSamples[peer] = w
-	m.rtt[peer] = slices.Min(w)
 }

@@ -7,13 +7,14 @@ import (
 	"time"
 
 	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/media"
 )
 
 func TestThreeNodesGossipAndAgreeOnMembership(t *testing.T) {
 	key := []byte("0123456789abcdef")
 	var ms []*Membership
 	for i := 0; i < 3; i++ {
-		cfg := Config{
+		cfg := MembershipConfig{
 			Name:     fmt.Sprintf("n%d", i),
 			BindAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 			Key:      key,
@@ -22,10 +23,7 @@ func TestThreeNodesGossipAndAgreeOnMembership(t *testing.T) {
 		if i > 0 {
 			cfg.Join = []string{ms[0].Addr()}
 		}
-		m, err := NewMembership(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := startMembership(t, cfg)
 		t.Cleanup(func() { m.Close() })
 		ms = append(ms, m)
 	}
@@ -46,15 +44,9 @@ func TestThreeNodesGossipAndAgreeOnMembership(t *testing.T) {
 }
 
 func TestGossipWithoutClusterKeyIsIgnored(t *testing.T) {
-	a, err := NewMembership(Config{Name: "a", BindAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")), Key: []byte("0123456789abcdef")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := startMembership(t, MembershipConfig{Name: "a", BindAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")), Key: []byte("0123456789abcdef")})
 	defer a.Close()
-	b, err := NewMembership(Config{Name: "b", BindAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")), Join: []string{a.Addr()}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := startMembership(t, MembershipConfig{Name: "b", BindAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")), Join: []string{a.Addr()}})
 	defer b.Close()
 	if n := len(a.Members()); n != 1 {
 		t.Fatalf("node with the key sees %d members after a keyless join, want 1", n)
@@ -76,7 +68,7 @@ func memberState(m *Membership, name string) string {
 func TestMembersShowSuspectDeadLeftAndARestartedNodeIsTakenBack(t *testing.T) {
 	// A long suspicion (SuspicionMult 6: at least 1.2 s, up to 7.2 s with
 	// 200 ms probes) leaves time to see n2 suspect before it is dead.
-	ms := startCluster(t, 3, func(i int, c *Config) {
+	ms := startCluster(t, 3, func(i int, c *MembershipConfig) {
 		c.SuspicionMult = 6
 		c.DeadNodeReclaim = 500 * time.Millisecond
 	})
@@ -106,10 +98,7 @@ func TestMembersShowSuspectDeadLeftAndARestartedNodeIsTakenBack(t *testing.T) {
 	// The name is reclaimed from a new address (a restarted pod).
 	c := fastConfig(t, "n2", 0.01)
 	c.Join = []string{ms[0].Addr()}
-	back, err := NewMembership(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	back := startMembership(t, c)
 	t.Cleanup(func() { back.Close() })
 	testutil.Eventually(t, 20*time.Second, "the restarted n2 is alive again at n0 and n1", func() bool {
 		return memberState(ms[0], "n2") == "alive" && memberState(ms[1], "n2") == "alive"
@@ -163,5 +152,98 @@ func TestRTTEstimateIsTheRecentMinimumNotTheNoise(t *testing.T) {
 	}
 	if n := len(m.rttSamples["b"]); n != rttWindow {
 		t.Fatalf("%d samples kept, want %d", n, rttWindow)
+	}
+}
+
+// TestGossipQueueSizeIsSafeWhileStarting runs what memberlist's goroutines
+// do when they piggyback gossip on a packet (the queue asks for the
+// cluster size) while Start creates the memberlist. Under -race it fails
+// if the queue's size callback reads the memberlist without the lock Start
+// writes it under.
+func TestGossipQueueSizeIsSafeWhileStarting(t *testing.T) {
+	m, err := NewMembership(fastConfig(t, "a", 0.01), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	stop := make(chan struct{})
+	running := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			// A queued entry makes the queue ask for the cluster size.
+			m.queue.QueueBroadcast(&broadcastMsg{id: "x", msg: []byte("{}")})
+			m.queue.GetBroadcasts(2, 1400)
+			if i == 0 {
+				close(running)
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+		}
+	}()
+	<-running
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Gossip on until memberlist has had its turn too.
+	testutil.Eventually(t, 5*time.Second, "the node sees itself", func() bool { return len(m.Members()) == 1 })
+	close(stop)
+	<-done
+	if n := m.numNodes(); n != 1 {
+		t.Errorf("a node alone counts %d nodes, want 1", n)
+	}
+}
+
+// TestComponentsBuildWithoutIOAndCloseWithoutStart: New binds nothing (two
+// memberships on one address build; only the second Start fails), and
+// every component closes without Start, and twice.
+func TestComponentsBuildWithoutIOAndCloseWithoutStart(t *testing.T) {
+	c := fastConfig(t, "a", 0.01)
+	a, err := NewMembership(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := NewMembership(c, nil)
+	if err != nil {
+		t.Fatalf("a second membership on the same address does not build: %v (New must not bind)", err)
+	}
+	pl, err := NewPlanner(PlannerConfig{DeviceClasses: testClasses}, b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := NewReconciler(ReconcilerConfig{}, b, media.NewHub(media.HubConfig{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := NewRelay(RelayConfig{Path: "live/cam1"}, media.NewHub(media.HubConfig{}), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, close := range []func() error{pl.Close, rec.Close, rl.Close, b.Close} {
+		for range 2 {
+			if err := close(); err != nil {
+				t.Errorf("Close without Start: %v", err)
+			}
+		}
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c2, err := NewMembership(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Start(); err == nil {
+		c2.Close()
+		t.Error("a second membership started on a bound address")
+	}
+	c2.Close()
+	if err := a.Start(); err == nil {
+		t.Error("Start twice succeeded")
 	}
 }

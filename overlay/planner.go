@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -15,50 +16,48 @@ import (
 type PlannerConfig struct {
 	// DeviceClasses maps a device class ("phone", "tv") to the utility of
 	// one viewer watching at each level name. A class not listed here is
-	// planned with DefaultClass's utilities.
-	DeviceClasses map[string]map[string]float64
-	// DefaultClass names the class for viewers whose device is unknown.
+	// planned with DefaultDevice's utilities. Required.
+	DeviceClasses map[string]map[string]float64 `yaml:"device_classes"`
+	// DefaultDevice names the class for viewers whose device is unknown.
 	// Default "laptop" if listed, else the first class by name.
-	DefaultClass string
+	DefaultDevice string `yaml:"default_device"`
 	// LastMileCostPerMbps is what delivering one viewer's stream from its
 	// edge costs per Mbps. Default 0.
-	LastMileCostPerMbps float64
+	LastMileCostPerMbps float64 `yaml:"last_mile_cost_per_mbps"`
 	// Algorithm is the optimizer algorithm. Default "primal-dual".
-	Algorithm string
+	Algorithm string `yaml:"algorithm"`
 	// Debounce delays a re-plan after a change, so that a burst of changes
 	// (a node dying is seen by every peer) makes one plan. Default 300 ms.
-	Debounce time.Duration
+	Debounce time.Duration `yaml:"debounce"`
 	// Interval re-plans periodically even without a change (RTTs drift).
 	// A plan is republished only when the tree changes. Default 10 s.
-	Interval time.Duration
+	Interval time.Duration `yaml:"interval"`
 	// Hysteresis keeps the current plan while it is still feasible for the
 	// same nodes and demand groups and a new one would lower its regret by
 	// less than this fraction, so that RTT jitter does not move relays
 	// back and forth. Default 0.05; negative disables it.
-	Hysteresis float64
-	// Logger. Default slog.Default().
-	Logger *slog.Logger
+	Hysteresis float64 `yaml:"hysteresis"`
+}
+
+// DefaultPlannerConfig returns the planner's defaults (no device classes:
+// the caller names them).
+func DefaultPlannerConfig() PlannerConfig {
+	return PlannerConfig{Algorithm: "primal-dual", Debounce: 300 * time.Millisecond, Interval: 10 * time.Second, Hysteresis: 0.05}
 }
 
 func (c PlannerConfig) withDefaults() PlannerConfig {
+	d := DefaultPlannerConfig()
 	if c.Hysteresis == 0 {
-		c.Hysteresis = 0.05
+		c.Hysteresis = d.Hysteresis
 	}
 	if c.Algorithm == "" {
-		c.Algorithm = "primal-dual"
+		c.Algorithm = d.Algorithm
 	}
-	if c.Debounce <= 0 {
-		c.Debounce = 300 * time.Millisecond
-	}
-	if c.Interval <= 0 {
-		c.Interval = 10 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.DefaultClass == "" {
+	fill(&c.Debounce, d.Debounce)
+	fill(&c.Interval, d.Interval)
+	if c.DefaultDevice == "" {
 		if _, ok := c.DeviceClasses["laptop"]; ok {
-			c.DefaultClass = "laptop"
+			c.DefaultDevice = "laptop"
 		} else {
 			names := make([]string, 0, len(c.DeviceClasses))
 			for n := range c.DeviceClasses {
@@ -66,11 +65,34 @@ func (c PlannerConfig) withDefaults() PlannerConfig {
 			}
 			sort.Strings(names)
 			if len(names) > 0 {
-				c.DefaultClass = names[0]
+				c.DefaultDevice = names[0]
 			}
 		}
 	}
 	return c
+}
+
+// Validate checks the config and names the bad field by its YAML key.
+func (c PlannerConfig) Validate() error {
+	if err := validateDevices(c.DeviceClasses, c.DefaultDevice); err != nil {
+		return err
+	}
+	if c.LastMileCostPerMbps < 0 {
+		return errors.New("last_mile_cost_per_mbps: must not be negative")
+	}
+	return nil
+}
+
+// validateDevices checks the device_classes and default_device keys
+// shared by the planner's and the demand tracker's configs.
+func validateDevices(classes map[string]map[string]float64, def string) error {
+	if len(classes) == 0 {
+		return errors.New("device_classes: needs at least one class")
+	}
+	if _, ok := classes[def]; !ok {
+		return fmt.Errorf("default_device: %q is not in device_classes", def)
+	}
+	return nil
 }
 
 // Planner plans the streams rooted at this node: on a change of membership,
@@ -88,10 +110,17 @@ type Planner struct {
 	plans int // plans published, for tests and metrics
 }
 
-// NewPlanner returns a planner over m's state; Start runs it.
-func NewPlanner(cfg PlannerConfig, m *Membership) *Planner {
+// NewPlanner checks cfg and returns a planner over m's state; Start runs
+// it. The zero fields of cfg take DefaultPlannerConfig's values.
+func NewPlanner(cfg PlannerConfig, m *Membership, log *slog.Logger) (*Planner, error) {
 	cfg = cfg.withDefaults()
-	return &Planner{cfg: cfg, m: m, log: cfg.Logger.With("component", "planner")}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Planner{cfg: cfg, m: m, log: log.With("component", "planner")}, nil
 }
 
 // Start runs the planning loop.
@@ -99,7 +128,7 @@ func (p *Planner) Start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.stop != nil {
-		return nil
+		return errors.New("planner: started twice")
 	}
 	p.stop, p.done = make(chan struct{}), make(chan struct{})
 	go p.run()
@@ -194,7 +223,7 @@ func (p *Planner) Problem(s StreamInfo) (*optimizer.Problem, []Group) {
 		for _, c := range classes {
 			u, ok := p.cfg.DeviceClasses[c]
 			if !ok {
-				u = p.cfg.DeviceClasses[p.cfg.DefaultClass]
+				u = p.cfg.DeviceClasses[p.cfg.DefaultDevice]
 			}
 			util := map[string]float64{}
 			for _, l := range s.Ladder {

@@ -23,7 +23,7 @@ var testLadder = []optimizer.Level{{Name: "720p", Kbps: 2500}, {Name: "360p", Kb
 // the edges n3 and n4 dear too, so that the cheapest tree crosses n0's links
 // once and fans out from an interior node (n1 or n2, both cheap).
 func pricedCluster(t *testing.T) []*Membership {
-	ms := startCluster(t, 5, func(i int, c *Config) {
+	ms := startCluster(t, 5, func(i int, c *MembershipConfig) {
 		switch i {
 		case 0:
 			c.Meta.Price = 1
@@ -74,7 +74,7 @@ func waitPlanEverywhere(t *testing.T, ms []*Membership, msg string, ok func(p *P
 
 func TestPlannerBuildsATreeThroughAnInteriorNodeAndReplansWhenItDies(t *testing.T) {
 	ms := pricedCluster(t)
-	pl := NewPlanner(PlannerConfig{DeviceClasses: testClasses, Debounce: 100 * time.Millisecond, Interval: time.Second}, ms[0])
+	pl := newTestPlanner(t, PlannerConfig{DeviceClasses: testClasses, Debounce: 100 * time.Millisecond, Interval: time.Second}, ms[0])
 	pl.Start()
 	t.Cleanup(func() { pl.Close() })
 	ms[0].SetStream(StreamInfo{Name: "live/cam1", Ladder: testLadder})
@@ -141,7 +141,7 @@ func TestPlannerBuildsATreeThroughAnInteriorNodeAndReplansWhenItDies(t *testing.
 
 func TestPlanPropagatesToEveryNode(t *testing.T) {
 	ms := pricedCluster(t)
-	pl := NewPlanner(PlannerConfig{DeviceClasses: testClasses, Debounce: 50 * time.Millisecond}, ms[0])
+	pl := newTestPlanner(t, PlannerConfig{DeviceClasses: testClasses, Debounce: 50 * time.Millisecond}, ms[0])
 	ms[0].SetStream(StreamInfo{Name: "live/cam1", Ladder: testLadder})
 	ms[3].SetDemand("live/cam1", map[string]int{"phone": 3})
 	testutil.Eventually(t, 5*time.Second, "n0 knows n3's demand", func() bool { return len(ms[0].Demands("live/cam1")) == 1 })
@@ -163,7 +163,7 @@ func interiorNode(p *Plan) string {
 
 func TestANodeThatJoinsWithViewersIsInTheNextPlan(t *testing.T) {
 	ms := startCluster(t, 3, nil)
-	pl := NewPlanner(PlannerConfig{DeviceClasses: testClasses, Debounce: 50 * time.Millisecond, Interval: time.Second}, ms[0])
+	pl := newTestPlanner(t, PlannerConfig{DeviceClasses: testClasses, Debounce: 50 * time.Millisecond, Interval: time.Second}, ms[0])
 	pl.Start()
 	t.Cleanup(func() { pl.Close() })
 	ms[0].SetStream(StreamInfo{Name: "live/cam1", Ladder: testLadder})
@@ -172,10 +172,7 @@ func TestANodeThatJoinsWithViewersIsInTheNextPlan(t *testing.T) {
 
 	c := fastConfig(t, "newcomer", 0.01)
 	c.Join = []string{ms[1].Addr()}
-	nc, err := NewMembership(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc := startMembership(t, c)
 	t.Cleanup(func() { nc.Close() })
 	joined := time.Now()
 	nc.SetDemand("live/cam1", map[string]int{"phone": 2})
@@ -210,7 +207,7 @@ func (d *delayedTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 func TestRTTEstimatesOrderDelayedLinksAndThePlanTakesTheCheapPath(t *testing.T) {
 	// One-way delays: A–C 60 ms, A–B and B–C 2 ms. Equal prices, so the
 	// relay A→B→C (2 × RTT 4 ms) is cheaper than A→C (RTT 120 ms).
-	cfgs := []Config{fastConfig(t, "A", 0.01), fastConfig(t, "B", 0.01), fastConfig(t, "C", 0.01)}
+	cfgs := []MembershipConfig{fastConfig(t, "A", 0.01), fastConfig(t, "B", 0.01), fastConfig(t, "C", 0.01)}
 	oneWay := map[[2]string]time.Duration{}
 	set := func(a, b int, d time.Duration) {
 		oneWay[[2]string{cfgs[a].Name, cfgs[b].BindAddr}] = d
@@ -229,10 +226,7 @@ func TestRTTEstimatesOrderDelayedLinksAndThePlanTakesTheCheapPath(t *testing.T) 
 		if i > 0 {
 			c.Join = []string{ms[0].Addr()}
 		}
-		m, err := NewMembership(c)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := startMembership(t, c)
 		t.Cleanup(func() { m.Close() })
 		ms = append(ms, m)
 	}
@@ -245,7 +239,7 @@ func TestRTTEstimatesOrderDelayedLinksAndThePlanTakesTheCheapPath(t *testing.T) 
 	})
 	t.Logf("RTT estimates (delays 4, 4, 120 ms): A–B %v, B–C %v, A–C %v", rtt("A", "B"), rtt("B", "C"), rtt("A", "C"))
 
-	pl := NewPlanner(PlannerConfig{DeviceClasses: testClasses, Debounce: 50 * time.Millisecond, Interval: 500 * time.Millisecond}, ms[0])
+	pl := newTestPlanner(t, PlannerConfig{DeviceClasses: testClasses, Debounce: 50 * time.Millisecond, Interval: 500 * time.Millisecond}, ms[0])
 	pl.Start()
 	t.Cleanup(func() { pl.Close() })
 	ms[0].SetStream(StreamInfo{Name: "live/cam1", Ladder: testLadder})
@@ -261,7 +255,7 @@ func TestRTTEstimatesOrderDelayedLinksAndThePlanTakesTheCheapPath(t *testing.T) 
 }
 
 func TestPlannerLeavesSlotsOtherStreamsUseOutOfThePlan(t *testing.T) {
-	ms := startCluster(t, 3, func(i int, c *Config) {
+	ms := startCluster(t, 3, func(i int, c *MembershipConfig) {
 		c.Meta.Price = 1
 		c.Meta.TranscodeCost = 0.001
 	})
@@ -269,7 +263,7 @@ func TestPlannerLeavesSlotsOtherStreamsUseOutOfThePlan(t *testing.T) {
 	// saves 1.7 Mbps on every arc after it, whatever the RTTs, so only a
 	// lack of slots keeps it out.
 	classes := map[string]map[string]float64{"phone": {"720p": 2.9, "360p": 2.9}}
-	pl := NewPlanner(PlannerConfig{DeviceClasses: classes, Debounce: 50 * time.Millisecond, Interval: 500 * time.Millisecond}, ms[0])
+	pl := newTestPlanner(t, PlannerConfig{DeviceClasses: classes, Debounce: 50 * time.Millisecond, Interval: 500 * time.Millisecond}, ms[0])
 	pl.Start()
 	t.Cleanup(func() { pl.Close() })
 	ms[0].SetStream(StreamInfo{Name: "live/cam1", Ladder: testLadder})

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sort"
 	"sync"
@@ -12,23 +13,38 @@ import (
 
 // ReconcilerConfig configures a Reconciler.
 type ReconcilerConfig struct {
-	// Secret is the cluster secret relays authenticate with.
-	Secret string
+	// Secret is the cluster secret relays authenticate with. Default none.
+	Secret string `yaml:"-"`
 	// Interval is how often the loop runs without a change. Default 1 s.
-	Interval time.Duration
-	// RelayGrace is RelayConfig.Grace for the relays it starts.
-	RelayGrace time.Duration
+	Interval time.Duration `yaml:"interval"`
+	// RelayGrace is RelayConfig.Grace for the relays it starts. Default
+	// RelayConfig's (15 s).
+	RelayGrace time.Duration `yaml:"relay_grace"`
 	// Replaceable, when set, tells which local publishers a relay the plan
 	// wants may take a path over from (a local serverlet making the same
 	// rendition; media.Hub.Takeover), without cutting their readers.
 	// Nil: such a path is left to its publisher and not relayed.
-	Replaceable func(media.StreamInfo) bool
+	Replaceable func(media.StreamInfo) bool `yaml:"-"`
 	// Viewed, when set, lists the hub paths local viewers are watching.
 	// Their relays are kept even when the newest plan moved the viewers'
 	// class to another rendition, so that no session is cut.
-	Viewed func() []string
-	// Logger. Default slog.Default().
-	Logger *slog.Logger
+	Viewed func() []string `yaml:"-"`
+}
+
+// DefaultReconcilerConfig returns the reconciler's defaults.
+func DefaultReconcilerConfig() ReconcilerConfig {
+	return ReconcilerConfig{Interval: time.Second, RelayGrace: DefaultRelayConfig().Grace}
+}
+
+// Validate checks the config and names the bad field by its YAML key.
+func (c ReconcilerConfig) Validate() error {
+	if c.Interval < 0 {
+		return errors.New("interval: must not be negative")
+	}
+	if c.RelayGrace < 0 {
+		return errors.New("relay_grace: must not be negative")
+	}
+	return nil
 }
 
 // Reconciler makes the local relays and transcodes match the newest plan
@@ -43,6 +59,8 @@ type Reconciler struct {
 	m   *Membership
 	hub *media.Hub
 	log *slog.Logger
+	// relayLog is the logger the relays get (each adds its component).
+	relayLog *slog.Logger
 
 	mu      sync.Mutex
 	relays  map[string]*Relay
@@ -55,27 +73,38 @@ type Reconciler struct {
 	wg      sync.WaitGroup
 }
 
-// NewReconciler returns a reconciler for m's plans and hub; Start runs it.
-func NewReconciler(cfg ReconcilerConfig, m *Membership, hub *media.Hub) *Reconciler {
-	if cfg.Interval <= 0 {
-		cfg.Interval = time.Second
+// NewReconciler checks cfg and returns a reconciler for m's plans and
+// hub; Start runs it. The zero fields of cfg take
+// DefaultReconcilerConfig's values.
+func NewReconciler(cfg ReconcilerConfig, m *Membership, hub *media.Hub, log *slog.Logger) (*Reconciler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
+	d := DefaultReconcilerConfig()
+	fill(&cfg.Interval, d.Interval)
+	fill(&cfg.RelayGrace, d.RelayGrace)
+	if log == nil {
+		log = slog.Default()
 	}
-	return &Reconciler{cfg: cfg, m: m, hub: hub, log: cfg.Logger.With("component", "reconcile"),
+	return &Reconciler{cfg: cfg, m: m, hub: hub, log: log.With("component", "reconcile"), relayLog: log,
 		relays: map[string]*Relay{}, keepers: map[string]context.CancelFunc{}, wants: map[string]time.Time{},
-		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+		stop: make(chan struct{}), done: make(chan struct{}), kick: make(chan struct{}, 1)}, nil
 }
 
 // Start runs the loop.
 func (r *Reconciler) Start() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.started {
-		r.started = true
-		go r.run()
+	if r.started {
+		return errors.New("reconciler: started twice")
 	}
+	select {
+	case <-r.stop:
+		return errors.New("reconciler: started after Close")
+	default:
+	}
+	r.started = true
+	go r.run()
 	return nil
 }
 
@@ -343,8 +372,16 @@ func (r *Reconciler) Reconcile() {
 			allow = r.cfg.Replaceable
 		}
 		r.log.Info("relay start", "path", path, "sources", srcs, "takeover", takeover[path])
-		r.relays[path] = NewRelay(RelayConfig{Path: path, Sources: srcs, Secret: r.cfg.Secret, Grace: r.cfg.RelayGrace,
-			Takeover: allow, Logger: r.cfg.Logger}, r.hub)
+		rl, err := NewRelay(RelayConfig{Path: path, Sources: srcs, Secret: r.cfg.Secret, Grace: r.cfg.RelayGrace,
+			Takeover: allow}, r.hub, r.relayLog)
+		if err == nil {
+			err = rl.Start()
+		}
+		if err != nil {
+			r.log.Warn("relay start failed", "path", path, "err", err)
+			continue
+		}
+		r.relays[path] = rl
 	}
 	ready := true
 	for path := range desired {

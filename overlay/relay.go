@@ -35,30 +35,42 @@ const RelayUser = "gradient"
 // RelayConfig configures a Relay.
 type RelayConfig struct {
 	// Path is the hub path relayed ("live/cam1@360p"), the same upstream
-	// and here.
-	Path string
+	// and here. Required.
+	Path string `yaml:"path"`
 	// Sources are the RTSP addresses (host:port) to pull from, best first:
 	// the plan's parent, then fallbacks (its ancestors up to the root).
-	Sources []string
+	// Default none (SetSources gives them later).
+	Sources []string `yaml:"sources"`
 	// Secret is the cluster secret, sent as RTSP Basic password of user
-	// RelayUser. Empty sends no credentials.
-	Secret string
+	// RelayUser. Default empty: no credentials sent.
+	Secret string `yaml:"-"`
 	// Grace is how long the local stream stays published without any
 	// upstream (a parent died and no replacement runs yet), so that local
 	// viewers only see a pause. Default 15 s.
-	Grace time.Duration
+	Grace time.Duration `yaml:"grace"`
 	// DialTimeout bounds connecting to a source. Default 2 s.
-	DialTimeout time.Duration
+	DialTimeout time.Duration `yaml:"dial_timeout"`
 	// ReadTimeout closes an upstream silent for this long. Default 3 s.
-	ReadTimeout time.Duration
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// Takeover, when set, lets the relay take the local stream over from
 	// a publisher it accepts (a local serverlet making the rendition the
 	// plan now brings from upstream): the stream's readers stay and read
 	// on from the relay (media.Hub.Takeover). Nil: the relay waits until
 	// the path is free.
-	Takeover func(media.StreamInfo) bool
-	// Logger. Default slog.Default().
-	Logger *slog.Logger
+	Takeover func(media.StreamInfo) bool `yaml:"-"`
+}
+
+// DefaultRelayConfig returns the relay's defaults (no path, no sources).
+func DefaultRelayConfig() RelayConfig {
+	return RelayConfig{Grace: 15 * time.Second, DialTimeout: 2 * time.Second, ReadTimeout: 3 * time.Second}
+}
+
+// Validate checks the config and names the bad field by its YAML key.
+func (c RelayConfig) Validate() error {
+	if _, _, err := media.ParsePath(c.Path); err != nil {
+		return fmt.Errorf("path: %w", err)
+	}
+	return nil
 }
 
 // Relay pulls one rendition from a parent node over RTSP (TCP interleaved)
@@ -85,6 +97,7 @@ type Relay struct {
 	lastAt   time.Time
 	lostAt   time.Time // when the last active upstream ended
 	switches int
+	started  bool
 	closed   bool
 
 	kick chan struct{}
@@ -93,25 +106,34 @@ type Relay struct {
 	wg   sync.WaitGroup // upstream sessions and their closing
 }
 
-// NewRelay starts relaying.
-func NewRelay(cfg RelayConfig, hub *media.Hub) *Relay {
-	if cfg.Grace <= 0 {
-		cfg.Grace = 15 * time.Second
+// NewRelay checks cfg and builds a relay into hub; Start starts it. The
+// zero fields of cfg take DefaultRelayConfig's values.
+func NewRelay(cfg RelayConfig, hub *media.Hub, log *slog.Logger) (*Relay, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
 	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = 2 * time.Second
+	d := DefaultRelayConfig()
+	fill(&cfg.Grace, d.Grace)
+	fill(&cfg.DialTimeout, d.DialTimeout)
+	fill(&cfg.ReadTimeout, d.ReadTimeout)
+	if log == nil {
+		log = slog.Default()
 	}
-	if cfg.ReadTimeout <= 0 {
-		cfg.ReadTimeout = 3 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	r := &Relay{cfg: cfg, hub: hub, log: cfg.Logger.With("component", "relay", "stream", cfg.Path),
+	return &Relay{cfg: cfg, hub: hub, log: log.With("component", "relay", "stream", cfg.Path),
 		sources: append([]string(nil), cfg.Sources...), failedAt: map[string]time.Time{},
-		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}, nil
+}
+
+// Start starts relaying: the supervisor that keeps an upstream running.
+func (r *Relay) Start() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started || r.closed {
+		return errors.New("relay: started twice or after Close")
+	}
+	r.started = true
 	go r.supervise()
-	return r
+	return nil
 }
 
 // Path is the relayed path.
@@ -177,18 +199,24 @@ func (r *Relay) Switches() int {
 	return r.switches
 }
 
-// Close stops relaying and ends the local stream. Idempotent.
+// Close stops relaying and ends the local stream. Safe without Start and
+// more than once.
 func (r *Relay) Close() error {
 	r.mu.Lock()
+	started := r.started
 	if r.closed {
 		r.mu.Unlock()
-		<-r.done
+		if started {
+			<-r.done
+		}
 		return nil
 	}
 	r.closed = true
 	close(r.stop)
 	r.mu.Unlock()
-	<-r.done
+	if started {
+		<-r.done
+	}
 	r.wg.Wait()
 	return nil
 }

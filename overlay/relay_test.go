@@ -127,7 +127,7 @@ func TestRelayPullsARenditionAndPublishesItLocally(t *testing.T) {
 	up := startUpstream(t, clip)
 	hub := media.NewHub(media.HubConfig{})
 	defer hub.Close()
-	r := NewRelay(RelayConfig{Path: "live/cam1", Sources: []string{up.addr}, Secret: testSecret}, hub)
+	r := startRelay(t, RelayConfig{Path: "live/cam1", Sources: []string{up.addr}, Secret: testSecret}, hub)
 	defer r.Close()
 	w := watchPath(t, hub, "live/cam1")
 	testutil.Eventually(t, 10*time.Second, "decoded 320x240 frames relayed", func() bool {
@@ -160,7 +160,7 @@ func TestRelayWithoutClusterSecretIsRefused(t *testing.T) {
 	}
 	hub := media.NewHub(media.HubConfig{})
 	defer hub.Close()
-	r := NewRelay(RelayConfig{Path: "live/cam1", Sources: []string{up.addr}, Secret: "wrong"}, hub)
+	r := startRelay(t, RelayConfig{Path: "live/cam1", Sources: []string{up.addr}, Secret: "wrong"}, hub)
 	defer r.Close()
 	testutil.Eventually(t, 5*time.Second, "the relay with a wrong secret fails its attempt", func() bool {
 		r.mu.Lock()
@@ -182,7 +182,7 @@ func TestRelaySwitchesSourceWithoutCuttingViewers(t *testing.T) {
 	b := startUpstream(t, clip)
 	hub := media.NewHub(media.HubConfig{})
 	defer hub.Close()
-	r := NewRelay(RelayConfig{Path: "live/cam1", Sources: []string{a.addr}, Secret: testSecret}, hub)
+	r := startRelay(t, RelayConfig{Path: "live/cam1", Sources: []string{a.addr}, Secret: testSecret}, hub)
 	defer r.Close()
 	w := watchPath(t, hub, "live/cam1")
 	testutil.Eventually(t, 10*time.Second, "frames from the first source", func() bool { return w.snapshot().frames >= 10 })
@@ -210,4 +210,18 @@ func TestRelaySwitchesSourceWithoutCuttingViewers(t *testing.T) {
 	if s.maxGap > 3*time.Second {
 		t.Errorf("largest gap between units %v, want < 3 s", s.maxGap)
 	}
+}
+
+// startRelay builds and starts a relay that is closed when the test ends.
+func startRelay(t testing.TB, c RelayConfig, hub *media.Hub) *Relay {
+	t.Helper()
+	r, err := NewRelay(c, hub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	if err := r.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }

@@ -19,7 +19,7 @@ import (
 // the owner's name decides) replaces a lower one everywhere. Versions are
 // hybrid clocks (max(wall clock in ns, last version + 1)), so a restarted
 // node's new entries win over copies of its old ones. A deletion is a
-// tombstone entry kept for Config.TombstoneTTL. All entries of a node that
+// tombstone entry kept for MembershipConfig.TombstoneTTL. All entries of a node that
 // leaves or dies are dropped, and entries of a node not known alive are not
 // accepted, so a dead node's state does not come back through a peer that
 // had not heard of the death yet.
@@ -239,8 +239,9 @@ func (m *Membership) broadcast(e *entry) {
 	}
 	go func() {
 		defer m.wg.Done()
+		ml := m.list()
 		for _, x := range m.Alive() {
-			if x.Name == m.cfg.Name {
+			if ml == nil || x.Name == m.cfg.Name {
 				continue
 			}
 			host, port, err := net.SplitHostPort(x.Addr)
@@ -249,7 +250,7 @@ func (m *Membership) broadcast(e *entry) {
 			}
 			p, _ := strconv.Atoi(port)
 			n := &memberlist.Node{Name: x.Name, Addr: net.ParseIP(host), Port: uint16(p)}
-			if err := m.ml.SendReliable(n, b); err != nil {
+			if err := ml.SendReliable(n, b); err != nil {
 				m.log.Debug("send state entry", "to", n.Name, "kind", e.Kind, "err", err)
 			}
 			m.mu.Lock()

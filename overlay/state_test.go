@@ -12,8 +12,8 @@ import (
 var testKey = []byte("0123456789abcdef")
 
 // fastConfig is a membership config with timers short enough for tests.
-func fastConfig(t testing.TB, name string, price float64) Config {
-	return Config{
+func fastConfig(t testing.TB, name string, price float64) MembershipConfig {
+	return MembershipConfig{
 		Name:             name,
 		BindAddr:         fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 		Key:              testKey,
@@ -27,7 +27,7 @@ func fastConfig(t testing.TB, name string, price float64) Config {
 	}
 }
 
-func startCluster(t testing.TB, n int, cfg func(i int, c *Config)) []*Membership {
+func startCluster(t testing.TB, n int, cfg func(i int, c *MembershipConfig)) []*Membership {
 	t.Helper()
 	var ms []*Membership
 	for i := 0; i < n; i++ {
@@ -38,10 +38,7 @@ func startCluster(t testing.TB, n int, cfg func(i int, c *Config)) []*Membership
 		if cfg != nil {
 			cfg(i, &c)
 		}
-		m, err := NewMembership(c)
-		if err != nil {
-			t.Fatal(err)
-		}
+		m := startMembership(t, c)
 		t.Cleanup(func() { m.Close() })
 		ms = append(ms, m)
 	}
@@ -98,10 +95,7 @@ func TestStateGossipReachesEveryNodeAndLateJoinerCatchesUp(t *testing.T) {
 	// A late joiner gets the whole state by push/pull at join.
 	c := fastConfig(t, "late", 0.01)
 	c.Join = []string{ms[2].Addr()}
-	late, err := NewMembership(c)
-	if err != nil {
-		t.Fatal(err)
-	}
+	late := startMembership(t, c)
 	t.Cleanup(func() { late.Close() })
 	testutil.Eventually(t, 5*time.Second, "the late joiner knows stream and demands", func() bool {
 		_, ok := late.Stream("live/cam1")
@@ -208,4 +202,30 @@ func TestGossipedEntriesOfAnotherLifeAreRefuted(t *testing.T) {
 	if ok, _ := s2.merge(&entry{Kind: kindStream, Key: "live/x", Owner: "c", Version: 4}); ok {
 		t.Fatal("an older entry replaced a newer one")
 	}
+}
+
+// startMembership builds and starts a membership that is closed when the
+// test ends.
+func startMembership(t testing.TB, c MembershipConfig) *Membership {
+	t.Helper()
+	m, err := NewMembership(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := m.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// newTestPlanner builds a planner over m that is closed when the test ends.
+func newTestPlanner(t testing.TB, c PlannerConfig, m *Membership) *Planner {
+	t.Helper()
+	p, err := NewPlanner(c, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
 }

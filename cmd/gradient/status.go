@@ -13,7 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/gradient-cdn/gradient/node"
+	"github.com/gradient-cdn/gradient/overlay"
 )
 
 func init() {
@@ -59,7 +59,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		_, err := stdout.Write(body)
 		return err
 	}
-	var st node.ClusterStatus
+	var st overlay.ClusterStatus
 	if err := json.Unmarshal(body, &st); err != nil {
 		return fmt.Errorf("cluster status from %s: %w", base, err)
 	}
@@ -67,7 +67,7 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-func printStatus(out io.Writer, st node.ClusterStatus) {
+func printStatus(out io.Writer, st overlay.ClusterStatus) {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	up := 0
 	for _, m := range st.Members {

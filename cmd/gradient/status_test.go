@@ -6,12 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gradient-cdn/gradient/node"
 	"github.com/gradient-cdn/gradient/overlay"
 )
 
 func TestStatusCountsLiveMembersAndSaysHowLongAgoOthersWent(t *testing.T) {
-	st := node.ClusterStatus{Self: "n0", Members: []overlay.Member{
+	st := overlay.ClusterStatus{Self: "n0", Members: []overlay.Member{
 		{Name: "n0", State: "alive"},
 		{Name: "n1", State: "suspect"},
 		{Name: "n2", State: "dead", Since: time.Now().Add(-12 * time.Second)},
