@@ -188,3 +188,39 @@ func TestHLSViewersAreDemandWithTheirDeviceClassUntilTheyStopFetching(t *testing
 		t.Errorf("viewedPaths %v still has live/cam1 with no viewer left", n.demand.ViewedPaths())
 	}
 }
+
+// TestWHEPViewersAreDemandFromOpenUntilTheyVanish follows a WHEP viewer
+// through egress's session hooks: counted with its device class from the
+// POST, and no longer counted once its ICE goes silent without a DELETE.
+func TestWHEPViewersAreDemandFromOpenUntilTheyVanish(t *testing.T) {
+	n := testOverlayNodeWith(t, "solo", "", nil, func(c *Config) { c.WebRTC.SessionTimeout = 2 * time.Second })
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 15, Seconds: 3})
+	testutil.PublishFile(t, n.Hub, "live/cam1", clip, false)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := testutil.DialWHEP(ctx, "http://"+n.HTTPAddr()+"/live/cam1/whep?device=phone", testutil.WHEPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	demandIs := func(want map[string]int) func() bool {
+		return func() bool {
+			d := n.Members.Demands("live/cam1")
+			if len(want) == 0 {
+				return len(d) == 0 && len(n.demand.Counts()) == 0
+			}
+			return len(d) == 1 && maps.Equal(d[0].Viewers, want)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "the WHEP viewer is gossiped as one phone", demandIs(map[string]int{"phone": 1}))
+	select {
+	case <-s.Connected():
+	case <-ctx.Done():
+		t.Fatal("the WHEP session never connected")
+	}
+	// The viewer goes silent: no DELETE, its ICE agent stops.
+	if err := s.PeerConnection().SCTP().Transport().ICETransport().Stop(); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the vanished viewer is no longer demand", demandIs(nil))
+}

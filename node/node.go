@@ -134,7 +134,7 @@ func (n *Node) build() (err error) {
 		}
 	}
 	wcfg := cfg.WebRTC
-	wcfg.Registerer = n.reg
+	wcfg.Registerer, wcfg.Handler = n.reg, sessionHooks{n}
 	if n.WebRTC, err = egress.NewWebRTC(wcfg, n.Hub, log); err != nil {
 		return err
 	}
@@ -176,7 +176,7 @@ func (n *Node) listen() error {
 	n.routeAPI(mux)
 	n.routeOverlay(mux)
 	mux.Handle(egress.PlayerAssetsPrefix, egress.PlayerAssets())
-	mux.Handle("/", &egress.Router{WHEP: &countingWHEP{d: n.demand, h: n.WebRTC}, HLS: n.HLS, Player: n.player, Log: log})
+	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, HLS: n.HLS, Player: n.player, Log: log})
 	var err error
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return fmt.Errorf("http on %s: %w", cfg.HTTP, err)

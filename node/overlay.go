@@ -30,9 +30,6 @@ func (n *Node) buildOverlay(rend *overlay.Renditions) (err error) {
 	cfg := n.cfg
 	dc := cfg.Overlay.Demand()
 	dc.Viewers = n.hlsViewers
-	// Until egress reports session ends, a WHEP session that ended without
-	// a DELETE (ICE failure, timeout) is found by asking.
-	dc.SessionAlive = n.WebRTC.HasSession
 	dc.TranscodeUse = n.transcodeUse
 	wc := overlay.DefaultWatchConfig()
 	wc.Self = cfg.Name
@@ -120,42 +117,18 @@ func advert(a string) string {
 	return a
 }
 
-// countingWHEP wraps the WHEP handler to count sessions as demand, until
-// egress reports session opens and closes itself.
-type countingWHEP struct {
-	d *overlay.DemandTracker
-	h egress.StreamHandler
+// sessionHooks reports every WHEP session's start and end (however it
+// ends: DELETE, ICE failure, timeout) to the demand tracker. It is
+// given to egress when the WebRTC component is built; egress calls it only
+// once sessions exist, after buildOverlay has set n.demand.
+type sessionHooks struct{ n *Node }
+
+func (h sessionHooks) OnSessionOpen(c *egress.SessionOpenCtx) {
+	h.n.demand.SessionOpened(c.ID, c.Path, c.Device)
 }
 
-type captureWriter struct {
-	http.ResponseWriter
-	code int
-}
-
-func (c *captureWriter) WriteHeader(code int) {
-	if c.code == 0 {
-		c.code = code
-	}
-	c.ResponseWriter.WriteHeader(code)
-}
-
-func (c *captureWriter) Write(b []byte) (int, error) {
-	if c.code == 0 {
-		c.code = http.StatusOK
-	}
-	return c.ResponseWriter.Write(b)
-}
-
-func (c *countingWHEP) ServeStream(w http.ResponseWriter, r *http.Request, path, rest string) {
-	cw := &captureWriter{ResponseWriter: w}
-	c.h.ServeStream(cw, r, path, rest)
-	switch {
-	case rest == "whep" && r.Method == http.MethodPost && cw.code == http.StatusCreated:
-		loc := w.Header().Get("Location")
-		c.d.SessionOpened(loc[strings.LastIndex(loc, "/")+1:], path, r.URL.Query().Get("device"))
-	case strings.HasPrefix(rest, "whep/") && r.Method == http.MethodDelete && cw.code == http.StatusOK:
-		c.d.SessionClosed(strings.TrimPrefix(rest, "whep/"))
-	}
+func (h sessionHooks) OnSessionClose(c *egress.SessionCloseCtx) {
+	h.n.demand.SessionClosed(c.ID)
 }
 
 // routeOverlay mounts the viewer entry point and the cluster API.

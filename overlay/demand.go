@@ -29,10 +29,6 @@ type DemandConfig struct {
 	// Viewers, when set, lists the viewers counted by their requests
 	// rather than by a session (HLS).
 	Viewers func() []Viewer `yaml:"-"`
-	// SessionAlive, when set, tells whether a session opened by
-	// SessionOpened still runs: the tracker forgets those that ended
-	// without SessionClosed. Nil: sessions end by SessionClosed only.
-	SessionAlive func(id string) bool `yaml:"-"`
 	// TranscodeUse, when set, counts the renditions this node makes, by
 	// stream; it is reported with the demand (Membership.SetTranscodeUse).
 	TranscodeUse func() map[string]int `yaml:"-"`
@@ -291,18 +287,6 @@ func (d *DemandTracker) ViewedPaths() []string {
 // report: the streams whose counts moved (nil counts for a stream no
 // longer watched) and the transcode use when it moved.
 func (d *DemandTracker) Report() {
-	if alive := d.cfg.SessionAlive; alive != nil {
-		// Asked without d.mu: the egress may report a session's close
-		// (SessionClosed) while it holds the lock alive takes.
-		d.mu.Lock()
-		ids := slices.Collect(maps.Keys(d.sessions))
-		d.mu.Unlock()
-		for _, id := range ids {
-			if !alive(id) {
-				d.SessionClosed(id)
-			}
-		}
-	}
 	cur := d.Counts()
 	var u map[string]int
 	if d.cfg.TranscodeUse != nil {

@@ -165,15 +165,6 @@ func TestDemandReportSendsOnlyChanges(t *testing.T) {
 	}
 }
 
-func TestDemandForgetsSessionsThatAreNoLongerAlive(t *testing.T) {
-	d := newTestDemand(t, nil)
-	d.cfg.SessionAlive = func(id string) bool { return id == "kept" }
-	d.SessionOpened("kept", "live/cam1", "tv")
-	d.SessionOpened("gone", "live/cam1", "tv")
-	d.Report()
-	wantCounts(t, "one alive", d.Counts(), map[string]map[string]int{"live/cam1": {"tv": 1}})
-}
-
 func TestDemandTrackerCloseWithoutStartAndTwice(t *testing.T) {
 	d := newTestDemand(t, nil)
 	d.Close()
