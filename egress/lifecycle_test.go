@@ -18,10 +18,20 @@ func TestEgressComponentsCloseWithoutStartAndTwice(t *testing.T) {
 	wcfg := egress.DefaultWebRTCConfig()
 	wcfg.ICEUDPAddr = "127.0.0.1:0"
 	build := map[string]func() (component, error){
-		"webrtc":      func() (component, error) { return egress.NewWebRTC(wcfg, hub, nil) },
-		"hls":         func() (component, error) { return egress.NewHLS(egress.DefaultHLSConfig(), hub, nil) },
-		"rtsp reader": func() (component, error) { return egress.NewRTSPReader(egress.DefaultRTSPReaderConfig(), hub, nil) },
-		"player":      func() (component, error) { return egress.NewPlayer(egress.DefaultPlayerConfig(), nil) },
+		"webrtc": func() (component, error) { return egress.NewWebRTC(wcfg, hub, nil) },
+		"hls":    func() (component, error) { return egress.NewHLS(egress.DefaultHLSConfig(), hub, nil) },
+	}
+	// The RTSP reader has no Start (it opens shared streams when the RTSP
+	// server asks) and the player none either (it only answers requests).
+	rd, err := egress.NewRTSPReader(egress.DefaultRTSPReaderConfig(), hub, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rd.Close(); err != nil {
+		t.Errorf("rtsp reader: Close: %v", err)
+	}
+	if err := rd.Close(); err != nil {
+		t.Errorf("rtsp reader: second Close: %v", err)
 	}
 	for name, newC := range build {
 		c, err := newC()

@@ -69,13 +69,6 @@ func NewPlayer(cfg PlayerConfig, log *slog.Logger) (*Player, error) {
 	return &Player{cfg: cfg, log: log.With("component", "player")}, nil
 }
 
-// Start and Close are no-ops kept for the lifecycle every component
-// shares: the player only answers requests, it owns no listener or goroutine.
-func (p *Player) Start() error { return nil }
-
-// Close: see Start.
-func (p *Player) Close() error { return nil }
-
 // ServeStream implements StreamHandler for rest == "": the page itself.
 // The page is served whether or not the stream is live; it reports and
 // retries when there is nothing to play yet.

@@ -329,17 +329,6 @@ func rtspHasParams(au [][]byte) bool {
 	return sps && pps
 }
 
-// Start is a no-op kept for the lifecycle every component shares: the
-// reader opens shared streams on demand, when the RTSP server asks.
-func (r *RTSPReader) Start() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return errors.New("rtsp reader: closed")
-	}
-	return nil
-}
-
 // Close tears every shared stream down (their readers' sessions are
 // closed) and waits for the feeding goroutines. It is idempotent.
 func (r *RTSPReader) Close() error {
