@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 
+	"github.com/gradient-cdn/gradient/internal/rtpdepay"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -457,7 +458,7 @@ func (h *rtspHandler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (res
 	}
 	pub, err := newRTSPPublisher(s, ctx.Session, path, "rtsp "+remote, ctx.Description)
 	if err != nil {
-		var ce *rtspCodecError
+		var ce *rtpdepay.CodecError
 		if errors.As(err, &ce) {
 			s.log.Info("rtsp publish refused", "path", path, "remote", remote, "reason", ce.Error())
 			return rtspReply(base.StatusUnsupportedMediaType, ce.Error()), nil

@@ -220,7 +220,7 @@ func (s *clipSource) next() (*media.Unit, error) {
 			u.Data = au
 			u.Key = key && h264.IsRandomAccess(au)
 			if u.Key {
-				u.Data = append([][]byte{s.desc.Tracks[tr].SPS, s.desc.Tracks[tr].PPS}, u.Data...)
+				u.Data = media.WithParameterSets(u.Data, s.desc.Tracks[tr].SPS, s.desc.Tracks[tr].PPS)
 			}
 		} else {
 			u.Data = [][]byte{data}
