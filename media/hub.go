@@ -73,8 +73,11 @@ type HubEvent struct {
 }
 
 // HubObserver is notified of streams that start and end, for example by the
-// overlay to gossip them. Callbacks run without hub locks held, in order,
-// on the goroutine that caused them; they must not block.
+// overlay to gossip them. Callbacks run without hub locks held, one at a
+// time, in the order the streams started and ended (a path's Ended comes
+// before the Published of its republish); they run on the goroutine that
+// caused them, or on one delivering an earlier event at the time. They
+// must not block.
 type HubObserver interface {
 	OnHubEvent(HubEvent)
 }
@@ -85,11 +88,13 @@ type Hub struct {
 	cfg HubConfig
 	log *slog.Logger
 
-	mu        sync.Mutex
-	streams   map[string]*Stream
-	observers []HubObserver
-	waiters   map[chan struct{}][]string // Wait calls and their paths
-	closed    bool
+	mu         sync.Mutex
+	streams    map[string]*Stream
+	observers  []HubObserver
+	events     []HubEvent                 // queued for the observers, in order
+	delivering bool                       // a goroutine is delivering events
+	waiters    map[chan struct{}][]string // Wait calls and their paths
+	closed     bool
 }
 
 // NewHub returns an empty hub.
@@ -105,9 +110,12 @@ func (h *Hub) Observe(o HubObserver) {
 	h.mu.Unlock()
 }
 
-func (h *Hub) notify(ev HubEvent) {
-	h.mu.Lock()
-	obs := append([]HubObserver(nil), h.observers...)
+// queueLocked queues ev for the observers in the same critical section of
+// h.mu as the change it reports, so that the events of a path are
+// delivered in the order the changes happened (an old stream's Ended
+// before a republish's Published). Called with h.mu held.
+func (h *Hub) queueLocked(ev HubEvent) {
+	h.events = append(h.events, ev)
 	if ev.Published {
 		for ch, paths := range h.waiters {
 			if slices.Contains(paths, ev.Stream) {
@@ -116,10 +124,31 @@ func (h *Hub) notify(ev HubEvent) {
 			}
 		}
 	}
-	h.mu.Unlock()
-	for _, o := range obs {
-		o.OnHubEvent(ev)
+}
+
+// deliver hands the queued events to the observers, in order, without
+// hub locks held. One goroutine delivers at a time: one that finds
+// another delivering leaves its events to it.
+func (h *Hub) deliver() {
+	h.mu.Lock()
+	if h.delivering {
+		h.mu.Unlock()
+		return
 	}
+	h.delivering = true
+	for len(h.events) > 0 {
+		ev := h.events[0]
+		h.events = h.events[1:]
+		obs := append([]HubObserver(nil), h.observers...)
+		h.mu.Unlock()
+		for _, o := range obs {
+			o.OnHubEvent(ev)
+		}
+		h.mu.Lock()
+	}
+	h.events = nil
+	h.delivering = false
+	h.mu.Unlock()
 }
 
 // Wait returns the first of paths that is live, waiting for one to be
@@ -186,9 +215,10 @@ func (h *Hub) Publish(path string, desc Description, source string) (*Publisher,
 	p := &Publisher{s: s, replaced: make(chan struct{})}
 	s.owner = p
 	h.streams[path] = s
+	h.queueLocked(HubEvent{Stream: path, Published: true})
 	h.mu.Unlock()
 	h.log.Info("stream published", "stream", path, "source", source, "tracks", trackList(desc))
-	h.notify(HubEvent{Stream: path, Published: true})
+	h.deliver()
 	return p, nil
 }
 
@@ -473,10 +503,11 @@ func (s *Stream) end() {
 	if h.streams[s.path] == s {
 		delete(h.streams, s.path)
 	}
+	h.queueLocked(HubEvent{Stream: s.path, Published: false})
 	h.mu.Unlock()
 	h.log.Info("stream ended", "stream", s.path, "source", source,
 		"bytes_in", s.bytesIn.Load(), "duration", time.Since(s.published).Round(time.Millisecond))
-	h.notify(HubEvent{Stream: s.path, Published: false})
+	h.deliver()
 }
 
 // Publisher writes units into a stream. Write and Close may be called from

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 )
@@ -270,7 +271,8 @@ func TestHubWaitReturnsTheFirstPathPublished(t *testing.T) {
 		}
 		got <- s.Path()
 	}()
-	time.Sleep(20 * time.Millisecond)
+	// Publish only once Wait sleeps, so that the wake-up is what is tested.
+	waitForWaiters(t, h, 1)
 	other, _ := h.Publish("live/c", testDesc(), "x") // not waited for
 	defer other.Close()
 	p, _ := h.Publish("live/b", testDesc(), "x")
@@ -281,11 +283,86 @@ func TestHubWaitReturnsTheFirstPathPublished(t *testing.T) {
 	if s, err := h.Wait(context.Background(), "live/b"); err != nil || s.Path() != "live/b" {
 		t.Fatalf("Wait on a live path: %v %v", s, err)
 	}
-	go func() { time.Sleep(20 * time.Millisecond); h.Close() }()
-	if _, err := h.Wait(context.Background(), "live/z"); !errors.Is(err, ErrHubClosed) {
+	closed := make(chan error, 1)
+	go func() {
+		_, err := h.Wait(context.Background(), "live/z")
+		closed <- err
+	}()
+	waitForWaiters(t, h, 1)
+	h.Close()
+	if err := <-closed; !errors.Is(err, ErrHubClosed) {
 		t.Fatalf("Wait across Close: %v, want ErrHubClosed", err)
 	}
 	if len(h.waiters) != 0 {
 		t.Fatalf("%d waiters left behind", len(h.waiters))
+	}
+}
+
+// waitForWaiters polls until n Wait calls sleep on the hub.
+func waitForWaiters(t *testing.T, h *Hub, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		got := len(h.waiters)
+		h.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Wait calls sleeping after 5 s, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// orderObserver records, per path, whether the events it got alternate
+// Published, Ended, Published … as the promise to observers says.
+type orderObserver struct {
+	mu   sync.Mutex
+	last map[string]bool // path → last event was Published
+	bad  []string
+}
+
+func (o *orderObserver) OnHubEvent(ev HubEvent) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.last[ev.Stream] == ev.Published {
+		o.bad = append(o.bad, fmt.Sprintf("%s Published=%v twice in a row", ev.Stream, ev.Published))
+	}
+	o.last[ev.Stream] = ev.Published
+}
+
+func TestHubObserversSeeEndedBeforeTheRepublishedEvent(t *testing.T) {
+	h := NewHub(HubConfig{})
+	obs := &orderObserver{last: map[string]bool{}}
+	h.Observe(obs)
+	pub, err := h.Publish("live/cam1", testDesc(), "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A publisher ends while the next one publishes the same path as soon
+	// as it is free, again and again.
+	for i := 0; i < 2000; i++ {
+		next := make(chan *Publisher)
+		go func() {
+			for {
+				if p, err := h.Publish("live/cam1", testDesc(), "next"); err == nil {
+					next <- p
+					return
+				}
+			}
+		}()
+		pub.Close()
+		pub = <-next
+	}
+	pub.Close()
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.bad) > 0 {
+		t.Fatalf("observer saw events out of order %d times, first: %s", len(obs.bad), obs.bad[0])
+	}
+	if obs.last["live/cam1"] {
+		t.Fatal("the last event of live/cam1 is Published, but it ended")
 	}
 }
