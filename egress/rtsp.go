@@ -70,6 +70,15 @@ type rtspShared struct {
 	reader *media.Reader
 	refs   int
 	out    []*rtspOutTrack // by hub track index; nil for tracks not carried
+
+	// playing is closed when the first reader plays: feed holds the hub
+	// reader's first units (the GOP cache, from an IDR on) until then,
+	// because what is written before reaches nobody, and a reader that
+	// starts mid-GOP logs decode errors until the next IDR.
+	playing  chan struct{}
+	playOnce sync.Once
+	stop     chan struct{} // closed when the last user released the stream or the reader closes
+	stopOnce sync.Once
 }
 
 // rtspOutTrack re-packetizes one hub track.
@@ -117,7 +126,7 @@ func (r *RTSPReader) open(srv *gortsplib.Server, path string) (*rtspShared, erro
 	if err != nil {
 		return nil, err // names the path already
 	}
-	sh := &rtspShared{path: path, srv: srv, reader: rd}
+	sh := &rtspShared{path: path, srv: srv, reader: rd, playing: make(chan struct{}), stop: make(chan struct{})}
 	desc := &description.Session{}
 	for _, tr := range rd.Description().Tracks {
 		ot, err := r.newOutTrack(tr, len(desc.Medias))
@@ -196,7 +205,24 @@ func (r *RTSPReader) release(sh *rtspShared) {
 	r.mu.Unlock()
 	if last {
 		// feed sees the closed queue and closes the ServerStream.
+		sh.stopOnce.Do(func() { close(sh.stop) })
 		sh.reader.Close()
+	}
+}
+
+// Playing implements ingest.RTSPPlayingSource: the shared stream starts
+// being fed when its first reader plays.
+func (r *RTSPReader) Playing(stream *gortsplib.ServerStream) {
+	r.mu.Lock()
+	var sh *rtspShared
+	for _, x := range r.streams {
+		if x.stream == stream {
+			sh = x
+		}
+	}
+	r.mu.Unlock()
+	if sh != nil {
+		sh.playOnce.Do(func() { close(sh.playing) })
 	}
 }
 
@@ -220,6 +246,11 @@ func (r *RTSPReader) feed(sh *rtspShared) {
 			r.log.Error("rtsp read: packetizer panic, stream closed", "stream", sh.path, "panic", fmt.Sprint(p))
 		}
 	}()
+	select {
+	case <-sh.playing:
+	case <-sh.stop:
+		return
+	}
 	var ntpBase time.Time
 	var writeErrs uint64
 	for u := range sh.reader.C() {
@@ -324,6 +355,7 @@ func (r *RTSPReader) Close() error {
 	clear(r.streams)
 	r.mu.Unlock()
 	for _, sh := range ss {
+		sh.stopOnce.Do(func() { close(sh.stop) })
 		sh.reader.Close()
 	}
 	r.wg.Wait()

@@ -34,6 +34,16 @@ type RTSPReadSource interface {
 	Stream(srv *gortsplib.Server, path string) (stream *gortsplib.ServerStream, release func(), err error)
 }
 
+// RTSPPlayingSource is an optional interface of an RTSPReadSource. The
+// server calls Playing once a reader session of stream plays, that is once
+// it receives what is written to stream from then on: a source that holds
+// its first units (the hub's GOP cache, which starts at an IDR) until then
+// lets the reader start decoding at once instead of at the live edge, in
+// the middle of a GOP or of an access unit.
+type RTSPPlayingSource interface {
+	Playing(stream *gortsplib.ServerStream)
+}
+
 // RTSPConfig configures an RTSPServer. The zero value is usable: every
 // field has a default, applied by NewRTSPServer.
 type RTSPConfig struct {
@@ -149,6 +159,7 @@ type RTSPServer struct {
 	publishing map[string]*rtspPublisher              // paths reserved by RTSP publishers
 	sessions   map[*gortsplib.ServerSession]*rtspSess // state of sessions that publish or read
 	described  map[*gortsplib.ServerConn]map[string]func()
+	playing    map[*gortsplib.ServerConn]*gortsplib.ServerStream // PLAY answered next on the connection
 }
 
 // rtspSess is what the server remembers about one gortsplib session.
@@ -178,6 +189,7 @@ func NewRTSPServer(cfg RTSPConfig, hub *media.Hub, log *slog.Logger) (*RTSPServe
 		publishing: map[string]*rtspPublisher{},
 		sessions:   map[*gortsplib.ServerSession]*rtspSess{},
 		described:  map[*gortsplib.ServerConn]map[string]func(){},
+		playing:    map[*gortsplib.ServerConn]*gortsplib.ServerStream{},
 	}
 	s.srv = &gortsplib.Server{
 		Handler:        &rtspHandler{s: s},
@@ -359,6 +371,7 @@ func (h *rtspHandler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	s.mu.Lock()
 	rel := s.described[ctx.Conn]
 	delete(s.described, ctx.Conn)
+	delete(s.playing, ctx.Conn)
 	s.mu.Unlock()
 	for _, f := range rel {
 		f()
@@ -520,11 +533,33 @@ func (h *rtspHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (res *base
 	return &base.Response{StatusCode: base.StatusOK}, stream, nil
 }
 
-// OnPlay starts a reader.
+// OnPlay starts a reader. The read source is told in OnResponse, once
+// gortsplib has made the session a reader of its stream.
 func (h *rtspHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	h.s.log.Debug("rtsp reader playing", "path", rtspStreamPath(ctx.Path), "remote", ctx.Conn.NetConn().RemoteAddr().String(),
 		"transport", rtspTransport(ctx.Session.SetuppedTransport()))
+	if st := ctx.Session.SetuppedStream(); st != nil {
+		h.s.mu.Lock()
+		h.s.playing[ctx.Conn] = st
+		h.s.mu.Unlock()
+	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// OnResponse tells an RTSPPlayingSource that a reader plays. gortsplib
+// answers a connection's requests one at a time, so the response after
+// OnPlay is that PLAY's, and by then the session receives the stream.
+func (h *rtspHandler) OnResponse(conn *gortsplib.ServerConn, res *base.Response) {
+	h.s.mu.Lock()
+	st, ok := h.s.playing[conn]
+	delete(h.s.playing, conn)
+	h.s.mu.Unlock()
+	if !ok || res.StatusCode != base.StatusOK {
+		return
+	}
+	if ps, ok := h.s.cfg.Read.(RTSPPlayingSource); ok {
+		ps.Playing(st)
+	}
 }
 
 // OnRecord starts turning the publisher's RTP packets into units.

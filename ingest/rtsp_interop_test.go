@@ -1,0 +1,89 @@
+package ingest_test
+
+import (
+	"bytes"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gradient-cdn/gradient/ingest"
+	"github.com/gradient-cdn/gradient/internal/testutil"
+)
+
+// rtspDecodeClean reads url over RTSP with ffprobe, decoding video for
+// 3 s, and fails the test if FFmpeg logs any error (a reader that starts
+// in the middle of a GOP or of an access unit does) or decodes fewer than
+// minFrames pictures.
+func rtspDecodeClean(t *testing.T, url string, minFrames int) {
+	t.Helper()
+	var stderr bytes.Buffer
+	cmd := exec.Command("ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-select_streams", "v:0",
+		"-count_frames", "-read_intervals", "%+3", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", url)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v\n%s", url, err, stderr.String())
+	}
+	if s := strings.TrimSpace(stderr.String()); s != "" {
+		t.Fatalf("ffprobe logged decode errors reading %s:\n%s", url, s)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.Split(string(out), "\n")[0]))
+	if err != nil || n < minFrames {
+		t.Fatalf("ffprobe decoded %q frames of %s, want at least %d", out, url, minFrames)
+	}
+}
+
+// gstPublish publishes GStreamer's test pattern over RTSP the way
+// `x264enc ! h264parse ! rtspclientsink` does with caps of its own: High
+// 4:4:4 (videotestsrc offers Y444 first), B-frames, x264's 250-frame GOP,
+// every frame in several slices behind an access unit delimiter.
+func gstPublish(t *testing.T, url string) {
+	t.Helper()
+	if _, err := exec.LookPath("gst-launch-1.0"); err != nil {
+		t.Skip("gst-launch-1.0 not installed: run scripts/setup.sh (Debian gstreamer1.0-tools, gstreamer1.0-rtsp, gstreamer1.0-plugins-{base,good,bad,ugly})")
+	}
+	testutil.Start(t, "gst-launch-1.0", "-q", "videotestsrc", "is-live=true", "!",
+		"video/x-raw,format=Y444,width=320,height=240,framerate=30/1", "!",
+		"x264enc", "sliced-threads=true", "threads=3", "!", "h264parse", "!",
+		"rtspclientsink", "protocols=tcp", "location="+url)
+}
+
+// Every reader that opens a stream starts at an IDR of the GOP cache, so
+// FFmpeg decodes from its first packet on. Before, the GOP cache was
+// written to the shared stream before the reader played, and the reader
+// started at the live edge: with GStreamer's long GOPs that is seconds of
+// "co located POCs unavailable", "Reference 3 >= 3", "decode_slice_header
+// error".
+func TestRTSPReadersOfAGStreamerPublisherDecodeWithoutErrors(t *testing.T) {
+	testutil.RequireTool(t, "ffprobe")
+	n := startRTSPNode(t, ingest.RTSPConfig{DisableUDP: true})
+	gstPublish(t, n.url("live/gst"))
+	n.waitPublished(t, "live/gst")
+	for i := 0; i < 2; i++ {
+		// Join some frames into the GOP, as a viewer does.
+		s, _ := n.hub.Lookup("live/gst")
+		testutil.Eventually(t, 10*time.Second, "the stream goes on", func() bool {
+			return s.Info().UnitsIn > uint64(30*(i+1))
+		})
+		rtspDecodeClean(t, n.url("live/gst"), 30)
+	}
+}
+
+// The same with FFmpeg as the publisher: x264 High profile, one slice a
+// frame, a GOP of 2 s.
+func TestRTSPReadersOfAnFFmpegPublisherDecodeWithoutErrors(t *testing.T) {
+	testutil.RequireTool(t, "ffprobe")
+	n := startRTSPNode(t, ingest.RTSPConfig{DisableUDP: true})
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 8, GOP: 60})
+	testutil.FFmpegPublish(t, clip, "rtsp", n.url("live/ff"), "-rtsp_transport", "tcp")
+	n.waitPublished(t, "live/ff")
+	for i := 0; i < 2; i++ {
+		s, _ := n.hub.Lookup("live/ff")
+		testutil.Eventually(t, 10*time.Second, "the stream goes on", func() bool {
+			return s.Info().UnitsIn > uint64(30*(i+1))
+		})
+		rtspDecodeClean(t, n.url("live/ff"), 30)
+	}
+}
