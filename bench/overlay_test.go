@@ -168,7 +168,7 @@ func BenchmarkOverlayRelayFailover(b *testing.B) {
 	for run := 0; run < 10; run++ {
 		parent := startRTSPUpstream(b, clip)
 		grand := startRTSPUpstream(b, clip)
-		hub := media.NewHub(media.HubConfig{Logger: quiet})
+		hub := testutil.NewHub(b, media.HubConfig{}, quiet)
 		r := overlay.NewRelay(overlay.RelayConfig{Path: "live/cam1", Sources: []string{parent.addr, grand.addr}, Logger: quiet}, hub)
 		var rd *media.Reader
 		testutil.Eventually(b, 15*time.Second, "relayed", func() bool {
@@ -221,7 +221,7 @@ type rtspUpstream struct {
 }
 
 func startRTSPUpstream(b *testing.B, clip string) *rtspUpstream {
-	hub := media.NewHub(media.HubConfig{Logger: quiet})
+	hub := testutil.NewHub(b, media.HubConfig{}, quiet)
 	rd, err := egress.NewRTSPReader(egress.RTSPReaderConfig{}, hub, quiet)
 	if err != nil {
 		b.Fatal(err)

@@ -35,7 +35,7 @@ func serverletHub(b *testing.B, cfg serverlet.ManagerConfig) (*media.Hub, *serve
 	if err != nil {
 		b.Fatal(err)
 	}
-	hub := media.NewHub(media.HubConfig{Renditions: m, Logger: log})
+	hub := testutil.NewHub(b, media.HubConfig{Renditions: m}, log)
 	m.SetHub(hub)
 	b.Cleanup(func() {
 		m.Close()

@@ -24,25 +24,40 @@ var (
 	ErrNoCapacity = errors.New("no capacity")
 )
 
-// HubConfig tunes a Hub. The zero value is usable; see the field defaults.
+// HubConfig tunes a Hub; DefaultHubConfig gives the defaults. It is the
+// `hub` section of a node's configuration.
 type HubConfig struct {
 	// ReaderQueue is how many units a reader may have waiting before it is
 	// considered slow and skips to the next keyframe. Default 512 (about 8 s
 	// of 30 fps video with audio).
-	ReaderQueue int
+	ReaderQueue int `yaml:"reader_queue"`
 
 	// GOPCacheUnits caps the units kept since the last keyframe for new
 	// readers. A longer GOP than this disables the cache until the next
 	// keyframe. Default 2048.
-	GOPCacheUnits int
-
-	// Logger receives the hub's log lines. Default slog.Default().
-	Logger *slog.Logger
+	GOPCacheUnits int `yaml:"gop_cache_units"`
 
 	// Renditions, when set, is asked to produce a rendition
 	// ("live/cam1@360p") that a reader subscribes to and nobody publishes
-	// yet; see RenditionProvider.
-	Renditions RenditionProvider
+	// yet; see RenditionProvider. Default nil: only published paths are
+	// read.
+	Renditions RenditionProvider `yaml:"-"`
+}
+
+// DefaultHubConfig returns the defaults of every HubConfig field.
+func DefaultHubConfig() HubConfig {
+	return HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048}
+}
+
+// Validate checks the fields and names a bad one by its YAML key.
+func (c HubConfig) Validate() error {
+	if c.ReaderQueue <= 0 {
+		return fmt.Errorf("reader_queue: %d must be > 0", c.ReaderQueue)
+	}
+	if c.GOPCacheUnits <= 0 {
+		return fmt.Errorf("gop_cache_units: %d must be > 0", c.GOPCacheUnits)
+	}
+	return nil
 }
 
 // RenditionProvider makes renditions on demand, for example by starting a
@@ -51,19 +66,6 @@ type HubConfig struct {
 // (wrap ErrNotFound for "no such rendition").
 type RenditionProvider interface {
 	Ensure(ctx context.Context, path string) error
-}
-
-func (c HubConfig) withDefaults() HubConfig {
-	if c.ReaderQueue <= 0 {
-		c.ReaderQueue = 512
-	}
-	if c.GOPCacheUnits <= 0 {
-		c.GOPCacheUnits = 2048
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	return c
 }
 
 // HubEvent tells a HubObserver that a stream started or ended.
@@ -97,10 +99,23 @@ type Hub struct {
 	closed     bool
 }
 
-// NewHub returns an empty hub.
-func NewHub(cfg HubConfig) *Hub {
-	cfg = cfg.withDefaults()
-	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"), streams: map[string]*Stream{}}
+// NewHub returns an empty hub. Zero fields of cfg take their defaults
+// (DefaultHubConfig); a nil log is slog.Default().
+func NewHub(cfg HubConfig, log *slog.Logger) (*Hub, error) {
+	def := DefaultHubConfig()
+	if cfg.ReaderQueue == 0 {
+		cfg.ReaderQueue = def.ReaderQueue
+	}
+	if cfg.GOPCacheUnits == 0 {
+		cfg.GOPCacheUnits = def.GOPCacheUnits
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Hub{cfg: cfg, log: log.With("component", "hub"), streams: map[string]*Stream{}}, nil
 }
 
 // Observe registers an observer of stream events.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestDescriptionNeedsH264(t *testing.T) {
 }
 
 func TestHubRefusesSecondPublisher(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	p, err := h.Publish("live/cam1", testDesc(), "a")
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +53,7 @@ func TestHubRefusesSecondPublisher(t *testing.T) {
 }
 
 func TestHubNewReaderStartsAtLastKeyframe(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	p, _ := h.Publish("live/cam1", testDesc(), "a")
 	for i := 0; i < 10; i++ {
 		p.Write(video(i, i%5 == 0))
@@ -73,7 +74,7 @@ func TestHubNewReaderStartsAtLastKeyframe(t *testing.T) {
 }
 
 func TestHubReaderWaitsForKeyframeWithoutGOP(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	p, _ := h.Publish("live/cam1", testDesc(), "a")
 	p.Write(video(0, false)) // no keyframe yet: nothing to start from
 	r, _ := h.Subscribe("live/cam1", "t")
@@ -85,7 +86,7 @@ func TestHubReaderWaitsForKeyframeWithoutGOP(t *testing.T) {
 }
 
 func TestHubSlowReaderSkipsToKeyframeWithoutSlowingOthers(t *testing.T) {
-	h := NewHub(HubConfig{ReaderQueue: 8})
+	h := newTestHub(t, HubConfig{ReaderQueue: 8})
 	p, _ := h.Publish("live/cam1", testDesc(), "a")
 	slow, _ := h.Subscribe("live/cam1", "slow")
 	fast, _ := h.Subscribe("live/cam1", "fast")
@@ -138,7 +139,7 @@ type observerFunc func(HubEvent)
 func (f observerFunc) OnHubEvent(e HubEvent) { f(e) }
 
 func BenchmarkHubFanOut100Readers(b *testing.B) {
-	h := NewHub(HubConfig{ReaderQueue: 1 << 16})
+	h := newTestHub(b, HubConfig{ReaderQueue: 1 << 16})
 	p, _ := h.Publish("live/cam1", testDesc(), "a")
 	var rs []*Reader
 	for i := 0; i < 100; i++ {
@@ -168,7 +169,7 @@ func (f renditionFunc) Ensure(ctx context.Context, path string) error { return f
 func TestHubAsksRenditionProviderForMissingRendition(t *testing.T) {
 	var h *Hub
 	var asked []string
-	h = NewHub(HubConfig{Renditions: renditionFunc(func(ctx context.Context, path string) error {
+	h = newTestHub(t, HubConfig{Renditions: renditionFunc(func(ctx context.Context, path string) error {
 		asked = append(asked, path)
 		if path != "live/cam1@360p" {
 			return fmt.Errorf("no such rendition: %w", ErrNotFound)
@@ -196,7 +197,7 @@ func TestHubAsksRenditionProviderForMissingRendition(t *testing.T) {
 }
 
 func TestHubTakeoverKeepsReadersAndSilencesTheOldPublisher(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	old, _ := h.Publish("live/cam1@360p", testDesc(), "serverlet scale x360")
 	r, err := h.Subscribe("live/cam1@360p", "viewer")
 	if err != nil {
@@ -256,7 +257,7 @@ func TestHubTakeoverKeepsReadersAndSilencesTheOldPublisher(t *testing.T) {
 }
 
 func TestHubWaitReturnsTheFirstPathPublished(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	if _, err := h.Wait(ctx, "live/a", "live/b"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait with nothing published: %v, want the deadline", err)
@@ -298,6 +299,30 @@ func TestHubWaitReturnsTheFirstPathPublished(t *testing.T) {
 	}
 }
 
+// newTestHub builds a hub, failing the test when cfg is refused.
+func newTestHub(t testing.TB, cfg HubConfig) *Hub {
+	t.Helper()
+	h, err := NewHub(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestHubConfigDefaultsValidateAndErrorsNameTheKey(t *testing.T) {
+	if err := DefaultHubConfig().Validate(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	bad := DefaultHubConfig()
+	bad.GOPCacheUnits = -1
+	if err := bad.Validate(); err == nil || !strings.HasPrefix(err.Error(), "gop_cache_units: ") {
+		t.Fatalf("Validate(gop_cache_units -1) = %v, want an error naming gop_cache_units", err)
+	}
+	if _, err := NewHub(HubConfig{ReaderQueue: -5}, nil); err == nil || !strings.Contains(err.Error(), "reader_queue") {
+		t.Fatalf("NewHub(reader_queue -5) = %v, want an error naming reader_queue", err)
+	}
+}
+
 // waitForWaiters polls until n Wait calls sleep on the hub.
 func waitForWaiters(t *testing.T, h *Hub, n int) {
 	t.Helper()
@@ -334,7 +359,7 @@ func (o *orderObserver) OnHubEvent(ev HubEvent) {
 }
 
 func TestHubObserversSeeEndedBeforeTheRepublishedEvent(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	obs := &orderObserver{last: map[string]bool{}}
 	h.Observe(obs)
 	pub, err := h.Publish("live/cam1", testDesc(), "first")

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gradient-cdn/gradient/ingest"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -39,37 +40,19 @@ type Config struct {
 	// default: that port is public, and a profile costs CPU.
 	PProf bool `yaml:"pprof"`
 
-	RTSP   RTSPConfig   `yaml:"rtsp"`
-	SRT    SRTConfig    `yaml:"srt"`
-	WebRTC WebRTCConfig `yaml:"webrtc"`
-	HLS    HLSConfig    `yaml:"hls"`
-	Hub    HubConfig    `yaml:"hub"`
-	Gossip GossipConfig `yaml:"gossip"`
+	// RTSP is RTSP publish, read and relay; "addr: off" disables RTSP,
+	// "udp_rtp_addr: off" with "udp_rtcp_addr: off" its UDP transport.
+	RTSP ingest.RTSPConfig `yaml:"rtsp"`
+	// SRT is SRT publish; "addr: off" disables SRT.
+	SRT    ingest.SRTConfig `yaml:"srt"`
+	WebRTC WebRTCConfig     `yaml:"webrtc"`
+	HLS    HLSConfig        `yaml:"hls"`
+	// Hub tunes the stream table.
+	Hub    media.HubConfig `yaml:"hub"`
+	Gossip GossipConfig    `yaml:"gossip"`
 
 	Serverlets ServerletConfig `yaml:"serverlets"`
 	Overlay    OverlayConfig   `yaml:"overlay"`
-}
-
-// RTSPConfig configures RTSP publish, read and relay.
-type RTSPConfig struct {
-	// Addr is the RTSP TCP listen address. Default ":8554". Empty string
-	// in the file keeps the default; "off" disables RTSP.
-	Addr string `yaml:"addr"`
-	// UDPRTPAddr and UDPRTCPAddr are the UDP transport's ports (RTP must be
-	// even, RTCP = RTP+1). Defaults ":8000" and ":8001"; "off" disables UDP
-	// transport (TCP interleaved still works).
-	UDPRTPAddr  string `yaml:"udp_rtp_addr"`
-	UDPRTCPAddr string `yaml:"udp_rtcp_addr"`
-}
-
-// SRTConfig configures SRT publish.
-type SRTConfig struct {
-	// Addr is the SRT UDP listen address. Default ":8890"; "off" disables SRT.
-	Addr string `yaml:"addr"`
-	// Latency is SRT's receive latency. Default 120ms.
-	Latency time.Duration `yaml:"latency"`
-	// Passphrase, when set, is required of publishers (10 to 79 characters).
-	Passphrase string `yaml:"passphrase"`
 }
 
 // WebRTCConfig configures WHEP playback.
@@ -97,15 +80,6 @@ type HLSConfig struct {
 	SegmentCount int `yaml:"segment_count"`
 	// IdleTimeout closes a stream's HLS muxer after no request for this long. Default 30s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
-}
-
-// HubConfig tunes the stream table.
-type HubConfig struct {
-	// ReaderQueue is how many units a reader may lag before it skips to the
-	// next keyframe. Default 512.
-	ReaderQueue int `yaml:"reader_queue"`
-	// GOPCacheUnits caps the keyframe cache for new readers. Default 2048.
-	GOPCacheUnits int `yaml:"gop_cache_units"`
 }
 
 // ServerletConfig configures the serverlets that make renditions
@@ -159,11 +133,11 @@ func DefaultConfig() Config {
 		Data:     "./data",
 		LogLevel: "info",
 		HTTP:     ":8080",
-		RTSP:     RTSPConfig{Addr: ":8554", UDPRTPAddr: ":8000", UDPRTCPAddr: ":8001"},
-		SRT:      SRTConfig{Addr: ":8890", Latency: 120 * time.Millisecond},
+		RTSP:     ingest.DefaultRTSPConfig(),
+		SRT:      ingest.DefaultSRTConfig(),
 		WebRTC:   WebRTCConfig{ICEUDPAddr: ":8189", MaxSessions: 2000, GSO: true},
 		HLS:      HLSConfig{SegmentDuration: time.Second, PartDuration: 200 * time.Millisecond, SegmentCount: 7, IdleTimeout: 30 * time.Second},
-		Hub:      HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048},
+		Hub:      media.DefaultHubConfig(),
 		Gossip:   GossipConfig{Addr: ":7946"},
 	}
 	c.Serverlets = ServerletConfig{Slots: runtime.NumCPU(), IdleStop: 10 * time.Second, Preset: "veryfast"}
@@ -192,7 +166,7 @@ func LoadConfig(path string) (Config, error) {
 }
 
 // Off is the address value that disables a listener.
-const Off = "off"
+const Off = ingest.Off
 
 // Validate checks every field and names the bad one.
 func (c Config) Validate() error {
@@ -209,10 +183,6 @@ func (c Config) Validate() error {
 		canOff   bool
 	}{
 		{"http", c.HTTP, false},
-		{"rtsp.addr", c.RTSP.Addr, true},
-		{"rtsp.udp_rtp_addr", c.RTSP.UDPRTPAddr, true},
-		{"rtsp.udp_rtcp_addr", c.RTSP.UDPRTCPAddr, true},
-		{"srt.addr", c.SRT.Addr, true},
 		{"webrtc.ice_udp_addr", c.WebRTC.ICEUDPAddr, false},
 		{"gossip.addr", c.Gossip.Addr, true},
 	}
@@ -224,8 +194,18 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s: %w", a.field, err)
 		}
 	}
-	if (c.RTSP.UDPRTPAddr == Off) != (c.RTSP.UDPRTCPAddr == Off) {
-		return errors.New("rtsp.udp_rtp_addr and rtsp.udp_rtcp_addr: both or neither must be off")
+	if c.RTSP.Addr != Off {
+		if err := c.RTSP.Validate(); err != nil {
+			return fmt.Errorf("rtsp.%w", err)
+		}
+	}
+	if c.SRT.Addr != Off {
+		if err := c.SRT.Validate(); err != nil {
+			return fmt.Errorf("srt.%w", err)
+		}
+	}
+	if err := c.Hub.Validate(); err != nil {
+		return fmt.Errorf("hub.%w", err)
 	}
 	for i, j := range c.Gossip.Join {
 		if err := checkAddr(j); err != nil {
@@ -237,21 +217,15 @@ func (c Config) Validate() error {
 			return fmt.Errorf("webrtc.advertise_ips[%d]: %q is not an IP address", i, ip)
 		}
 	}
-	if c.SRT.Passphrase != "" && (len(c.SRT.Passphrase) < 10 || len(c.SRT.Passphrase) > 79) {
-		return errors.New("srt.passphrase: must be 10 to 79 characters")
-	}
 	pos := []struct {
 		field string
 		ok    bool
 	}{
-		{"srt.latency", c.SRT.Latency > 0},
 		{"webrtc.max_sessions", c.WebRTC.MaxSessions > 0},
 		{"hls.segment_duration", c.HLS.SegmentDuration > 0},
 		{"hls.part_duration", c.HLS.PartDuration > 0 && c.HLS.PartDuration <= c.HLS.SegmentDuration},
 		{"hls.segment_count", c.HLS.SegmentCount >= 3},
 		{"hls.idle_timeout", c.HLS.IdleTimeout > 0},
-		{"hub.reader_queue", c.Hub.ReaderQueue > 0},
-		{"hub.gop_cache_units", c.Hub.GOPCacheUnits > 0},
 		{"serverlets.slots", c.Serverlets.Slots > 0},
 		{"serverlets.idle_stop", c.Serverlets.IdleStop > 0},
 	}

@@ -81,7 +81,11 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 		PluginDir: pluginDir, Plugins: cfg.Serverlets.Plugins, Registerer: n.reg}, nil, log); err != nil {
 		return nil, fmt.Errorf("serverlets: %w", err)
 	}
-	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log, Renditions: renditions{n}})
+	hc := cfg.Hub
+	hc.Renditions = renditions{n}
+	if n.Hub, err = media.NewHub(hc, log); err != nil {
+		return nil, err
+	}
 	n.Serverlets.SetHub(n.Hub)
 	n.closers = append(n.closers, n.Hub.Close, n.Serverlets.Close)
 	n.reg.MustRegister(newHubCollector(n.Hub))
@@ -91,12 +95,8 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	}
 	n.closers = append(n.closers, n.RTSPReader.Close)
 	if cfg.RTSP.Addr != Off {
-		rc := ingest.RTSPConfig{Addr: cfg.RTSP.Addr, UDPRTPAddr: cfg.RTSP.UDPRTPAddr, UDPRTCPAddr: cfg.RTSP.UDPRTCPAddr,
-			DisableUDP: cfg.RTSP.UDPRTPAddr == Off, Read: n.RTSPReader,
-			Authenticate: overlay.RelayAuthenticator(cfg.clusterSecret(), false)}
-		if rc.DisableUDP {
-			rc.UDPRTPAddr, rc.UDPRTCPAddr = "", ""
-		}
+		rc := cfg.RTSP
+		rc.Read, rc.Authenticate = n.RTSPReader, overlay.RelayAuthenticator(cfg.clusterSecret(), false)
 		if n.RTSP, err = ingest.NewRTSPServer(rc, n.Hub, log); err != nil {
 			return nil, err
 		}
@@ -106,7 +106,7 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 		n.closers = append(n.closers, n.RTSP.Close)
 	}
 	if cfg.SRT.Addr != Off {
-		if n.SRT, err = ingest.NewSRTServer(ingest.SRTConfig{Addr: cfg.SRT.Addr, Latency: cfg.SRT.Latency, Passphrase: cfg.SRT.Passphrase}, n.Hub, log); err != nil {
+		if n.SRT, err = ingest.NewSRTServer(cfg.SRT, n.Hub, log); err != nil {
 			return nil, err
 		}
 		if err := n.SRT.Start(); err != nil {

@@ -40,7 +40,7 @@ func newTestManager(t *testing.T, cfg serverlet.ManagerConfig) (*media.Hub, *ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	hub := media.NewHub(media.HubConfig{Renditions: m, Logger: log})
+	hub := testutil.NewHub(t, media.HubConfig{Renditions: m}, log)
 	m.SetHub(hub)
 	t.Cleanup(func() {
 		m.Close()
