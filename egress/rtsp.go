@@ -15,7 +15,6 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpsimpleaudio"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 	"github.com/pion/rtp"
 
@@ -287,8 +286,8 @@ func (ot *rtspOutTrack) packetize(u *media.Unit) ([]*rtp.Packet, error) {
 	switch {
 	case ot.h264 != nil:
 		au := u.Data
-		if u.Key && !rtspHasParams(au) && len(ot.sps) > 0 && len(ot.pps) > 0 {
-			au = append([][]byte{ot.sps, ot.pps}, au...)
+		if u.Key {
+			au = media.WithParameterSets(au, ot.sps, ot.pps)
 		}
 		var err error
 		if pkts, err = ot.h264.Encode(au); err != nil {
@@ -324,23 +323,6 @@ func (ot *rtspOutTrack) packetize(u *media.Unit) ([]*rtp.Packet, error) {
 func rtspTicks(d time.Duration, clockRate int64) int64 {
 	sec, rem := int64(d/time.Second), int64(d%time.Second)
 	return sec*clockRate + rem*clockRate/int64(time.Second)
-}
-
-// rtspHasParams tells whether an access unit carries an SPS and a PPS.
-func rtspHasParams(au [][]byte) bool {
-	sps, pps := false, false
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		switch h264.NALUType(n[0] & 0x1f) {
-		case h264.NALUTypeSPS:
-			sps = true
-		case h264.NALUTypePPS:
-			pps = true
-		}
-	}
-	return sps && pps
 }
 
 // Close tears every shared stream down (their readers' sessions are

@@ -60,14 +60,20 @@ func TestRTSPReadersOfAGStreamerPublisherDecodeWithoutErrors(t *testing.T) {
 	testutil.RequireTool(t, "ffprobe")
 	n := startRTSPNode(t, ingest.RTSPConfig{DisableUDP: true})
 	gstPublish(t, n.url("live/gst"))
-	n.waitPublished(t, "live/gst")
+	n.readTwiceIntoTheGOP(t, "live/gst")
+}
+
+// readTwiceIntoTheGOP opens path twice, one reader after the other, each
+// some frames into the GOP as a viewer does, and checks that each decodes
+// cleanly.
+func (n *rtspNode) readTwiceIntoTheGOP(t *testing.T, path string) {
+	t.Helper()
+	s := n.waitPublished(t, path)
 	for i := 0; i < 2; i++ {
-		// Join some frames into the GOP, as a viewer does.
-		s, _ := n.hub.Lookup("live/gst")
 		testutil.Eventually(t, 10*time.Second, "the stream goes on", func() bool {
 			return s.Info().UnitsIn > uint64(30*(i+1))
 		})
-		rtspDecodeClean(t, n.url("live/gst"), 30)
+		rtspDecodeClean(t, n.url(path), 30)
 	}
 }
 
@@ -78,12 +84,5 @@ func TestRTSPReadersOfAnFFmpegPublisherDecodeWithoutErrors(t *testing.T) {
 	n := startRTSPNode(t, ingest.RTSPConfig{DisableUDP: true})
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 8, GOP: 60})
 	testutil.FFmpegPublish(t, clip, "rtsp", n.url("live/ff"), "-rtsp_transport", "tcp")
-	n.waitPublished(t, "live/ff")
-	for i := 0; i < 2; i++ {
-		s, _ := n.hub.Lookup("live/ff")
-		testutil.Eventually(t, 10*time.Second, "the stream goes on", func() bool {
-			return s.Info().UnitsIn > uint64(30*(i+1))
-		})
-		rtspDecodeClean(t, n.url("live/ff"), 30)
-	}
+	n.readTwiceIntoTheGOP(t, "live/ff")
 }
