@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -78,7 +79,19 @@ type rtspShared struct {
 	playOnce sync.Once
 	stop     chan struct{} // closed when the last user released the stream or the reader closes
 	stopOnce sync.Once
+
+	// A reader that plays once the stream runs joins at the next IDR
+	// (Join): feed lets it in just before writing the IDR and waits until
+	// it plays (Playing sends on activated).
+	jmu       sync.Mutex
+	started   bool            // the first reader plays
+	joiners   []chan struct{} // closed to let a waiting reader in
+	activated chan struct{}
 }
+
+// rtspJoinActivation bounds how long feed holds an IDR for the readers it
+// let in to start playing.
+const rtspJoinActivation = 500 * time.Millisecond
 
 // rtspOutTrack re-packetizes one hub track.
 type rtspOutTrack struct {
@@ -125,7 +138,8 @@ func (r *RTSPReader) open(srv *gortsplib.Server, path string) (*rtspShared, erro
 	if err != nil {
 		return nil, err // names the path already
 	}
-	sh := &rtspShared{path: path, srv: srv, reader: rd, playing: make(chan struct{}), stop: make(chan struct{})}
+	sh := &rtspShared{path: path, srv: srv, reader: rd, playing: make(chan struct{}), stop: make(chan struct{}),
+		activated: make(chan struct{}, 64)}
 	desc := &description.Session{}
 	for _, tr := range rd.Description().Tracks {
 		ot, err := r.newOutTrack(tr, len(desc.Medias))
@@ -209,19 +223,95 @@ func (r *RTSPReader) release(sh *rtspShared) {
 	}
 }
 
-// Playing implements ingest.RTSPPlayingSource: the shared stream starts
-// being fed when its first reader plays.
-func (r *RTSPReader) Playing(stream *gortsplib.ServerStream) {
+// shared returns the shared stream serving stream, nil when gone.
+func (r *RTSPReader) shared(stream *gortsplib.ServerStream) *rtspShared {
 	r.mu.Lock()
-	var sh *rtspShared
+	defer r.mu.Unlock()
 	for _, x := range r.streams {
 		if x.stream == stream {
-			sh = x
+			return x
 		}
 	}
-	r.mu.Unlock()
-	if sh != nil {
-		sh.playOnce.Do(func() { close(sh.playing) })
+	return nil
+}
+
+// Playing implements ingest.RTSPPlayingSource: the shared stream starts
+// being fed when its first reader plays; a joining reader that plays lets
+// feed write the IDR it was let in at.
+func (r *RTSPReader) Playing(stream *gortsplib.ServerStream) {
+	sh := r.shared(stream)
+	if sh == nil {
+		return
+	}
+	sh.jmu.Lock()
+	sh.started = true
+	sh.jmu.Unlock()
+	sh.playOnce.Do(func() { close(sh.playing) })
+	select {
+	case sh.activated <- struct{}{}:
+	default:
+	}
+}
+
+// Join implements ingest.RTSPJoinSource: a reader of a stream that already
+// runs waits until feed is about to write the next video IDR, at most
+// wait, so that it starts decoding there instead of mid-GOP. The first
+// reader does not wait: feed starts from the GOP cache when it plays.
+func (r *RTSPReader) Join(stream *gortsplib.ServerStream, wait time.Duration) {
+	sh := r.shared(stream)
+	if sh == nil {
+		return
+	}
+	sh.jmu.Lock()
+	if !sh.started {
+		sh.jmu.Unlock()
+		return
+	}
+	in := make(chan struct{})
+	sh.joiners = append(sh.joiners, in)
+	sh.jmu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-in:
+	case <-sh.stop:
+	case <-t.C:
+		sh.jmu.Lock()
+		sh.joiners = slices.DeleteFunc(sh.joiners, func(c chan struct{}) bool { return c == in })
+		sh.jmu.Unlock()
+	}
+}
+
+// letJoinersIn lets the waiting readers in before an IDR is written and
+// waits (briefly) until they play.
+func (sh *rtspShared) letJoinersIn() {
+	sh.jmu.Lock()
+	js := sh.joiners
+	sh.joiners = nil
+	sh.jmu.Unlock()
+	if len(js) == 0 {
+		return
+	}
+	for drained := false; !drained; {
+		select {
+		case <-sh.activated:
+		default:
+			drained = true
+		}
+	}
+	for _, c := range js {
+		close(c)
+	}
+	t := time.NewTimer(rtspJoinActivation)
+	defer t.Stop()
+	for range js {
+		select {
+		case <-sh.activated:
+		case <-t.C:
+			return
+		case <-sh.stop:
+			return
+		}
 	}
 }
 
@@ -261,6 +351,9 @@ func (r *RTSPReader) feed(sh *rtspShared) {
 			if u.Received.IsZero() {
 				ntpBase = time.Now().Add(-u.PTS)
 			}
+		}
+		if u.Key && sh.out[u.Track].h264 != nil {
+			sh.letJoinersIn()
 		}
 		pkts, err := sh.out[u.Track].packetize(u)
 		if err != nil {

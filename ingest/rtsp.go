@@ -44,6 +44,21 @@ type RTSPPlayingSource interface {
 	Playing(stream *gortsplib.ServerStream)
 }
 
+// RTSPJoinSource is an optional interface of an RTSPReadSource. The server
+// calls Join in PLAY, before the session becomes a reader of stream: a
+// source whose stream already runs returns when it is about to write a
+// keyframe (and waits for the reader's Playing before writing it), so that
+// the reader starts there; it returns after wait at the most, and the
+// reader then starts at the live edge.
+type RTSPJoinSource interface {
+	Join(stream *gortsplib.ServerStream, wait time.Duration)
+}
+
+// rtspJoinWait bounds how long a PLAY waits for the next keyframe of a
+// running stream (RTSPJoinSource): a GOP of up to 2 s, and well within the
+// read timeouts of clients and relays.
+const rtspJoinWait = 2 * time.Second
+
 // Off is the value of an address that turns its listener off (the UDP
 // transport's udp_rtp_addr and udp_rtcp_addr; a node also accepts it for
 // the servers' addr).
@@ -606,6 +621,9 @@ func (h *rtspHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Respo
 	h.s.log.Debug("rtsp reader playing", "path", rtspStreamPath(ctx.Path), "remote", ctx.Conn.NetConn().RemoteAddr().String(),
 		"transport", rtspTransport(ctx.Session.SetuppedTransport()))
 	if st := ctx.Session.SetuppedStream(); st != nil {
+		if js, ok := h.s.cfg.Read.(RTSPJoinSource); ok {
+			js.Join(st, rtspJoinWait)
+		}
 		h.s.mu.Lock()
 		h.s.playing[ctx.Conn] = st
 		h.s.mu.Unlock()

@@ -39,15 +39,20 @@ func rtspDecodeClean(t *testing.T, url string, minFrames int) {
 // `x264enc ! h264parse ! rtspclientsink` does with caps of its own: High
 // 4:4:4 (videotestsrc offers Y444 first), B-frames, x264's 250-frame GOP,
 // every frame in several slices behind an access unit delimiter.
-func gstPublish(t *testing.T, url string) {
+func gstPublish(t *testing.T, url string) { gstPublishArgs(t, url) }
+
+// gstPublishArgs is gstPublish with more x264enc properties.
+func gstPublishArgs(t *testing.T, url string, x264 ...string) {
 	t.Helper()
 	if _, err := exec.LookPath("gst-launch-1.0"); err != nil {
 		t.Skip("gst-launch-1.0 not installed: run scripts/setup.sh (Debian gstreamer1.0-tools, gstreamer1.0-rtsp, gstreamer1.0-plugins-{base,good,bad,ugly})")
 	}
-	testutil.Start(t, "gst-launch-1.0", "-q", "videotestsrc", "is-live=true", "!",
+	args := []string{"-q", "videotestsrc", "is-live=true", "!",
 		"video/x-raw,format=Y444,width=320,height=240,framerate=30/1", "!",
-		"x264enc", "sliced-threads=true", "threads=3", "!", "h264parse", "!",
-		"rtspclientsink", "protocols=tcp", "location="+url)
+		"x264enc", "sliced-threads=true", "threads=3"}
+	args = append(args, x264...)
+	args = append(args, "!", "h264parse", "!", "rtspclientsink", "protocols=tcp", "location="+url)
+	testutil.Start(t, "gst-launch-1.0", args...)
 }
 
 // Every reader that opens a stream starts at an IDR of the GOP cache, so
@@ -85,4 +90,24 @@ func TestRTSPReadersOfAnFFmpegPublisherDecodeWithoutErrors(t *testing.T) {
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 8, GOP: 60})
 	testutil.FFmpegPublish(t, clip, "rtsp", n.url("live/ff"), "-rtsp_transport", "tcp")
 	n.readTwiceIntoTheGOP(t, "live/ff")
+}
+
+// A reader that joins a stream other readers already play waits in PLAY
+// for the next IDR (GStreamer with a 1 s GOP here), instead of starting at
+// the live edge mid-GOP.
+func TestRTSPReaderJoiningAPlayingStreamStartsAtAnIDR(t *testing.T) {
+	testutil.RequireTool(t, "ffprobe")
+	n := startRTSPNode(t, ingest.RTSPConfig{DisableUDP: true})
+	gstPublishArgs(t, n.url("live/gst"), "key-int-max=30")
+	n.waitPublished(t, "live/gst")
+	first, err := rtspPlay(t, n.url("live/gst"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		testutil.Eventually(t, 10*time.Second, "the first reader receives video", func() bool {
+			return first.Stats().AccessUnits > 15*(i+1)
+		})
+		rtspDecodeClean(t, n.url("live/gst"), 30)
+	}
 }
