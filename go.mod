@@ -3,6 +3,7 @@ module github.com/gradient-cdn/gradient
 go 1.26.8
 
 require (
+	github.com/abema/go-mp4 v1.7.1
 	github.com/asticode/go-astiav v0.16.0
 	github.com/bluenviron/gohlslib/v2 v2.4.2
 	github.com/bluenviron/gortsplib/v4 v4.16.2
@@ -31,7 +32,6 @@ require (
 	codeberg.org/go-latex/latex v0.2.0 // indirect
 	codeberg.org/go-pdf/fpdf v0.11.1 // indirect
 	git.sr.ht/~sbinet/gg v0.7.0 // indirect
-	github.com/abema/go-mp4 v1.7.1 // indirect
 	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
 	github.com/asticode/go-astikit v0.42.0 // indirect
 	github.com/asticode/go-astits v1.15.0 // indirect

@@ -64,8 +64,7 @@ func BenchmarkLatencyTestPatternToWHEP(b *testing.B) {
 
 	pc := testsrc.DefaultConfig()
 	pc.URL = "rtsp://" + cfg.RTSP.Addr + "/live/latency"
-	pc.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	pub, err := testsrc.New(pc)
+	pub, err := testsrc.New(pc, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func overlayCluster(b *testing.B, n int) []*overlay.Membership {
 	var ms []*overlay.Membership
 	for i := 0; i < n; i++ {
 		c := overlay.MembershipConfig{Name: fmt.Sprintf("n%d", i), BindAddr: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b, "tcp")),
-			Key: []byte("0123456789abcdef"),
+			Key:  []byte("0123456789abcdef"),
 			Meta: overlay.NodeMeta{HTTP: "127.0.0.1:1", RTSP: "127.0.0.1:2", Price: 0.01, TranscodeSlots: 2}}
 		if i > 0 {
 			c.Join = []string{ms[0].Addr()}
@@ -179,7 +179,7 @@ func BenchmarkOverlayRelayFailover(b *testing.B) {
 	for run := 0; run < 10; run++ {
 		parent := startRTSPUpstream(b, clip)
 		grand := startRTSPUpstream(b, clip)
-		hub := media.NewHub(media.HubConfig{Logger: quiet})
+		hub := testutil.NewHub(b, media.HubConfig{}, quiet)
 		r, err := overlay.NewRelay(overlay.RelayConfig{Path: "live/cam1", Sources: []string{parent.addr, grand.addr}}, hub, quiet)
 		if err != nil {
 			b.Fatal(err)
@@ -238,7 +238,7 @@ type rtspUpstream struct {
 }
 
 func startRTSPUpstream(b *testing.B, clip string) *rtspUpstream {
-	hub := media.NewHub(media.HubConfig{Logger: quiet})
+	hub := testutil.NewHub(b, media.HubConfig{}, quiet)
 	rd, err := egress.NewRTSPReader(egress.RTSPReaderConfig{}, hub, quiet)
 	if err != nil {
 		b.Fatal(err)

@@ -39,8 +39,8 @@ func serverletHub(b *testing.B, cfg serverlet.ManagerConfig) (*media.Hub, *serve
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// The hub is built first, with a provider that asks the manager.
 	var m *serverlet.Manager
-	hub := media.NewHub(media.HubConfig{Logger: log,
-		Renditions: ensureFunc(func(ctx context.Context, path string) error { return m.Ensure(ctx, path) })})
+	hub := testutil.NewHub(b, media.HubConfig{
+		Renditions: ensureFunc(func(ctx context.Context, path string) error { return m.Ensure(ctx, path) })}, log)
 	m, err := serverlet.NewManager(cfg, hub, log)
 	if err != nil {
 		b.Fatal(err)

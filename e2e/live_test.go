@@ -150,7 +150,7 @@ func TestTestPatternOverSRTCarriesCaptureTimeToWHEP(t *testing.T) {
 	cfg := testsrc.DefaultConfig()
 	cfg.URL = n.srtURL("live/pattern")
 	cfg.Width, cfg.Height, cfg.FPS, cfg.Bitrate = 320, 240, 30, 500_000
-	pub, err := testsrc.New(cfg)
+	pub, err := testsrc.New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

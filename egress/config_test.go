@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/gradient-cdn/gradient/egress"
+	"github.com/gradient-cdn/gradient/internal/testutil"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -22,7 +23,7 @@ func TestEgressDefaultConfigsAreValid(t *testing.T) {
 }
 
 func TestEgressConstructorsNameTheBadFieldByItsYAMLKey(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	_, errHLS := egress.NewHLS(egress.HLSConfig{SegmentCount: 5}, hub, nil)
 	_, errWebRTC := egress.NewWebRTC(egress.WebRTCConfig{AdvertiseIPs: []string{"nope"}}, hub, nil)
 	_, errRTSP := egress.NewRTSPReader(egress.RTSPReaderConfig{MaxPayloadSize: 9000}, hub, nil)

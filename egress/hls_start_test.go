@@ -45,7 +45,7 @@ func newBlockingRenditions() *blockingRenditions {
 
 func TestHLSServesOtherStreamsWhileARenditionStarts(t *testing.T) {
 	rp := newBlockingRenditions()
-	hub := media.NewHub(media.HubConfig{Renditions: rp})
+	hub := testutil.NewHub(t, media.HubConfig{Renditions: rp}, nil)
 	clip := hlsClip(t)
 	testutil.PublishFile(t, hub, "live/cam1", clip, false)
 	testutil.PublishFile(t, hub, "live/cam2", clip, false)
@@ -104,7 +104,7 @@ func TestHLSServesOtherStreamsWhileARenditionStarts(t *testing.T) {
 
 func TestHLSCloseEndsARequestWaitingForARendition(t *testing.T) {
 	rp := newBlockingRenditions()
-	hub := media.NewHub(media.HubConfig{Renditions: rp})
+	hub := testutil.NewHub(t, media.HubConfig{Renditions: rp}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
 	h, srv := newHLSServer(t, hub, egress.HLSConfig{})
 

@@ -121,7 +121,7 @@ func TestHLSFirstRequestFromFFmpegDecodes60Frames(t *testing.T) {
 		{"mpegts", egress.HLSVariantMPEGTS},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			hub := media.NewHub(media.HubConfig{})
+			hub := testutil.NewHub(t, media.HubConfig{}, nil)
 			testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
 			_, srv := newHLSServer(t, hub, egress.HLSConfig{Variant: tc.variant})
 			url := srv.URL + "/live/cam1/index.m3u8"
@@ -143,7 +143,7 @@ func TestHLSFirstRequestFromFFmpegDecodes60Frames(t *testing.T) {
 }
 
 func TestHLSFFprobeSeesH264At320x240AndAAC(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
 	_, srv := newHLSServer(t, hub, egress.HLSConfig{})
 
@@ -184,7 +184,7 @@ func hlsMediaPlaylist(t *testing.T, base, query string) (uri, body string) {
 }
 
 func TestHLSServesLowLatencyPlaylistWithPartsAndBlockingReload(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
 	_, srv := newHLSServer(t, hub, egress.HLSConfig{})
 	base := srv.URL + "/live/cam1"
@@ -237,7 +237,7 @@ func TestHLSServesLowLatencyPlaylistWithPartsAndBlockingReload(t *testing.T) {
 }
 
 func TestHLSUnknownStreamIs404(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	_, srv := newHLSServer(t, hub, egress.HLSConfig{})
 	for _, p := range []string{"/live/nope/index.m3u8", "/live/nope/video1_stream.m3u8", "/live/nope/abc_video1_seg7.mp4"} {
 		res, body := hlsGet(t, srv.URL+p)
@@ -248,7 +248,7 @@ func TestHLSUnknownStreamIs404(t *testing.T) {
 }
 
 func TestHLSUnknownFileOfLiveStreamIs404(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
 	_, srv := newHLSServer(t, hub, egress.HLSConfig{})
 	if res, body := hlsGet(t, srv.URL+"/live/cam1/index.m3u8"); res.StatusCode != http.StatusOK {
@@ -261,7 +261,7 @@ func TestHLSUnknownFileOfLiveStreamIs404(t *testing.T) {
 }
 
 func TestHLSInvalidStreamNameIs400ThroughRouter(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	_, srv := newHLSServer(t, hub, egress.HLSConfig{})
 	res, body := hlsGet(t, srv.URL+"/live/cam$1/index.m3u8")
 	if res.StatusCode != http.StatusBadRequest {
@@ -270,7 +270,7 @@ func TestHLSInvalidStreamNameIs400ThroughRouter(t *testing.T) {
 }
 
 func TestHLSWrongMethodIs405AndPreflightAllowsAnyOrigin(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	_, srv := newHLSServer(t, hub, egress.HLSConfig{})
 	res, err := http.Post(srv.URL+"/live/cam1/index.m3u8", "text/plain", strings.NewReader("x"))
 	if err != nil {
@@ -296,7 +296,7 @@ func TestHLSWrongMethodIs405AndPreflightAllowsAnyOrigin(t *testing.T) {
 }
 
 func TestHLSReleasesHubReaderWhenIdle(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
 	h, srv := newHLSServer(t, hub, egress.HLSConfig{IdleTimeout: 400 * time.Millisecond})
 
@@ -319,7 +319,7 @@ func TestHLSReleasesHubReaderWhenIdle(t *testing.T) {
 }
 
 func TestHLSReleasesMuxerWhenStreamEndsAndServesRepublishedStream(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	clip := hlsClip(t)
 	stop := testutil.PublishFile(t, hub, "live/cam1", clip, false)
 	h, srv := newHLSServer(t, hub, egress.HLSConfig{})
@@ -355,7 +355,7 @@ func TestHLSReleasesMuxerWhenStreamEndsAndServesRepublishedStream(t *testing.T) 
 }
 
 func TestHLSFirstRequestWaitIsBoundedWhenNoMediaArrives(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	// A stream whose publisher announced tracks but sends nothing.
 	testutil.PublishFile(t, hub, "live/src", hlsClip(t), false)
 	rd, err := hub.Subscribe("live/src", "test")
@@ -391,7 +391,7 @@ func TestHLSFirstRequestWaitIsBoundedWhenNoMediaArrives(t *testing.T) {
 }
 
 func TestHLSCloseReleasesEveryMuxer(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	clip := hlsClip(t)
 	testutil.PublishFile(t, hub, "live/a", clip, false)
 	testutil.PublishFile(t, hub, "live/b", clip, false)

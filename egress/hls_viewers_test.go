@@ -31,7 +31,7 @@ func viewersOf(h *egress.HLS, path string) map[string]egress.HLSViewer {
 }
 
 func TestHLSViewersCountEachClientOnceAndExpireAfterTheWindow(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
 	const window = 1500 * time.Millisecond
 	h, srv := newHLSServer(t, hub, egress.HLSConfig{ViewerTimeout: window})
@@ -127,7 +127,7 @@ func TestHLSViewersCountEachClientOnceAndExpireAfterTheWindow(t *testing.T) {
 }
 
 func TestHLSViewersIgnoreImplausibleTokensAndAreClearedOnClose(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
 	h, srv := newHLSServer(t, hub, egress.HLSConfig{})
 	base := srv.URL + "/live/cam1/index.m3u8"

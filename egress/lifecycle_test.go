@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/gradient-cdn/gradient/egress"
+	"github.com/gradient-cdn/gradient/internal/testutil"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -14,7 +15,7 @@ type component interface {
 }
 
 func TestEgressComponentsCloseWithoutStartAndTwice(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	wcfg := egress.DefaultWebRTCConfig()
 	wcfg.ICEUDPAddr = "127.0.0.1:0"
 	build := map[string]func() (component, error){

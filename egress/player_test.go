@@ -88,7 +88,7 @@ func TestPlayerPageAndAssetsAreServed(t *testing.T) {
 // TestPlayerFallsBackToHLSInChromium opens the page without a mode on a
 // server with no WHEP endpoint: WebRTC fails and the page plays HLS.
 func TestPlayerFallsBackToHLSInChromium(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), true)
 	h, err := egress.NewHLS(egress.HLSConfig{}, hub, hlsLogger(t))
 	if err != nil {
@@ -117,7 +117,7 @@ func TestPlayerFallsBackToHLSInChromium(t *testing.T) {
 // TestPlayerPlaysForcedHLSInChromium is "?mode=hls": the page goes
 // straight to HLS and shows resolution, bitrate and latency.
 func TestPlayerPlaysForcedHLSInChromium(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), true)
 	h, err := egress.NewHLS(egress.HLSConfig{}, hub, hlsLogger(t))
 	if err != nil {
@@ -155,7 +155,7 @@ func TestPlayerPlaysForcedHLSInChromium(t *testing.T) {
 
 // TestPlayerPlaysWebRTCInChromium plays through the WHEP handler.
 func TestPlayerPlaysWebRTCInChromium(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	testutil.PublishFile(t, hub, "live/cam1", testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 4, Audio: "opus"}), true)
 	w, err := egress.NewWebRTC(egress.WebRTCConfig{ICEUDPAddr: "127.0.0.1:0", AdvertiseIPs: []string{"127.0.0.1"}}, hub, hlsLogger(t))
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,7 +16,6 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpsimpleaudio"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 	"github.com/pion/rtp"
 
@@ -87,7 +87,28 @@ type rtspShared struct {
 	reader *media.Reader
 	refs   int
 	out    []*rtspOutTrack // by hub track index; nil for tracks not carried
+
+	// playing is closed when the first reader plays: feed holds the hub
+	// reader's first units (the GOP cache, from an IDR on) until then,
+	// because what is written before reaches nobody, and a reader that
+	// starts mid-GOP logs decode errors until the next IDR.
+	playing  chan struct{}
+	playOnce sync.Once
+	stop     chan struct{} // closed when the last user released the stream or the reader closes
+	stopOnce sync.Once
+
+	// A reader that plays once the stream runs joins at the next IDR
+	// (Join): feed lets it in just before writing the IDR and waits until
+	// it plays (Playing sends on activated).
+	jmu       sync.Mutex
+	started   bool            // the first reader plays
+	joiners   []chan struct{} // closed to let a waiting reader in
+	activated chan struct{}
 }
+
+// rtspJoinActivation bounds how long feed holds an IDR for the readers it
+// let in to start playing.
+const rtspJoinActivation = 500 * time.Millisecond
 
 // rtspOutTrack re-packetizes one hub track.
 type rtspOutTrack struct {
@@ -134,7 +155,8 @@ func (r *RTSPReader) open(srv *gortsplib.Server, path string) (*rtspShared, erro
 	if err != nil {
 		return nil, err // names the path already
 	}
-	sh := &rtspShared{path: path, srv: srv, reader: rd}
+	sh := &rtspShared{path: path, srv: srv, reader: rd, playing: make(chan struct{}), stop: make(chan struct{}),
+		activated: make(chan struct{}, 64)}
 	desc := &description.Session{}
 	for _, tr := range rd.Description().Tracks {
 		ot, err := r.newOutTrack(tr, len(desc.Medias))
@@ -213,7 +235,100 @@ func (r *RTSPReader) release(sh *rtspShared) {
 	r.mu.Unlock()
 	if last {
 		// feed sees the closed queue and closes the ServerStream.
+		sh.stopOnce.Do(func() { close(sh.stop) })
 		sh.reader.Close()
+	}
+}
+
+// shared returns the shared stream serving stream, nil when gone.
+func (r *RTSPReader) shared(stream *gortsplib.ServerStream) *rtspShared {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, x := range r.streams {
+		if x.stream == stream {
+			return x
+		}
+	}
+	return nil
+}
+
+// Playing implements ingest.RTSPPlayingSource: the shared stream starts
+// being fed when its first reader plays; a joining reader that plays lets
+// feed write the IDR it was let in at.
+func (r *RTSPReader) Playing(stream *gortsplib.ServerStream) {
+	sh := r.shared(stream)
+	if sh == nil {
+		return
+	}
+	sh.jmu.Lock()
+	sh.started = true
+	sh.jmu.Unlock()
+	sh.playOnce.Do(func() { close(sh.playing) })
+	select {
+	case sh.activated <- struct{}{}:
+	default:
+	}
+}
+
+// Join implements ingest.RTSPJoinSource: a reader of a stream that already
+// runs waits until feed is about to write the next video IDR, at most
+// wait, so that it starts decoding there instead of mid-GOP. The first
+// reader does not wait: feed starts from the GOP cache when it plays.
+func (r *RTSPReader) Join(stream *gortsplib.ServerStream, wait time.Duration) {
+	sh := r.shared(stream)
+	if sh == nil {
+		return
+	}
+	sh.jmu.Lock()
+	if !sh.started {
+		sh.jmu.Unlock()
+		return
+	}
+	in := make(chan struct{})
+	sh.joiners = append(sh.joiners, in)
+	sh.jmu.Unlock()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-in:
+	case <-sh.stop:
+	case <-t.C:
+		sh.jmu.Lock()
+		sh.joiners = slices.DeleteFunc(sh.joiners, func(c chan struct{}) bool { return c == in })
+		sh.jmu.Unlock()
+	}
+}
+
+// letJoinersIn lets the waiting readers in before an IDR is written and
+// waits (briefly) until they play.
+func (sh *rtspShared) letJoinersIn() {
+	sh.jmu.Lock()
+	js := sh.joiners
+	sh.joiners = nil
+	sh.jmu.Unlock()
+	if len(js) == 0 {
+		return
+	}
+	for drained := false; !drained; {
+		select {
+		case <-sh.activated:
+		default:
+			drained = true
+		}
+	}
+	for _, c := range js {
+		close(c)
+	}
+	t := time.NewTimer(rtspJoinActivation)
+	defer t.Stop()
+	for range js {
+		select {
+		case <-sh.activated:
+		case <-t.C:
+			return
+		case <-sh.stop:
+			return
+		}
 	}
 }
 
@@ -237,6 +352,11 @@ func (r *RTSPReader) feed(sh *rtspShared) {
 			r.log.Error("rtsp read: packetizer panic, stream closed", "stream", sh.path, "panic", fmt.Sprint(p))
 		}
 	}()
+	select {
+	case <-sh.playing:
+	case <-sh.stop:
+		return
+	}
 	var ntpBase time.Time
 	var writeErrs uint64
 	for u := range sh.reader.C() {
@@ -248,6 +368,9 @@ func (r *RTSPReader) feed(sh *rtspShared) {
 			if u.Received.IsZero() {
 				ntpBase = time.Now().Add(-u.PTS)
 			}
+		}
+		if u.Key && sh.out[u.Track].h264 != nil {
+			sh.letJoinersIn()
 		}
 		pkts, err := sh.out[u.Track].packetize(u)
 		if err != nil {
@@ -273,8 +396,8 @@ func (ot *rtspOutTrack) packetize(u *media.Unit) ([]*rtp.Packet, error) {
 	switch {
 	case ot.h264 != nil:
 		au := u.Data
-		if u.Key && !rtspHasParams(au) && len(ot.sps) > 0 && len(ot.pps) > 0 {
-			au = append([][]byte{ot.sps, ot.pps}, au...)
+		if u.Key {
+			au = media.WithParameterSets(au, ot.sps, ot.pps)
 		}
 		var err error
 		if pkts, err = ot.h264.Encode(au); err != nil {
@@ -312,23 +435,6 @@ func rtspTicks(d time.Duration, clockRate int64) int64 {
 	return sec*clockRate + rem*clockRate/int64(time.Second)
 }
 
-// rtspHasParams tells whether an access unit carries an SPS and a PPS.
-func rtspHasParams(au [][]byte) bool {
-	sps, pps := false, false
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		switch h264.NALUType(n[0] & 0x1f) {
-		case h264.NALUTypeSPS:
-			sps = true
-		case h264.NALUTypePPS:
-			pps = true
-		}
-	}
-	return sps && pps
-}
-
 // Close tears every shared stream down (their readers' sessions are
 // closed) and waits for the feeding goroutines. It is idempotent.
 func (r *RTSPReader) Close() error {
@@ -341,6 +447,7 @@ func (r *RTSPReader) Close() error {
 	clear(r.streams)
 	r.mu.Unlock()
 	for _, sh := range ss {
+		sh.stopOnce.Do(func() { close(sh.stop) })
 		sh.reader.Close()
 	}
 	r.wg.Wait()

@@ -44,7 +44,7 @@ func startRTSPReadNodeWith(t *testing.T, cfg ingest.RTSPConfig) *rtspReadNode {
 	t.Helper()
 	logs := &rtspLogs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	hub := media.NewHub(media.HubConfig{Logger: log})
+	hub := testutil.NewHub(t, media.HubConfig{}, log)
 	read, err := egress.NewRTSPReader(egress.RTSPReaderConfig{}, hub, log)
 	if err != nil {
 		t.Fatal(err)

@@ -48,7 +48,7 @@ func newWHEPEnv(t testing.TB, cfg egress.WebRTCConfig) *whepEnv {
 	t.Helper()
 	logs := &logBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	hub := media.NewHub(media.HubConfig{Logger: log})
+	hub := testutil.NewHub(t, media.HubConfig{}, log)
 	cfg.ICEUDPAddr = "127.0.0.1:0"
 	cfg.AdvertiseIPs = []string{"127.0.0.1"}
 	w, err := egress.NewWebRTC(cfg, hub, log)

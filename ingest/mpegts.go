@@ -154,9 +154,9 @@ func (d *tsDemuxer) onH264(pts, dts int64, au [][]byte) error {
 		}
 	}
 
-	if idr && (sps == nil || pps == nil) {
+	if idr {
 		// Make every keyframe decodable on its own, as readers start there.
-		au = append([][]byte{d.video.SPS, d.video.PPS}, au...)
+		au = media.WithParameterSets(au, d.video.SPS, d.video.PPS)
 	}
 	d.pub.Write(&media.Unit{
 		Track:    d.videoIdx,

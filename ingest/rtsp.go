@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 
+	"github.com/gradient-cdn/gradient/internal/rtpdepay"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -33,97 +34,189 @@ type RTSPReadSource interface {
 	Stream(srv *gortsplib.Server, path string) (stream *gortsplib.ServerStream, release func(), err error)
 }
 
-// RTSPConfig configures an RTSPServer. The zero value is usable: every
-// field has a default, applied by NewRTSPServer.
+// RTSPPlayingSource is an optional interface of an RTSPReadSource. The
+// server calls Playing once a reader session of stream plays, that is once
+// it receives what is written to stream from then on: a source that holds
+// its first units (the hub's GOP cache, which starts at an IDR) until then
+// lets the reader start decoding at once instead of at the live edge, in
+// the middle of a GOP or of an access unit.
+type RTSPPlayingSource interface {
+	Playing(stream *gortsplib.ServerStream)
+}
+
+// RTSPJoinSource is an optional interface of an RTSPReadSource. The server
+// calls Join in PLAY, before the session becomes a reader of stream: a
+// source whose stream already runs returns when it is about to write a
+// keyframe (and waits for the reader's Playing before writing it), so that
+// the reader starts there; it returns after wait at the most, and the
+// reader then starts at the live edge.
+type RTSPJoinSource interface {
+	Join(stream *gortsplib.ServerStream, wait time.Duration)
+}
+
+// rtspJoinWait bounds how long a PLAY waits for the next keyframe of a
+// running stream (RTSPJoinSource): a GOP of up to 2 s, and well within the
+// read timeouts of clients and relays.
+const rtspJoinWait = 2 * time.Second
+
+// Off is the value of an address that turns its listener off (the UDP
+// transport's udp_rtp_addr and udp_rtcp_addr; a node also accepts it for
+// the servers' addr).
+const Off = "off"
+
+// RTSPConfig configures an RTSPServer; DefaultRTSPConfig gives the
+// defaults. It is the `rtsp` section of a node's configuration.
 type RTSPConfig struct {
 	// Addr is the TCP address for RTSP requests and interleaved media, for
 	// both publishers and readers. Default ":8554".
-	Addr string
+	Addr string `yaml:"addr"`
 
 	// UDPRTPAddr and UDPRTCPAddr are the UDP addresses of the UDP
 	// transport. The RTP port must be even and the RTCP port the next one.
-	// Defaults ":8000" and the RTP address's port plus one.
-	UDPRTPAddr  string
-	UDPRTCPAddr string
+	// Defaults ":8000" and ":8001" (when only the RTP address is set, the
+	// RTCP one is its port plus one). "off" for both turns the UDP
+	// transport off; clients then must use TCP interleaved transport.
+	UDPRTPAddr  string `yaml:"udp_rtp_addr"`
+	UDPRTCPAddr string `yaml:"udp_rtcp_addr"`
 
-	// DisableUDP turns the UDP transport off; clients then must use TCP
-	// interleaved transport.
-	DisableUDP bool
+	// DisableUDP turns the UDP transport off, as "off" addresses do.
+	// Default false.
+	DisableUDP bool `yaml:"-"`
 
 	// ReadTimeout bounds how long a publisher may stay silent (and how long
 	// a request may take to arrive) before its session is closed.
 	// Default 10 s.
-	ReadTimeout time.Duration
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 
 	// WriteTimeout bounds the writing of responses and interleaved packets.
 	// Default 10 s.
-	WriteTimeout time.Duration
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 
 	// WriteQueueSize is how many packets may wait for each reader session;
 	// a reader whose queue is full is dropped, so that it never slows the
 	// others. Must be a power of two. Default 512.
-	WriteQueueSize int
+	WriteQueueSize int `yaml:"write_queue_size"`
 
 	// PublishRenditions lets publishers push rendition paths
-	// ("live/cam1@360p"). Off by default: renditions are produced inside
+	// ("live/cam1@360p"). Default false: renditions are produced inside
 	// the network, publishers push the source ("live/cam1").
-	PublishRenditions bool
+	PublishRenditions bool `yaml:"publish_renditions"`
 
 	// WriteCoalesce gathers the interleaved RTP packets written to each TCP
 	// reader for this long and writes them with one call, instead of one
 	// system call per packet. It trades at most this much added delay on
 	// TCP readers (and relays) for a fraction of the CPU per reader.
 	// Default 5 ms; negative disables it.
-	WriteCoalesce time.Duration
+	WriteCoalesce time.Duration `yaml:"write_coalesce"`
 
-	// Read serves DESCRIBE/SETUP/PLAY. Nil refuses reading with 404.
-	Read RTSPReadSource
+	// Read serves DESCRIBE/SETUP/PLAY. Default nil: reading is refused
+	// with 404.
+	Read RTSPReadSource `yaml:"-"`
 
 	// Authenticate, when set, decides whether a request may publish
 	// (publish true, checked at ANNOUNCE) or read (checked at DESCRIBE and
 	// SETUP) path. user and pass come from RTSP Basic authentication; both
 	// are empty when the client sent no credentials, so the hook may allow
 	// anonymous reading and still protect publishing. A refused request is
-	// answered 401 with a Basic challenge. Nil lets everybody in.
-	Authenticate func(user, pass, path string, publish bool) bool
+	// answered 401 with a Basic challenge. Default nil: everybody is let in.
+	Authenticate func(user, pass, path string, publish bool) bool `yaml:"-"`
 }
 
-func (c RTSPConfig) withDefaults() (RTSPConfig, error) {
-	if c.Addr == "" {
-		c.Addr = ":8554"
+// DefaultRTSPConfig returns the defaults of every RTSPConfig field.
+func DefaultRTSPConfig() RTSPConfig {
+	return RTSPConfig{
+		Addr:           ":8554",
+		UDPRTPAddr:     ":8000",
+		UDPRTCPAddr:    ":8001",
+		ReadTimeout:    10 * time.Second,
+		WriteTimeout:   10 * time.Second,
+		WriteQueueSize: 512,
+		WriteCoalesce:  5 * time.Millisecond,
+	}
+}
+
+// Validate checks the fields and names a bad one by its YAML key.
+func (c RTSPConfig) Validate() error {
+	if err := checkAddr(c.Addr); err != nil {
+		return fmt.Errorf("addr: %w", err)
+	}
+	if !c.DisableUDP {
+		if (c.UDPRTPAddr == Off) != (c.UDPRTCPAddr == Off) {
+			return errors.New("udp_rtp_addr and udp_rtcp_addr: both or neither must be off")
+		}
+		if c.UDPRTPAddr != Off {
+			if err := checkAddr(c.UDPRTPAddr); err != nil {
+				return fmt.Errorf("udp_rtp_addr: %w", err)
+			}
+			_, port, _ := net.SplitHostPort(c.UDPRTPAddr)
+			if p, _ := strconv.Atoi(port); p == 0 || p%2 != 0 {
+				return fmt.Errorf("udp_rtp_addr: %q: the RTP port must be even and not 0", c.UDPRTPAddr)
+			}
+			if err := checkAddr(c.UDPRTCPAddr); err != nil {
+				return fmt.Errorf("udp_rtcp_addr: %w", err)
+			}
+		}
 	}
 	if c.ReadTimeout <= 0 {
-		c.ReadTimeout = 10 * time.Second
+		return fmt.Errorf("read_timeout: %v must be > 0", c.ReadTimeout)
 	}
 	if c.WriteTimeout <= 0 {
-		c.WriteTimeout = 10 * time.Second
+		return fmt.Errorf("write_timeout: %v must be > 0", c.WriteTimeout)
+	}
+	if c.WriteQueueSize <= 0 || c.WriteQueueSize&(c.WriteQueueSize-1) != 0 {
+		return fmt.Errorf("write_queue_size: %d is not a power of two", c.WriteQueueSize)
+	}
+	return nil
+}
+
+// checkAddr checks a host:port listen address.
+func checkAddr(a string) error {
+	_, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %v", a, err)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("%q: bad port %q", a, port)
+	}
+	return nil
+}
+
+// withDefaults fills the zero fields of a hand-built config from
+// DefaultRTSPConfig and validates it.
+func (c RTSPConfig) withDefaults() (RTSPConfig, error) {
+	def := DefaultRTSPConfig()
+	if c.Addr == "" {
+		c.Addr = def.Addr
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = def.ReadTimeout
+	}
+	if c.WriteTimeout == 0 {
+		c.WriteTimeout = def.WriteTimeout
 	}
 	if c.WriteCoalesce == 0 {
-		c.WriteCoalesce = 5 * time.Millisecond
+		c.WriteCoalesce = def.WriteCoalesce
 	}
-	if c.WriteQueueSize <= 0 {
-		c.WriteQueueSize = 512
-	}
-	if c.WriteQueueSize&(c.WriteQueueSize-1) != 0 {
-		return c, fmt.Errorf("rtsp: WriteQueueSize %d is not a power of two", c.WriteQueueSize)
-	}
-	if c.DisableUDP {
-		c.UDPRTPAddr, c.UDPRTCPAddr = "", ""
-		return c, nil
+	if c.WriteQueueSize == 0 {
+		c.WriteQueueSize = def.WriteQueueSize
 	}
 	if c.UDPRTPAddr == "" {
-		c.UDPRTPAddr = ":8000"
+		c.UDPRTPAddr = def.UDPRTPAddr
+		if c.UDPRTCPAddr == "" {
+			c.UDPRTCPAddr = def.UDPRTCPAddr
+		}
 	}
-	host, port, err := net.SplitHostPort(c.UDPRTPAddr)
-	if err != nil {
-		return c, fmt.Errorf("rtsp: UDPRTPAddr %q: %w", c.UDPRTPAddr, err)
+	if c.UDPRTCPAddr == "" && c.UDPRTPAddr != Off {
+		host, port, err := net.SplitHostPort(c.UDPRTPAddr)
+		if p, perr := strconv.Atoi(port); err == nil && perr == nil {
+			c.UDPRTCPAddr = net.JoinHostPort(host, strconv.Itoa(p+1))
+		}
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil || p <= 0 || p%2 != 0 {
-		return c, fmt.Errorf("rtsp: UDPRTPAddr %q: the RTP port must be even and not 0", c.UDPRTPAddr)
+	if err := c.Validate(); err != nil {
+		return c, err
 	}
-	if c.UDPRTCPAddr == "" {
-		c.UDPRTCPAddr = net.JoinHostPort(host, strconv.Itoa(p+1))
+	if c.DisableUDP || c.UDPRTPAddr == Off {
+		c.DisableUDP, c.UDPRTPAddr, c.UDPRTCPAddr = true, "", ""
 	}
 	return c, nil
 }
@@ -148,6 +241,7 @@ type RTSPServer struct {
 	publishing map[string]*rtspPublisher              // paths reserved by RTSP publishers
 	sessions   map[*gortsplib.ServerSession]*rtspSess // state of sessions that publish or read
 	described  map[*gortsplib.ServerConn]map[string]func()
+	playing    map[*gortsplib.ServerConn]*gortsplib.ServerStream // PLAY answered next on the connection
 }
 
 // rtspSess is what the server remembers about one gortsplib session.
@@ -162,7 +256,7 @@ type rtspSess struct {
 func NewRTSPServer(cfg RTSPConfig, hub *media.Hub, log *slog.Logger) (*RTSPServer, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rtsp: %w", err)
 	}
 	if hub == nil {
 		return nil, errors.New("rtsp: nil hub")
@@ -177,6 +271,7 @@ func NewRTSPServer(cfg RTSPConfig, hub *media.Hub, log *slog.Logger) (*RTSPServe
 		publishing: map[string]*rtspPublisher{},
 		sessions:   map[*gortsplib.ServerSession]*rtspSess{},
 		described:  map[*gortsplib.ServerConn]map[string]func(){},
+		playing:    map[*gortsplib.ServerConn]*gortsplib.ServerStream{},
 	}
 	s.srv = &gortsplib.Server{
 		Handler:        &rtspHandler{s: s},
@@ -358,6 +453,7 @@ func (h *rtspHandler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	s.mu.Lock()
 	rel := s.described[ctx.Conn]
 	delete(s.described, ctx.Conn)
+	delete(s.playing, ctx.Conn)
 	s.mu.Unlock()
 	for _, f := range rel {
 		f()
@@ -457,7 +553,7 @@ func (h *rtspHandler) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (res
 	}
 	pub, err := newRTSPPublisher(s, ctx.Session, path, "rtsp "+remote, ctx.Description)
 	if err != nil {
-		var ce *rtspCodecError
+		var ce *rtpdepay.CodecError
 		if errors.As(err, &ce) {
 			s.log.Info("rtsp publish refused", "path", path, "remote", remote, "reason", ce.Error())
 			return rtspReply(base.StatusUnsupportedMediaType, ce.Error()), nil
@@ -519,11 +615,36 @@ func (h *rtspHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (res *base
 	return &base.Response{StatusCode: base.StatusOK}, stream, nil
 }
 
-// OnPlay starts a reader.
+// OnPlay starts a reader. The read source is told in OnResponse, once
+// gortsplib has made the session a reader of its stream.
 func (h *rtspHandler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
 	h.s.log.Debug("rtsp reader playing", "path", rtspStreamPath(ctx.Path), "remote", ctx.Conn.NetConn().RemoteAddr().String(),
 		"transport", rtspTransport(ctx.Session.SetuppedTransport()))
+	if st := ctx.Session.SetuppedStream(); st != nil {
+		if js, ok := h.s.cfg.Read.(RTSPJoinSource); ok {
+			js.Join(st, rtspJoinWait)
+		}
+		h.s.mu.Lock()
+		h.s.playing[ctx.Conn] = st
+		h.s.mu.Unlock()
+	}
 	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// OnResponse tells an RTSPPlayingSource that a reader plays. gortsplib
+// answers a connection's requests one at a time, so the response after
+// OnPlay is that PLAY's, and by then the session receives the stream.
+func (h *rtspHandler) OnResponse(conn *gortsplib.ServerConn, res *base.Response) {
+	h.s.mu.Lock()
+	st, ok := h.s.playing[conn]
+	delete(h.s.playing, conn)
+	h.s.mu.Unlock()
+	if !ok || res.StatusCode != base.StatusOK {
+		return
+	}
+	if ps, ok := h.s.cfg.Read.(RTSPPlayingSource); ok {
+		ps.Playing(st)
+	}
 }
 
 // OnRecord starts turning the publisher's RTP packets into units.

@@ -72,7 +72,7 @@ func startRTSPNode(t *testing.T, cfg ingest.RTSPConfig) *rtspNode {
 	t.Helper()
 	logs := &rtspLogBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	hub := media.NewHub(media.HubConfig{Logger: log})
+	hub := testutil.NewHub(t, media.HubConfig{}, log)
 	read, err := egress.NewRTSPReader(egress.RTSPReaderConfig{}, hub, log)
 	if err != nil {
 		t.Fatal(err)
@@ -712,7 +712,7 @@ func TestRTSPStartReportsBindErrorAndCloseIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	srv, err := ingest.NewRTSPServer(ingest.RTSPConfig{Addr: ln.Addr().String(), DisableUDP: true}, hub, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -17,46 +17,80 @@ import (
 	"github.com/gradient-cdn/gradient/media"
 )
 
-// SRTConfig configures an SRTServer. The zero value is usable; see the
-// field defaults.
+// SRTConfig configures an SRTServer; DefaultSRTConfig gives the defaults.
+// It is the `srt` section of a node's configuration.
 type SRTConfig struct {
 	// Addr is the UDP address the server listens on. Default ":8890".
-	Addr string
+	Addr string `yaml:"addr"`
 
 	// Latency is the receive latency (SRT TSBPD delay) the server asks
 	// for; the larger of it and the publisher's own wins. It is how long a
 	// lost packet can be retransmitted before it is given up, and it adds
 	// to the glass-to-glass delay. Default 120 ms.
-	Latency time.Duration
+	Latency time.Duration `yaml:"latency"`
 
 	// Passphrase, when set, makes the server accept only publishers that
 	// encrypt with it (SRT AES, 10 to 79 bytes, ffmpeg's
-	// `passphrase=` option). When empty, encrypted publishers are refused.
-	Passphrase string
+	// `passphrase=` option). Default empty: encrypted publishers are
+	// refused.
+	Passphrase string `yaml:"passphrase"`
 
 	// PublishTimeout bounds the time from the handshake to the first H.264
 	// IDR with SPS and PPS, when the stream appears in the hub. A
 	// publisher that does not get there is dropped. Default 10 s.
-	PublishTimeout time.Duration
+	PublishTimeout time.Duration `yaml:"publish_timeout"`
 
 	// ReadTimeout drops a publisher that sends no data for this long, and
 	// ends its stream. (A publisher that vanishes without a word is also
 	// dropped after SRT's 5 s peer idle timeout.) Default 10 s.
-	ReadTimeout time.Duration
+	ReadTimeout time.Duration `yaml:"read_timeout"`
 }
 
-func (c SRTConfig) withDefaults() SRTConfig {
-	if c.Addr == "" {
-		c.Addr = ":8890"
+// DefaultSRTConfig returns the defaults of every SRTConfig field.
+func DefaultSRTConfig() SRTConfig {
+	return SRTConfig{
+		Addr:           ":8890",
+		Latency:        120 * time.Millisecond,
+		PublishTimeout: 10 * time.Second,
+		ReadTimeout:    10 * time.Second,
+	}
+}
+
+// Validate checks the fields and names a bad one by its YAML key.
+func (c SRTConfig) Validate() error {
+	if err := checkAddr(c.Addr); err != nil {
+		return fmt.Errorf("addr: %w", err)
 	}
 	if c.Latency <= 0 {
-		c.Latency = 120 * time.Millisecond
+		return fmt.Errorf("latency: %v must be > 0", c.Latency)
+	}
+	if n := len(c.Passphrase); n != 0 && (n < srt.MIN_PASSPHRASE_SIZE || n > srt.MAX_PASSPHRASE_SIZE) {
+		return fmt.Errorf("passphrase: must be %d to %d bytes, got %d", srt.MIN_PASSPHRASE_SIZE, srt.MAX_PASSPHRASE_SIZE, n)
 	}
 	if c.PublishTimeout <= 0 {
-		c.PublishTimeout = 10 * time.Second
+		return fmt.Errorf("publish_timeout: %v must be > 0", c.PublishTimeout)
 	}
 	if c.ReadTimeout <= 0 {
-		c.ReadTimeout = 10 * time.Second
+		return fmt.Errorf("read_timeout: %v must be > 0", c.ReadTimeout)
+	}
+	return nil
+}
+
+// withDefaults fills the zero fields of a hand-built config from
+// DefaultSRTConfig.
+func (c SRTConfig) withDefaults() SRTConfig {
+	def := DefaultSRTConfig()
+	if c.Addr == "" {
+		c.Addr = def.Addr
+	}
+	if c.Latency == 0 {
+		c.Latency = def.Latency
+	}
+	if c.PublishTimeout == 0 {
+		c.PublishTimeout = def.PublishTimeout
+	}
+	if c.ReadTimeout == 0 {
+		c.ReadTimeout = def.ReadTimeout
 	}
 	return c
 }
@@ -98,12 +132,8 @@ func NewSRTServer(cfg SRTConfig, hub *media.Hub, log *slog.Logger) (*SRTServer, 
 	if log == nil {
 		log = slog.Default()
 	}
-	if n := len(cfg.Passphrase); n != 0 && (n < srt.MIN_PASSPHRASE_SIZE || n > srt.MAX_PASSPHRASE_SIZE) {
-		return nil, fmt.Errorf("srt server: passphrase must be %d to %d bytes, got %d",
-			srt.MIN_PASSPHRASE_SIZE, srt.MAX_PASSPHRASE_SIZE, n)
-	}
-	if _, _, err := net.SplitHostPort(cfg.Addr); err != nil {
-		return nil, fmt.Errorf("srt server: address %q: %w", cfg.Addr, err)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("srt server: %w", err)
 	}
 	return &SRTServer{
 		cfg:   cfg,

@@ -65,7 +65,7 @@ func newSRTTestEnv(t *testing.T, cfg SRTConfig) *srtTestEnv {
 	t.Helper()
 	logs := &srtLogs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	hub := media.NewHub(media.HubConfig{Logger: log})
+	hub := testutil.NewHub(t, media.HubConfig{}, log)
 	if cfg.Addr == "" {
 		cfg.Addr = "127.0.0.1:0"
 	}
@@ -733,7 +733,7 @@ func TestTSDemuxerTimestampsContinueAcrossPTSWrap(t *testing.T) {
 		}
 	}
 
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	defer hub.Close()
 	var r *media.Reader
 	d, err := newTSDemuxer(&buf, func(desc media.Description) (*media.Publisher, error) {
@@ -783,8 +783,13 @@ func TestTSDemuxerTimestampsContinueAcrossPTSWrap(t *testing.T) {
 }
 
 func ExampleNewSRTServer() {
-	hub := media.NewHub(media.HubConfig{})
-	srv, err := NewSRTServer(SRTConfig{Addr: ":8890", Latency: 200 * time.Millisecond}, hub, slog.Default())
+	hub, err := media.NewHub(media.DefaultHubConfig(), slog.Default())
+	if err != nil {
+		panic(err)
+	}
+	cfg := DefaultSRTConfig()
+	cfg.Latency = 200 * time.Millisecond
+	srv, err := NewSRTServer(cfg, hub, slog.Default())
 	if err != nil {
 		panic(err)
 	}

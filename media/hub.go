@@ -24,25 +24,40 @@ var (
 	ErrNoCapacity = errors.New("no capacity")
 )
 
-// HubConfig tunes a Hub. The zero value is usable; see the field defaults.
+// HubConfig tunes a Hub; DefaultHubConfig gives the defaults. It is the
+// `hub` section of a node's configuration.
 type HubConfig struct {
 	// ReaderQueue is how many units a reader may have waiting before it is
 	// considered slow and skips to the next keyframe. Default 512 (about 8 s
 	// of 30 fps video with audio).
-	ReaderQueue int
+	ReaderQueue int `yaml:"reader_queue"`
 
 	// GOPCacheUnits caps the units kept since the last keyframe for new
 	// readers. A longer GOP than this disables the cache until the next
 	// keyframe. Default 2048.
-	GOPCacheUnits int
-
-	// Logger receives the hub's log lines. Default slog.Default().
-	Logger *slog.Logger
+	GOPCacheUnits int `yaml:"gop_cache_units"`
 
 	// Renditions, when set, is asked to produce a rendition
 	// ("live/cam1@360p") that a reader subscribes to and nobody publishes
-	// yet; see RenditionProvider.
-	Renditions RenditionProvider
+	// yet; see RenditionProvider. Default nil: only published paths are
+	// read.
+	Renditions RenditionProvider `yaml:"-"`
+}
+
+// DefaultHubConfig returns the defaults of every HubConfig field.
+func DefaultHubConfig() HubConfig {
+	return HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048}
+}
+
+// Validate checks the fields and names a bad one by its YAML key.
+func (c HubConfig) Validate() error {
+	if c.ReaderQueue <= 0 {
+		return fmt.Errorf("reader_queue: %d must be > 0", c.ReaderQueue)
+	}
+	if c.GOPCacheUnits <= 0 {
+		return fmt.Errorf("gop_cache_units: %d must be > 0", c.GOPCacheUnits)
+	}
+	return nil
 }
 
 // RenditionProvider makes renditions on demand, for example by starting a
@@ -53,19 +68,6 @@ type RenditionProvider interface {
 	Ensure(ctx context.Context, path string) error
 }
 
-func (c HubConfig) withDefaults() HubConfig {
-	if c.ReaderQueue <= 0 {
-		c.ReaderQueue = 512
-	}
-	if c.GOPCacheUnits <= 0 {
-		c.GOPCacheUnits = 2048
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	return c
-}
-
 // HubEvent tells a HubObserver that a stream started or ended.
 type HubEvent struct {
 	Stream    string
@@ -73,8 +75,11 @@ type HubEvent struct {
 }
 
 // HubObserver is notified of streams that start and end, for example by the
-// overlay to gossip them. Callbacks run without hub locks held, in order,
-// on the goroutine that caused them; they must not block.
+// overlay to gossip them. Callbacks run without hub locks held, one at a
+// time, in the order the streams started and ended (a path's Ended comes
+// before the Published of its republish); they run on the goroutine that
+// caused them, or on one delivering an earlier event at the time. They
+// must not block.
 type HubObserver interface {
 	OnHubEvent(HubEvent)
 }
@@ -85,17 +90,32 @@ type Hub struct {
 	cfg HubConfig
 	log *slog.Logger
 
-	mu        sync.Mutex
-	streams   map[string]*Stream
-	observers []HubObserver
-	waiters   map[chan struct{}][]string // Wait calls and their paths
-	closed    bool
+	mu         sync.Mutex
+	streams    map[string]*Stream
+	observers  []HubObserver
+	events     []HubEvent                 // queued for the observers, in order
+	delivering bool                       // a goroutine is delivering events
+	waiters    map[chan struct{}][]string // Wait calls and their paths
+	closed     bool
 }
 
-// NewHub returns an empty hub.
-func NewHub(cfg HubConfig) *Hub {
-	cfg = cfg.withDefaults()
-	return &Hub{cfg: cfg, log: cfg.Logger.With("component", "hub"), streams: map[string]*Stream{}}
+// NewHub returns an empty hub. Zero fields of cfg take their defaults
+// (DefaultHubConfig); a nil log is slog.Default().
+func NewHub(cfg HubConfig, log *slog.Logger) (*Hub, error) {
+	def := DefaultHubConfig()
+	if cfg.ReaderQueue == 0 {
+		cfg.ReaderQueue = def.ReaderQueue
+	}
+	if cfg.GOPCacheUnits == 0 {
+		cfg.GOPCacheUnits = def.GOPCacheUnits
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("hub: %w", err)
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Hub{cfg: cfg, log: log.With("component", "hub"), streams: map[string]*Stream{}}, nil
 }
 
 // Observe registers an observer of stream events.
@@ -105,9 +125,12 @@ func (h *Hub) Observe(o HubObserver) {
 	h.mu.Unlock()
 }
 
-func (h *Hub) notify(ev HubEvent) {
-	h.mu.Lock()
-	obs := append([]HubObserver(nil), h.observers...)
+// queueLocked queues ev for the observers in the same critical section of
+// h.mu as the change it reports, so that the events of a path are
+// delivered in the order the changes happened (an old stream's Ended
+// before a republish's Published). Called with h.mu held.
+func (h *Hub) queueLocked(ev HubEvent) {
+	h.events = append(h.events, ev)
 	if ev.Published {
 		for ch, paths := range h.waiters {
 			if slices.Contains(paths, ev.Stream) {
@@ -116,10 +139,31 @@ func (h *Hub) notify(ev HubEvent) {
 			}
 		}
 	}
-	h.mu.Unlock()
-	for _, o := range obs {
-		o.OnHubEvent(ev)
+}
+
+// deliver hands the queued events to the observers, in order, without
+// hub locks held. One goroutine delivers at a time: one that finds
+// another delivering leaves its events to it.
+func (h *Hub) deliver() {
+	h.mu.Lock()
+	if h.delivering {
+		h.mu.Unlock()
+		return
 	}
+	h.delivering = true
+	for len(h.events) > 0 {
+		ev := h.events[0]
+		h.events = h.events[1:]
+		obs := append([]HubObserver(nil), h.observers...)
+		h.mu.Unlock()
+		for _, o := range obs {
+			o.OnHubEvent(ev)
+		}
+		h.mu.Lock()
+	}
+	h.events = nil
+	h.delivering = false
+	h.mu.Unlock()
 }
 
 // Wait returns the first of paths that is live, waiting for one to be
@@ -186,9 +230,10 @@ func (h *Hub) Publish(path string, desc Description, source string) (*Publisher,
 	p := &Publisher{s: s, replaced: make(chan struct{})}
 	s.owner = p
 	h.streams[path] = s
+	h.queueLocked(HubEvent{Stream: path, Published: true})
 	h.mu.Unlock()
 	h.log.Info("stream published", "stream", path, "source", source, "tracks", trackList(desc))
-	h.notify(HubEvent{Stream: path, Published: true})
+	h.deliver()
 	return p, nil
 }
 
@@ -473,10 +518,11 @@ func (s *Stream) end() {
 	if h.streams[s.path] == s {
 		delete(h.streams, s.path)
 	}
+	h.queueLocked(HubEvent{Stream: s.path, Published: false})
 	h.mu.Unlock()
 	h.log.Info("stream ended", "stream", s.path, "source", source,
 		"bytes_in", s.bytesIn.Load(), "duration", time.Since(s.published).Round(time.Millisecond))
-	h.notify(HubEvent{Stream: s.path, Published: false})
+	h.deliver()
 }
 
 // Publisher writes units into a stream. Write and Close may be called from

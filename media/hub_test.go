@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -33,7 +35,7 @@ func TestDescriptionNeedsH264(t *testing.T) {
 }
 
 func TestHubRefusesSecondPublisher(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	p, err := h.Publish("live/cam1", testDesc(), "a")
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +53,7 @@ func TestHubRefusesSecondPublisher(t *testing.T) {
 }
 
 func TestHubNewReaderStartsAtLastKeyframe(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	p, _ := h.Publish("live/cam1", testDesc(), "a")
 	for i := 0; i < 10; i++ {
 		p.Write(video(i, i%5 == 0))
@@ -72,7 +74,7 @@ func TestHubNewReaderStartsAtLastKeyframe(t *testing.T) {
 }
 
 func TestHubReaderWaitsForKeyframeWithoutGOP(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	p, _ := h.Publish("live/cam1", testDesc(), "a")
 	p.Write(video(0, false)) // no keyframe yet: nothing to start from
 	r, _ := h.Subscribe("live/cam1", "t")
@@ -84,7 +86,7 @@ func TestHubReaderWaitsForKeyframeWithoutGOP(t *testing.T) {
 }
 
 func TestHubSlowReaderSkipsToKeyframeWithoutSlowingOthers(t *testing.T) {
-	h := NewHub(HubConfig{ReaderQueue: 8})
+	h := newTestHub(t, HubConfig{ReaderQueue: 8})
 	p, _ := h.Publish("live/cam1", testDesc(), "a")
 	slow, _ := h.Subscribe("live/cam1", "slow")
 	fast, _ := h.Subscribe("live/cam1", "fast")
@@ -137,7 +139,7 @@ type observerFunc func(HubEvent)
 func (f observerFunc) OnHubEvent(e HubEvent) { f(e) }
 
 func BenchmarkHubFanOut100Readers(b *testing.B) {
-	h := NewHub(HubConfig{ReaderQueue: 1 << 16})
+	h := newTestHub(b, HubConfig{ReaderQueue: 1 << 16})
 	p, _ := h.Publish("live/cam1", testDesc(), "a")
 	var rs []*Reader
 	for i := 0; i < 100; i++ {
@@ -167,7 +169,7 @@ func (f renditionFunc) Ensure(ctx context.Context, path string) error { return f
 func TestHubAsksRenditionProviderForMissingRendition(t *testing.T) {
 	var h *Hub
 	var asked []string
-	h = NewHub(HubConfig{Renditions: renditionFunc(func(ctx context.Context, path string) error {
+	h = newTestHub(t, HubConfig{Renditions: renditionFunc(func(ctx context.Context, path string) error {
 		asked = append(asked, path)
 		if path != "live/cam1@360p" {
 			return fmt.Errorf("no such rendition: %w", ErrNotFound)
@@ -195,7 +197,7 @@ func TestHubAsksRenditionProviderForMissingRendition(t *testing.T) {
 }
 
 func TestHubTakeoverKeepsReadersAndSilencesTheOldPublisher(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	old, _ := h.Publish("live/cam1@360p", testDesc(), "serverlet scale x360")
 	r, err := h.Subscribe("live/cam1@360p", "viewer")
 	if err != nil {
@@ -255,7 +257,7 @@ func TestHubTakeoverKeepsReadersAndSilencesTheOldPublisher(t *testing.T) {
 }
 
 func TestHubWaitReturnsTheFirstPathPublished(t *testing.T) {
-	h := NewHub(HubConfig{})
+	h := newTestHub(t, HubConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	if _, err := h.Wait(ctx, "live/a", "live/b"); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Wait with nothing published: %v, want the deadline", err)
@@ -270,7 +272,8 @@ func TestHubWaitReturnsTheFirstPathPublished(t *testing.T) {
 		}
 		got <- s.Path()
 	}()
-	time.Sleep(20 * time.Millisecond)
+	// Publish only once Wait sleeps, so that the wake-up is what is tested.
+	waitForWaiters(t, h, 1)
 	other, _ := h.Publish("live/c", testDesc(), "x") // not waited for
 	defer other.Close()
 	p, _ := h.Publish("live/b", testDesc(), "x")
@@ -281,11 +284,110 @@ func TestHubWaitReturnsTheFirstPathPublished(t *testing.T) {
 	if s, err := h.Wait(context.Background(), "live/b"); err != nil || s.Path() != "live/b" {
 		t.Fatalf("Wait on a live path: %v %v", s, err)
 	}
-	go func() { time.Sleep(20 * time.Millisecond); h.Close() }()
-	if _, err := h.Wait(context.Background(), "live/z"); !errors.Is(err, ErrHubClosed) {
+	closed := make(chan error, 1)
+	go func() {
+		_, err := h.Wait(context.Background(), "live/z")
+		closed <- err
+	}()
+	waitForWaiters(t, h, 1)
+	h.Close()
+	if err := <-closed; !errors.Is(err, ErrHubClosed) {
 		t.Fatalf("Wait across Close: %v, want ErrHubClosed", err)
 	}
 	if len(h.waiters) != 0 {
 		t.Fatalf("%d waiters left behind", len(h.waiters))
+	}
+}
+
+// newTestHub builds a hub, failing the test when cfg is refused.
+func newTestHub(t testing.TB, cfg HubConfig) *Hub {
+	t.Helper()
+	h, err := NewHub(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestHubConfigDefaultsValidateAndErrorsNameTheKey(t *testing.T) {
+	if err := DefaultHubConfig().Validate(); err != nil {
+		t.Fatalf("defaults refused: %v", err)
+	}
+	bad := DefaultHubConfig()
+	bad.GOPCacheUnits = -1
+	if err := bad.Validate(); err == nil || !strings.HasPrefix(err.Error(), "gop_cache_units: ") {
+		t.Fatalf("Validate(gop_cache_units -1) = %v, want an error naming gop_cache_units", err)
+	}
+	if _, err := NewHub(HubConfig{ReaderQueue: -5}, nil); err == nil || !strings.Contains(err.Error(), "reader_queue") {
+		t.Fatalf("NewHub(reader_queue -5) = %v, want an error naming reader_queue", err)
+	}
+}
+
+// waitForWaiters polls until n Wait calls sleep on the hub.
+func waitForWaiters(t *testing.T, h *Hub, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		got := len(h.waiters)
+		h.mu.Unlock()
+		if got == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Wait calls sleeping after 5 s, want %d", got, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// orderObserver records, per path, whether the events it got alternate
+// Published, Ended, Published … as the promise to observers says.
+type orderObserver struct {
+	mu   sync.Mutex
+	last map[string]bool // path → last event was Published
+	bad  []string
+}
+
+func (o *orderObserver) OnHubEvent(ev HubEvent) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.last[ev.Stream] == ev.Published {
+		o.bad = append(o.bad, fmt.Sprintf("%s Published=%v twice in a row", ev.Stream, ev.Published))
+	}
+	o.last[ev.Stream] = ev.Published
+}
+
+func TestHubObserversSeeEndedBeforeTheRepublishedEvent(t *testing.T) {
+	h := newTestHub(t, HubConfig{})
+	obs := &orderObserver{last: map[string]bool{}}
+	h.Observe(obs)
+	pub, err := h.Publish("live/cam1", testDesc(), "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A publisher ends while the next one publishes the same path as soon
+	// as it is free, again and again.
+	for i := 0; i < 2000; i++ {
+		next := make(chan *Publisher)
+		go func() {
+			for {
+				if p, err := h.Publish("live/cam1", testDesc(), "next"); err == nil {
+					next <- p
+					return
+				}
+			}
+		}()
+		pub.Close()
+		pub = <-next
+	}
+	pub.Close()
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.bad) > 0 {
+		t.Fatalf("observer saw events out of order %d times, first: %s", len(obs.bad), obs.bad[0])
+	}
+	if obs.last["live/cam1"] {
+		t.Fatal("the last event of live/cam1 is Published, but it ended")
 	}
 }

@@ -10,11 +10,12 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/gradient-cdn/gradient/egress"
+	"github.com/gradient-cdn/gradient/ingest"
+	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/overlay"
 	"github.com/gradient-cdn/gradient/serverlet"
 )
@@ -42,12 +43,18 @@ type Config struct {
 	// default: that port is public, and a profile costs CPU.
 	PProf bool `yaml:"pprof"`
 
-	RTSP   RTSPConfig          `yaml:"rtsp"`
-	SRT    SRTConfig           `yaml:"srt"`
-	WebRTC egress.WebRTCConfig `yaml:"webrtc"` // see egress.WebRTCConfig
-	HLS    egress.HLSConfig    `yaml:"hls"`    // see egress.HLSConfig
-	Hub    HubConfig           `yaml:"hub"`
-	Gossip GossipConfig        `yaml:"gossip"`
+	// RTSP is RTSP publish, read and relay; "addr: off" disables RTSP,
+	// "udp_rtp_addr: off" with "udp_rtcp_addr: off" its UDP transport.
+	RTSP ingest.RTSPConfig `yaml:"rtsp"`
+	// SRT is SRT publish; "addr: off" disables SRT.
+	SRT ingest.SRTConfig `yaml:"srt"`
+	// WebRTC is WHEP playback; see egress.WebRTCConfig.
+	WebRTC egress.WebRTCConfig `yaml:"webrtc"`
+	// HLS is HLS and LL-HLS playback; see egress.HLSConfig.
+	HLS egress.HLSConfig `yaml:"hls"`
+	// Hub tunes the stream table.
+	Hub    media.HubConfig `yaml:"hub"`
+	Gossip GossipConfig    `yaml:"gossip"`
 
 	// Serverlets configures the serverlets that make renditions
 	// ("live/cam1@360p") on demand; see serverlet.ManagerConfig. Its
@@ -55,37 +62,6 @@ type Config struct {
 	Serverlets serverlet.ManagerConfig `yaml:"serverlets"`
 	// Overlay is the node's part in the overlay; see overlay.Config.
 	Overlay overlay.Config `yaml:"overlay"`
-}
-
-// RTSPConfig configures RTSP publish, read and relay.
-type RTSPConfig struct {
-	// Addr is the RTSP TCP listen address. Default ":8554". Empty string
-	// in the file keeps the default; "off" disables RTSP.
-	Addr string `yaml:"addr"`
-	// UDPRTPAddr and UDPRTCPAddr are the UDP transport's ports (RTP must be
-	// even, RTCP = RTP+1). Defaults ":8000" and ":8001"; "off" disables UDP
-	// transport (TCP interleaved still works).
-	UDPRTPAddr  string `yaml:"udp_rtp_addr"`
-	UDPRTCPAddr string `yaml:"udp_rtcp_addr"`
-}
-
-// SRTConfig configures SRT publish.
-type SRTConfig struct {
-	// Addr is the SRT UDP listen address. Default ":8890"; "off" disables SRT.
-	Addr string `yaml:"addr"`
-	// Latency is SRT's receive latency. Default 120ms.
-	Latency time.Duration `yaml:"latency"`
-	// Passphrase, when set, is required of publishers (10 to 79 characters).
-	Passphrase string `yaml:"passphrase"`
-}
-
-// HubConfig tunes the stream table.
-type HubConfig struct {
-	// ReaderQueue is how many units a reader may lag before it skips to the
-	// next keyframe. Default 512.
-	ReaderQueue int `yaml:"reader_queue"`
-	// GOPCacheUnits caps the keyframe cache for new readers. Default 2048.
-	GOPCacheUnits int `yaml:"gop_cache_units"`
 }
 
 // GossipConfig configures cluster membership.
@@ -115,11 +91,11 @@ func DefaultConfig() Config {
 		Data:     "./data",
 		LogLevel: "info",
 		HTTP:     ":8080",
-		RTSP:     RTSPConfig{Addr: ":8554", UDPRTPAddr: ":8000", UDPRTCPAddr: ":8001"},
-		SRT:      SRTConfig{Addr: ":8890", Latency: 120 * time.Millisecond},
+		RTSP:     ingest.DefaultRTSPConfig(),
+		SRT:      ingest.DefaultSRTConfig(),
 		WebRTC:   egress.DefaultWebRTCConfig(),
 		HLS:      egress.DefaultHLSConfig(),
-		Hub:      HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048},
+		Hub:      media.DefaultHubConfig(),
 		Gossip:   GossipConfig{Addr: ":7946"},
 	}
 	c.Serverlets = serverlet.DefaultManagerConfig()
@@ -148,7 +124,7 @@ func LoadConfig(path string) (Config, error) {
 }
 
 // Off is the address value that disables a listener.
-const Off = "off"
+const Off = ingest.Off
 
 // Validate checks every field and names the bad one.
 func (c Config) Validate() error {
@@ -165,10 +141,6 @@ func (c Config) Validate() error {
 		canOff   bool
 	}{
 		{"http", c.HTTP, false},
-		{"rtsp.addr", c.RTSP.Addr, true},
-		{"rtsp.udp_rtp_addr", c.RTSP.UDPRTPAddr, true},
-		{"rtsp.udp_rtcp_addr", c.RTSP.UDPRTCPAddr, true},
-		{"srt.addr", c.SRT.Addr, true},
 		{"gossip.addr", c.Gossip.Addr, true},
 	}
 	for _, a := range addrs {
@@ -179,8 +151,18 @@ func (c Config) Validate() error {
 			return fmt.Errorf("%s: %w", a.field, err)
 		}
 	}
-	if (c.RTSP.UDPRTPAddr == Off) != (c.RTSP.UDPRTCPAddr == Off) {
-		return errors.New("rtsp.udp_rtp_addr and rtsp.udp_rtcp_addr: both or neither must be off")
+	if c.RTSP.Addr != Off {
+		if err := c.RTSP.Validate(); err != nil {
+			return fmt.Errorf("rtsp.%w", err)
+		}
+	}
+	if c.SRT.Addr != Off {
+		if err := c.SRT.Validate(); err != nil {
+			return fmt.Errorf("srt.%w", err)
+		}
+	}
+	if err := c.Hub.Validate(); err != nil {
+		return fmt.Errorf("hub.%w", err)
 	}
 	if c.Gossip.Key != "" {
 		key, err := base64.StdEncoding.DecodeString(c.Gossip.Key)
@@ -201,22 +183,6 @@ func (c Config) Validate() error {
 	}
 	if err := c.HLS.Validate(); err != nil {
 		return fmt.Errorf("hls.%w", err)
-	}
-	if c.SRT.Passphrase != "" && (len(c.SRT.Passphrase) < 10 || len(c.SRT.Passphrase) > 79) {
-		return errors.New("srt.passphrase: must be 10 to 79 characters")
-	}
-	pos := []struct {
-		field string
-		ok    bool
-	}{
-		{"srt.latency", c.SRT.Latency > 0},
-		{"hub.reader_queue", c.Hub.ReaderQueue > 0},
-		{"hub.gop_cache_units", c.Hub.GOPCacheUnits > 0},
-	}
-	for _, p := range pos {
-		if !p.ok {
-			return fmt.Errorf("%s: out of range", p.field)
-		}
 	}
 	if err := c.Serverlets.Validate(); err != nil {
 		return fmt.Errorf("serverlets.%w", err)

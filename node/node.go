@@ -100,7 +100,11 @@ func (n *Node) build() (err error) {
 	// serverlets and the reconciler (buildOverlay) before anything can
 	// read from the hub.
 	rend := overlay.NewRenditions()
-	n.Hub = media.NewHub(media.HubConfig{ReaderQueue: cfg.Hub.ReaderQueue, GOPCacheUnits: cfg.Hub.GOPCacheUnits, Logger: log, Renditions: rend})
+	hc := cfg.Hub
+	hc.Renditions = rend
+	if n.Hub, err = media.NewHub(hc, log); err != nil {
+		return err
+	}
 	n.closers = append(n.closers, n.Hub.Close)
 	sc := cfg.Serverlets
 	if sc.PluginDir == "" {
@@ -118,18 +122,14 @@ func (n *Node) build() (err error) {
 	}
 	n.closers = append(n.closers, n.RTSPReader.Close)
 	if cfg.RTSP.Addr != Off {
-		rc := ingest.RTSPConfig{Addr: cfg.RTSP.Addr, UDPRTPAddr: cfg.RTSP.UDPRTPAddr, UDPRTCPAddr: cfg.RTSP.UDPRTCPAddr,
-			DisableUDP: cfg.RTSP.UDPRTPAddr == Off, Read: n.RTSPReader,
-			Authenticate: overlay.RelayAuthenticator(cfg.clusterSecret(), false)}
-		if rc.DisableUDP {
-			rc.UDPRTPAddr, rc.UDPRTCPAddr = "", ""
-		}
+		rc := cfg.RTSP
+		rc.Read, rc.Authenticate = n.RTSPReader, overlay.RelayAuthenticator(cfg.clusterSecret(), false)
 		if n.RTSP, err = ingest.NewRTSPServer(rc, n.Hub, log); err != nil {
 			return err
 		}
 	}
 	if cfg.SRT.Addr != Off {
-		if n.SRT, err = ingest.NewSRTServer(ingest.SRTConfig{Addr: cfg.SRT.Addr, Latency: cfg.SRT.Latency, Passphrase: cfg.SRT.Passphrase}, n.Hub, log); err != nil {
+		if n.SRT, err = ingest.NewSRTServer(cfg.SRT, n.Hub, log); err != nil {
 			return err
 		}
 	}

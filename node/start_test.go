@@ -82,7 +82,7 @@ func startNodeWhilePublishing(t *testing.T, duringStart func(base string)) *Node
 	go func() {
 		defer wg.Done()
 		for {
-			p, err := testsrc.New(testsrc.Config{URL: base + "live/cam1", Width: 320, Height: 240, FPS: 15, Bitrate: 300_000, Logger: quiet})
+			p, err := testsrc.New(testsrc.Config{URL: base + "live/cam1", Width: 320, Height: 240, FPS: 15, Bitrate: 300_000}, quiet)
 			if err != nil {
 				t.Error(err)
 				return

@@ -215,11 +215,11 @@ func TestComponentsBuildWithoutIOAndCloseWithoutStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err := NewReconciler(ReconcilerConfig{}, b, media.NewHub(media.HubConfig{}), nil)
+	rec, err := NewReconciler(ReconcilerConfig{}, b, testutil.NewHub(t, media.HubConfig{}, nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rl, err := NewRelay(RelayConfig{Path: "live/cam1"}, media.NewHub(media.HubConfig{}), nil)
+	rl, err := NewRelay(RelayConfig{Path: "live/cam1"}, testutil.NewHub(t, media.HubConfig{}, nil), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

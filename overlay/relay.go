@@ -15,11 +15,9 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
-	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
-	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/rtp"
 
+	"github.com/gradient-cdn/gradient/internal/rtpdepay"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -339,15 +337,9 @@ type upstream struct {
 	err     error
 
 	// set up before play, then used by gortsplib's reading goroutine only
-	desc     media.Description
+	depay    *rtpdepay.Stream
+	desc     media.Description // with the parameter sets, from the first keyframe on
 	videoIdx int
-	h264dec  *rtph264.Decoder
-	dts      *h264.DTSExtractor
-	sps, pps []byte
-	aacdec   *rtpmpeg4audio.Decoder
-	aacIdx   int
-	aacRate  int64
-	opusIdx  int
 
 	promoted bool
 	offset   time.Duration
@@ -355,7 +347,7 @@ type upstream struct {
 
 // dial starts an upstream session in the background. Called with r.mu held.
 func (r *Relay) dial(addr string) *upstream {
-	u := &upstream{r: r, addr: addr, started: time.Now(), done: make(chan struct{}), videoIdx: -1, aacIdx: -1, opusIdx: -1}
+	u := &upstream{r: r, addr: addr, started: time.Now(), done: make(chan struct{}), videoIdx: -1}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -458,118 +450,42 @@ func (u *upstream) play() (err error) {
 	return c.Wait()
 }
 
-// setup builds the local description from the upstream SDP and returns the
-// medias to set up.
+// setup prepares the mapping of the upstream SDP and returns the medias
+// to set up.
 func (u *upstream) setup(sd *description.Session) ([]*description.Media, error) {
-	var medias []*description.Media
-	for _, m := range sd.Medias {
-		for _, f := range m.Formats {
-			switch f := f.(type) {
-			case *format.H264:
-				if u.h264dec != nil {
-					continue
-				}
-				d, err := f.CreateDecoder()
-				if err != nil {
-					return nil, err
-				}
-				u.h264dec = d
-				u.sps, u.pps = f.SafeParams()
-				u.videoIdx = len(u.desc.Tracks)
-				u.desc.Tracks = append(u.desc.Tracks, &media.Track{Codec: media.CodecH264})
-				medias = append(medias, m)
-			case *format.MPEG4Audio:
-				if u.aacdec != nil || u.opusIdx >= 0 || f.Config == nil {
-					continue
-				}
-				d, err := f.CreateDecoder()
-				if err != nil {
-					continue
-				}
-				u.aacdec = d
-				u.aacIdx = len(u.desc.Tracks)
-				u.aacRate = int64(f.ClockRate())
-				ch := f.Config.ChannelCount //nolint:staticcheck
-				if ch == 0 {
-					ch = int(f.Config.ChannelConfig)
-				}
-				u.desc.Tracks = append(u.desc.Tracks, &media.Track{Codec: media.CodecAAC, AAC: f.Config, SampleRate: f.Config.SampleRate, Channels: ch})
-				medias = append(medias, m)
-			case *format.Opus:
-				if u.aacdec != nil || u.opusIdx >= 0 {
-					continue
-				}
-				ch := f.ChannelCount
-				if ch == 0 {
-					ch = 2
-				}
-				u.opusIdx = len(u.desc.Tracks)
-				u.desc.Tracks = append(u.desc.Tracks, &media.Track{Codec: media.CodecOpus, SampleRate: 48000, Channels: ch})
-				medias = append(medias, m)
-			}
-		}
+	d, err := rtpdepay.New(sd, u.r.log.With("source", u.addr))
+	if err != nil {
+		return nil, fmt.Errorf("relay %s from %s: %w", u.r.cfg.Path, u.addr, err)
 	}
-	if u.h264dec == nil {
-		return nil, fmt.Errorf("relay %s from %s: no H264 media in the SDP", u.r.cfg.Path, u.addr)
+	u.depay, u.videoIdx = d, d.Video().Index
+	var medias []*description.Media
+	for _, t := range d.Tracks() {
+		medias = append(medias, t.Media)
 	}
 	return medias, nil
 }
 
 // onPacket depacketizes on gortsplib's reading goroutine.
 func (u *upstream) onPacket(c *gortsplib.Client, m *description.Media, f format.Format, pkt *rtp.Packet) {
-	pts, ok := c.PacketPTS2(m, pkt)
-	if !ok {
+	var t *rtpdepay.Track
+	for _, x := range u.depay.Tracks() {
+		if x.Media == m && x.Format == f {
+			t = x
+		}
+	}
+	if t == nil {
 		return
 	}
-	now := time.Now()
-	switch f.(type) {
-	case *format.H264:
-		au, err := u.h264dec.Decode(pkt)
-		if err != nil {
-			return
+	pts, ok := c.PacketPTS2(m, pkt)
+	for _, unit := range u.depay.Decode(t, pkt, pts, ok, time.Now()) {
+		if unit.Track == u.videoIdx && u.desc.Tracks == nil {
+			// The first video unit: the parameter sets are known.
+			u.desc, _ = u.depay.Description()
 		}
-		for _, n := range au {
-			if len(n) == 0 {
-				continue
-			}
-			switch h264.NALUType(n[0] & 0x1f) {
-			case h264.NALUTypeSPS:
-				u.sps = append([]byte(nil), n...)
-			case h264.NALUTypePPS:
-				u.pps = append([]byte(nil), n...)
-			}
+		if u.desc.Tracks == nil {
+			continue // nothing is relayed before the first keyframe
 		}
-		key := h264.IsRandomAccess(au)
-		if u.dts == nil {
-			if !key || len(u.sps) == 0 || len(u.pps) == 0 {
-				return
-			}
-			u.dts = h264.NewDTSExtractor()
-			tr := u.desc.Tracks[u.videoIdx]
-			tr.SPS, tr.PPS = u.sps, u.pps
-		}
-		dts, err := u.dts.Extract(au, pts)
-		if err != nil {
-			u.dts = nil
-			return
-		}
-		u.r.deliver(u, &media.Unit{Track: u.videoIdx, PTS: media.TicksToDuration(pts, 90000), DTS: media.TicksToDuration(dts, 90000),
-			Data: au, Key: key, Received: now})
-	case *format.MPEG4Audio:
-		aus, err := u.aacdec.Decode(pkt)
-		if err != nil {
-			return
-		}
-		for i, a := range aus {
-			p := media.TicksToDuration(pts+int64(i)*1024, u.aacRate)
-			u.r.deliver(u, &media.Unit{Track: u.aacIdx, PTS: p, DTS: p, Data: [][]byte{a}, Key: true, Received: now})
-		}
-	case *format.Opus:
-		if len(pkt.Payload) == 0 {
-			return
-		}
-		p := media.TicksToDuration(pts, 48000)
-		u.r.deliver(u, &media.Unit{Track: u.opusIdx, PTS: p, DTS: p, Data: [][]byte{pkt.Payload}, Key: true, Received: now})
+		u.r.deliver(u, unit)
 	}
 }
 
@@ -640,11 +556,11 @@ func (r *Relay) promoteLocked(u *upstream, first *media.Unit) error {
 		r.lastPTS, r.lastAt = 0, time.Time{}
 		u.offset = -first.DTS
 		if last, at := pub.Stream().Last(); !at.IsZero() {
-			// Taken over: continue the stream's timeline, and give its
-			// readers this encoder's parameter sets with the first frame.
+			// Taken over: continue the stream's timeline. The first frame
+			// carries this encoder's parameter sets, as every keyframe of
+			// the rtpdepay mapping does.
 			r.lastPTS, r.lastAt = last, at
 			u.offset = last + max(time.Since(at), time.Millisecond) - first.DTS
-			withParameterSets(first, u.desc)
 		}
 	} else {
 		// Continue the local timeline: the new session's first unit comes
@@ -664,25 +580,6 @@ func (r *Relay) promoteLocked(u *upstream, first *media.Unit) error {
 	}
 	r.log.Info("relay upstream feeding", "source", u.addr, "replaced", old != nil, "after", time.Since(u.started).Round(time.Millisecond))
 	return nil
-}
-
-// withParameterSets puts the description's SPS and PPS in front of a video
-// keyframe that lacks them.
-func withParameterSets(u *media.Unit, desc media.Description) {
-	v := desc.VideoTrack()
-	if v < 0 || u.Track != v || !u.Key {
-		return
-	}
-	sps, pps := desc.Tracks[v].SPS, desc.Tracks[v].PPS
-	for _, n := range u.Data {
-		if len(n) > 0 && h264.NALUType(n[0]&0x1f) == h264.NALUTypeSPS {
-			return
-		}
-	}
-	if len(sps) == 0 || len(pps) == 0 {
-		return
-	}
-	u.Data = append([][]byte{sps, pps}, u.Data...)
 }
 
 // isRelaySource reports whether a hub source string is a relay's.

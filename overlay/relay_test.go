@@ -28,7 +28,7 @@ type upstreamNode struct {
 
 func startUpstream(t *testing.T, clip string) *upstreamNode {
 	t.Helper()
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	t.Cleanup(func() { hub.Close() })
 	rd, err := egress.NewRTSPReader(egress.RTSPReaderConfig{}, hub, nil)
 	if err != nil {
@@ -125,7 +125,7 @@ func (w *watch) snapshot() watch {
 func TestRelayPullsARenditionAndPublishesItLocally(t *testing.T) {
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 4, Audio: "aac"})
 	up := startUpstream(t, clip)
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	defer hub.Close()
 	r := startRelay(t, RelayConfig{Path: "live/cam1", Sources: []string{up.addr}, Secret: testSecret}, hub)
 	defer r.Close()
@@ -158,7 +158,7 @@ func TestRelayWithoutClusterSecretIsRefused(t *testing.T) {
 			t.Errorf("describe with secret %q: err %v, want 401", secret, err)
 		}
 	}
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	defer hub.Close()
 	r := startRelay(t, RelayConfig{Path: "live/cam1", Sources: []string{up.addr}, Secret: "wrong"}, hub)
 	defer r.Close()
@@ -180,7 +180,7 @@ func TestRelaySwitchesSourceWithoutCuttingViewers(t *testing.T) {
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 4})
 	a := startUpstream(t, clip)
 	b := startUpstream(t, clip)
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	defer hub.Close()
 	r := startRelay(t, RelayConfig{Path: "live/cam1", Sources: []string{a.addr}, Secret: testSecret}, hub)
 	defer r.Close()

@@ -7,6 +7,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gradient-cdn/gradient/internal/testutil"
 	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/serverlet"
 )
@@ -47,7 +48,7 @@ func TestManagerConfigKeepsTheServerletsYAMLKeys(t *testing.T) {
 }
 
 func TestNewManagerDoesNoIOAndCloseIsSafe(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
 	defer hub.Close()
 	// A plugin that does not exist is not looked for before Start.
 	m, err := serverlet.NewManager(serverlet.ManagerConfig{PluginDir: t.TempDir(), Plugins: []string{"nosuch"}}, hub, nil)

@@ -37,9 +37,12 @@ func (f ensureFunc) Ensure(ctx context.Context, path string) error { return f(ct
 // hub is built first, with a provider that asks the manager built next.
 func startManager(cfg serverlet.ManagerConfig, log *slog.Logger) (*media.Hub, *serverlet.Manager, error) {
 	var m *serverlet.Manager
-	hub := media.NewHub(media.HubConfig{Logger: log,
-		Renditions: ensureFunc(func(ctx context.Context, path string) error { return m.Ensure(ctx, path) })})
-	m, err := serverlet.NewManager(cfg, hub, log)
+	hub, err := media.NewHub(media.HubConfig{
+		Renditions: ensureFunc(func(ctx context.Context, path string) error { return m.Ensure(ctx, path) })}, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err = serverlet.NewManager(cfg, hub, log)
 	if err == nil {
 		if err = m.Start(); err != nil {
 			m.Close()

@@ -88,9 +88,7 @@ func publish(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	cfg.Audio = *audio
 	cfg.Preset = *preset
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, nil))
-
-	p, err := testsrc.New(cfg)
+	p, err := testsrc.New(cfg, slog.New(slog.NewTextHandler(stderr, nil)))
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ func TestNewRejectsUnsupportedURLsNamingThem(t *testing.T) {
 		{"clip.mp4", "unsupported scheme"},
 		{"rtsp://127.0.0.1/live/test", "host:port"},
 	} {
-		_, err := New(testConfig(tc.url))
+		_, err := New(testConfig(tc.url), nil)
 		if err == nil {
 			t.Errorf("%s: accepted", tc.url)
 			continue
@@ -31,7 +31,7 @@ func TestNewRejectsUnsupportedURLsNamingThem(t *testing.T) {
 			t.Errorf("%s: error %q does not name the URL and %q", tc.url, err, tc.want)
 		}
 	}
-	if _, err := New(Config{}); err == nil {
+	if _, err := New(Config{}, nil); err == nil {
 		t.Error("a Config without URL was accepted")
 	}
 }
@@ -45,7 +45,7 @@ func TestNewRejectsBadPictureParameters(t *testing.T) {
 	} {
 		cfg := testConfig("rtsp://127.0.0.1:8554/live/test")
 		mod(&cfg)
-		if _, err := New(cfg); err == nil {
+		if _, err := New(cfg, nil); err == nil {
 			t.Errorf("accepted %+v", cfg)
 		}
 	}
@@ -54,7 +54,7 @@ func TestNewRejectsBadPictureParameters(t *testing.T) {
 func TestRunReportsConnectionRefusedWithURL(t *testing.T) {
 	t.Parallel()
 	url := fmt.Sprintf("rtsp://127.0.0.1:%d/live/test", testutil.FreePort(t, "tcp"))
-	p, err := New(testConfig(url))
+	p, err := New(testConfig(url), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestRunReportsRTSPServerRefusal(t *testing.T) {
 	}
 	defer srv.Close()
 	url := "rtsp://" + addr + "/live/test"
-	p, err := New(testConfig(url))
+	p, err := New(testConfig(url), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestRunReportsSRTRejectionReason(t *testing.T) {
 	}()
 	port := ln.Addr().(*net.UDPAddr).Port
 	url := fmt.Sprintf("srt://127.0.0.1:%d/live/test", port)
-	p, err := New(testConfig(url))
+	p, err := New(testConfig(url), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

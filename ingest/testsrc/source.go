@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -28,6 +29,7 @@ const (
 // Next. A Source is used by one goroutine.
 type Source struct {
 	cfg  Config
+	log  *slog.Logger
 	desc media.Description
 
 	video *lavfiEncoder
@@ -43,15 +45,19 @@ type Source struct {
 }
 
 // NewSource opens FFmpeg's lavfi test sources and the encoders; cfg.URL is
-// not used. Close frees them.
-func NewSource(cfg Config) (*Source, error) {
-	cfg.applyDefaults()
-	if err := cfg.validateMedia(); err != nil {
-		return nil, err
+// not used. Zero fields of cfg take their defaults (DefaultConfig); a nil
+// log is slog.Default(). Close frees them.
+func NewSource(cfg Config, log *slog.Logger) (*Source, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("testsrc: %w", err)
 	}
-	s := &Source{cfg: cfg, capture: map[int64]time.Time{}, audioTrack: -1}
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Source{cfg: cfg, log: log.With("component", "testsrc"), capture: map[int64]time.Time{}, audioTrack: -1}
 	var err error
-	if s.video, err = openVideo(cfg); err != nil {
+	if s.video, err = openVideo(cfg, s.log); err != nil {
 		return nil, err
 	}
 	sps, pps := media.ParameterSets(s.video.cc.ExtraData())
@@ -106,7 +112,7 @@ func (s *Source) Next(ctx context.Context) (*media.Unit, error) {
 			// The process was stalled (suspended, starved of CPU): skip the
 			// frames missed, as a camera would, rather than burst them out.
 			s.skipTo(time.Now())
-			s.cfg.Logger.Warn("test source fell behind; skipped frames", "behind", lag.Round(time.Millisecond))
+			s.log.Warn("test source fell behind; skipped frames", "behind", lag.Round(time.Millisecond))
 			continue
 		}
 		if err := waitUntil(ctx, due); err != nil {
@@ -318,13 +324,13 @@ func (e *lavfiEncoder) close() {
 // glass-to-glass delay against a real clock.
 const clockText = ",drawtext=text='%{localtime\\:%T}':x=(w-tw)/2:y=h-th-h/20:fontsize=h/10:fontcolor=white:box=1:boxcolor=black@0.6:boxborderw=4"
 
-func openVideo(cfg Config) (*lavfiEncoder, error) {
+func openVideo(cfg Config, log *slog.Logger) (*lavfiEncoder, error) {
 	e := &lavfiEncoder{}
 	base := fmt.Sprintf("testsrc2=size=%dx%d:rate=%d", cfg.Width, cfg.Height, cfg.FPS)
 	err := e.openGraph(base+clockText+",format=yuv420p", "buffersink")
 	if err != nil {
 		// drawtext needs libfreetype and a font; the pattern alone will do.
-		cfg.Logger.Debug("no wall clock on the test pattern", "error", err)
+		log.Debug("no wall clock on the test pattern", "error", err)
 		e.close()
 		e = &lavfiEncoder{}
 		err = e.openGraph(base+",format=yuv420p", "buffersink")

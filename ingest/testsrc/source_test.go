@@ -15,7 +15,7 @@ import (
 // FPS×2 video frames and 48000×2/1024 audio frames, ±10%.
 func TestSourceReleasesFramesInRealTime(t *testing.T) {
 	t.Parallel()
-	s, err := NewSource(testConfig(""))
+	s, err := NewSource(testConfig(""), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestSourceStampsCaptureTimeAndRepeatsParameterSets(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig("")
 	cfg.Audio = false
-	s, err := NewSource(cfg)
+	s, err := NewSource(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestWithCaptureSEIGoesAfterTheDelimiter(t *testing.T) {
 // the source resumes at the current time instead of bursting the missed
 // frames out faster than real time.
 func TestSourceSkipsFramesAfterAStall(t *testing.T) {
-	s, err := NewSource(testConfig(""))
+	s, err := NewSource(testConfig(""), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

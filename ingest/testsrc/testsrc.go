@@ -24,74 +24,73 @@ import (
 	"github.com/gradient-cdn/gradient/media"
 )
 
-// Config describes the test stream and where to push it.
+// Config describes the test stream and where to push it; DefaultConfig
+// gives the defaults.
 type Config struct {
 	// URL is where to publish:
 	//   rtsp://host:port/live/cam1                 (RTSP ANNOUNCE/RECORD, interleaved TCP)
 	//   srt://host:port?streamid=publish:live/cam1 (SRT caller, MPEG-TS)
 	//   srt://host:port/live/cam1                  (same; the streamid is built from the path)
 	// Other SRT query options (latency, passphrase, …) are passed to the SRT
-	// connection. Not used by NewSource.
-	URL string
+	// connection. Not used by NewSource. Default empty: New refuses it.
+	URL string `yaml:"url"`
 
-	// Width and Height of the picture. Default 1280x720; both must be even.
-	Width, Height int
+	// Width and Height of the picture, both even. Default 1280x720.
+	Width  int `yaml:"width"`
+	Height int `yaml:"height"`
 
 	// FPS is the frame rate. Default 30. One IDR is sent every FPS frames.
-	FPS int
+	FPS int `yaml:"fps"`
 
 	// Bitrate of the video in bits per second (see ParseBitrate). Default
 	// 2 Mbit/s; the encoder keeps to it with a one-second buffer.
-	Bitrate int
+	Bitrate int `yaml:"bitrate"`
 
-	// Audio adds a 440 Hz tone as AAC-LC, 48 kHz stereo, 128 kbit/s. A zero
-	// Config has no audio; DefaultConfig turns it on.
-	Audio bool
+	// Audio adds a 440 Hz tone as AAC-LC, 48 kHz stereo, 128 kbit/s.
+	// Default true (a hand-built Config's zero value has no audio).
+	Audio bool `yaml:"audio"`
 
 	// Preset is the libx264 preset. Default "veryfast".
-	Preset string
-
-	// Logger receives the component's logs. Default slog.Default().
-	Logger *slog.Logger
+	Preset string `yaml:"preset"`
 }
 
 // DefaultConfig returns the configuration of `gradient publish --testsrc`
 // without a URL: 1280x720, 30 fps, 2 Mbit/s, with audio.
 func DefaultConfig() Config {
-	c := Config{Audio: true}
-	c.applyDefaults()
+	return Config{Width: 1280, Height: 720, FPS: 30, Bitrate: 2_000_000, Audio: true, Preset: "veryfast"}
+}
+
+// withDefaults fills the zero fields of a hand-built config (but Audio)
+// from DefaultConfig.
+func (c Config) withDefaults() Config {
+	def := DefaultConfig()
+	if c.Width == 0 && c.Height == 0 {
+		c.Width, c.Height = def.Width, def.Height
+	}
+	if c.FPS == 0 {
+		c.FPS = def.FPS
+	}
+	if c.Bitrate == 0 {
+		c.Bitrate = def.Bitrate
+	}
+	if c.Preset == "" {
+		c.Preset = def.Preset
+	}
 	return c
 }
 
-func (c *Config) applyDefaults() {
-	if c.Width == 0 && c.Height == 0 {
-		c.Width, c.Height = 1280, 720
-	}
-	if c.FPS == 0 {
-		c.FPS = 30
-	}
-	if c.Bitrate == 0 {
-		c.Bitrate = 2_000_000
-	}
-	if c.Preset == "" {
-		c.Preset = "veryfast"
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	c.Logger = c.Logger.With("component", "testsrc")
-}
-
-func (c *Config) validateMedia() error {
+// Validate checks the media fields and names a bad one by its YAML key;
+// the URL is checked by New.
+func (c Config) Validate() error {
 	switch {
 	case c.Width < 16 || c.Height < 16 || c.Width > 7680 || c.Height > 4320:
-		return fmt.Errorf("testsrc: size %dx%d out of range 16x16..7680x4320", c.Width, c.Height)
+		return fmt.Errorf("width, height: %dx%d out of range 16x16..7680x4320", c.Width, c.Height)
 	case c.Width%2 != 0 || c.Height%2 != 0:
-		return fmt.Errorf("testsrc: size %dx%d must be even for 4:2:0", c.Width, c.Height)
+		return fmt.Errorf("width, height: %dx%d must be even for 4:2:0", c.Width, c.Height)
 	case c.FPS < 1 || c.FPS > 120:
-		return fmt.Errorf("testsrc: fps %d out of range 1..120", c.FPS)
+		return fmt.Errorf("fps: %d out of range 1..120", c.FPS)
 	case c.Bitrate < 10_000:
-		return fmt.Errorf("testsrc: bitrate %d bit/s is below 10k", c.Bitrate)
+		return fmt.Errorf("bitrate: %d bit/s is below 10k", c.Bitrate)
 	}
 	return nil
 }
@@ -103,17 +102,22 @@ type Publisher struct {
 	log *slog.Logger
 }
 
-// New checks cfg (URL scheme and media parameters) and returns a Publisher.
-func New(cfg Config) (*Publisher, error) {
-	cfg.applyDefaults()
+// New checks cfg (URL scheme and media parameters) and returns a
+// Publisher; Run publishes. Zero fields of cfg take their defaults
+// (DefaultConfig); a nil log is slog.Default().
+func New(cfg Config, log *slog.Logger) (*Publisher, error) {
+	cfg = cfg.withDefaults()
 	u, err := parseURL(cfg.URL)
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.validateMedia(); err != nil {
-		return nil, err
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("testsrc: %w", err)
 	}
-	return &Publisher{cfg: cfg, url: u, log: cfg.Logger}, nil
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Publisher{cfg: cfg, url: u, log: log.With("component", "testsrc")}, nil
 }
 
 // sink is one push transport.
@@ -127,7 +131,7 @@ type sink interface {
 // the first error (connection refused, the server refused the stream, the
 // connection dropped), wrapped with the URL. It does not reconnect.
 func (p *Publisher) Run(ctx context.Context) error {
-	src, err := NewSource(p.cfg)
+	src, err := NewSource(p.cfg, p.log)
 	if err != nil {
 		return err
 	}

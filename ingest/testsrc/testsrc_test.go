@@ -37,7 +37,7 @@ func testConfig(url string) Config {
 // until stop is closed. It returns the Publisher's last error.
 func publishUntil(t *testing.T, cfg Config, stop <-chan struct{}) <-chan error {
 	t.Helper()
-	p, err := New(cfg)
+	p, err := New(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 func TestPublishFileFeedsDecodableVideoWithSEI(t *testing.T) {
-	hub := media.NewHub(media.HubConfig{})
+	hub := NewHub(t, media.HubConfig{}, nil)
 	clip := Clip(t, ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 1, Audio: "aac"})
 	PublishFile(t, hub, "live/file", clip, true)
 	r, err := hub.Subscribe("live/file", "test")

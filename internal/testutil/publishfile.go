@@ -1,12 +1,14 @@
 package testutil
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/abema/go-mp4"
 	"github.com/asticode/go-astiav"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
@@ -135,54 +137,18 @@ func openClip(path string) (*clipSource, error) {
 	return s, nil
 }
 
-// parseAVCC reads the first SPS and PPS of an avcC decoder configuration record.
+// parseAVCC reads the first SPS and PPS of an avcC decoder configuration
+// record, with the MP4 library mediacommon's mp4 formats use.
 func parseAVCC(b []byte) (sps, pps []byte, err error) {
-	if len(b) < 7 || b[0] != 1 {
-		return nil, nil, errors.New("H.264 extradata is not an avcC record")
+	var rec mp4.AVCDecoderConfiguration
+	rec.SetType(mp4.BoxTypeAvcC())
+	if _, err := mp4.Unmarshal(bytes.NewReader(b), uint64(len(b)), &rec, mp4.Context{}); err != nil {
+		return nil, nil, fmt.Errorf("H.264 extradata is not an avcC record: %w", err)
 	}
-	p := 5
-	n := int(b[p] & 0x1f)
-	p++
-	read := func() ([]byte, error) {
-		if p+2 > len(b) {
-			return nil, errors.New("short avcC")
-		}
-		l := int(b[p])<<8 | int(b[p+1])
-		p += 2
-		if p+l > len(b) {
-			return nil, errors.New("short avcC")
-		}
-		v := append([]byte(nil), b[p:p+l]...)
-		p += l
-		return v, nil
-	}
-	for i := 0; i < n; i++ {
-		v, err := read()
-		if err != nil {
-			return nil, nil, err
-		}
-		if sps == nil {
-			sps = v
-		}
-	}
-	if p >= len(b) {
-		return nil, nil, errors.New("avcC without PPS")
-	}
-	n = int(b[p])
-	p++
-	for i := 0; i < n; i++ {
-		v, err := read()
-		if err != nil {
-			return nil, nil, err
-		}
-		if pps == nil {
-			pps = v
-		}
-	}
-	if sps == nil || pps == nil {
+	if len(rec.SequenceParameterSets) == 0 || len(rec.PictureParameterSets) == 0 {
 		return nil, nil, errors.New("avcC without SPS or PPS")
 	}
-	return sps, pps, nil
+	return rec.SequenceParameterSets[0].NALUnit, rec.PictureParameterSets[0].NALUnit, nil
 }
 
 func (s *clipSource) next() (*media.Unit, error) {
@@ -220,7 +186,7 @@ func (s *clipSource) next() (*media.Unit, error) {
 			u.Data = au
 			u.Key = key && h264.IsRandomAccess(au)
 			if u.Key {
-				u.Data = append([][]byte{s.desc.Tracks[tr].SPS, s.desc.Tracks[tr].PPS}, u.Data...)
+				u.Data = media.WithParameterSets(u.Data, s.desc.Tracks[tr].SPS, s.desc.Tracks[tr].PPS)
 			}
 		} else {
 			u.Data = [][]byte{data}

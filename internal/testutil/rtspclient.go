@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -9,9 +10,10 @@ import (
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
-	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/rtp"
+
+	"github.com/gradient-cdn/gradient/internal/rtpdepay"
 )
 
 // RTSPPlayOptions tune an RTSP reader made by RTSPPlay.
@@ -29,16 +31,20 @@ type RTSPStats struct {
 	AccessUnits  int // depacketized H.264 access units
 	IDRs         int // of which random access points
 	AudioPackets int // AAC and Opus RTP packets
+	// DecodeErrors counts the packets and timestamps that did not
+	// depacketize (rtpdepay.Stream.Errors).
+	DecodeErrors uint64
 }
 
 // RTSPPlayer is a gortsplib client playing one stream: it depacketizes
-// H.264 access units and AAC or Opus audio, counts them and queues them
+// H.264 access units and AAC or Opus audio with the rtpdepay mapping, counts them and queues them
 // (1024 at most of each; more are dropped while the test does not read).
 type RTSPPlayer struct {
 	// Desc is the session the server DESCRIBEd.
 	Desc *description.Session
 
 	c     *gortsplib.Client
+	depay *rtpdepay.Stream
 	video chan [][]byte
 	audio chan [][]byte
 	done  chan struct{}
@@ -77,46 +83,34 @@ func RTSPPlay(t testing.TB, url string, o RTSPPlayOptions) (*RTSPPlayer, error) 
 		p.c.Close()
 		return nil, err
 	}
-	var h264f *format.H264
-	if m := desc.FindFormat(&h264f); m != nil {
-		dec, err := h264f.CreateDecoder()
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.c.OnPacketRTP(m, h264f, func(pkt *rtp.Packet) {
-			au, err := dec.Decode(pkt)
-			if err != nil {
-				return
-			}
-			p.mu.Lock()
-			p.stats.AccessUnits++
-			if h264.IsRandomAccess(au) {
-				p.stats.IDRs++
-			}
-			p.mu.Unlock()
-			queue(p.video, copyAU(au))
-		})
+	// The RTP → unit mapping the node's publisher and relay use: video
+	// starts at an IDR with its parameter sets, and a decode error makes
+	// it wait for the next IDR (counted in RTSPStats.DecodeErrors).
+	p.depay, err = rtpdepay.New(desc, slog.New(slog.DiscardHandler))
+	if err != nil {
+		p.c.Close()
+		return nil, err
 	}
-	var aac *format.MPEG4Audio
-	if m := desc.FindFormat(&aac); m != nil {
-		dec, err := aac.CreateDecoder()
-		if err != nil {
-			t.Fatal(err)
-		}
-		p.c.OnPacketRTP(m, aac, func(pkt *rtp.Packet) {
-			p.countAudio()
-			aus, err := dec.Decode(pkt)
-			if err != nil {
-				return
+	for _, tr := range p.depay.Tracks() {
+		p.c.OnPacketRTP(tr.Media, tr.Format, func(pkt *rtp.Packet) {
+			video := tr == p.depay.Video()
+			if !video {
+				p.countAudio()
 			}
-			queue(p.audio, copyAU(aus))
-		})
-	}
-	var opus *format.Opus
-	if m := desc.FindFormat(&opus); m != nil {
-		p.c.OnPacketRTP(m, opus, func(pkt *rtp.Packet) {
-			p.countAudio()
-			queue(p.audio, [][]byte{append([]byte(nil), pkt.Payload...)})
+			pts, ok := p.c.PacketPTS2(tr.Media, pkt)
+			for _, u := range p.depay.Decode(tr, pkt, pts, ok, time.Now()) {
+				if !video {
+					queue(p.audio, copyAU(u.Data))
+					continue
+				}
+				p.mu.Lock()
+				p.stats.AccessUnits++
+				if u.Key {
+					p.stats.IDRs++
+				}
+				p.mu.Unlock()
+				queue(p.video, copyAU(u.Data))
+			}
 		})
 	}
 	if _, err := p.c.Play(nil); err != nil {
@@ -156,7 +150,9 @@ func (p *RTSPPlayer) countAudio() {
 func (p *RTSPPlayer) Stats() RTSPStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stats
+	st := p.stats
+	st.DecodeErrors = p.depay.Errors()
+	return st
 }
 
 // Video is the queue of received H.264 access units.
