@@ -4,10 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gradient-cdn/gradient/internal/listenaddr"
 )
 
 // WebRTCConfig configures the WebRTC (WHEP) egress: the node's `webrtc`
@@ -85,7 +86,7 @@ func DefaultWebRTCConfig() WebRTCConfig {
 
 // Validate checks every field and names the bad one by its YAML key.
 func (c WebRTCConfig) Validate() error {
-	if err := checkHostPort(c.ICEUDPAddr); err != nil {
+	if err := listenaddr.Check(c.ICEUDPAddr); err != nil {
 		return fmt.Errorf("ice_udp_addr: %w", err)
 	}
 	for i, ip := range c.AdvertiseIPs {
@@ -104,18 +105,6 @@ func (c WebRTCConfig) Validate() error {
 		return errors.New("retransmit_packets: must be > 0")
 	case c.LatencySamples <= 0:
 		return errors.New("latency_samples: must be > 0")
-	}
-	return nil
-}
-
-// checkHostPort accepts "host:port" with a port from 0 to 65535.
-func checkHostPort(a string) error {
-	_, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port: %v", a, err)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("%q: bad port %q", a, port)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 
+	"github.com/gradient-cdn/gradient/internal/listenaddr"
 	"github.com/gradient-cdn/gradient/internal/rtpdepay"
 	"github.com/gradient-cdn/gradient/media"
 )
@@ -137,7 +138,7 @@ func DefaultRTSPConfig() RTSPConfig {
 
 // Validate checks the fields and names a bad one by its YAML key.
 func (c RTSPConfig) Validate() error {
-	if err := checkAddr(c.Addr); err != nil {
+	if err := listenaddr.Check(c.Addr); err != nil {
 		return fmt.Errorf("addr: %w", err)
 	}
 	if !c.DisableUDP {
@@ -145,14 +146,14 @@ func (c RTSPConfig) Validate() error {
 			return errors.New("udp_rtp_addr and udp_rtcp_addr: both or neither must be off")
 		}
 		if c.UDPRTPAddr != Off {
-			if err := checkAddr(c.UDPRTPAddr); err != nil {
+			if err := listenaddr.Check(c.UDPRTPAddr); err != nil {
 				return fmt.Errorf("udp_rtp_addr: %w", err)
 			}
 			_, port, _ := net.SplitHostPort(c.UDPRTPAddr)
 			if p, _ := strconv.Atoi(port); p == 0 || p%2 != 0 {
 				return fmt.Errorf("udp_rtp_addr: %q: the RTP port must be even and not 0", c.UDPRTPAddr)
 			}
-			if err := checkAddr(c.UDPRTCPAddr); err != nil {
+			if err := listenaddr.Check(c.UDPRTCPAddr); err != nil {
 				return fmt.Errorf("udp_rtcp_addr: %w", err)
 			}
 		}
@@ -165,18 +166,6 @@ func (c RTSPConfig) Validate() error {
 	}
 	if c.WriteQueueSize <= 0 || c.WriteQueueSize&(c.WriteQueueSize-1) != 0 {
 		return fmt.Errorf("write_queue_size: %d is not a power of two", c.WriteQueueSize)
-	}
-	return nil
-}
-
-// checkAddr checks a host:port listen address.
-func checkAddr(a string) error {
-	_, port, err := net.SplitHostPort(a)
-	if err != nil {
-		return fmt.Errorf("%q is not host:port: %v", a, err)
-	}
-	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
-		return fmt.Errorf("%q: bad port %q", a, port)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	srt "github.com/datarhei/gosrt"
 
+	"github.com/gradient-cdn/gradient/internal/listenaddr"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -58,7 +59,7 @@ func DefaultSRTConfig() SRTConfig {
 
 // Validate checks the fields and names a bad one by its YAML key.
 func (c SRTConfig) Validate() error {
-	if err := checkAddr(c.Addr); err != nil {
+	if err := listenaddr.Check(c.Addr); err != nil {
 		return fmt.Errorf("addr: %w", err)
 	}
 	if c.Latency <= 0 {
