@@ -125,7 +125,7 @@ func decodeVideo(t *testing.T, desc media.Description, units []*media.Unit) []te
 		}
 		au := u.Data
 		if i == 0 || u.Key {
-			au = append([][]byte{desc.Tracks[v].SPS, desc.Tracks[v].PPS}, au...)
+			au = media.WithParameterSets(au, desc.Tracks[v].SPS, desc.Tracks[v].PPS)
 		}
 		fs, err := dec.Decode(au, int64(u.PTS/time.Microsecond))
 		if err != nil {

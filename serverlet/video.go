@@ -51,8 +51,8 @@ func (v *videoPath) unit(u *media.Unit) error {
 		}
 	}
 	au := u.Data
-	if u.Key && !hasNALU(au, h264.NALUTypeSPS) {
-		au = append([][]byte{v.srcTrack.SPS, v.srcTrack.PPS}, au...)
+	if u.Key {
+		au = media.WithParameterSets(au, v.srcTrack.SPS, v.srcTrack.PPS)
 	}
 	b, err := h264.AnnexB(au).Marshal()
 	if err != nil {
@@ -249,11 +249,3 @@ func (v *videoPath) close() {
 	}
 }
 
-func hasNALU(au [][]byte, typ h264.NALUType) bool {
-	for _, n := range au {
-		if len(n) > 0 && h264.NALUType(n[0]&0x1f) == typ {
-			return true
-		}
-	}
-	return false
-}
