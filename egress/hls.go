@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -50,7 +51,7 @@ func NewHLS(cfg HLSConfig, hub *media.Hub, log *slog.Logger) (*HLS, error) {
 	if hub == nil {
 		return nil, errors.New("hls: nil hub")
 	}
-	fillZero(&cfg, DefaultHLSConfig())
+	defaults.Fill(&cfg, DefaultHLSConfig())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hls: %w", err)
 	}

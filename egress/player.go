@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+
+	"github.com/gradient-cdn/gradient/internal/defaults"
 )
 
 // PlayerAssetsPrefix is the URL prefix the player page loads its script,
@@ -59,7 +61,7 @@ type Player struct {
 // NewPlayer returns the player page handler, or the config's error.
 // log may be nil (slog.Default()).
 func NewPlayer(cfg PlayerConfig, log *slog.Logger) (*Player, error) {
-	fillZero(&cfg, DefaultPlayerConfig())
+	defaults.Fill(&cfg, DefaultPlayerConfig())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("player: %w", err)
 	}

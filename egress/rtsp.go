@@ -19,6 +19,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 	"github.com/pion/rtp"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -69,7 +70,7 @@ func NewRTSPReader(cfg RTSPReaderConfig, hub *media.Hub, log *slog.Logger) (*RTS
 	if hub == nil {
 		return nil, errors.New("rtsp reader: nil hub")
 	}
-	fillZero(&cfg, DefaultRTSPReaderConfig())
+	defaults.Fill(&cfg, DefaultRTSPReaderConfig())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("rtsp reader: %w", err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -59,7 +60,7 @@ type WebRTC struct {
 // NewWebRTC returns a WHEP egress reading from hub, or the config's error.
 // It does no I/O: Start binds its port. log may be nil (slog.Default()).
 func NewWebRTC(cfg WebRTCConfig, hub *media.Hub, log *slog.Logger) (*WebRTC, error) {
-	fillZero(&cfg, DefaultWebRTCConfig())
+	defaults.Fill(&cfg, DefaultWebRTCConfig())
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("webrtc egress: %w", err)
 	}

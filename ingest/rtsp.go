@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/internal/listenaddr"
 	"github.com/gradient-cdn/gradient/internal/rtpdepay"
 	"github.com/gradient-cdn/gradient/media"
@@ -173,34 +174,18 @@ func (c RTSPConfig) Validate() error {
 // withDefaults fills the zero fields of a hand-built config from
 // DefaultRTSPConfig and validates it.
 func (c RTSPConfig) withDefaults() (RTSPConfig, error) {
-	def := DefaultRTSPConfig()
-	if c.Addr == "" {
-		c.Addr = def.Addr
+	// An RTP port given alone takes the next one for RTCP, as RTSP pairs
+	// them; UDP turned off turns both off.
+	if c.UDPRTCPAddr == "" && c.UDPRTPAddr == Off {
+		c.UDPRTCPAddr = Off
 	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = def.ReadTimeout
-	}
-	if c.WriteTimeout == 0 {
-		c.WriteTimeout = def.WriteTimeout
-	}
-	if c.WriteCoalesce == 0 {
-		c.WriteCoalesce = def.WriteCoalesce
-	}
-	if c.WriteQueueSize == 0 {
-		c.WriteQueueSize = def.WriteQueueSize
-	}
-	if c.UDPRTPAddr == "" {
-		c.UDPRTPAddr = def.UDPRTPAddr
-		if c.UDPRTCPAddr == "" {
-			c.UDPRTCPAddr = def.UDPRTCPAddr
-		}
-	}
-	if c.UDPRTCPAddr == "" && c.UDPRTPAddr != Off {
+	if c.UDPRTCPAddr == "" && c.UDPRTPAddr != "" {
 		host, port, err := net.SplitHostPort(c.UDPRTPAddr)
 		if p, perr := strconv.Atoi(port); err == nil && perr == nil {
 			c.UDPRTCPAddr = net.JoinHostPort(host, strconv.Itoa(p+1))
 		}
 	}
+	defaults.Fill(&c, DefaultRTSPConfig())
 	if err := c.Validate(); err != nil {
 		return c, err
 	}

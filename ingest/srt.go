@@ -14,6 +14,7 @@ import (
 
 	srt "github.com/datarhei/gosrt"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/internal/listenaddr"
 	"github.com/gradient-cdn/gradient/media"
 )
@@ -80,19 +81,7 @@ func (c SRTConfig) Validate() error {
 // withDefaults fills the zero fields of a hand-built config from
 // DefaultSRTConfig.
 func (c SRTConfig) withDefaults() SRTConfig {
-	def := DefaultSRTConfig()
-	if c.Addr == "" {
-		c.Addr = def.Addr
-	}
-	if c.Latency == 0 {
-		c.Latency = def.Latency
-	}
-	if c.PublishTimeout == 0 {
-		c.PublishTimeout = def.PublishTimeout
-	}
-	if c.ReadTimeout == 0 {
-		c.ReadTimeout = def.ReadTimeout
-	}
+	defaults.Fill(&c, DefaultSRTConfig())
 	return c
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -115,9 +116,7 @@ func NewDemandTracker(cfg DemandConfig, sink DemandSink, log *slog.Logger) (*Dem
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := DefaultDemandConfig()
-	fill(&cfg.WatchLease, d.WatchLease)
-	fill(&cfg.Interval, d.Interval)
+	defaults.Fill(&cfg, DefaultDemandConfig())
 	if log == nil {
 		log = slog.Default()
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/gradient-cdn/gradient/internal/defaults"
 )
 
 // NodeMeta is what a node tells the cluster about itself. It travels in
@@ -118,29 +120,11 @@ func DefaultMembershipConfig() MembershipConfig {
 // withDefaults fills the zero fields of a hand-built config from
 // DefaultMembershipConfig.
 func (c MembershipConfig) withDefaults() MembershipConfig {
-	d := DefaultMembershipConfig()
-	fill(&c.ProbeInterval, d.ProbeInterval)
-	fill(&c.ProbeTimeout, d.ProbeTimeout)
-	fill(&c.SuspicionMult, d.SuspicionMult)
-	fill(&c.GossipInterval, d.GossipInterval)
-	fill(&c.PushPullInterval, d.PushPullInterval)
-	fill(&c.RTTInterval, d.RTTInterval)
-	fill(&c.TombstoneTTL, d.TombstoneTTL)
-	fill(&c.DeadNodeReclaim, d.DeadNodeReclaim)
-	fill(&c.RTTScale, d.RTTScale)
-	fill(&c.DefaultRTT, d.DefaultRTT)
+	defaults.Fill(&c, DefaultMembershipConfig())
 	if c.Meta.ID == "" {
 		c.Meta.ID = c.Name
 	}
 	return c
-}
-
-// fill sets *v to d when *v is zero or negative: the one rule by which this
-// package's constructors complete a hand-built config.
-func fill[T int | float64 | time.Duration](v *T, d T) {
-	if *v <= 0 {
-		*v = d
-	}
 }
 
 // Validate checks the config and names the bad field by its YAML key.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/optimizer"
 )
 
@@ -46,15 +47,7 @@ func DefaultPlannerConfig() PlannerConfig {
 }
 
 func (c PlannerConfig) withDefaults() PlannerConfig {
-	d := DefaultPlannerConfig()
-	if c.Hysteresis == 0 {
-		c.Hysteresis = d.Hysteresis
-	}
-	if c.Algorithm == "" {
-		c.Algorithm = d.Algorithm
-	}
-	fill(&c.Debounce, d.Debounce)
-	fill(&c.Interval, d.Interval)
+	defaults.Fill(&c, DefaultPlannerConfig())
 	if c.DefaultDevice == "" {
 		if _, ok := c.DeviceClasses["laptop"]; ok {
 			c.DefaultDevice = "laptop"

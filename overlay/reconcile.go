@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -80,9 +81,7 @@ func NewReconciler(cfg ReconcilerConfig, m *Membership, hub *media.Hub, log *slo
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	d := DefaultReconcilerConfig()
-	fill(&cfg.Interval, d.Interval)
-	fill(&cfg.RelayGrace, d.RelayGrace)
+	defaults.Fill(&cfg, DefaultReconcilerConfig())
 	if log == nil {
 		log = slog.Default()
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/pion/rtp"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/internal/rtpdepay"
 	"github.com/gradient-cdn/gradient/media"
 )
@@ -110,10 +111,7 @@ func NewRelay(cfg RelayConfig, hub *media.Hub, log *slog.Logger) (*Relay, error)
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}
-	d := DefaultRelayConfig()
-	fill(&cfg.Grace, d.Grace)
-	fill(&cfg.DialTimeout, d.DialTimeout)
-	fill(&cfg.ReadTimeout, d.ReadTimeout)
+	defaults.Fill(&cfg, DefaultRelayConfig())
 	if log == nil {
 		log = slog.Default()
 	}

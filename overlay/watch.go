@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -51,7 +52,7 @@ type Watch struct {
 // NewWatch returns the /watch handler. m and rec are nil on a node
 // without gossip: it then serves its own streams only.
 func NewWatch(cfg WatchConfig, hub *media.Hub, m *Membership, rec *Reconciler, demand *DemandTracker, log *slog.Logger) *Watch {
-	fill(&cfg.StreamWait, DefaultWatchConfig().StreamWait)
+	defaults.Fill(&cfg, DefaultWatchConfig())
 	if log == nil {
 		log = slog.Default()
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -81,19 +82,7 @@ func DefaultManagerConfig() ManagerConfig {
 // withDefaults fills the zero fields of a hand-built config from
 // DefaultManagerConfig.
 func (c ManagerConfig) withDefaults() ManagerConfig {
-	d := DefaultManagerConfig()
-	if c.Slots == 0 {
-		c.Slots = d.Slots
-	}
-	if c.IdleStop == 0 {
-		c.IdleStop = d.IdleStop
-	}
-	if c.Encoder.Preset == "" {
-		c.Encoder.Preset = d.Encoder.Preset
-	}
-	if c.Encoder.Threads == 0 {
-		c.Encoder.Threads = d.Encoder.Threads
-	}
+	defaults.Fill(&c, DefaultManagerConfig())
 	return c
 }
 

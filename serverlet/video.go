@@ -248,4 +248,3 @@ func (v *videoPath) close() {
 		v.tc.close()
 	}
 }
-

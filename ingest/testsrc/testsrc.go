@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -64,18 +65,10 @@ func DefaultConfig() Config {
 // from DefaultConfig.
 func (c Config) withDefaults() Config {
 	def := DefaultConfig()
-	if c.Width == 0 && c.Height == 0 {
-		c.Width, c.Height = def.Width, def.Height
+	if c.Width != 0 || c.Height != 0 { // a size is given whole or not at all
+		def.Width, def.Height = c.Width, c.Height
 	}
-	if c.FPS == 0 {
-		c.FPS = def.FPS
-	}
-	if c.Bitrate == 0 {
-		c.Bitrate = def.Bitrate
-	}
-	if c.Preset == "" {
-		c.Preset = def.Preset
-	}
+	defaults.Fill(&c, def)
 	return c
 }
 
