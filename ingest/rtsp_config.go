@@ -1,0 +1,146 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/gradient-cdn/gradient/internal/defaults"
+	"github.com/gradient-cdn/gradient/internal/listenaddr"
+)
+
+// Off is the value of an address that turns its listener off (the UDP
+// transport's udp_rtp_addr and udp_rtcp_addr; a node also accepts it for
+// the servers' addr).
+const Off = "off"
+
+// RTSPConfig configures an RTSPServer; DefaultRTSPConfig gives the
+// defaults. It is the `rtsp` section of a node's configuration.
+type RTSPConfig struct {
+	// Addr is the TCP address for RTSP requests and interleaved media, for
+	// both publishers and readers. Default ":8554".
+	Addr string `yaml:"addr"`
+
+	// UDPRTPAddr and UDPRTCPAddr are the UDP addresses of the UDP
+	// transport. The RTP port must be even and the RTCP port the next one.
+	// Defaults ":8000" and ":8001" (when only the RTP address is set, the
+	// RTCP one is its port plus one). "off" for both turns the UDP
+	// transport off; clients then must use TCP interleaved transport.
+	UDPRTPAddr  string `yaml:"udp_rtp_addr"`
+	UDPRTCPAddr string `yaml:"udp_rtcp_addr"`
+
+	// DisableUDP turns the UDP transport off, as "off" addresses do.
+	// Default false.
+	DisableUDP bool `yaml:"-"`
+
+	// ReadTimeout bounds how long a publisher may stay silent (and how long
+	// a request may take to arrive) before its session is closed.
+	// Default 10 s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+
+	// WriteTimeout bounds the writing of responses and interleaved packets.
+	// Default 10 s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+
+	// WriteQueueSize is how many packets may wait for each reader session;
+	// a reader whose queue is full is dropped, so that it never slows the
+	// others. Must be a power of two. Default 512.
+	WriteQueueSize int `yaml:"write_queue_size"`
+
+	// PublishRenditions lets publishers push rendition paths
+	// ("live/cam1@360p"). Default false: renditions are produced inside
+	// the network, publishers push the source ("live/cam1").
+	PublishRenditions bool `yaml:"publish_renditions"`
+
+	// WriteCoalesce gathers the interleaved RTP packets written to each TCP
+	// reader for this long and writes them with one call, instead of one
+	// system call per packet. It trades at most this much added delay on
+	// TCP readers (and relays) for a fraction of the CPU per reader.
+	// Default 5 ms; negative disables it.
+	WriteCoalesce time.Duration `yaml:"write_coalesce"`
+
+	// Read serves DESCRIBE/SETUP/PLAY. Default nil: reading is refused
+	// with 404.
+	Read RTSPReadSource `yaml:"-"`
+
+	// Authenticate, when set, decides whether a request may publish
+	// (publish true, checked at ANNOUNCE) or read (checked at DESCRIBE and
+	// SETUP) path. user and pass come from RTSP Basic authentication; both
+	// are empty when the client sent no credentials, so the hook may allow
+	// anonymous reading and still protect publishing. A refused request is
+	// answered 401 with a Basic challenge. Default nil: everybody is let in.
+	Authenticate func(user, pass, path string, publish bool) bool `yaml:"-"`
+}
+
+// DefaultRTSPConfig returns the defaults of every RTSPConfig field.
+func DefaultRTSPConfig() RTSPConfig {
+	return RTSPConfig{
+		Addr:           ":8554",
+		UDPRTPAddr:     ":8000",
+		UDPRTCPAddr:    ":8001",
+		ReadTimeout:    10 * time.Second,
+		WriteTimeout:   10 * time.Second,
+		WriteQueueSize: 512,
+		WriteCoalesce:  5 * time.Millisecond,
+	}
+}
+
+// Validate checks the fields and names a bad one by its YAML key.
+func (c RTSPConfig) Validate() error {
+	if err := listenaddr.Check(c.Addr); err != nil {
+		return fmt.Errorf("addr: %w", err)
+	}
+	if !c.DisableUDP {
+		if (c.UDPRTPAddr == Off) != (c.UDPRTCPAddr == Off) {
+			return errors.New("udp_rtp_addr and udp_rtcp_addr: both or neither must be off")
+		}
+		if c.UDPRTPAddr != Off {
+			if err := listenaddr.Check(c.UDPRTPAddr); err != nil {
+				return fmt.Errorf("udp_rtp_addr: %w", err)
+			}
+			_, port, _ := net.SplitHostPort(c.UDPRTPAddr)
+			if p, _ := strconv.Atoi(port); p == 0 || p%2 != 0 {
+				return fmt.Errorf("udp_rtp_addr: %q: the RTP port must be even and not 0", c.UDPRTPAddr)
+			}
+			if err := listenaddr.Check(c.UDPRTCPAddr); err != nil {
+				return fmt.Errorf("udp_rtcp_addr: %w", err)
+			}
+		}
+	}
+	if c.ReadTimeout <= 0 {
+		return fmt.Errorf("read_timeout: %v must be > 0", c.ReadTimeout)
+	}
+	if c.WriteTimeout <= 0 {
+		return fmt.Errorf("write_timeout: %v must be > 0", c.WriteTimeout)
+	}
+	if c.WriteQueueSize <= 0 || c.WriteQueueSize&(c.WriteQueueSize-1) != 0 {
+		return fmt.Errorf("write_queue_size: %d is not a power of two", c.WriteQueueSize)
+	}
+	return nil
+}
+
+// withDefaults fills the zero fields of a hand-built config from
+// DefaultRTSPConfig and validates it.
+func (c RTSPConfig) withDefaults() (RTSPConfig, error) {
+	// An RTP port given alone takes the next one for RTCP, as RTSP pairs
+	// them; UDP turned off turns both off.
+	if c.UDPRTCPAddr == "" && c.UDPRTPAddr == Off {
+		c.UDPRTCPAddr = Off
+	}
+	if c.UDPRTCPAddr == "" && c.UDPRTPAddr != "" {
+		host, port, err := net.SplitHostPort(c.UDPRTPAddr)
+		if p, perr := strconv.Atoi(port); err == nil && perr == nil {
+			c.UDPRTCPAddr = net.JoinHostPort(host, strconv.Itoa(p+1))
+		}
+	}
+	defaults.Fill(&c, DefaultRTSPConfig())
+	if err := c.Validate(); err != nil {
+		return c, err
+	}
+	if c.DisableUDP || c.UDPRTPAddr == Off {
+		c.DisableUDP, c.UDPRTPAddr, c.UDPRTCPAddr = true, "", ""
+	}
+	return c, nil
+}
