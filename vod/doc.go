@@ -1,0 +1,12 @@
+// Package vod is Gradient's on-demand side: titles (uploaded files, and
+// later recorded live streams) packaged once into fMP4 HLS whose chunks are
+// content-addressed, a catalog of them, and the HTTP that serves them.
+//
+// A chunk (a segment or an init section) is stored once under the SHA-256
+// of its bytes (ChunkStore); a title's Manifest lists, per rendition, each
+// chunk's digest, size and media time, so any node can verify what it
+// fetched and any cache can keep a chunk forever. The Catalog (SQLite in
+// the data folder) is the truth for the titles packaged here.
+//
+// vod knows nothing of live streams.
+package vod
