@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"time"
 )
 
@@ -124,4 +125,11 @@ type Title struct {
 	Views  int64  `json:"views"`
 	// Manifest is nil until the title is ready.
 	Manifest *Manifest `json:"-"`
+}
+
+// ChunkPutter stores a chunk under its digest (ChunkStore does); Put
+// returns the chunk's digest and size with zero media time, which the
+// caller sets.
+type ChunkPutter interface {
+	Put(r io.Reader) (Chunk, error)
 }
