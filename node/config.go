@@ -17,6 +17,7 @@ import (
 	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/overlay"
 	"github.com/gradient-cdn/gradient/serverlet"
+	"github.com/gradient-cdn/gradient/vod"
 )
 
 // Config is a node's whole configuration: one YAML file, every field
@@ -61,6 +62,8 @@ type Config struct {
 	Serverlets serverlet.ManagerConfig `yaml:"serverlets"`
 	// Overlay is the node's part in the overlay; see overlay.Config.
 	Overlay overlay.Config `yaml:"overlay"`
+	// VoD is on-demand titles: uploads, packaging, the catalog; see vod.Config.
+	VoD vod.Config `yaml:"vod"`
 }
 
 // GossipConfig configures cluster membership.
@@ -99,6 +102,7 @@ func DefaultConfig() Config {
 	}
 	c.Serverlets = serverlet.DefaultManagerConfig()
 	c.Overlay = overlay.DefaultConfig()
+	c.VoD = vod.DefaultConfig()
 	return c
 }
 
@@ -188,6 +192,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.Overlay.Validate(); err != nil {
 		return fmt.Errorf("overlay.%w", err)
+	}
+	if err := c.VoD.Validate(); err != nil {
+		return fmt.Errorf("vod.%w", err)
 	}
 	return nil
 }

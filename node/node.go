@@ -20,6 +20,7 @@ import (
 	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/overlay"
 	"github.com/gradient-cdn/gradient/serverlet"
+	"github.com/gradient-cdn/gradient/vod"
 )
 
 // Node is one running Gradient node.
@@ -36,6 +37,7 @@ type Node struct {
 	HLS        *egress.HLS
 	Members    *overlay.Membership // nil with gossip off
 	Serverlets *serverlet.Manager
+	VoD        *vod.Service
 
 	planner *overlay.Planner    // nil with gossip off
 	rec     *overlay.Reconciler // nil with gossip off
@@ -81,6 +83,9 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	}
 	if err := n.Serverlets.Start(); err != nil { // loads the plugins; names the field: "ladder.gray: …"
 		return nil, fmt.Errorf("serverlets.%w", err)
+	}
+	if err := n.VoD.Start(); err != nil { // opens the catalog, takes up unfinished titles
+		return nil, err
 	}
 	if err := n.startOverlay(); err != nil {
 		return nil, err
@@ -141,6 +146,10 @@ func (n *Node) build() (err error) {
 	if n.HLS, err = egress.NewHLS(cfg.HLS, n.Hub, log); err != nil {
 		return err
 	}
+	if n.VoD, err = vod.NewService(cfg.VoD, filepath.Join(cfg.Data, "vod"), log); err != nil {
+		return fmt.Errorf("vod.%w", err)
+	}
+	n.closers = append(n.closers, n.VoD.Close)
 	if n.player, err = egress.NewPlayer(egress.PlayerConfig{Title: "Gradient " + cfg.Name}, log); err != nil {
 		return err
 	}
@@ -175,6 +184,7 @@ func (n *Node) listen() error {
 	mux := http.NewServeMux()
 	n.routeAPI(mux)
 	n.routeOverlay(mux)
+	n.VoD.Route(mux)
 	mux.Handle(egress.PlayerAssetsPrefix, egress.PlayerAssets())
 	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, HLS: n.HLS, Player: n.player, Log: log})
 	var err error

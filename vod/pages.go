@@ -1,0 +1,128 @@
+package vod
+
+import (
+	"fmt"
+	"html/template"
+	"net/http"
+	"time"
+)
+
+// HLSScript is where the node serves hls.js (the live player's copy); the
+// VoD player uses it where the browser has no native HLS.
+const HLSScript = "/_player/vendor/hls.min.js"
+
+var pages = template.Must(template.New("catalog").Funcs(template.FuncMap{
+	"dur": func(d time.Duration) string {
+		d = d.Round(time.Second)
+		return fmt.Sprintf("%d:%02d", int(d.Minutes()), int(d.Seconds())%60)
+	},
+}).Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Gradient — on demand</title>
+<style>
+body{font-family:system-ui,sans-serif;margin:0;background:#111;color:#eee}
+header{padding:16px 24px;display:flex;gap:16px;align-items:center}
+h1{font-size:20px;margin:0;flex:1}
+input{font-size:15px;padding:6px 10px;border-radius:6px;border:1px solid #444;background:#222;color:#eee}
+main{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:20px;padding:0 24px 24px}
+a.title{color:inherit;text-decoration:none;background:#1c1c1c;border-radius:8px;overflow:hidden}
+a.title img,a.title .noposter{width:100%;aspect-ratio:16/9;object-fit:cover;background:#333;display:block}
+.meta{padding:8px 12px;font-size:13px;color:#aaa}.name{font-size:15px;color:#eee;margin-bottom:4px}
+.empty{padding:24px;color:#888}
+</style></head><body>
+<header><h1>On demand</h1>
+<form method="get" action="/vod/"><input type="search" name="q" value="{{.Query}}" placeholder="Search titles" aria-label="Search titles"></form></header>
+<main>
+{{range .Titles}}<a class="title" href="/vod/{{.ID}}/" data-id="{{.ID}}">
+{{if .HasPoster}}<img src="/vod/{{.ID}}/poster.jpg" alt="" loading="lazy">{{else}}<div class="noposter"></div>{{end}}
+<div class="meta"><div class="name">{{.Title}}</div>{{dur .Duration}} · {{.Renditions}}</div></a>
+{{else}}<div class="empty">{{if .Query}}No title matches “{{.Query}}”.{{else}}No titles yet: add one with <code>gradient vod add FILE</code>.{{end}}</div>
+{{end}}</main></body></html>
+{{define "player"}}<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{.Title}} — Gradient</title>
+<style>body{font-family:system-ui,sans-serif;margin:0;background:#000;color:#eee}
+video{width:100%;max-height:85vh;background:#000;display:block}
+.info{padding:12px 20px}h1{font-size:18px;margin:0 0 6px}p{color:#aaa;margin:0;white-space:pre-wrap}a{color:#8cf}</style>
+<script src="{{.HLSScript}}"></script></head><body>
+<video id="v" controls playsinline {{if .HasPoster}}poster="/vod/{{.ID}}/poster.jpg"{{end}}></video>
+<div class="info"><h1>{{.Title}}</h1><p>{{.Description}}</p><p><a href="/vod/">All titles</a></p></div>
+<script>
+(function () {
+  var v = document.getElementById('v');
+  var viewer = Math.random().toString(36).slice(2);
+  var src = 'index.m3u8?viewer=' + viewer;
+  window.gradientPlayer = {mode: ''};
+  if (window.Hls && Hls.isSupported()) {
+    // One segment of buffer ahead is enough to start a seek anywhere after
+    // at most one chunk fetch.
+    var hls = new Hls({maxBufferLength: 30, startFragPrefetch: true});
+    hls.loadSource(src);
+    hls.attachMedia(v);
+    window.gradientPlayer = {mode: 'hls.js', hls: hls};
+    hls.on(Hls.Events.ERROR, function (_, d) { if (d.fatal) { console.log('hls fatal', d.type, d.details); hls.recoverMediaError(); } });
+  } else if (v.canPlayType('application/vnd.apple.mpegurl')) {
+    v.src = src;
+    window.gradientPlayer = {mode: 'native'};
+  }
+  v.play().catch(function () {});
+})();
+</script></body></html>{{end}}`))
+
+type catalogCard struct {
+	ID, Title  string
+	HasPoster  bool
+	Duration   time.Duration
+	Renditions string
+}
+
+func (s *Service) serveCatalogPage(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query().Get("q")
+	ts, err := s.List(q)
+	if err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	var cards []catalogCard
+	for _, t := range ts {
+		if t.State != StateReady {
+			continue
+		}
+		c := catalogCard{ID: t.ID, Title: t.Title, HasPoster: t.Poster != (Digest{}), Duration: t.Duration}
+		if full, err := s.Get(t.ID); err == nil && full.Manifest != nil {
+			for i, rd := range full.Manifest.Renditions {
+				if i > 0 {
+					c.Renditions += ", "
+				}
+				if rd.Height > 0 {
+					c.Renditions += fmt.Sprintf("%dp", rd.Height)
+				} else {
+					c.Renditions += rd.Name
+				}
+			}
+		}
+		cards = append(cards, c)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := pages.Execute(w, struct {
+		Query  string
+		Titles []catalogCard
+	}{q, cards}); err != nil {
+		s.log.Debug("catalog page", "err", err)
+	}
+}
+
+func (s *Service) servePlayerPage(w http.ResponseWriter, r *http.Request) {
+	t, err := s.readyTitle(r)
+	if err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := pages.ExecuteTemplate(w, "player", struct {
+		ID, Title, Description, HLSScript string
+		HasPoster                         bool
+	}{t.ID, t.Title, t.Description, HLSScript, t.Poster != (Digest{})}); err != nil {
+		s.log.Debug("player page", "err", err)
+	}
+}

@@ -1,0 +1,426 @@
+package vod
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/gradient-cdn/gradient/internal/defaults"
+)
+
+// Config is the `vod` section of a node's configuration.
+type Config struct {
+	// SegmentDuration is the target length of a segment; segments are cut
+	// at the first keyframe at or after it. Default 4s.
+	SegmentDuration time.Duration `yaml:"segment_duration"`
+	// MaxJobs is how many titles are packaged at once. Default 1.
+	MaxJobs int `yaml:"max_jobs"`
+	// MaxUpload refuses an upload larger than this many bytes (413).
+	// Default 16 GiB.
+	MaxUpload int64 `yaml:"max_upload"`
+	// MemoryCache is how many bytes of verified hot chunks are kept in
+	// memory for serving. Default 256 MiB.
+	MemoryCache int64 `yaml:"memory_cache"`
+	// Nice is the scheduling priority packaging runs at (0 … 19), below
+	// live serverlets so that a node packaging a title still serves its
+	// live viewers at full rate. Default 10.
+	Nice int `yaml:"nice"`
+}
+
+// DefaultConfig returns the VoD defaults.
+func DefaultConfig() Config {
+	return Config{SegmentDuration: 4 * time.Second, MaxJobs: 1, MaxUpload: 16 << 30, MemoryCache: 256 << 20, Nice: 10}
+}
+
+// Validate names a bad field by its YAML key.
+func (c Config) Validate() error {
+	switch {
+	case c.SegmentDuration < time.Second || c.SegmentDuration > time.Minute:
+		return fmt.Errorf("segment_duration: %v is outside 1s … 1m", c.SegmentDuration)
+	case c.MaxJobs < 1:
+		return errors.New("max_jobs: must be at least 1")
+	case c.MaxUpload < 1:
+		return errors.New("max_upload: must be positive")
+	case c.MemoryCache < 0:
+		return errors.New("memory_cache: must not be negative")
+	case c.Nice < 0 || c.Nice > 19:
+		return fmt.Errorf("nice: %d is outside 0 … 19", c.Nice)
+	}
+	return nil
+}
+
+// Errors the HTTP layer maps to status codes.
+var (
+	ErrTooLarge  = errors.New("upload larger than vod.max_upload")
+	ErrEmpty     = errors.New("empty upload")
+	ErrNotMedia  = errors.New("not a media file")
+	ErrBadTitle  = errors.New("bad title")
+	ErrNotReady  = errors.New("title is not ready")
+	errUnknownID = errors.New("unknown id")
+)
+
+// Service owns a node's titles: the uploads, the packaging jobs, the chunk
+// store and the catalog, all under one folder.
+type Service struct {
+	cfg Config
+	dir string
+	log *slog.Logger
+
+	store *ChunkStore
+	cat   *Catalog
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	jobs   chan string
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	running map[string]context.CancelFunc // title id → its packaging job
+	putting map[*recordingPutter]bool     // the chunks running jobs stored, not yet in the catalog
+	views   *viewCounter
+	started bool
+}
+
+// NewService builds the service for the folder dir (the node's
+// <data>/vod); it does no I/O.
+func NewService(cfg Config, dir string, log *slog.Logger) (*Service, error) {
+	defaults.Fill(&cfg, DefaultConfig())
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{cfg: cfg, dir: dir, log: log.With("component", "vod"), ctx: ctx, cancel: cancel,
+		jobs: make(chan string, 1024), running: map[string]context.CancelFunc{}, putting: map[*recordingPutter]bool{}, views: newViewCounter()}, nil
+}
+
+func (s *Service) uploads() string { return filepath.Join(s.dir, "uploads") }
+
+func (s *Service) upload(id string) string { return filepath.Join(s.uploads(), id) }
+
+// Start opens the store and the catalog, takes up the titles a previous
+// run left processing, and starts the packaging workers.
+func (s *Service) Start() (err error) {
+	if err := os.MkdirAll(s.uploads(), 0o755); err != nil {
+		return fmt.Errorf("vod: %w", err)
+	}
+	// Partial uploads of a previous run have no catalog entry: nothing
+	// refers to them.
+	if parts, _ := filepath.Glob(filepath.Join(s.uploads(), "*.part")); len(parts) > 0 {
+		for _, p := range parts {
+			os.Remove(p)
+		}
+	}
+	if s.store, err = NewChunkStore(filepath.Join(s.dir, "chunks"), s.cfg.MemoryCache, s.log); err != nil {
+		return fmt.Errorf("vod: %w", err)
+	}
+	if s.cat, err = OpenCatalog(filepath.Join(s.dir, "catalog.db"), s.log); err != nil {
+		return fmt.Errorf("vod: %w", err)
+	}
+	unfinished, err := s.cat.Unfinished()
+	if err != nil {
+		return fmt.Errorf("vod: %w", err)
+	}
+	for _, t := range unfinished {
+		if _, err := os.Stat(s.upload(t.ID)); err != nil {
+			s.cat.SetFailed(t.ID, "the node stopped while packaging and the upload is gone")
+			continue
+		}
+		s.log.Info("packaging again a title left unfinished", "id", t.ID)
+		s.jobs <- t.ID
+	}
+	for range s.cfg.MaxJobs {
+		s.wg.Add(1)
+		go s.worker()
+	}
+	s.mu.Lock()
+	s.started = true
+	s.mu.Unlock()
+	return nil
+}
+
+// Close stops the workers (a title being packaged stays processing and is
+// taken up again at the next Start) and closes the catalog.
+func (s *Service) Close() error {
+	s.cancel()
+	s.wg.Wait()
+	if s.cat != nil {
+		return s.cat.Close()
+	}
+	return nil
+}
+
+// Store is the chunk store (nil before Start).
+func (s *Service) Store() *ChunkStore { return s.store }
+
+func newID() string {
+	var b [10]byte
+	rand.Read(b[:])
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// CheckTitle refuses a title a catalog page could not show.
+func CheckTitle(title, description string) error {
+	switch {
+	case strings.TrimSpace(title) == "":
+		return fmt.Errorf("%w: empty", ErrBadTitle)
+	case len(title) > 200 || len(description) > 5000:
+		return fmt.Errorf("%w: title over 200 or description over 5000 bytes", ErrBadTitle)
+	case !utf8.ValidString(title) || !utf8.ValidString(description):
+		return fmt.Errorf("%w: not UTF-8", ErrBadTitle)
+	case strings.ContainsFunc(title, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Errorf("%w: control characters", ErrBadTitle)
+	}
+	return nil
+}
+
+// Add stores an upload and queues it for packaging. body is streamed to
+// a temporary file, never held in memory; it is probed before Add returns,
+// so a file that is not media is refused at once (ErrNotMedia) and leaves
+// nothing behind.
+func (s *Service) Add(title, description string, body io.Reader) (Title, error) {
+	if err := CheckTitle(title, description); err != nil {
+		return Title{}, err
+	}
+	id := newID()
+	part := s.upload(id) + ".part"
+	f, err := os.OpenFile(part, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return Title{}, fmt.Errorf("upload: %w", err)
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			f.Close()
+			os.Remove(part)
+		}
+	}()
+	n, err := io.Copy(f, io.LimitReader(body, s.cfg.MaxUpload+1))
+	if err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return Title{}, fmt.Errorf("upload: no space left on the node: %w", err)
+		}
+		return Title{}, fmt.Errorf("upload: %w", err)
+	}
+	switch {
+	case n > s.cfg.MaxUpload:
+		return Title{}, fmt.Errorf("%w (%d bytes)", ErrTooLarge, s.cfg.MaxUpload)
+	case n == 0:
+		return Title{}, ErrEmpty
+	}
+	if err := f.Sync(); err != nil {
+		return Title{}, fmt.Errorf("upload: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return Title{}, fmt.Errorf("upload: %w", err)
+	}
+	if _, err := Probe(part); err != nil {
+		return Title{}, fmt.Errorf("%w: %v", ErrNotMedia, err)
+	}
+	if err := os.Rename(part, s.upload(id)); err != nil {
+		return Title{}, fmt.Errorf("upload: %w", err)
+	}
+	keep = true
+	t := Title{ID: id, Title: title, Description: description, State: StateProcessing, Created: time.Now().UTC()}
+	if err := s.cat.Create(t); err != nil {
+		os.Remove(s.upload(id))
+		return Title{}, err
+	}
+	s.log.Info("title added", "id", id, "title", title, "bytes", n)
+	select {
+	case s.jobs <- id:
+	default:
+		s.cat.SetFailed(id, "too many titles waiting to be packaged")
+		os.Remove(s.upload(id))
+		t.State, t.Error = StateFailed, "too many titles waiting to be packaged"
+	}
+	return t, nil
+}
+
+// Get returns a title with its manifest when ready.
+func (s *Service) Get(id string) (Title, error) { return s.cat.Get(id) }
+
+// List returns every title, or those matching query (full text).
+func (s *Service) List(query string) ([]Title, error) { return s.cat.List(query) }
+
+// Delete removes a title: a job packaging it stops, its chunks that no
+// other title shares are dropped.
+func (s *Service) Delete(id string) error {
+	s.mu.Lock()
+	if cancel, ok := s.running[id]; ok {
+		cancel()
+	}
+	s.mu.Unlock()
+	t, err := s.cat.Delete(id)
+	if err != nil {
+		return err
+	}
+	os.Remove(s.upload(id))
+	if t.Manifest != nil {
+		s.dropChunks(chunksOf(t.Manifest, t.Poster))
+	}
+	s.log.Info("title removed", "id", id, "title", t.Title)
+	return nil
+}
+
+func chunksOf(m *Manifest, poster Digest) []Digest {
+	var out []Digest
+	if m != nil {
+		for _, r := range m.Renditions {
+			out = append(out, r.Init.Digest)
+			for _, c := range r.Segments {
+				out = append(out, c.Digest)
+			}
+		}
+	}
+	if poster != (Digest{}) {
+		out = append(out, poster)
+	}
+	return out
+}
+
+// dropChunks removes the chunks no remaining title references and no
+// running job has just stored (a chunk two titles share may be the one a
+// job is packaging right now, before the catalog knows it).
+func (s *Service) dropChunks(ds []Digest) {
+	s.mu.Lock()
+	inUse := map[Digest]bool{}
+	for p := range s.putting {
+		p.mu.Lock()
+		for _, d := range p.put {
+			inUse[d] = true
+		}
+		p.mu.Unlock()
+	}
+	s.mu.Unlock()
+	ref, err := s.cat.Referenced()
+	if err != nil {
+		s.log.Warn("chunks of a removed title kept: catalog unreadable", "err", err)
+		return
+	}
+	for _, d := range ds {
+		if ref[d] == 0 && !inUse[d] {
+			if err := s.store.Remove(d); err != nil && !errors.Is(err, ErrChunkNotFound) {
+				s.log.Warn("chunk not removed", "digest", d.String(), "err", err)
+			}
+		}
+	}
+}
+
+// worker packages queued titles one at a time, at a lower CPU priority
+// than the node's live work.
+func (s *Service) worker() {
+	defer s.wg.Done()
+	// FFmpeg's own threads inherit the nice value of the thread that
+	// starts them: this one, locked for the worker's life.
+	runtime.LockOSThread()
+	if s.cfg.Nice > 0 {
+		if err := syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), s.cfg.Nice); err != nil {
+			s.log.Debug("packaging runs at normal priority", "err", err)
+		}
+	}
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case id := <-s.jobs:
+			s.packageTitle(id)
+		}
+	}
+}
+
+// recordingPutter remembers the chunks a job stored, to drop them again
+// when the job fails.
+type recordingPutter struct {
+	out ChunkPutter
+	mu  sync.Mutex
+	put []Digest
+}
+
+func (p *recordingPutter) Put(r io.Reader) (Chunk, error) {
+	c, err := p.out.Put(r)
+	if err == nil {
+		p.mu.Lock()
+		p.put = append(p.put, c.Digest)
+		p.mu.Unlock()
+	}
+	return c, err
+}
+
+func (s *Service) packageTitle(id string) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	rec := &recordingPutter{out: s.store}
+	s.mu.Lock()
+	s.running[id] = cancel
+	s.putting[rec] = true
+	s.mu.Unlock()
+	done := func() {
+		s.mu.Lock()
+		delete(s.running, id)
+		delete(s.putting, rec)
+		s.mu.Unlock()
+	}
+	defer func() {
+		cancel()
+		done()
+	}()
+	src := s.upload(id)
+	log := s.log.With("id", id)
+	start := time.Now()
+	last := -1
+	progress := func(pct int) {
+		if pct != last {
+			last = pct
+			s.cat.SetProgress(id, pct)
+		}
+	}
+	pc := DefaultPackageConfig()
+	pc.SegmentDuration = s.cfg.SegmentDuration
+	m, err := Package(ctx, src, pc, rec, progress, log)
+	var poster Digest
+	if err == nil {
+		if jpg, perr := Poster(src, m.Duration/10); perr != nil {
+			log.Info("no poster for the title", "err", perr)
+		} else if c, perr := rec.Put(strings.NewReader(string(jpg))); perr == nil {
+			poster = c.Digest
+		}
+		err = s.cat.SetReady(id, m, poster)
+	}
+	switch {
+	case err == nil:
+		os.Remove(src)
+		log.Info("title ready", "renditions", len(m.Renditions), "duration", m.Duration, "bytes", m.Bytes(), "took", time.Since(start).Round(time.Millisecond))
+	case s.ctx.Err() != nil:
+		// The node stops: the title stays processing and is packaged
+		// again at the next start. Its chunks may serve that run.
+		log.Info("packaging interrupted by shutdown")
+	case ctx.Err() != nil:
+		// Deleted while packaging.
+		done()
+		s.dropChunks(rec.put)
+	default:
+		reason := err.Error()
+		if errors.Is(err, syscall.ENOSPC) {
+			reason = "no space left on the node: " + reason
+		}
+		log.Warn("packaging failed", "err", err)
+		s.cat.SetFailed(id, reason)
+		os.Remove(src)
+		done()
+		s.dropChunks(rec.put)
+	}
+}
