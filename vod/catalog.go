@@ -249,7 +249,7 @@ func (c *Catalog) Create(t Title) error {
 	} else if n == 0 {
 		return fmt.Errorf("vod catalog: create %q: %w", t.ID, ErrTitleExists)
 	}
-	c.log.Info("title created", "id", t.ID)
+	c.log.Info("title created", "id", logText(t.ID))
 	return nil
 }
 
@@ -334,7 +334,7 @@ func (c *Catalog) SetReady(id string, m *Manifest, poster Digest) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("vod catalog: ready %q: commit: %w", id, err)
 	}
-	c.log.Info("title ready", "id", id, "duration", m.Duration, "bytes", m.Bytes(), "renditions", len(m.Renditions))
+	c.log.Info("title ready", "id", logText(id), "duration", m.Duration, "bytes", m.Bytes(), "renditions", len(m.Renditions))
 	return nil
 }
 
@@ -373,7 +373,7 @@ func (c *Catalog) SetFailed(id, reason string) error {
 	} else if n == 0 {
 		return fmt.Errorf("vod catalog: fail %q: %w", id, ErrTitleNotFound)
 	}
-	c.log.Warn("title failed", "id", id, "reason", reason)
+	c.log.Warn("title failed", "id", logText(id), "reason", logText(reason))
 	return nil
 }
 
@@ -464,7 +464,7 @@ func (c *Catalog) Delete(id string) (Title, error) {
 	if err := tx.Commit(); err != nil {
 		return Title{}, fmt.Errorf("vod catalog: delete %q: commit: %w", id, err)
 	}
-	c.log.Info("title deleted", "id", id)
+	c.log.Info("title deleted", "id", logText(id))
 	return t, nil
 }
 
@@ -564,6 +564,15 @@ func ftsQuery(s string) string {
 		b.WriteString(`"*`)
 	}
 	return b.String()
+}
+
+// logText cuts user text (ids, reasons) to a length fit for a log line.
+func logText(s string) string {
+	const max = 200
+	if len(s) <= max {
+		return s
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:max], len(s))
 }
 
 // prefixColumns qualifies each column of a comma-separated list.
