@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -652,5 +653,67 @@ func TestFTSQuery(t *testing.T) {
 	many := ftsQuery(strings.Repeat("w ", 100))
 	if n := strings.Count(many, `"*`); n != maxSearchTerms {
 		t.Errorf("%d terms kept of 100, want %d", n, maxSearchTerms)
+	}
+}
+
+// A path with characters that mean something in a URI (the DSN is a file:
+// URI) opens that exact file.
+func TestCatalogOddPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "we?ird #dir %20 & x=1")
+	path := filepath.Join(dir, "cat?alog.db")
+	c := openTestCatalog(t, path)
+	if err := c.Create(Title{ID: "x", Title: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("database not at its path: %v", err)
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "cat?alog.db") {
+			t.Errorf("unexpected file %q beside the catalog", e.Name())
+		}
+	}
+}
+
+// Two handles on one file (two processes, say) write side by side: the
+// busy timeout, not an error, settles who writes, and no view is lost.
+func TestCatalogTwoHandlesOneFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "catalog.db")
+	a := openTestCatalog(t, path)
+	b := openTestCatalog(t, path)
+	if err := a.Create(Title{ID: "t", Title: "shared"}); err != nil {
+		t.Fatal(err)
+	}
+	const workers, each = 4, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*workers*each)
+	for _, c := range []*Catalog{a, b} {
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < each; i++ {
+					if err := c.AddView("t"); err != nil {
+						errs <- err
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, err := b.Get("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Views != 2*workers*each {
+		t.Fatalf("views %d, want %d", got.Views, 2*workers*each)
 	}
 }
