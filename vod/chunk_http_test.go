@@ -204,6 +204,13 @@ func TestServeChunkIfNoneMatch(t *testing.T) {
 	if r.status != http.StatusOK || len(r.body) != 9000 {
 		t.Fatalf("If-None-Match with another ETag: status %d, %d bytes", r.status, len(r.body))
 	}
+	// If-Match: the chunk's own ETag passes, another fails with 412.
+	if r := fetchChunk(t, srv.Client(), http.MethodGet, url, map[string]string{"If-Match": etag}); r.status != http.StatusOK || len(r.body) != 9000 {
+		t.Fatalf("If-Match with the ETag: status %d", r.status)
+	}
+	if r := fetchChunk(t, srv.Client(), http.MethodGet, url, map[string]string{"If-Match": `"other"`}); r.status != http.StatusPreconditionFailed {
+		t.Fatalf("If-Match with another ETag: status %d, want 412", r.status)
+	}
 }
 
 func TestServeChunkHead(t *testing.T) {

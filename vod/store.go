@@ -344,7 +344,7 @@ func (s *ChunkStore) Remove(d Digest) error {
 func (s *ChunkStore) Open(d Digest) (io.ReadSeekCloser, int64, error) {
 	if s.cache != nil {
 		if b, ok := s.cache.GetIfPresent(d); ok {
-			return memChunk{bytes.NewReader(b)}, int64(len(b)), nil
+			return newMemChunk(b), int64(len(b)), nil
 		}
 	}
 	if s.isCorrupt(d) {
@@ -368,7 +368,7 @@ func (s *ChunkStore) Open(d Digest) (io.ReadSeekCloser, int64, error) {
 		if err != nil {
 			return nil, 0, err
 		}
-		return memChunk{bytes.NewReader(b)}, int64(len(b)), nil
+		return newMemChunk(b), int64(len(b)), nil
 	}
 	return s.openFile(d, p)
 }
@@ -439,7 +439,12 @@ func (s *ChunkStore) dropCorrupt(d Digest, p string, got Digest, size int64) err
 }
 
 // memChunk serves cached bytes; there is nothing to close.
-type memChunk struct{ *bytes.Reader }
+type memChunk struct {
+	*bytes.Reader
+	b []byte // the whole chunk, for ServeChunk's direct write
+}
+
+func newMemChunk(b []byte) memChunk { return memChunk{bytes.NewReader(b), b} }
 
 func (memChunk) Close() error { return nil }
 
