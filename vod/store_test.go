@@ -11,10 +11,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // lockedBuffer is a log sink the store's goroutines may write at once.
@@ -299,6 +302,83 @@ func TestChunkStorePutNoSpace(t *testing.T) {
 	}
 	if files := listFiles(t, dir); len(files) != 0 {
 		t.Fatalf("files left after a full disk: %v", files)
+	}
+}
+
+// TestChunkStorePutRealFullDisk fills a real 1 MiB tmpfs. The tmpfs is
+// mounted in a mount namespace of one locked OS thread, which ends with its
+// goroutine, so nothing is mounted for the rest of the machine. It needs
+// root (CAP_SYS_ADMIN); elsewhere TestChunkStorePutNoSpace covers the same
+// path with a writer that fails as write(2) does.
+func TestChunkStorePutRealFullDisk(t *testing.T) {
+	dir := t.TempDir()
+	log, _ := testLogger(t)
+	type result struct {
+		skip, fail string
+		putErr     error
+		files      []string
+		smallOK    bool
+	}
+	done := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread and its namespace end with this goroutine
+		var res result
+		defer func() { done <- res }()
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			res.skip = fmt.Sprintf("no mount namespace: %v", err)
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
+			res.skip = fmt.Sprintf("make mounts private: %v", err)
+			return
+		}
+		if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); err != nil {
+			res.skip = fmt.Sprintf("mount tmpfs: %v", err)
+			return
+		}
+		s, err := NewChunkStore(dir, 0, log)
+		if err != nil {
+			res.fail = err.Error()
+			return
+		}
+		defer s.Close()
+		_, res.putErr = s.Put(bytes.NewReader(randomBytes(11, 3<<20)))
+		err = filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+			if err == nil && !e.IsDir() {
+				res.files = append(res.files, p)
+			}
+			return err
+		})
+		if err != nil {
+			res.fail = err.Error()
+			return
+		}
+		// The space the failed Put took is free again.
+		small := randomBytes(12, 600<<10)
+		if c, err := s.Put(bytes.NewReader(small)); err == nil {
+			rc, _, err := s.Open(c.Digest)
+			if err == nil {
+				got, _ := io.ReadAll(rc)
+				rc.Close()
+				res.smallOK = bytes.Equal(got, small)
+			}
+		}
+	}()
+	res := <-done
+	if res.skip != "" {
+		t.Skip(res.skip)
+	}
+	if res.fail != "" {
+		t.Fatal(res.fail)
+	}
+	if !errors.Is(res.putErr, syscall.ENOSPC) || !strings.Contains(res.putErr.Error(), "no space") {
+		t.Fatalf("Put of 3 MiB into a 1 MiB tmpfs: %v; want \"no space\" wrapping ENOSPC", res.putErr)
+	}
+	if len(res.files) != 0 {
+		t.Fatalf("files left on the full disk: %v", res.files)
+	}
+	if !res.smallOK {
+		t.Fatal("a chunk that fits could not be stored and read after the full-disk failure")
 	}
 }
 
