@@ -179,6 +179,11 @@ func (s *ChunkStore) Put(r io.Reader) (Chunk, error) {
 	if err != nil {
 		return Chunk{}, err
 	}
+	// CreateTemp makes 0600; chunks are public bytes, and another server
+	// (nginx in the serving benchmark, a backup) may read the folder.
+	if err := f.Chmod(0o644); err != nil {
+		return Chunk{}, s.writeErr("chmod", err)
+	}
 	if err := f.Sync(); err != nil {
 		return Chunk{}, s.writeErr("fsync", err)
 	}

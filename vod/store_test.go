@@ -153,6 +153,9 @@ func TestChunkStorePutOpenRoundTrip(t *testing.T) {
 			if files := listFiles(t, dir); len(files) != 1 {
 				t.Fatalf("files after Put: %v, want the chunk alone", files)
 			}
+			if fi, err := os.Stat(filepath.Join(dir, hx[:2], hx)); err != nil || fi.Mode().Perm() != 0o644 {
+				t.Fatalf("chunk file mode %v (%v), want 0644: other servers read the folder", fi.Mode(), err)
+			}
 			if !s.Has(c.Digest) {
 				t.Fatal("Has = false after Put")
 			}
