@@ -47,8 +47,9 @@ const tempPrefix = ".tmp-chunk-"
 // verified bytes of chunks up to 1/8 of the memory budget are kept in a
 // byte-bounded W-TinyLFU cache (otter) and served from memory.
 //
-// A ChunkStore is safe for concurrent use. Close stops the cache's
-// maintenance goroutine.
+// A ChunkStore is safe for concurrent use. One process holds a folder:
+// NewChunkStore removes the temporary files of writes in progress. Close
+// stops the cache's maintenance goroutine.
 type ChunkStore struct {
 	// OnCorrupt, when set (after NewChunkStore, before the store is used),
 	// is called with the digest of every chunk found corrupt on disk,
