@@ -448,6 +448,19 @@ func TestChunkStoreUnknownDigest(t *testing.T) {
 	if err := s.Remove(d); !errors.Is(err, ErrChunkNotFound) {
 		t.Fatalf("Remove unknown: %v", err)
 	}
+	// A folder where the chunk file would be is not a chunk.
+	if err := os.MkdirAll(s.path(d), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if s.Has(d) {
+		t.Fatal("Has a folder")
+	}
+	if _, _, err := s.Open(d); !errors.Is(err, ErrChunkNotFound) {
+		t.Fatalf("Open of a folder: %v", err)
+	}
+	if _, err := s.Size(d); !errors.Is(err, ErrChunkNotFound) {
+		t.Fatalf("Size of a folder: %v", err)
+	}
 }
 
 func TestChunkStoreRemove(t *testing.T) {
