@@ -158,10 +158,14 @@ func (s *Service) Start() (err error) {
 func (s *Service) Close() error {
 	s.cancel()
 	s.wg.Wait()
+	var errs []error
 	if s.cat != nil {
-		return s.cat.Close()
+		errs = append(errs, s.cat.Close())
 	}
-	return nil
+	if s.store != nil {
+		errs = append(errs, s.store.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // Store is the chunk store (nil before Start).
