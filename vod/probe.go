@@ -3,6 +3,7 @@ package vod
 import (
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/asticode/go-astiav"
@@ -12,7 +13,7 @@ import (
 type ProbeInfo struct {
 	// Container is FFmpeg's demuxer name ("mov,mp4,m4a,3gp,3g2,mj2",
 	// "matroska,webm", "mpegts").
-	Container string `json:"container"`
+	Container string        `json:"container"`
 	Duration  time.Duration `json:"duration"`
 	// VideoCodec and AudioCodec are FFmpeg codec names ("h264", "aac");
 	// AudioCodec is empty when there is no audio.
@@ -45,6 +46,9 @@ type input struct {
 // openInput opens src and picks its first video stream (cover art is not
 // video) and first audio stream. The caller closes the input.
 func openInput(src string) (*input, error) {
+	if _, err := os.Stat(src); err != nil {
+		return nil, err // missing is not "not media"
+	}
 	fc := astiav.AllocFormatContext()
 	if fc == nil {
 		return nil, errors.New("open input: FFmpeg could not allocate a format context")
@@ -81,9 +85,9 @@ func openInput(src string) (*input, error) {
 		in.video = still
 	}
 	if in.video == nil {
-		name := fc.InputFormat().Name()
+		name, n := fc.InputFormat().Name(), fc.NbStreams()
 		in.close()
-		return nil, fmt.Errorf("%w (FFmpeg %s demuxer found %d stream(s), none of them video)", ErrNoVideo, name, fc.NbStreams())
+		return nil, fmt.Errorf("%w (FFmpeg %s demuxer found %d stream(s), none of them video)", ErrNoVideo, name, n)
 	}
 	if cp := in.video.CodecParameters(); cp.Width() <= 0 || cp.Height() <= 0 {
 		id, name := cp.CodecID(), fc.InputFormat().Name()
