@@ -2,6 +2,7 @@ package vod
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -37,7 +38,7 @@ func MediaPlaylist(m *Manifest, r *Rendition, chunkURL func(Digest) string) stri
 	}
 	var b strings.Builder
 	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n")
-	fmt.Fprintf(&b, "#EXT-X-TARGETDURATION:%d\n", int64((target+time.Second-1)/time.Second))
+	fmt.Fprintf(&b, "#EXT-X-TARGETDURATION:%d\n", int64(math.Ceil(target.Seconds())))
 	b.WriteString("#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n")
 	fmt.Fprintf(&b, "#EXT-X-MAP:URI=%q\n", chunkURL(r.Init.Digest))
 	for _, s := range r.Segments {

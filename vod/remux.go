@@ -663,6 +663,9 @@ func (r *remuxer) manifest() *Manifest {
 	if total > 0 {
 		rd.Kbps = int(float64(r.bytes)*8/total.Seconds()/1000 + 0.5)
 	}
-	target := time.Duration(math.Ceil(longest.Seconds())) * time.Second
+	// Rounded up, less a few milliseconds of timestamp rounding, so that a
+	// 4.001 s segment keeps a 4 s target: HLS only asks that each EXTINF
+	// rounded to the nearest second be no longer.
+	target := time.Duration(math.Ceil((longest - 5*time.Millisecond).Seconds())) * time.Second
 	return &Manifest{TargetDuration: target, Duration: total, Renditions: []Rendition{rd}}
 }
