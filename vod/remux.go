@@ -86,13 +86,18 @@ func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter
 	stop := context.AfterFunc(ctx, in.intr.Interrupt)
 	defer stop()
 
-	r, err := newRemuxer(in, cfg, out, log)
+	var audio *trackSpec
+	if in.audio != nil {
+		a := streamSpec(in.audio)
+		audio = &a
+	}
+	r, err := newRemuxer(in, streamSpec(in.video), audio, cfg, out, log)
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", src, err)
 	}
 	log.Info("packaging", "src", src, "container", info.Container, "video", info.VideoCodec,
 		"audio", info.AudioCodec, "size", fmt.Sprintf("%dx%d", info.Width, info.Height), "duration", info.Duration)
-	m, err := r.run(ctx, info.Duration, progress)
+	m, err := r.run(ctx, info.Duration, progress, r.copyPackets, nil)
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", src, err)
 	}
@@ -112,10 +117,10 @@ type sample struct {
 }
 
 type track struct {
-	id     int
-	stream *astiav.Stream
-	scale  int64
-	queue  []sample
+	id    int
+	tb    astiav.Rational // of the packets handed to the track
+	scale int64
+	queue []sample
 	// audio: the running decode time, so that sample durations follow the
 	// codec's frame size, not the container's rounded timestamps.
 	next      int64
@@ -124,7 +129,7 @@ type track struct {
 }
 
 func (t *track) toScale(ts int64) int64 {
-	return astiav.RescaleQ(ts, t.stream.TimeBase(), astiav.NewRational(1, int(t.scale)))
+	return astiav.RescaleQ(ts, t.tb, astiav.NewRational(1, int(t.scale)))
 }
 
 func (t *track) seconds(v int64) time.Duration {
@@ -156,7 +161,7 @@ type remuxer struct {
 	opusCh    int
 
 	started  bool
-	originTS int64 // first keyframe's DTS in the video stream's time base
+	originTS int64 // first keyframe's DTS in the video track's time base
 	boundary int64 // next cut time, video timescale
 	segStart int64 // current segment's first PTS
 	cuts     []cut
@@ -168,25 +173,41 @@ type remuxer struct {
 	maxEnd    int64 // end of the latest video sample (PTS + duration)
 }
 
-func newRemuxer(in *input, cfg PackageConfig, out ChunkPutter, log *slog.Logger) (*remuxer, error) {
+// trackSpec is what the remuxer needs of a track: the time base of its
+// packets and its codec's parameters.
+type trackSpec struct {
+	tb            astiav.Rational
+	codec         astiav.CodecID
+	extra         []byte
+	width, height int
+	rate          int
+	channels      int
+}
+
+func streamSpec(s *astiav.Stream) trackSpec {
+	cp := s.CodecParameters()
+	return trackSpec{tb: s.TimeBase(), codec: cp.CodecID(), extra: cp.ExtraData(), width: cp.Width(), height: cp.Height(),
+		rate: cp.SampleRate(), channels: cp.ChannelLayout().NbChannels()}
+}
+
+// newRemuxer packages H.264 packets of v and AAC or Opus packets of a (nil
+// for none), read from in.
+func newRemuxer(in *input, v trackSpec, a *trackSpec, cfg PackageConfig, out ChunkPutter, log *slog.Logger) (*remuxer, error) {
 	r := &remuxer{in: in, cfg: cfg, out: out, log: log}
-	vp := in.video.CodecParameters()
-	r.video = &track{id: videoTrackID, stream: in.video, scale: videoTimescale}
-	r.rendition = Rendition{Name: "source", Width: vp.Width(), Height: vp.Height()}
-	if err := r.parseAVCC(vp.ExtraData()); err != nil {
+	r.video = &track{id: videoTrackID, tb: v.tb, scale: videoTimescale}
+	r.rendition = Rendition{Name: "source", Width: v.width, Height: v.height}
+	if err := r.parseAVCC(v.extra); err != nil {
 		return nil, err
 	}
-	if in.audio != nil {
-		ap := in.audio.CodecParameters()
-		rate := ap.SampleRate()
-		if rate <= 0 {
-			return nil, fmt.Errorf("audio stream %s without a sample rate", ap.CodecID().Name())
+	if a != nil {
+		if a.rate <= 0 {
+			return nil, fmt.Errorf("audio stream %s without a sample rate", a.codec.Name())
 		}
-		r.audio = &track{id: audioTrackID, stream: in.audio, scale: int64(rate)}
-		switch ap.CodecID() {
+		r.audio = &track{id: audioTrackID, tb: a.tb, scale: int64(a.rate)}
+		switch a.codec {
 		case astiav.CodecIDAac:
 			r.audio.frameSize = 1024
-			if ed := ap.ExtraData(); len(ed) > 0 {
+			if ed := a.extra; len(ed) > 0 {
 				var c mpeg4audio.AudioSpecificConfig
 				if err := c.Unmarshal(ed); err != nil {
 					return nil, fmt.Errorf("AAC AudioSpecificConfig: %w", err)
@@ -200,10 +221,12 @@ func newRemuxer(in *input, cfg PackageConfig, out ChunkPutter, log *slog.Logger)
 			}
 		case astiav.CodecIDOpus:
 			r.audio.scale = 48000 // Opus in MP4 always counts 48 kHz
-			r.opusCh = ap.ChannelLayout().NbChannels()
+			r.opusCh = a.channels
 			if r.opusCh <= 0 {
 				r.opusCh = 2
 			}
+		default:
+			return nil, fmt.Errorf("audio codec %s cannot go into fMP4 HLS as it is", a.codec.Name())
 		}
 	}
 	r.boundary = int64(cfg.SegmentDuration.Seconds() * videoTimescale)
@@ -324,7 +347,11 @@ func (r *remuxer) videoPayload(data []byte) ([]byte, error) {
 	return b, nil
 }
 
-func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func(int)) (*Manifest, error) {
+// run reads the input to its end, handing each packet to handle (which
+// feeds the tracks), then drain (which feeds what encoders still hold), and
+// writes the segments as they complete.
+func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func(int),
+	handle func(*astiav.Packet) error, drain func() error) (*Manifest, error) {
 	pkt := astiav.AllocPacket()
 	defer pkt.Free()
 	lastPct := -1
@@ -342,7 +369,7 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 			}
 			return nil, fmt.Errorf("read after %s of media (truncated or damaged file?): FFmpeg: %w", reached.Round(time.Millisecond), err)
 		}
-		err := r.packet(pkt)
+		err := handle(pkt)
 		pkt.Unref()
 		if err != nil {
 			return nil, err
@@ -357,6 +384,11 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 			}
 		}
 		if err := r.flushReady(false); err != nil {
+			return nil, err
+		}
+	}
+	if drain != nil {
+		if err := drain(); err != nil {
 			return nil, err
 		}
 	}
@@ -379,12 +411,12 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 	return r.manifest(), nil
 }
 
-// packet queues one demuxed packet as a sample of its track.
-func (r *remuxer) packet(pkt *astiav.Packet) error {
+// copyPackets hands the input's packets to the tracks as they are.
+func (r *remuxer) copyPackets(pkt *astiav.Packet) error {
 	switch {
-	case pkt.StreamIndex() == r.video.stream.Index():
+	case pkt.StreamIndex() == r.in.video.Index():
 		return r.videoPacket(pkt)
-	case r.audio != nil && pkt.StreamIndex() == r.audio.stream.Index():
+	case r.audio != nil && pkt.StreamIndex() == r.in.audio.Index():
 		return r.audioPacket(pkt)
 	}
 	return nil
@@ -451,7 +483,7 @@ func (r *remuxer) audioPacket(pkt *astiav.Packet) error {
 	if dtsTS == astiav.NoPtsValue {
 		return nil
 	}
-	ts := t.toScale(dtsTS) - astiav.RescaleQ(r.originTS, r.video.stream.TimeBase(), astiav.NewRational(1, int(t.scale)))
+	ts := t.toScale(dtsTS) - astiav.RescaleQ(r.originTS, r.video.tb, astiav.NewRational(1, int(t.scale)))
 	if ts < 0 {
 		return nil // before the first video keyframe
 	}
