@@ -1,0 +1,49 @@
+package vod
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// MasterPlaylist is the title's HLS multivariant playlist: one
+// EXT-X-STREAM-INF per rendition, pointing at <name>.m3u8 beside it.
+func MasterPlaylist(m *Manifest) string {
+	var b strings.Builder
+	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+	for _, r := range m.Renditions {
+		peak, avg := r.PeakKbps, r.Kbps
+		if peak < avg {
+			peak = avg
+		}
+		fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,AVERAGE-BANDWIDTH=%d", peak*1000, avg*1000)
+		if r.Width > 0 && r.Height > 0 {
+			fmt.Fprintf(&b, ",RESOLUTION=%dx%d", r.Width, r.Height)
+		}
+		if r.Codecs != "" {
+			fmt.Fprintf(&b, ",CODECS=%q", r.Codecs)
+		}
+		b.WriteString("\n" + r.Name + ".m3u8\n")
+	}
+	return b.String()
+}
+
+// MediaPlaylist is rendition r's fMP4 VOD media playlist; chunkURL gives
+// the URI of a chunk (its init section and each segment) by digest.
+func MediaPlaylist(m *Manifest, r *Rendition, chunkURL func(Digest) string) string {
+	target := m.TargetDuration
+	for _, s := range r.Segments { // EXTINF rounded must not exceed it
+		target = max(target, s.Duration.Round(time.Second))
+	}
+	var b strings.Builder
+	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n")
+	fmt.Fprintf(&b, "#EXT-X-TARGETDURATION:%d\n", int64(math.Ceil(target.Seconds())))
+	b.WriteString("#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+	fmt.Fprintf(&b, "#EXT-X-MAP:URI=%q\n", chunkURL(r.Init.Digest))
+	for _, s := range r.Segments {
+		fmt.Fprintf(&b, "#EXTINF:%.3f,\n%s\n", s.Duration.Seconds(), chunkURL(s.Digest))
+	}
+	b.WriteString("#EXT-X-ENDLIST\n")
+	return b.String()
+}

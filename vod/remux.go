@@ -1,0 +1,703 @@
+package vod
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"time"
+
+	"github.com/asticode/go-astiav"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4/seekablebuffer"
+)
+
+// PackageConfig says how a title is cut.
+type PackageConfig struct {
+	// SegmentDuration is the target segment length: a segment is cut at
+	// the first keyframe at or after each multiple of it.
+	SegmentDuration time.Duration `yaml:"segment_duration" json:"segment_duration"`
+}
+
+// DefaultPackageConfig cuts 4 s segments.
+func DefaultPackageConfig() PackageConfig {
+	return PackageConfig{SegmentDuration: 4 * time.Second}
+}
+
+// ErrNeedsTranscode is wrapped by the error Package returns for a source
+// whose codecs it cannot copy into fMP4 HLS as they are.
+var ErrNeedsTranscode = errors.New("needs transcoding")
+
+// NeedsTranscodeError names the codecs that cannot be remuxed.
+type NeedsTranscodeError struct {
+	Video, Audio string
+}
+
+func (e *NeedsTranscodeError) Error() string {
+	msg := fmt.Sprintf("video %s", e.Video)
+	if e.Audio != "" {
+		msg += ", audio " + e.Audio
+	}
+	return fmt.Sprintf("%s: only H.264 video with AAC, Opus or no audio is packaged as it is (%v)", msg, ErrNeedsTranscode)
+}
+
+func (e *NeedsTranscodeError) Unwrap() error { return ErrNeedsTranscode }
+
+const (
+	videoTimescale = 90000
+	videoTrackID   = 1
+	audioTrackID   = 2
+	// audioLag is how far video may run ahead of audio before a segment is
+	// cut without waiting for the audio that belongs in it (a source whose
+	// audio stops early).
+	audioLag = 10 * time.Second
+)
+
+// Package remuxes src — H.264 video with AAC, Opus or no audio — without
+// re-encoding into fMP4 HLS: one init section and media segments that each
+// start at a keyframe, every chunk put into out as soon as it is complete.
+// progress (may be nil) hears 0..100 by media time read. Other codecs give
+// an error wrapping ErrNeedsTranscode; a file that is not media one
+// wrapping ErrNotMedia; one without video ErrNoVideo.
+func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter, progress func(pct int), log *slog.Logger) (*Manifest, error) {
+	if cfg.SegmentDuration <= 0 {
+		cfg.SegmentDuration = DefaultPackageConfig().SegmentDuration
+	}
+	if progress == nil {
+		progress = func(int) {}
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	in, err := openInput(src)
+	if err != nil {
+		return nil, fmt.Errorf("package %s: %w", src, err)
+	}
+	defer in.close()
+	info := in.info()
+	if !info.Remuxable() {
+		return nil, fmt.Errorf("package %s: %w", src, &NeedsTranscodeError{Video: info.VideoCodec, Audio: info.AudioCodec})
+	}
+	stop := context.AfterFunc(ctx, in.intr.Interrupt)
+	defer stop()
+
+	var audio *trackSpec
+	if in.audio != nil {
+		a := streamSpec(in.audio)
+		audio = &a
+	}
+	r, err := newRemuxer(in, streamSpec(in.video), audio, cfg, out, log)
+	if err != nil {
+		return nil, fmt.Errorf("package %s: %w", src, err)
+	}
+	log.Info("packaging", "src", src, "container", info.Container, "video", info.VideoCodec,
+		"audio", info.AudioCodec, "size", fmt.Sprintf("%dx%d", info.Width, info.Height), "duration", info.Duration)
+	m, err := r.run(ctx, info.Duration, progress, r.copyPackets, nil)
+	if err != nil {
+		return nil, fmt.Errorf("package %s: %w", src, err)
+	}
+	progress(100)
+	log.Info("packaged", "src", src, "segments", len(m.Renditions[0].Segments), "duration", m.Duration,
+		"bytes", m.Bytes(), "kbps", m.Renditions[0].Kbps)
+	return m, nil
+}
+
+// sample is one access unit waiting for its segment; times are in the
+// track's timescale, relative to the title's origin.
+type sample struct {
+	dts, pts int64
+	dur      uint32
+	key      bool
+	payload  []byte
+}
+
+type track struct {
+	id    int
+	tb    astiav.Rational // of the packets handed to the track
+	scale int64
+	queue []sample
+	// audio: the running decode time, so that sample durations follow the
+	// codec's frame size, not the container's rounded timestamps.
+	next      int64
+	frameSize int64
+	eof       bool
+}
+
+func (t *track) toScale(ts int64) int64 {
+	return astiav.RescaleQ(ts, t.tb, astiav.NewRational(1, int(t.scale)))
+}
+
+func (t *track) seconds(v int64) time.Duration {
+	return time.Duration(float64(v) / float64(t.scale) * float64(time.Second))
+}
+
+// cut is a decided segment boundary: the video keyframe at queue index idx
+// whose presentation time is pts (video timescale).
+type cut struct {
+	idx int
+	pts int64
+}
+
+type remuxer struct {
+	in    *input
+	cfg   PackageConfig
+	out   ChunkPutter
+	log   *slog.Logger
+	video *track
+	audio *track
+
+	// H.264 framing of the source: AVCC with nalLen-byte lengths, or Annex B.
+	annexB   bool
+	nalLen   int
+	sps, pps []byte
+	// AAC: in ADTS frames (MPEG-TS sources) rather than raw.
+	adts      bool
+	aacConfig *mpeg4audio.AudioSpecificConfig
+	opusCh    int
+
+	started  bool
+	originTS int64 // first keyframe's DTS in the video track's time base
+	boundary int64 // next cut time, video timescale
+	segStart int64 // current segment's first PTS
+	cuts     []cut
+	initDone bool
+	seq      uint32
+
+	rendition Rendition
+	bytes     int64
+	maxEnd    int64 // end of the latest video sample (PTS + duration)
+}
+
+// trackSpec is what the remuxer needs of a track: the time base of its
+// packets and its codec's parameters.
+type trackSpec struct {
+	tb            astiav.Rational
+	codec         astiav.CodecID
+	extra         []byte
+	width, height int
+	rate          int
+	channels      int
+}
+
+func streamSpec(s *astiav.Stream) trackSpec {
+	cp := s.CodecParameters()
+	return trackSpec{tb: s.TimeBase(), codec: cp.CodecID(), extra: cp.ExtraData(), width: cp.Width(), height: cp.Height(),
+		rate: cp.SampleRate(), channels: cp.ChannelLayout().NbChannels()}
+}
+
+// newRemuxer packages H.264 packets of v and AAC or Opus packets of a (nil
+// for none), read from in.
+func newRemuxer(in *input, v trackSpec, a *trackSpec, cfg PackageConfig, out ChunkPutter, log *slog.Logger) (*remuxer, error) {
+	r := &remuxer{in: in, cfg: cfg, out: out, log: log}
+	r.video = &track{id: videoTrackID, tb: v.tb, scale: videoTimescale}
+	r.rendition = Rendition{Name: "source", Width: v.width, Height: v.height}
+	if err := r.parseAVCC(v.extra); err != nil {
+		return nil, err
+	}
+	if a != nil {
+		if a.rate <= 0 {
+			return nil, fmt.Errorf("audio stream %s without a sample rate", a.codec.Name())
+		}
+		r.audio = &track{id: audioTrackID, tb: a.tb, scale: int64(a.rate)}
+		switch a.codec {
+		case astiav.CodecIDAac:
+			r.audio.frameSize = 1024
+			if ed := a.extra; len(ed) > 0 {
+				var c mpeg4audio.AudioSpecificConfig
+				if err := c.Unmarshal(ed); err != nil {
+					return nil, fmt.Errorf("AAC AudioSpecificConfig: %w", err)
+				}
+				r.aacConfig = &c
+				if c.FrameLengthFlag {
+					r.audio.frameSize = 960
+				}
+			} else {
+				r.adts = true // config comes with the first frame
+			}
+		case astiav.CodecIDOpus:
+			r.audio.scale = 48000 // Opus in MP4 always counts 48 kHz
+			r.opusCh = a.channels
+			if r.opusCh <= 0 {
+				r.opusCh = 2
+			}
+		default:
+			return nil, fmt.Errorf("audio codec %s cannot go into fMP4 HLS as it is", a.codec.Name())
+		}
+	}
+	r.boundary = int64(cfg.SegmentDuration.Seconds() * videoTimescale)
+	return r, nil
+}
+
+// parseAVCC reads the avcC record (ISO 14496-15) FFmpeg hands over as
+// extradata for MP4 and Matroska sources; Annex B extradata (or none, as in
+// MPEG-TS) means the packets carry start codes and parameter sets in band.
+func (r *remuxer) parseAVCC(ed []byte) error {
+	if len(ed) == 0 || ed[0] != 1 {
+		r.annexB = true
+		if len(ed) > 0 {
+			var au h264.AnnexB
+			if err := au.Unmarshal(ed); err == nil {
+				r.takeParams(au)
+			}
+		}
+		return nil
+	}
+	if len(ed) < 7 {
+		return fmt.Errorf("H.264 avcC record of %d bytes is too short", len(ed))
+	}
+	r.nalLen = int(ed[4]&3) + 1
+	pos := 5
+	read := func() ([][]byte, error) {
+		if pos >= len(ed) {
+			return nil, errors.New("H.264 avcC record truncated")
+		}
+		n := int(ed[pos])
+		pos++
+		if pos == 6 {
+			n &= 0x1f
+		}
+		var out [][]byte
+		for range n {
+			if pos+2 > len(ed) {
+				return nil, errors.New("H.264 avcC record truncated")
+			}
+			l := int(binary.BigEndian.Uint16(ed[pos:]))
+			pos += 2
+			if pos+l > len(ed) {
+				return nil, errors.New("H.264 avcC record truncated")
+			}
+			out = append(out, bytes.Clone(ed[pos:pos+l]))
+			pos += l
+		}
+		return out, nil
+	}
+	spss, err := read()
+	if err != nil {
+		return err
+	}
+	ppss, err := read()
+	if err != nil {
+		return err
+	}
+	if len(spss) == 0 || len(ppss) == 0 || len(spss[0]) < 4 {
+		return errors.New("H.264 avcC record without SPS and PPS")
+	}
+	r.sps, r.pps = spss[0], ppss[0]
+	return nil
+}
+
+func (r *remuxer) takeParams(nalus [][]byte) {
+	for _, n := range nalus {
+		if len(n) == 0 {
+			continue
+		}
+		switch h264.NALUType(n[0] & 0x1f) {
+		case h264.NALUTypeSPS:
+			if r.sps == nil && len(n) >= 4 {
+				r.sps = bytes.Clone(n)
+			}
+		case h264.NALUTypePPS:
+			if r.pps == nil {
+				r.pps = bytes.Clone(n)
+			}
+		}
+	}
+}
+
+// videoPayload turns a packet into an fMP4 H.264 sample: NAL units with
+// 4-byte lengths. AVCC packets with 4-byte lengths are copied byte for byte.
+func (r *remuxer) videoPayload(data []byte) ([]byte, error) {
+	if !r.annexB && r.nalLen == 4 {
+		return bytes.Clone(data), nil
+	}
+	var nalus [][]byte
+	if r.annexB {
+		var au h264.AnnexB
+		if err := au.Unmarshal(data); err != nil {
+			return nil, fmt.Errorf("H.264 Annex B packet: %w", err)
+		}
+		nalus = au
+		r.takeParams(nalus)
+	} else {
+		for p := data; len(p) > 0; {
+			if len(p) < r.nalLen {
+				return nil, errors.New("H.264 packet: truncated NAL unit length")
+			}
+			var l int
+			for i := range r.nalLen {
+				l = l<<8 | int(p[i])
+			}
+			p = p[r.nalLen:]
+			if l > len(p) {
+				return nil, errors.New("H.264 packet: NAL unit longer than the packet")
+			}
+			nalus = append(nalus, p[:l])
+			p = p[l:]
+		}
+	}
+	b, err := h264.AVCC(nalus).Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("H.264 packet: %w", err)
+	}
+	return b, nil
+}
+
+// run reads the input to its end, handing each packet to handle (which
+// feeds the tracks), then drain (which feeds what encoders still hold), and
+// writes the segments as they complete.
+func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func(int),
+	handle func(*astiav.Packet) error, drain func() error) (*Manifest, error) {
+	pkt := astiav.AllocPacket()
+	defer pkt.Free()
+	lastPct := -1
+	var reached time.Duration
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("stopped after %s of media: %w", reached.Round(time.Millisecond), context.Cause(ctx))
+		}
+		if err := r.in.fc.ReadFrame(pkt); err != nil {
+			if errors.Is(err, astiav.ErrEof) {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("stopped after %s of media: %w", reached.Round(time.Millisecond), context.Cause(ctx))
+			}
+			return nil, fmt.Errorf("read after %s of media (truncated or damaged file?): FFmpeg: %w", reached.Round(time.Millisecond), err)
+		}
+		err := handle(pkt)
+		pkt.Unref()
+		if err != nil {
+			return nil, err
+		}
+		if r.started && len(r.video.queue) > 0 {
+			reached = r.video.seconds(r.video.queue[len(r.video.queue)-1].dts)
+		}
+		if duration > 0 {
+			if pct := min(99, int(100*reached/duration)); pct > lastPct {
+				lastPct = pct
+				progress(pct)
+			}
+		}
+		if err := r.flushReady(false); err != nil {
+			return nil, err
+		}
+	}
+	if drain != nil {
+		if err := drain(); err != nil {
+			return nil, err
+		}
+	}
+	if !r.started {
+		return nil, errors.New("no H.264 keyframe in the video stream (empty or damaged file?)")
+	}
+	r.video.eof = true
+	if r.audio != nil {
+		r.audio.eof = true
+	}
+	r.finishDurations()
+	if err := r.flushReady(true); err != nil {
+		return nil, err
+	}
+	end := r.video.seconds(r.maxEnd)
+	if duration > 0 && end < duration-r.cfg.SegmentDuration-time.Second {
+		return nil, fmt.Errorf("truncated file: its media ends at %s of the %s its %s container declares",
+			end.Round(time.Millisecond), duration.Round(time.Millisecond), r.in.fc.InputFormat().Name())
+	}
+	return r.manifest(), nil
+}
+
+// copyPackets hands the input's packets to the tracks as they are.
+func (r *remuxer) copyPackets(pkt *astiav.Packet) error {
+	switch {
+	case pkt.StreamIndex() == r.in.video.Index():
+		return r.videoPacket(pkt)
+	case r.audio != nil && pkt.StreamIndex() == r.in.audio.Index():
+		return r.audioPacket(pkt)
+	}
+	return nil
+}
+
+func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
+	key := pkt.Flags().Has(astiav.PacketFlagKey)
+	dtsTS, ptsTS := pkt.Dts(), pkt.Pts()
+	if dtsTS == astiav.NoPtsValue {
+		dtsTS = ptsTS
+	}
+	if ptsTS == astiav.NoPtsValue {
+		ptsTS = dtsTS
+	}
+	if dtsTS == astiav.NoPtsValue {
+		return nil // a packet with no time cannot be placed
+	}
+	if !r.started {
+		if !key {
+			return nil // undecodable before the first keyframe
+		}
+		r.started = true
+		r.originTS = dtsTS
+	}
+	t := r.video
+	origin := t.toScale(r.originTS)
+	dts, pts := t.toScale(dtsTS)-origin, t.toScale(ptsTS)-origin
+	payload, err := r.videoPayload(pkt.Data())
+	if err != nil {
+		return err
+	}
+	if n := len(t.queue); n > 0 {
+		prev := &t.queue[n-1]
+		if d := dts - prev.dts; d > 0 {
+			prev.dur = uint32(d)
+		} else {
+			// Equal or backward DTS: keep decode order with a tick.
+			prev.dur = 1
+			dts = prev.dts + 1
+		}
+	}
+	if len(t.queue) == 0 && len(r.cuts) == 0 && r.seq == 0 && !r.initDone {
+		r.segStart = pts
+	}
+	if key && pts >= r.boundary-videoTimescale/1000 {
+		r.cuts = append(r.cuts, cut{idx: len(t.queue), pts: pts})
+		for r.boundary <= pts+videoTimescale/1000 {
+			r.boundary += int64(r.cfg.SegmentDuration.Seconds() * videoTimescale)
+		}
+	}
+	t.queue = append(t.queue, sample{dts: dts, pts: pts, key: key, payload: payload})
+	return nil
+}
+
+func (r *remuxer) audioPacket(pkt *astiav.Packet) error {
+	if !r.started {
+		return nil // audio before the first video keyframe is dropped
+	}
+	t := r.audio
+	dtsTS := pkt.Dts()
+	if dtsTS == astiav.NoPtsValue {
+		dtsTS = pkt.Pts()
+	}
+	if dtsTS == astiav.NoPtsValue {
+		return nil
+	}
+	ts := t.toScale(dtsTS) - astiav.RescaleQ(r.originTS, r.video.tb, astiav.NewRational(1, int(t.scale)))
+	if ts < 0 {
+		return nil // before the first video keyframe
+	}
+	var payloads [][]byte
+	if r.adts {
+		var pkts mpeg4audio.ADTSPackets
+		if err := pkts.Unmarshal(pkt.Data()); err != nil {
+			return fmt.Errorf("AAC ADTS packet: %w", err)
+		}
+		for _, p := range pkts {
+			if r.aacConfig == nil {
+				r.aacConfig = &mpeg4audio.AudioSpecificConfig{Type: p.Type, SampleRate: p.SampleRate, ChannelConfig: p.ChannelConfig, ChannelCount: p.ChannelCount}
+			}
+			payloads = append(payloads, p.AU)
+		}
+	} else {
+		payloads = [][]byte{pkt.Data()}
+	}
+	durTS := t.toScale(pkt.Duration())
+	for i, p := range payloads {
+		if len(t.queue) == 0 && t.next == 0 {
+			t.next = ts
+		}
+		// Follow the codec's frame size while the container's timestamps
+		// agree with it (within 3 ms); resync on a gap or overlap.
+		if i == 0 && (ts-t.next > t.scale*3/1000 || t.next-ts > t.scale*3/1000) {
+			t.next = ts
+		}
+		if n := len(t.queue); n > 0 {
+			prev := &t.queue[n-1]
+			prev.dur = uint32(max(1, t.next-prev.dts))
+		}
+		t.queue = append(t.queue, sample{dts: t.next, pts: t.next, key: true, payload: bytes.Clone(p)})
+		step := t.frameSize
+		if step == 0 {
+			step = durTS / int64(len(payloads))
+		}
+		if step <= 0 {
+			step = t.scale / 50
+		}
+		t.next += step
+	}
+	return nil
+}
+
+// finishDurations gives the last sample of each track a duration at the
+// end of the input.
+func (r *remuxer) finishDurations() {
+	for _, t := range []*track{r.video, r.audio} {
+		if t == nil || len(t.queue) == 0 {
+			continue
+		}
+		last := &t.queue[len(t.queue)-1]
+		if t == r.audio {
+			last.dur = uint32(max(1, t.next-last.dts))
+			continue
+		}
+		if len(t.queue) > 1 {
+			last.dur = t.queue[len(t.queue)-2].dur
+		} else {
+			last.dur = videoTimescale / 30
+		}
+	}
+}
+
+// flushReady writes every segment whose end is decided and whose audio has
+// arrived; at the end of the input (final) it writes what is left.
+func (r *remuxer) flushReady(final bool) error {
+	for len(r.cuts) > 0 {
+		c := r.cuts[0]
+		if c.idx == 0 {
+			// The cut is the start of what is queued: no segment before it.
+			r.segStart = c.pts
+			r.cuts = r.cuts[1:]
+			continue
+		}
+		if !final && r.audio != nil && !r.audio.eof {
+			at := r.video.seconds(c.pts)
+			var audioAt time.Duration
+			if n := len(r.audio.queue); n > 0 {
+				audioAt = r.audio.seconds(r.audio.queue[n-1].dts)
+			}
+			videoAt := r.video.seconds(r.video.queue[len(r.video.queue)-1].dts)
+			if audioAt < at && videoAt-at < audioLag {
+				return nil
+			}
+		}
+		if err := r.writeSegment(c.idx, c.pts); err != nil {
+			return err
+		}
+		r.cuts = r.cuts[1:]
+		for i := range r.cuts {
+			r.cuts[i].idx -= c.idx
+		}
+		r.segStart = c.pts
+	}
+	if final && len(r.video.queue) > 0 {
+		end := int64(math.MinInt64)
+		for _, s := range r.video.queue {
+			end = max(end, s.pts+int64(s.dur))
+		}
+		return r.writeSegment(len(r.video.queue), end)
+	}
+	return nil
+}
+
+func (r *remuxer) ensureInit() error {
+	if r.initDone {
+		return nil
+	}
+	if r.sps == nil || r.pps == nil {
+		return errors.New("H.264 stream without SPS/PPS before its first segment")
+	}
+	init := fmp4.Init{Tracks: []*fmp4.InitTrack{{
+		ID: videoTrackID, TimeScale: videoTimescale,
+		Codec: &fmp4.CodecH264{SPS: r.sps, PPS: r.pps},
+	}}}
+	codecs := fmt.Sprintf("avc1.%02x%02x%02x", r.sps[1], r.sps[2], r.sps[3])
+	if r.audio != nil {
+		switch {
+		case r.opusCh > 0:
+			init.Tracks = append(init.Tracks, &fmp4.InitTrack{ID: audioTrackID, TimeScale: uint32(r.audio.scale),
+				Codec: &fmp4.CodecOpus{ChannelCount: r.opusCh}})
+			codecs += ",opus"
+		case r.aacConfig != nil:
+			init.Tracks = append(init.Tracks, &fmp4.InitTrack{ID: audioTrackID, TimeScale: uint32(r.audio.scale),
+				Codec: &fmp4.CodecMPEG4Audio{Config: *r.aacConfig}})
+			codecs += fmt.Sprintf(",mp4a.40.%d", r.aacConfig.Type)
+		default:
+			// ADTS audio that never delivered a frame: package video only.
+			r.audio = nil
+		}
+	}
+	var buf seekablebuffer.Buffer
+	if err := init.Marshal(&buf); err != nil {
+		return fmt.Errorf("fMP4 init section: %w", err)
+	}
+	ch, err := r.out.Put(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		return fmt.Errorf("store init section: %w", err)
+	}
+	r.rendition.Init = ch
+	r.rendition.Codecs = codecs
+	r.initDone = true
+	return nil
+}
+
+// writeSegment puts the video samples before index idx, and the audio
+// samples before the video time endPTS, into one moof+mdat segment.
+func (r *remuxer) writeSegment(idx int, endPTS int64) error {
+	if err := r.ensureInit(); err != nil {
+		return err
+	}
+	v := r.video.queue[:idx]
+	part := fmp4.Part{SequenceNumber: r.seq + 1}
+	vt := &fmp4.PartTrack{ID: videoTrackID, BaseTime: uint64(v[0].dts)}
+	for _, s := range v {
+		vt.Samples = append(vt.Samples, &fmp4.Sample{
+			Duration: s.dur, PTSOffset: int32(s.pts - s.dts), IsNonSyncSample: !s.key, Payload: s.payload,
+		})
+		r.maxEnd = max(r.maxEnd, s.pts+int64(s.dur))
+	}
+	part.Tracks = append(part.Tracks, vt)
+	var na int
+	if a := r.audio; a != nil {
+		end := astiav.RescaleQ(endPTS, astiav.NewRational(1, videoTimescale), astiav.NewRational(1, int(a.scale)))
+		final := idx == len(r.video.queue) && a.eof
+		for na < len(a.queue) && (final || a.queue[na].dts < end) {
+			na++
+		}
+		if na > 0 {
+			at := &fmp4.PartTrack{ID: audioTrackID, BaseTime: uint64(a.queue[0].dts)}
+			for _, s := range a.queue[:na] {
+				at.Samples = append(at.Samples, &fmp4.Sample{Duration: s.dur, Payload: s.payload})
+			}
+			part.Tracks = append(part.Tracks, at)
+		}
+	}
+	var buf seekablebuffer.Buffer
+	if err := part.Marshal(&buf); err != nil {
+		return fmt.Errorf("fMP4 segment %d: %w", r.seq, err)
+	}
+	ch, err := r.out.Put(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		return fmt.Errorf("store segment %d: %w", r.seq, err)
+	}
+	ch.Start = r.video.seconds(r.segStart)
+	ch.Duration = r.video.seconds(endPTS - r.segStart)
+	r.rendition.Segments = append(r.rendition.Segments, ch)
+	r.bytes += ch.Size
+	r.seq++
+	r.video.queue = r.video.queue[idx:]
+	if r.audio != nil {
+		r.audio.queue = r.audio.queue[na:]
+	}
+	return nil
+}
+
+func (r *remuxer) manifest() *Manifest {
+	rd := r.rendition
+	var total, longest time.Duration
+	for _, s := range rd.Segments {
+		total += s.Duration
+		longest = max(longest, s.Duration)
+		if s.Duration > 0 {
+			rd.PeakKbps = max(rd.PeakKbps, int(float64(s.Size)*8/s.Duration.Seconds()/1000+0.5))
+		}
+	}
+	if total > 0 {
+		rd.Kbps = int(float64(r.bytes)*8/total.Seconds()/1000 + 0.5)
+	}
+	// Rounded up, less a few milliseconds of timestamp rounding, so that a
+	// 4.001 s segment keeps a 4 s target: HLS only asks that each EXTINF
+	// rounded to the nearest second be no longer.
+	target := time.Duration(math.Ceil((longest - 5*time.Millisecond).Seconds())) * time.Second
+	return &Manifest{TargetDuration: target, Duration: total, Renditions: []Rendition{rd}}
+}
