@@ -94,7 +94,7 @@ func (s *Service) httpError(w http.ResponseWriter, r *http.Request, err error) {
 		code = http.StatusNotFound
 	case errors.Is(err, ErrTooLarge):
 		code = http.StatusRequestEntityTooLarge
-	case errors.Is(err, ErrNotMedia):
+	case errors.Is(err, ErrNotMedia), errors.Is(err, ErrNoVideo):
 		code = http.StatusUnsupportedMediaType
 	case errors.Is(err, ErrEmpty), errors.Is(err, ErrBadTitle):
 		code = http.StatusBadRequest

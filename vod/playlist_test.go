@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-func testManifest() *Manifest {
+func playlistManifest() *Manifest {
 	d := func(b byte) Digest { var d Digest; d[0] = b; return d }
 	return &Manifest{
 		TargetDuration: 5 * time.Second,
@@ -27,7 +27,7 @@ func testManifest() *Manifest {
 }
 
 func TestMasterPlaylist(t *testing.T) {
-	got := MasterPlaylist(testManifest())
+	got := MasterPlaylist(playlistManifest())
 	want := `#EXTM3U
 #EXT-X-VERSION:7
 #EXT-X-INDEPENDENT-SEGMENTS
@@ -42,7 +42,7 @@ source.m3u8
 }
 
 func TestMediaPlaylist(t *testing.T) {
-	m := testManifest()
+	m := playlistManifest()
 	got := MediaPlaylist(m, &m.Renditions[0], func(d Digest) string { return "/vod/chunks/" + d.String()[:4] })
 	want := `#EXTM3U
 #EXT-X-VERSION:7
@@ -67,7 +67,7 @@ func TestMediaPlaylist(t *testing.T) {
 func TestMediaPlaylistTargetCoversEverySegment(t *testing.T) {
 	// A manifest whose target is too short (hand-made or old) still gives a
 	// playlist whose EXTINFs, rounded, do not exceed its target.
-	m := testManifest()
+	m := playlistManifest()
 	m.TargetDuration = 2 * time.Second
 	m.Renditions[0].Segments[2].Duration = 6600 * time.Millisecond
 	got := MediaPlaylist(m, &m.Renditions[0], func(d Digest) string { return d.String() })

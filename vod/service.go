@@ -65,7 +65,6 @@ func (c Config) Validate() error {
 var (
 	ErrTooLarge  = errors.New("upload larger than vod.max_upload")
 	ErrEmpty     = errors.New("empty upload")
-	ErrNotMedia  = errors.New("not a media file")
 	ErrBadTitle  = errors.New("bad title")
 	ErrNotReady  = errors.New("title is not ready")
 	errUnknownID = errors.New("unknown id")
@@ -233,7 +232,7 @@ func (s *Service) Add(title, description string, body io.Reader) (Title, error) 
 		return Title{}, fmt.Errorf("upload: %w", err)
 	}
 	if _, err := Probe(part); err != nil {
-		return Title{}, fmt.Errorf("%w: %v", ErrNotMedia, err)
+		return Title{}, fmt.Errorf("upload: %w", err)
 	}
 	if err := os.Rename(part, s.upload(id)); err != nil {
 		return Title{}, fmt.Errorf("upload: %w", err)

@@ -38,14 +38,14 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func testLogger(t testing.TB) (*slog.Logger, *lockedBuffer) {
+func bufferedLogger(t testing.TB) (*slog.Logger, *lockedBuffer) {
 	buf := &lockedBuffer{}
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
 func newTestStore(t testing.TB, dir string, memoryBytes int64) (*ChunkStore, *lockedBuffer) {
 	t.Helper()
-	log, buf := testLogger(t)
+	log, buf := bufferedLogger(t)
 	s, err := NewChunkStore(dir, memoryBytes, log)
 	if err != nil {
 		t.Fatalf("NewChunkStore: %v", err)
@@ -315,7 +315,7 @@ func TestChunkStorePutNoSpace(t *testing.T) {
 // path with a writer that fails as write(2) does.
 func TestChunkStorePutRealFullDisk(t *testing.T) {
 	dir := t.TempDir()
-	log, _ := testLogger(t)
+	log, _ := bufferedLogger(t)
 	type result struct {
 		skip, fail string
 		putErr     error
