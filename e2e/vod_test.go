@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/vod"
+)
+
+// TestVoDAddWithTheCLIThenBrowsePlayAndSeekInChromium is a title's whole
+// way on one node: `gradient vod add` uploads a clip and waits for it, the
+// catalog page lists it, Chromium plays it, seeks to 70 % and plays there.
+func TestVoDAddWithTheCLIThenBrowsePlayAndSeekInChromium(t *testing.T) {
+	n := startNode(t)
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 24, GOP: 50, Audio: "aac"})
+	bin := filepath.Join(t.TempDir(), "gradient")
+	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/gradient").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	base := "http://" + n.HTTPAddr()
+	cmd := exec.Command(bin, "vod", "add", "--node", base, "--title", "Big Trip", "--description", "<b>not bold</b>", clip)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("gradient vod add: %v\n%s%s", err, out, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	id := lines[len(lines)-1]
+	var tj vod.TitleJSON
+	if code := getJSONInto(t, base+"/api/v1/vod/titles/"+id, &tj); code != http.StatusOK || tj.State != vod.StateReady {
+		t.Fatalf("the id %q that vod add printed: HTTP %d, %+v", id, code, tj)
+	}
+	ls, err := exec.Command(bin, "vod", "ls", "--node", base).CombinedOutput()
+	if err != nil || !strings.Contains(string(ls), id) || !strings.Contains(string(ls), "Big Trip") {
+		t.Fatalf("gradient vod ls: %v\n%s", err, ls)
+	}
+
+	ctx := testutil.Chromium(t)
+	if err := chromedp.Run(ctx, chromedp.Navigate(base+"/vod/")); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	if err := chromedp.Run(ctx, chromedp.Evaluate(fmt.Sprintf(`!!document.querySelector('a.title[data-id=%q]')`, id), &found)); err != nil || !found {
+		t.Fatalf("the catalog page does not list the title: %v", err)
+	}
+	if err := chromedp.Run(ctx, chromedp.Click(fmt.Sprintf(`a.title[data-id=%q]`, id), chromedp.ByQuery)); err != nil {
+		t.Fatal(err)
+	}
+	type video struct {
+		Frames   int     `json:"frames"`
+		Time     float64 `json:"time"`
+		Duration float64 `json:"duration"`
+		Mode     string  `json:"mode"`
+	}
+	state := func() video {
+		var raw string
+		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		chromedp.Run(ectx, chromedp.Evaluate(`(function(){var v=document.getElementById('v');if(!v)return '{}';
+			var q=v.getVideoPlaybackQuality?v.getVideoPlaybackQuality():{totalVideoFrames:0};
+			return JSON.stringify({frames:q.totalVideoFrames,time:v.currentTime,duration:v.duration||0,mode:(window.gradientPlayer||{}).mode||''})})()`, &raw))
+		var v video
+		json.Unmarshal([]byte(raw), &v)
+		return v
+	}
+	var v video
+	testutil.Eventually(t, 40*time.Second, "the player plays 30 frames", func() bool {
+		v = state()
+		return v.Frames >= 30 && v.Duration > 0
+	})
+	if math.Abs(v.Duration-24) > 4 {
+		t.Errorf("the player's duration is %.1f s, want 24 ± one segment", v.Duration)
+	}
+	target := 0.7 * v.Duration
+	before := v.Frames
+	if err := chromedp.Run(ctx, chromedp.Evaluate(fmt.Sprintf(`document.getElementById('v').currentTime = %f`, target), nil)); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 40*time.Second, "the player plays 30 frames after seeking to 70 %", func() bool {
+		v = state()
+		return v.Frames >= before+30 && v.Time >= target
+	})
+	// Playing 30 frames takes ~1.2 s; the position must be near the
+	// target, not restarted from the beginning or from a far keyframe.
+	if v.Time < target || v.Time > target+4+3 {
+		t.Errorf("after the seek to %.1f s the player is at %.1f s, want within one segment (+ play time)", target, v.Time)
+	}
+	testutil.Screenshot(t, ctx, "vod-player")
+}
+
+func getJSONInto(t *testing.T, url string, v any) int {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	json.NewDecoder(resp.Body).Decode(v)
+	return resp.StatusCode
+}
