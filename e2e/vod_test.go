@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"os/exec"
@@ -24,10 +26,7 @@ import (
 func TestVoDAddWithTheCLIThenBrowsePlayAndSeekInChromium(t *testing.T) {
 	n := startNode(t)
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 24, GOP: 50, Audio: "aac"})
-	bin := filepath.Join(t.TempDir(), "gradient")
-	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/gradient").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildGradient(t)
 	base := "http://" + n.HTTPAddr()
 	cmd := exec.Command(bin, "vod", "add", "--node", base, "--title", "Big Trip", "--description", "<b>not bold</b>", clip)
 	var stderr strings.Builder
@@ -109,4 +108,91 @@ func getJSONInto(t *testing.T, url string, v any) int {
 	defer resp.Body.Close()
 	json.NewDecoder(resp.Body).Decode(v)
 	return resp.StatusCode
+}
+
+// TestVoDKill9DuringPackagingLeavesNoHalfTitle kills a node process while
+// it packages a title, restarts it on the same data folder, and finds the
+// title packaged whole: every chunk of its manifest served and matching
+// its digest, no temporary file left.
+func TestVoDKill9DuringPackagingLeavesNoHalfTitle(t *testing.T) {
+	bin := buildGradient(t)
+	data := t.TempDir()
+	httpAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
+	start := func() *testutil.Process {
+		p := testutil.Start(t, bin, "node", "--name", "vod1", "--http", httpAddr, "--rtsp", "off", "--srt", "off",
+			"--gossip", "off", "--ice-udp", "127.0.0.1:0", "--data", data)
+		testutil.Eventually(t, 20*time.Second, "the node answers /healthz", func() bool {
+			r, err := http.Get("http://" + httpAddr + "/healthz")
+			if err != nil {
+				return false
+			}
+			r.Body.Close()
+			return r.StatusCode == 200
+		})
+		return p
+	}
+	p := start()
+	// H.265 is transcoded: packaging takes long enough to be cut.
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 640, Height: 360, FPS: 25, Seconds: 40, GOP: 50, VideoCodec: "libx265", Audio: "aac"})
+	base := "http://" + httpAddr
+	out, err := exec.Command(bin, "vod", "add", "--no-wait", "--node", base, "--title", "Cut short", clip).Output()
+	if err != nil {
+		t.Fatalf("vod add: %v", err)
+	}
+	id := strings.TrimSpace(string(out))
+	var tj vod.TitleJSON
+	testutil.Eventually(t, 60*time.Second, "packaging has started", func() bool {
+		getJSONInto(t, base+"/api/v1/vod/titles/"+id, &tj)
+		return tj.State != vod.StateProcessing || tj.Progress > 0
+	})
+	p.Cmd.Process.Kill()
+	p.Wait(t, 10*time.Second)
+	if tj.State != vod.StateProcessing {
+		t.Logf("packaging ended (%s) before the kill; the restart checks still apply", tj.State)
+	}
+
+	p = start()
+	testutil.Eventually(t, 120*time.Second, "the title is ready after the restart", func() bool {
+		getJSONInto(t, base+"/api/v1/vod/titles/"+id, &tj)
+		if tj.State == vod.StateFailed {
+			t.Fatalf("the title failed after the restart: %s", tj.Error)
+		}
+		return tj.State == vod.StateReady
+	})
+	resp, err := http.Get(base + "/vod/" + id + "/source.m3u8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body strings.Builder
+	io.Copy(&body, resp.Body)
+	resp.Body.Close()
+	chunks := 0
+	for _, l := range strings.Split(body.String(), "\n") {
+		uri := l
+		if strings.HasPrefix(l, "#EXT-X-MAP:URI=") {
+			uri = strings.Trim(strings.TrimPrefix(l, "#EXT-X-MAP:URI="), `"`)
+		}
+		if !strings.HasPrefix(uri, "/vod/chunks/") {
+			continue
+		}
+		r, err := http.Get(base + uri)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		sum := sha256.Sum256(b)
+		if r.StatusCode != 200 || r.Header.Get("Repr-Digest") != vod.Digest(sum).ReprDigest() {
+			t.Errorf("chunk %s: HTTP %d, Repr-Digest %q, bytes hash to %q", uri, r.StatusCode, r.Header.Get("Repr-Digest"), vod.Digest(sum).ReprDigest())
+		}
+		chunks++
+	}
+	if chunks < 5 {
+		t.Fatalf("the media playlist names %d chunks:\n%s", chunks, body.String())
+	}
+	left, _ := filepath.Glob(filepath.Join(data, "vod", "uploads", "*"))
+	tmp, _ := filepath.Glob(filepath.Join(data, "vod", "chunks", ".tmp*"))
+	if len(left)+len(tmp) != 0 {
+		t.Errorf("left behind: uploads %v, temporary chunks %v", left, tmp)
+	}
 }
