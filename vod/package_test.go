@@ -401,14 +401,58 @@ func TestPackageRefusesTruncatedMP4(t *testing.T) {
 	}
 }
 
-func TestPackageNeedsTranscodeForHEVC(t *testing.T) {
-	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2, VideoCodec: "libx265", Audio: "aac"})
-	_, err := Package(t.Context(), clip, DefaultPackageConfig(), &dirPutter{dir: t.TempDir()}, nil, testLogger(t))
-	var nt *NeedsTranscodeError
-	if !errors.Is(err, ErrNeedsTranscode) || !errors.As(err, &nt) || nt.Video != "hevc" || !strings.Contains(err.Error(), "hevc") {
-		t.Fatalf("Package of H.265: %v", err)
+// transcoded packages src, which has no H.264, and checks the result is
+// H.264 with audio audio, cut on the 4 s grid, as long as the source and
+// with as many frames.
+func transcoded(t *testing.T, src, audio string, seconds int) {
+	t.Helper()
+	info, err := Probe(src)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Log(err)
+	p := packageInto(t, src, DefaultPackageConfig())
+	r := p.m.Renditions[0]
+	if want := (seconds + 3) / 4; len(r.Segments) != want {
+		t.Errorf("%d segments, want %d", len(r.Segments), want)
+	}
+	for i, s := range r.Segments[:len(r.Segments)-1] {
+		if d := s.Duration - 4*time.Second; d < -50*time.Millisecond || d > 50*time.Millisecond {
+			t.Errorf("segment %d lasts %s, want 4 s (IDR forced on the grid)", i, s.Duration)
+		}
+	}
+	if r.Width != info.Width&^1 || r.Height != info.Height&^1 {
+		t.Errorf("rendition %dx%d, source %dx%d", r.Width, r.Height, info.Width, info.Height)
+	}
+	pr := ffprobeJSON(t, p.media)
+	if v, a := codecsOf(pr); v != "h264" || a != audio {
+		t.Errorf("ffprobe codecs %q %q, want h264 %q", v, a, audio)
+	}
+	if d := durationOf(t, pr); math.Abs((d - info.Duration).Seconds()) > 4 {
+		t.Errorf("ffprobe duration %s, source %s", d, info.Duration)
+	}
+	if want, got := len(frameHashes(t, src)), len(frameHashes(t, p.media)); want != got {
+		t.Errorf("%d frames decoded from the package, %d from the source", got, want)
+	}
+}
+
+func TestPackageTranscodesHEVC(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 6, VideoCodec: "libx265", Audio: "aac"})
+	transcoded(t, clip, "aac", 6)
+}
+
+func TestPackageTranscodesVP9KeepsOpus(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "clip.webm")
+	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "6", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus", src)
+	transcoded(t, src, "opus", 6)
+}
+
+func TestPackageTranscodesMPEG2AndMP2(t *testing.T) {
+	// An odd size as well: libx264 gets it rounded down to even.
+	src := filepath.Join(t.TempDir(), "clip.mpg")
+	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=322x242:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+		"-t", "6", "-c:v", "mpeg2video", "-b:v", "1M", "-c:a", "mp2", "-ac", "1", src)
+	transcoded(t, src, "aac", 6)
 }
 
 func TestPackageStopsWhenCancelled(t *testing.T) {
