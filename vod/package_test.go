@@ -476,6 +476,32 @@ func TestPackageStopsWhenCancelled(t *testing.T) {
 	t.Log(err)
 }
 
+func TestPackageStopsWhenCancelledWhileTranscoding(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 6, VideoCodec: "libx265", Audio: "aac"})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	_, err := Package(ctx, clip, DefaultPackageConfig(), &dirPutter{dir: t.TempDir()}, func(p int) {
+		if p >= 10 {
+			cancel()
+		}
+	}, testLogger(t))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Package after cancel: %v", err)
+	}
+}
+
+func TestPackageKeepsVideoWhoseAudioRunsLonger(t *testing.T) {
+	// 6 s of video, 14 s of audio in an MP4: not a truncated file.
+	src := filepath.Join(t.TempDir(), "long-audio.mp4")
+	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=6", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=14",
+		"-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", src)
+	p := packageInto(t, src, DefaultPackageConfig())
+	if d := p.m.Duration; d < 5900*time.Millisecond || d > 6100*time.Millisecond {
+		t.Errorf("duration %s, want the video's 6 s", d)
+	}
+	ffmpegRun(t, "-i", p.media, "-f", "null", "-")
+}
+
 func TestPoster(t *testing.T) {
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 1280, Height: 720, FPS: 30, Seconds: 4, GOP: 30, Audio: "aac"})
 	jpg, err := Poster(clip, 2*time.Second)

@@ -432,10 +432,17 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 	if err := r.flushReady(true); err != nil {
 		return nil, err
 	}
-	end := r.video.seconds(r.maxEnd)
-	if duration > 0 && end < duration-r.cfg.SegmentDuration-time.Second {
-		return nil, fmt.Errorf("truncated file: its media ends at %s of the %s its %s container declares",
-			end.Round(time.Millisecond), duration.Round(time.Millisecond), r.in.fc.InputFormat().Name())
+	// A file cut short still opens when its index comes first (MP4 with
+	// moov up front): its video ends well before what the index declares.
+	// The video stream's own duration is the measure when the container
+	// gives one, so audio that outlasts the video is no truncation.
+	end, declared := r.video.seconds(r.maxEnd), duration
+	if d := r.in.video.Duration(); d > 0 && d != astiav.NoPtsValue {
+		declared = tsDuration(d, r.in.video.TimeBase())
+	}
+	if declared > 0 && end < declared-r.cfg.SegmentDuration-time.Second {
+		return nil, fmt.Errorf("truncated file: its video ends at %s of the %s its %s container declares",
+			end.Round(time.Millisecond), declared.Round(time.Millisecond), r.in.fc.InputFormat().Name())
 	}
 	return r.manifest(), nil
 }
@@ -751,8 +758,9 @@ func (r *remuxer) writeSegment(idx int, endPTS int64) error {
 	var na int
 	if a := r.audio; a != nil {
 		end := astiav.RescaleQ(endPTS, astiav.NewRational(1, videoTimescale), astiav.NewRational(1, int(a.scale)))
-		final := idx == len(r.video.queue) && a.eof
-		for na < len(a.queue) && (final || a.queue[na].dts < end) {
+		// The last segment ends with the video: audio that outlasts it
+		// would play over nothing and is left out.
+		for na < len(a.queue) && a.queue[na].dts < end {
 			na++
 		}
 		if na > 0 {
