@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+
 	"github.com/gradient-cdn/gradient/internal/testutil"
 )
 
@@ -549,5 +551,63 @@ func TestPackageBFramesMP4(t *testing.T) {
 	pr := ffprobeJSON(t, p.master)
 	if d := durationOf(t, pr); math.Abs(d.Seconds()-10) > 4 {
 		t.Errorf("ffprobe duration %s", d)
+	}
+}
+
+func TestPackageSegmentsAreWellFormedFMP4(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 12, GOP: 60, Audio: "aac"})
+	p := packageInto(t, clip, DefaultPackageConfig())
+	r := p.m.Renditions[0]
+	read := func(c Chunk) []byte {
+		b, err := os.ReadFile(filepath.Join(p.dir, c.Digest.String()+".m4s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(b)) != c.Size || Digest(sha256.Sum256(b)) != c.Digest {
+			t.Fatalf("chunk %s: size or digest does not match its bytes", c.Digest)
+		}
+		return b
+	}
+	var init fmp4.Init
+	if err := init.Unmarshal(bytes.NewReader(read(r.Init))); err != nil {
+		t.Fatalf("init section: %v", err)
+	}
+	if len(init.Tracks) != 2 || init.Tracks[0].TimeScale != 90000 || init.Tracks[1].TimeScale != 48000 {
+		t.Fatalf("init tracks: %+v %+v", init.Tracks[0], init.Tracks[1])
+	}
+	if _, ok := init.Tracks[0].Codec.(*fmp4.CodecH264); !ok {
+		t.Errorf("track 1 codec %T", init.Tracks[0].Codec)
+	}
+	if _, ok := init.Tracks[1].Codec.(*fmp4.CodecMPEG4Audio); !ok {
+		t.Errorf("track 2 codec %T", init.Tracks[1].Codec)
+	}
+	next := map[int]uint64{}
+	var total int64 = r.Init.Size
+	for i, s := range r.Segments {
+		total += s.Size
+		var parts fmp4.Parts
+		if err := parts.Unmarshal(read(s)); err != nil {
+			t.Fatalf("segment %d: %v", i, err)
+		}
+		if len(parts) != 1 || len(parts[0].Tracks) != 2 || parts[0].SequenceNumber != uint32(i+1) {
+			t.Fatalf("segment %d: want one moof+mdat with both tracks, sequence %d", i, i+1)
+		}
+		for _, tr := range parts[0].Tracks {
+			if tr.BaseTime != next[tr.ID] {
+				t.Errorf("segment %d track %d: tfdt %d, want %d (the previous segment's end)", i, tr.ID, tr.BaseTime, next[tr.ID])
+			}
+			for _, smp := range tr.Samples {
+				next[tr.ID] += uint64(smp.Duration)
+			}
+			if tr.ID == 1 && tr.Samples[0].IsNonSyncSample {
+				t.Errorf("segment %d does not start with a keyframe", i)
+			}
+			if tr.ID == 2 && tr.Samples[0].Duration != 1024 {
+				t.Errorf("segment %d: AAC sample of %d samples", i, tr.Samples[0].Duration)
+			}
+		}
+	}
+	if total != p.m.Bytes() {
+		t.Errorf("Bytes() %d, chunks %d", p.m.Bytes(), total)
 	}
 }
