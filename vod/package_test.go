@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+
 	"github.com/gradient-cdn/gradient/internal/testutil"
 )
 
@@ -401,14 +403,58 @@ func TestPackageRefusesTruncatedMP4(t *testing.T) {
 	}
 }
 
-func TestPackageNeedsTranscodeForHEVC(t *testing.T) {
-	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2, VideoCodec: "libx265", Audio: "aac"})
-	_, err := Package(t.Context(), clip, DefaultPackageConfig(), &dirPutter{dir: t.TempDir()}, nil, testLogger(t))
-	var nt *NeedsTranscodeError
-	if !errors.Is(err, ErrNeedsTranscode) || !errors.As(err, &nt) || nt.Video != "hevc" || !strings.Contains(err.Error(), "hevc") {
-		t.Fatalf("Package of H.265: %v", err)
+// transcoded packages src, which has no H.264, and checks the result is
+// H.264 with audio audio, cut on the 4 s grid, as long as the source and
+// with as many frames.
+func transcoded(t *testing.T, src, audio string, seconds int) {
+	t.Helper()
+	info, err := Probe(src)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Log(err)
+	p := packageInto(t, src, DefaultPackageConfig())
+	r := p.m.Renditions[0]
+	if want := (seconds + 3) / 4; len(r.Segments) != want {
+		t.Errorf("%d segments, want %d", len(r.Segments), want)
+	}
+	for i, s := range r.Segments[:len(r.Segments)-1] {
+		if d := s.Duration - 4*time.Second; d < -50*time.Millisecond || d > 50*time.Millisecond {
+			t.Errorf("segment %d lasts %s, want 4 s (IDR forced on the grid)", i, s.Duration)
+		}
+	}
+	if r.Width != info.Width&^1 || r.Height != info.Height&^1 {
+		t.Errorf("rendition %dx%d, source %dx%d", r.Width, r.Height, info.Width, info.Height)
+	}
+	pr := ffprobeJSON(t, p.media)
+	if v, a := codecsOf(pr); v != "h264" || a != audio {
+		t.Errorf("ffprobe codecs %q %q, want h264 %q", v, a, audio)
+	}
+	if d := durationOf(t, pr); math.Abs((d - info.Duration).Seconds()) > 4 {
+		t.Errorf("ffprobe duration %s, source %s", d, info.Duration)
+	}
+	if want, got := len(frameHashes(t, src)), len(frameHashes(t, p.media)); want != got {
+		t.Errorf("%d frames decoded from the package, %d from the source", got, want)
+	}
+}
+
+func TestPackageTranscodesHEVC(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 6, VideoCodec: "libx265", Audio: "aac"})
+	transcoded(t, clip, "aac", 6)
+}
+
+func TestPackageTranscodesVP9KeepsOpus(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "clip.webm")
+	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "6", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus", src)
+	transcoded(t, src, "opus", 6)
+}
+
+func TestPackageTranscodesMPEG2AndMP2(t *testing.T) {
+	// An odd size as well: libx264 gets it rounded down to even.
+	src := filepath.Join(t.TempDir(), "clip.mpg")
+	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=322x242:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+		"-t", "6", "-c:v", "mpeg2video", "-b:v", "1M", "-c:a", "mp2", "-ac", "1", src)
+	transcoded(t, src, "aac", 6)
 }
 
 func TestPackageStopsWhenCancelled(t *testing.T) {
@@ -430,6 +476,32 @@ func TestPackageStopsWhenCancelled(t *testing.T) {
 		t.Errorf("packaging went on to %d%% after the cancel at 20%%", last)
 	}
 	t.Log(err)
+}
+
+func TestPackageStopsWhenCancelledWhileTranscoding(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 6, VideoCodec: "libx265", Audio: "aac"})
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	_, err := Package(ctx, clip, DefaultPackageConfig(), &dirPutter{dir: t.TempDir()}, func(p int) {
+		if p >= 10 {
+			cancel()
+		}
+	}, testLogger(t))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Package after cancel: %v", err)
+	}
+}
+
+func TestPackageKeepsVideoWhoseAudioRunsLonger(t *testing.T) {
+	// 6 s of video, 14 s of audio in an MP4: not a truncated file.
+	src := filepath.Join(t.TempDir(), "long-audio.mp4")
+	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25:duration=6", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=14",
+		"-c:v", "libx264", "-preset", "veryfast", "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "aac", src)
+	p := packageInto(t, src, DefaultPackageConfig())
+	if d := p.m.Duration; d < 5900*time.Millisecond || d > 6100*time.Millisecond {
+		t.Errorf("duration %s, want the video's 6 s", d)
+	}
+	ffmpegRun(t, "-i", p.media, "-f", "null", "-")
 }
 
 func TestPoster(t *testing.T) {
@@ -479,5 +551,63 @@ func TestPackageBFramesMP4(t *testing.T) {
 	pr := ffprobeJSON(t, p.master)
 	if d := durationOf(t, pr); math.Abs(d.Seconds()-10) > 4 {
 		t.Errorf("ffprobe duration %s", d)
+	}
+}
+
+func TestPackageSegmentsAreWellFormedFMP4(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 12, GOP: 60, Audio: "aac"})
+	p := packageInto(t, clip, DefaultPackageConfig())
+	r := p.m.Renditions[0]
+	read := func(c Chunk) []byte {
+		b, err := os.ReadFile(filepath.Join(p.dir, c.Digest.String()+".m4s"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if int64(len(b)) != c.Size || Digest(sha256.Sum256(b)) != c.Digest {
+			t.Fatalf("chunk %s: size or digest does not match its bytes", c.Digest)
+		}
+		return b
+	}
+	var init fmp4.Init
+	if err := init.Unmarshal(bytes.NewReader(read(r.Init))); err != nil {
+		t.Fatalf("init section: %v", err)
+	}
+	if len(init.Tracks) != 2 || init.Tracks[0].TimeScale != 90000 || init.Tracks[1].TimeScale != 48000 {
+		t.Fatalf("init tracks: %+v %+v", init.Tracks[0], init.Tracks[1])
+	}
+	if _, ok := init.Tracks[0].Codec.(*fmp4.CodecH264); !ok {
+		t.Errorf("track 1 codec %T", init.Tracks[0].Codec)
+	}
+	if _, ok := init.Tracks[1].Codec.(*fmp4.CodecMPEG4Audio); !ok {
+		t.Errorf("track 2 codec %T", init.Tracks[1].Codec)
+	}
+	next := map[int]uint64{}
+	var total int64 = r.Init.Size
+	for i, s := range r.Segments {
+		total += s.Size
+		var parts fmp4.Parts
+		if err := parts.Unmarshal(read(s)); err != nil {
+			t.Fatalf("segment %d: %v", i, err)
+		}
+		if len(parts) != 1 || len(parts[0].Tracks) != 2 || parts[0].SequenceNumber != uint32(i+1) {
+			t.Fatalf("segment %d: want one moof+mdat with both tracks, sequence %d", i, i+1)
+		}
+		for _, tr := range parts[0].Tracks {
+			if tr.BaseTime != next[tr.ID] {
+				t.Errorf("segment %d track %d: tfdt %d, want %d (the previous segment's end)", i, tr.ID, tr.BaseTime, next[tr.ID])
+			}
+			for _, smp := range tr.Samples {
+				next[tr.ID] += uint64(smp.Duration)
+			}
+			if tr.ID == 1 && tr.Samples[0].IsNonSyncSample {
+				t.Errorf("segment %d does not start with a keyframe", i)
+			}
+			if tr.ID == 2 && tr.Samples[0].Duration != 1024 {
+				t.Errorf("segment %d: AAC sample of %d samples", i, tr.Samples[0].Duration)
+			}
+		}
+	}
+	if total != p.m.Bytes() {
+		t.Errorf("Bytes() %d, chunks %d", p.m.Bytes(), total)
 	}
 }

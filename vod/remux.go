@@ -80,24 +80,52 @@ func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter
 	}
 	defer in.close()
 	info := in.info()
-	if !info.Remuxable() {
-		return nil, fmt.Errorf("package %s: %w", src, &NeedsTranscodeError{Video: info.VideoCodec, Audio: info.AudioCodec})
-	}
 	stop := context.AfterFunc(ctx, in.intr.Interrupt)
 	defer stop()
 
+	// Each track is copied when fMP4 HLS can carry its codec, else
+	// transcoded (H.264 / AAC).
+	var vst, ast *stage
+	defer func() {
+		for _, st := range []*stage{vst, ast} {
+			if st != nil {
+				st.close()
+			}
+		}
+	}()
+	video := streamSpec(in.video)
+	if info.VideoCodec != "h264" {
+		if vst, err = newVideoStage(in, cfg); err != nil {
+			return nil, fmt.Errorf("package %s: transcode %s video: %w", src, info.VideoCodec, err)
+		}
+		video = trackSpec{tb: vst.enc.TimeBase(), codec: astiav.CodecIDH264, extra: vst.enc.ExtraData(),
+			width: vst.enc.Width(), height: vst.enc.Height()}
+	}
 	var audio *trackSpec
-	if in.audio != nil {
+	switch info.AudioCodec {
+	case "":
+	case "aac", "opus":
 		a := streamSpec(in.audio)
 		audio = &a
+	default:
+		if ast, err = newAudioStage(in); err != nil {
+			return nil, fmt.Errorf("package %s: transcode %s audio: %w", src, info.AudioCodec, err)
+		}
+		audio = &trackSpec{tb: ast.enc.TimeBase(), codec: astiav.CodecIDAac, extra: ast.enc.ExtraData(),
+			rate: transcodeRate, channels: 2}
 	}
-	r, err := newRemuxer(in, streamSpec(in.video), audio, cfg, out, log)
+	r, err := newRemuxer(in, video, audio, cfg, out, log)
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", src, err)
 	}
+	handle, drain := r.copyPackets, func() error { return nil }
+	if vst != nil || ast != nil {
+		handle, drain = r.transcodePackets(vst, ast)
+	}
 	log.Info("packaging", "src", src, "container", info.Container, "video", info.VideoCodec,
-		"audio", info.AudioCodec, "size", fmt.Sprintf("%dx%d", info.Width, info.Height), "duration", info.Duration)
-	m, err := r.run(ctx, info.Duration, progress, r.copyPackets, nil)
+		"audio", info.AudioCodec, "size", fmt.Sprintf("%dx%d", info.Width, info.Height), "duration", info.Duration,
+		"transcode_video", vst != nil, "transcode_audio", ast != nil)
+	m, err := r.run(ctx, info.Duration, progress, handle, drain)
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", src, err)
 	}
@@ -161,6 +189,7 @@ type remuxer struct {
 	opusCh    int
 
 	started  bool
+	early    []earlyAudio
 	originTS int64 // first keyframe's DTS in the video track's time base
 	boundary int64 // next cut time, video timescale
 	segStart int64 // current segment's first PTS
@@ -403,12 +432,57 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 	if err := r.flushReady(true); err != nil {
 		return nil, err
 	}
-	end := r.video.seconds(r.maxEnd)
-	if duration > 0 && end < duration-r.cfg.SegmentDuration-time.Second {
-		return nil, fmt.Errorf("truncated file: its media ends at %s of the %s its %s container declares",
-			end.Round(time.Millisecond), duration.Round(time.Millisecond), r.in.fc.InputFormat().Name())
+	// A file cut short still opens when its index comes first (MP4 with
+	// moov up front): its video ends well before what the index declares.
+	// The video stream's own duration is the measure when the container
+	// gives one, so audio that outlasts the video is no truncation.
+	end, declared := r.video.seconds(r.maxEnd), duration
+	if d := r.in.video.Duration(); d > 0 && d != astiav.NoPtsValue {
+		declared = tsDuration(d, r.in.video.TimeBase())
+	}
+	if declared > 0 && end < declared-r.cfg.SegmentDuration-time.Second {
+		return nil, fmt.Errorf("truncated file: its video ends at %s of the %s its %s container declares",
+			end.Round(time.Millisecond), declared.Round(time.Millisecond), r.in.fc.InputFormat().Name())
 	}
 	return r.manifest(), nil
+}
+
+// transcodePackets gives the packet handler and the drain of a title with
+// a transcoded track: vst and ast (either may be nil: that track is
+// copied) feed the tracks with what they encode.
+func (r *remuxer) transcodePackets(vst, ast *stage) (handle func(*astiav.Packet) error, drain func() error) {
+	if vst != nil {
+		vst.emit = r.videoPacket
+	}
+	if ast != nil {
+		ast.emit = r.audioPacket
+	}
+	handle = func(pkt *astiav.Packet) error {
+		switch {
+		case pkt.StreamIndex() == r.in.video.Index():
+			if vst != nil {
+				return vst.decode(pkt)
+			}
+			return r.videoPacket(pkt)
+		case r.audio != nil && pkt.StreamIndex() == r.in.audio.Index():
+			if ast != nil {
+				return ast.decode(pkt)
+			}
+			return r.audioPacket(pkt)
+		}
+		return nil
+	}
+	drain = func() error {
+		for _, st := range []*stage{vst, ast} {
+			if st != nil {
+				if err := st.decode(nil); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	return handle, drain
 }
 
 // copyPackets hands the input's packets to the tracks as they are.
@@ -468,14 +542,24 @@ func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
 		}
 	}
 	t.queue = append(t.queue, sample{dts: dts, pts: pts, key: key, payload: payload})
+	if len(r.early) > 0 {
+		return r.startAudio()
+	}
 	return nil
 }
 
+// earlyAudio is an audio packet read before the first video keyframe:
+// kept until that keyframe's time says whether it belongs in the title (an
+// encoder's delay makes transcoded video start late).
+type earlyAudio struct {
+	dts, dur int64
+	data     []byte
+}
+
+// maxEarlyAudio bounds the audio kept while no video has started.
+const maxEarlyAudio = 4096
+
 func (r *remuxer) audioPacket(pkt *astiav.Packet) error {
-	if !r.started {
-		return nil // audio before the first video keyframe is dropped
-	}
-	t := r.audio
 	dtsTS := pkt.Dts()
 	if dtsTS == astiav.NoPtsValue {
 		dtsTS = pkt.Pts()
@@ -483,6 +567,30 @@ func (r *remuxer) audioPacket(pkt *astiav.Packet) error {
 	if dtsTS == astiav.NoPtsValue {
 		return nil
 	}
+	if !r.started {
+		if len(r.early) == maxEarlyAudio {
+			r.early = r.early[1:]
+		}
+		r.early = append(r.early, earlyAudio{dts: dtsTS, dur: pkt.Duration(), data: bytes.Clone(pkt.Data())})
+		return nil
+	}
+	return r.audioSample(dtsTS, pkt.Duration(), pkt.Data())
+}
+
+// startAudio queues the audio read before video started.
+func (r *remuxer) startAudio() error {
+	early := r.early
+	r.early = nil
+	for _, e := range early {
+		if err := r.audioSample(e.dts, e.dur, e.data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *remuxer) audioSample(dtsTS, durTS int64, data []byte) error {
+	t := r.audio
 	ts := t.toScale(dtsTS) - astiav.RescaleQ(r.originTS, r.video.tb, astiav.NewRational(1, int(t.scale)))
 	if ts < 0 {
 		return nil // before the first video keyframe
@@ -490,7 +598,7 @@ func (r *remuxer) audioPacket(pkt *astiav.Packet) error {
 	var payloads [][]byte
 	if r.adts {
 		var pkts mpeg4audio.ADTSPackets
-		if err := pkts.Unmarshal(pkt.Data()); err != nil {
+		if err := pkts.Unmarshal(data); err != nil {
 			return fmt.Errorf("AAC ADTS packet: %w", err)
 		}
 		for _, p := range pkts {
@@ -500,9 +608,9 @@ func (r *remuxer) audioPacket(pkt *astiav.Packet) error {
 			payloads = append(payloads, p.AU)
 		}
 	} else {
-		payloads = [][]byte{pkt.Data()}
+		payloads = [][]byte{data}
 	}
-	durTS := t.toScale(pkt.Duration())
+	durTS = t.toScale(durTS)
 	for i, p := range payloads {
 		if len(t.queue) == 0 && t.next == 0 {
 			t.next = ts
@@ -650,8 +758,9 @@ func (r *remuxer) writeSegment(idx int, endPTS int64) error {
 	var na int
 	if a := r.audio; a != nil {
 		end := astiav.RescaleQ(endPTS, astiav.NewRational(1, videoTimescale), astiav.NewRational(1, int(a.scale)))
-		final := idx == len(r.video.queue) && a.eof
-		for na < len(a.queue) && (final || a.queue[na].dts < end) {
+		// The last segment ends with the video: audio that outlasts it
+		// would play over nothing and is left out.
+		for na < len(a.queue) && a.queue[na].dts < end {
 			na++
 		}
 		if na > 0 {
