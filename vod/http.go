@@ -25,7 +25,9 @@ import (
 //	GET    /vod/{id}/{rendition}.m3u8                a rendition's media playlist
 //	GET    /vod/{id}/poster.jpg                      the poster
 //	GET    /vod/chunks/{digest}.{m4s|mp4}            a chunk (immutable, Range, Repr-Digest)
+//	GET    /watch/vod/{id}?device=…                  302 to the title's player (on one node: this one)
 func (s *Service) Route(mux *http.ServeMux) {
+	mux.HandleFunc("GET /watch/vod/{id}", s.serveWatch)
 	mux.HandleFunc("POST /api/v1/vod/titles", s.serveAdd)
 	mux.HandleFunc("GET /api/v1/vod/titles", s.serveList)
 	mux.HandleFunc("GET /api/v1/vod/titles/{id}", s.serveTitle)
@@ -153,6 +155,17 @@ func (s *Service) serveAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", "/api/v1/vod/titles/"+t.ID)
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": t.ID, "state": t.State})
+}
+
+// serveWatch sends a viewer to the player of the node that serves the
+// title; with one node that is this one.
+func (s *Service) serveWatch(w http.ResponseWriter, r *http.Request) {
+	t, err := s.readyTitle(r)
+	if err != nil {
+		s.httpError(w, r, err)
+		return
+	}
+	http.Redirect(w, r, "/vod/"+t.ID+"/", http.StatusFound)
 }
 
 func (s *Service) serveList(w http.ResponseWriter, r *http.Request) {

@@ -175,6 +175,13 @@ func TestAnUploadIsPackagedIntoVerifiedChunksThatFFprobePlays(t *testing.T) {
 		t.Errorf("poster: %d, %d bytes, want a JPEG", resp.StatusCode, len(b))
 	}
 
+	// /watch/vod redirects to the player.
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	if resp, err := noFollow.Get(e.srv.URL + "/watch/vod/" + id + "?device=phone"); err != nil || resp.StatusCode != http.StatusFound ||
+		resp.Header.Get("Location") != "/vod/"+id+"/" {
+		t.Errorf("/watch/vod: %v %v", resp, err)
+	}
+
 	// The catalog page and the search find it; a viewer counts once.
 	if _, b := e.get(t, "/vod/?q=trip"); !strings.Contains(string(b), "Big Trip") {
 		t.Error("the catalog page's search for \"trip\" does not show Big Trip")
