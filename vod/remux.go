@@ -94,7 +94,7 @@ func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter
 		}
 	}()
 	video := streamSpec(in.video)
-	if info.VideoCodec != "h264" {
+	if !phonesPlay(in.video) {
 		if vst, err = newVideoStage(in, cfg); err != nil {
 			return nil, fmt.Errorf("package %s: transcode %s video: %w", src, info.VideoCodec, err)
 		}
@@ -445,6 +445,21 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 			end.Round(time.Millisecond), declared.Round(time.Millisecond), r.in.fc.InputFormat().Name())
 	}
 	return r.manifest(), nil
+}
+
+// phonesPlay reports whether the video stream can be copied: H.264 in
+// 8-bit 4:2:0, what every phone and browser decodes (High 10 or 4:2:2
+// H.264 is transcoded like any other codec).
+func phonesPlay(s *astiav.Stream) bool {
+	cp := s.CodecParameters()
+	if cp.CodecID() != astiav.CodecIDH264 {
+		return false
+	}
+	switch cp.PixelFormat() {
+	case astiav.PixelFormatYuv420P, astiav.PixelFormatYuvj420P, astiav.PixelFormatNone:
+		return true
+	}
+	return false
 }
 
 // transcodePackets gives the packet handler and the drain of a title with
