@@ -535,6 +535,26 @@ func TestPoster(t *testing.T) {
 	if len(pr.Streams) != 1 || pr.Streams[0].CodecName != "mjpeg" || pr.Streams[0].Width != 640 || pr.Streams[0].Height != 360 {
 		t.Fatalf("ffprobe of the poster: %+v", pr.Streams)
 	}
+	// The right picture in the right colours: close to ffmpeg's own frame
+	// at 2 s (a range mistake would be ~16 levels off in the darks).
+	rgb := func(args ...string) []byte {
+		out, err := exec.Command("ffmpeg", append(append([]string{"-v", "error"}, args...),
+			"-frames:v", "1", "-vf", "scale=64:36", "-f", "rawvideo", "-pix_fmt", "rgb24", "-")...).Output()
+		if err != nil || len(out) != 64*36*3 {
+			t.Fatalf("ffmpeg rgb of %v: %v (%d bytes)", args, err, len(out))
+		}
+		return out
+	}
+	a, b := rgb("-i", path), rgb("-ss", "2", "-i", clip)
+	var diff float64
+	for i := range a {
+		diff += math.Abs(float64(a[i]) - float64(b[i]))
+	}
+	if diff /= float64(len(a)); diff > 6 {
+		t.Errorf("poster differs from the frame at 2 s by %.1f levels on average", diff)
+	}
+	t.Logf("poster: %d bytes, %.1f levels from ffmpeg's frame", len(jpg), diff)
+
 	// Past the end: the last frame.
 	if _, err := Poster(clip, time.Hour); err != nil {
 		t.Fatalf("poster past the end: %v", err)
