@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/asticode/go-astiav"
@@ -117,8 +118,8 @@ func poster(in *input, at time.Duration) ([]byte, error) {
 	return encodeJPEG(frm)
 }
 
-// encodeJPEG scales f to at most posterMaxWidth wide and encodes it with
-// FFmpeg's mjpeg encoder.
+// encodeJPEG scales f to at most posterMaxWidth wide, in full range
+// 4:2:0 (what JPEG holds), and encodes it with FFmpeg's mjpeg encoder.
 func encodeJPEG(f *astiav.Frame) ([]byte, error) {
 	w, h := f.Width(), f.Height()
 	if w <= 0 || h <= 0 {
@@ -129,41 +130,53 @@ func encodeJPEG(f *astiav.Frame) ([]byte, error) {
 		w = posterMaxWidth
 	}
 	w, h = max(2, w&^1), max(2, h&^1)
-	sws, err := astiav.CreateSoftwareScaleContext(f.Width(), f.Height(), f.PixelFormat(), w, h,
-		astiav.PixelFormatYuvj420P, astiav.NewSoftwareScaleContextFlags(astiav.SoftwareScaleContextFlagBilinear))
-	if err != nil {
-		return nil, fmt.Errorf("scaler: %w", err)
-	}
-	defer sws.Free()
-	scaled := astiav.AllocFrame()
-	defer scaled.Free()
-	if err := sws.ScaleFrame(f, scaled); err != nil {
-		return nil, fmt.Errorf("scale: %w", err)
-	}
+	st := &stage{name: "poster", filt: astiav.AllocFrame(), encPkt: astiav.AllocPacket()}
+	defer st.close()
 	codec := astiav.FindEncoder(astiav.CodecIDMjpeg)
 	if codec == nil {
 		return nil, errors.New("FFmpeg has no mjpeg encoder")
 	}
-	enc := astiav.AllocCodecContext(codec)
-	if enc == nil {
+	if st.enc = astiav.AllocCodecContext(codec); st.enc == nil {
 		return nil, errors.New("FFmpeg could not allocate an encoder")
 	}
-	defer enc.Free()
-	enc.SetWidth(w)
-	enc.SetHeight(h)
-	enc.SetPixelFormat(astiav.PixelFormatYuvj420P)
-	enc.SetTimeBase(astiav.NewRational(1, 25))
-	if err := enc.Open(codec, nil); err != nil {
+	st.enc.SetWidth(w)
+	st.enc.SetHeight(h)
+	// yuv420p holding full-range samples: FFmpeg calls that unofficial,
+	// yet it is exactly a JFIF's, without the deprecated yuvj formats.
+	st.enc.SetPixelFormat(astiav.PixelFormatYuv420P)
+	st.enc.SetStrictStdCompliance(astiav.StrictStdComplianceUnofficial)
+	st.enc.SetTimeBase(astiav.NewRational(1, 25))
+	if err := st.enc.Open(codec, nil); err != nil {
 		return nil, fmt.Errorf("open mjpeg encoder: %w", err)
 	}
-	scaled.SetPts(0)
-	if err := enc.SendFrame(scaled); err != nil {
-		return nil, fmt.Errorf("encode JPEG: %w", err)
+	st.graphFor = func(f *astiav.Frame) (string, astiav.FilterArgs, string, string) {
+		sar := f.SampleAspectRatio()
+		if sar.Num() <= 0 || sar.Den() <= 0 {
+			sar = astiav.NewRational(1, 1)
+		}
+		return "buffer", astiav.FilterArgs{
+			"video_size":   fmt.Sprintf("%dx%d", f.Width(), f.Height()),
+			"pix_fmt":      strconv.Itoa(int(f.PixelFormat())),
+			"time_base":    "1/25",
+			"pixel_aspect": fmt.Sprintf("%d/%d", sar.Num(), sar.Den()),
+		}, "buffersink", fmt.Sprintf("scale=%d:%d:out_range=full,format=yuv420p", w, h)
 	}
-	pkt := astiav.AllocPacket()
-	defer pkt.Free()
-	if err := enc.ReceivePacket(pkt); err != nil {
-		return nil, fmt.Errorf("encode JPEG: %w", err)
+	var jpg []byte
+	st.emit = func(pkt *astiav.Packet) error {
+		if jpg == nil {
+			jpg = bytes.Clone(pkt.Data())
+		}
+		return nil
 	}
-	return bytes.Clone(pkt.Data()), nil
+	f.SetPts(0)
+	if err := st.filter(f); err != nil {
+		return nil, err
+	}
+	if err := st.filter(nil); err != nil {
+		return nil, err
+	}
+	if jpg == nil {
+		return nil, errors.New("the mjpeg encoder gave no picture")
+	}
+	return jpg, nil
 }

@@ -406,7 +406,7 @@ func TestPackageRefusesTruncatedMP4(t *testing.T) {
 // transcoded packages src, which has no H.264, and checks the result is
 // H.264 with audio audio, cut on the 4 s grid, as long as the source and
 // with as many frames.
-func transcoded(t *testing.T, src, audio string, seconds int) {
+func transcoded(t *testing.T, src, audio string, seconds int) packaged {
 	t.Helper()
 	info, err := Probe(src)
 	if err != nil {
@@ -435,18 +435,19 @@ func transcoded(t *testing.T, src, audio string, seconds int) {
 	if want, got := len(frameHashes(t, src)), len(frameHashes(t, p.media)); want != got {
 		t.Errorf("%d frames decoded from the package, %d from the source", got, want)
 	}
+	return p
 }
 
 func TestPackageTranscodesHEVC(t *testing.T) {
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 6, VideoCodec: "libx265", Audio: "aac"})
-	transcoded(t, clip, "aac", 6)
+	_ = transcoded(t, clip, "aac", 6)
 }
 
 func TestPackageTranscodesVP9KeepsOpus(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "clip.webm")
 	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-t", "6", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "300k", "-c:a", "libopus", src)
-	transcoded(t, src, "opus", 6)
+	_ = transcoded(t, src, "opus", 6)
 }
 
 func TestPackageTranscodesMPEG2AndMP2(t *testing.T) {
@@ -454,7 +455,20 @@ func TestPackageTranscodesMPEG2AndMP2(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "clip.mpg")
 	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=322x242:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
 		"-t", "6", "-c:v", "mpeg2video", "-b:v", "1M", "-c:a", "mp2", "-ac", "1", src)
-	transcoded(t, src, "aac", 6)
+	_ = transcoded(t, src, "aac", 6)
+}
+
+func TestPackageTranscodesHigh10H264(t *testing.T) {
+	// 10-bit H.264 is H.264 that phones do not decode: transcoded.
+	src := filepath.Join(t.TempDir(), "high10.mkv")
+	ffmpegRun(t, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", "5", "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p10le", "-c:a", "aac", src)
+	p := transcoded(t, src, "aac", 5)
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "stream=pix_fmt,profile",
+		"-of", "csv=p=0", p.media).Output()
+	if f := strings.Fields(string(out)); err != nil || len(f) == 0 || f[0] != "High,yuv420p" { // HLS: one line per program too
+		t.Fatalf("ffprobe of the package: %q %v, want High,yuv420p", out, err)
+	}
 }
 
 func TestPackageStopsWhenCancelled(t *testing.T) {
@@ -521,6 +535,26 @@ func TestPoster(t *testing.T) {
 	if len(pr.Streams) != 1 || pr.Streams[0].CodecName != "mjpeg" || pr.Streams[0].Width != 640 || pr.Streams[0].Height != 360 {
 		t.Fatalf("ffprobe of the poster: %+v", pr.Streams)
 	}
+	// The right picture in the right colours: close to ffmpeg's own frame
+	// at 2 s (a range mistake would be ~16 levels off in the darks).
+	rgb := func(args ...string) []byte {
+		out, err := exec.Command("ffmpeg", append(append([]string{"-v", "error"}, args...),
+			"-frames:v", "1", "-vf", "scale=64:36", "-f", "rawvideo", "-pix_fmt", "rgb24", "-")...).Output()
+		if err != nil || len(out) != 64*36*3 {
+			t.Fatalf("ffmpeg rgb of %v: %v (%d bytes)", args, err, len(out))
+		}
+		return out
+	}
+	a, b := rgb("-i", path), rgb("-ss", "2", "-i", clip)
+	var diff float64
+	for i := range a {
+		diff += math.Abs(float64(a[i]) - float64(b[i]))
+	}
+	if diff /= float64(len(a)); diff > 6 {
+		t.Errorf("poster differs from the frame at 2 s by %.1f levels on average", diff)
+	}
+	t.Logf("poster: %d bytes, %.1f levels from ffmpeg's frame", len(jpg), diff)
+
 	// Past the end: the last frame.
 	if _, err := Poster(clip, time.Hour); err != nil {
 		t.Fatalf("poster past the end: %v", err)

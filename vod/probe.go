@@ -23,12 +23,6 @@ type ProbeInfo struct {
 	AudioCodec string `json:"audio_codec,omitempty"`
 }
 
-// Remuxable reports whether Package can copy the source's streams without
-// re-encoding: H.264 video with AAC, Opus or no audio.
-func (p ProbeInfo) Remuxable() bool {
-	return p.VideoCodec == "h264" && (p.AudioCodec == "" || p.AudioCodec == "aac" || p.AudioCodec == "opus")
-}
-
 // ErrNotMedia is wrapped by the error for a file FFmpeg cannot read as
 // media; ErrNoVideo by the one for a file without a video stream.
 var (

@@ -30,23 +30,9 @@ func DefaultPackageConfig() PackageConfig {
 }
 
 // ErrNeedsTranscode is wrapped by the error Package returns for a source
-// whose codecs it cannot copy into fMP4 HLS as they are.
+// it would have to transcode but cannot: this FFmpeg lacks the decoder for
+// its codec (named in the error) or the libx264 / AAC encoder.
 var ErrNeedsTranscode = errors.New("needs transcoding")
-
-// NeedsTranscodeError names the codecs that cannot be remuxed.
-type NeedsTranscodeError struct {
-	Video, Audio string
-}
-
-func (e *NeedsTranscodeError) Error() string {
-	msg := fmt.Sprintf("video %s", e.Video)
-	if e.Audio != "" {
-		msg += ", audio " + e.Audio
-	}
-	return fmt.Sprintf("%s: only H.264 video with AAC, Opus or no audio is packaged as it is (%v)", msg, ErrNeedsTranscode)
-}
-
-func (e *NeedsTranscodeError) Unwrap() error { return ErrNeedsTranscode }
 
 const (
 	videoTimescale = 90000
@@ -58,12 +44,19 @@ const (
 	audioLag = 10 * time.Second
 )
 
-// Package remuxes src — H.264 video with AAC, Opus or no audio — without
-// re-encoding into fMP4 HLS: one init section and media segments that each
-// start at a keyframe, every chunk put into out as soon as it is complete.
-// progress (may be nil) hears 0..100 by media time read. Other codecs give
-// an error wrapping ErrNeedsTranscode; a file that is not media one
-// wrapping ErrNotMedia; one without video ErrNoVideo.
+// Package packages src into fMP4 HLS, one rendition named "source": one
+// init section and media segments that each start at a keyframe, cut at
+// the first keyframe at or after each multiple of cfg.SegmentDuration,
+// every chunk put into out as soon as it is complete (one segment is held
+// in memory at a time).
+//
+// H.264 (8-bit 4:2:0) video is copied packet for packet, as are AAC and
+// Opus audio; any other video FFmpeg decodes is transcoded to H.264 with
+// libx264 (IDR frames forced on the segment grid) and any other audio to
+// AAC. progress (may be nil) hears 0..100 by media time read; cancelling
+// ctx stops packaging within a packet. A file that is not media gives an
+// error wrapping ErrNotMedia, one without video ErrNoVideo, one cut short
+// an error saying "truncated".
 func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter, progress func(pct int), log *slog.Logger) (*Manifest, error) {
 	if cfg.SegmentDuration <= 0 {
 		cfg.SegmentDuration = DefaultPackageConfig().SegmentDuration
@@ -94,7 +87,7 @@ func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter
 		}
 	}()
 	video := streamSpec(in.video)
-	if info.VideoCodec != "h264" {
+	if !phonesPlay(in.video) {
 		if vst, err = newVideoStage(in, cfg); err != nil {
 			return nil, fmt.Errorf("package %s: transcode %s video: %w", src, info.VideoCodec, err)
 		}
@@ -445,6 +438,21 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 			end.Round(time.Millisecond), declared.Round(time.Millisecond), r.in.fc.InputFormat().Name())
 	}
 	return r.manifest(), nil
+}
+
+// phonesPlay reports whether the video stream can be copied: H.264 in
+// 8-bit 4:2:0, what every phone and browser decodes (High 10 or 4:2:2
+// H.264 is transcoded like any other codec).
+func phonesPlay(s *astiav.Stream) bool {
+	cp := s.CodecParameters()
+	if cp.CodecID() != astiav.CodecIDH264 {
+		return false
+	}
+	switch cp.PixelFormat() {
+	case astiav.PixelFormatYuv420P, astiav.PixelFormatYuvj420P, astiav.PixelFormatNone:
+		return true
+	}
+	return false
 }
 
 // transcodePackets gives the packet handler and the drain of a title with
