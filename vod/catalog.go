@@ -516,6 +516,24 @@ func (c *Catalog) Referenced() (map[Digest]int, error) {
 	return refs, nil
 }
 
+// TitlesWithChunk returns the ids of the titles that reference chunk d.
+func (c *Catalog) TitlesWithChunk(d Digest) ([]string, error) {
+	rows, err := c.db.Query(`SELECT title_id FROM title_chunks WHERE digest = ? ORDER BY title_id`, d[:])
+	if err != nil {
+		return nil, fmt.Errorf("vod catalog: titles with chunk %s: %w", d, err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("vod catalog: titles with chunk %s: %w", d, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
+}
+
 // ftsQuery turns user text into an FTS5 MATCH expression that is only ever
 // a conjunction of quoted prefix terms: the text is split into words
 // (letters, digits, marks; everything else, FTS5 operators and quotes

@@ -130,6 +130,7 @@ func (s *Service) Start() (err error) {
 	if s.cat, err = OpenCatalog(filepath.Join(s.dir, "catalog.db"), s.log); err != nil {
 		return fmt.Errorf("vod: %w", err)
 	}
+	s.store.OnCorrupt = s.markDamaged
 	unfinished, err := s.cat.Unfinished()
 	if err != nil {
 		return fmt.Errorf("vod: %w", err)
@@ -165,6 +166,23 @@ func (s *Service) Close() error {
 		errs = append(errs, s.store.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// markDamaged fails every title that references a chunk found corrupt on
+// disk: on one node the bytes are gone, and a viewer would stall at that
+// chunk. The title keeps its manifest, so rm still drops its chunks.
+func (s *Service) markDamaged(d Digest) {
+	ids, err := s.cat.TitlesWithChunk(d)
+	if err != nil {
+		s.log.Error("titles of a corrupt chunk unknown", "digest", d.String(), "err", err)
+		return
+	}
+	for _, id := range ids {
+		s.log.Error("title damaged: one of its chunks no longer matches its digest", "id", id, "digest", d.String())
+		if err := s.cat.SetFailed(id, "damaged: chunk "+d.String()+" no longer matches its digest on disk"); err != nil {
+			s.log.Error("damaged title not marked", "id", id, "err", err)
+		}
+	}
 }
 
 // Store is the chunk store (nil before Start).

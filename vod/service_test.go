@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"mime/multipart"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -248,5 +250,113 @@ func TestBadUploadsGetAClearAnswerAndLeaveNothingBehind(t *testing.T) {
 		if resp, _ := e.get(t, p); resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: %d, want 404", p, resp.StatusCode)
 		}
+	}
+}
+
+func (e *vodEnv) upload(t *testing.T, clip string) string {
+	t.Helper()
+	f, err := os.Open(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	code, v := e.post(t, "title=clip", f)
+	if code != http.StatusAccepted {
+		t.Fatalf("POST: %d %v", code, v)
+	}
+	return v["id"].(string)
+}
+
+func TestACorruptChunkIsNeverServedAndItsTitleIsMarkedDamaged(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 10, GOP: 50, Audio: "aac"})
+	e := newVoDEnv(t, nil)
+	id := e.upload(t, clip)
+	e.waitReady(t, id)
+	tt, err := e.s.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg := tt.Manifest.Renditions[0].Segments[1]
+	hex := seg.Digest.String()
+	file := filepath.Join(e.dir, "chunks", hex[:2], hex)
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A restart on the same folder: nothing of the chunk is in memory.
+	e.srv.Close()
+	e.s.Close()
+	s, err := NewService(DefaultConfig(), e.dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	mux := http.NewServeMux()
+	s.Route(mux)
+	e.srv = httptest.NewServer(mux)
+	t.Cleanup(e.srv.Close)
+	resp, body := e.get(t, ChunkURL(seg.Digest, false))
+	if resp.StatusCode == http.StatusOK || bytes.Equal(body, b) {
+		t.Fatalf("the corrupt chunk was served: %d, %d bytes", resp.StatusCode, len(body))
+	}
+	after, err := s.Get(id)
+	if err != nil || after.State != StateFailed || !strings.Contains(after.Error, "damaged") {
+		t.Fatalf("title after its chunk went bad: %s %q %v, want failed as damaged", after.State, after.Error, err)
+	}
+}
+
+func TestAClientThatDisconnectsMidUploadLeavesNothing(t *testing.T) {
+	e := newVoDEnv(t, nil)
+	c, err := net.Dial("tcp", strings.TrimPrefix(e.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "POST /api/v1/vod/titles?title=x HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n\r\n")
+	c.Write(bytes.Repeat([]byte{0x47}, 300_000))
+	testutil.Eventually(t, 10*time.Second, "the upload's temporary file exists", func() bool {
+		return len(e.uploadsLeft(t)) == 1
+	})
+	c.Close()
+	testutil.Eventually(t, 10*time.Second, "the partial upload is removed", func() bool {
+		return len(e.uploadsLeft(t)) == 0
+	})
+	if ts, _ := e.s.List(""); len(ts) != 0 {
+		t.Errorf("a title from a broken upload: %+v", ts)
+	}
+}
+
+func TestAMultipartUploadTakesItsFileAndTitle(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 4, GOP: 25, Audio: "aac"})
+	e := newVoDEnv(t, nil)
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	mw.WriteField("title", "From a form")
+	fw, _ := mw.CreateFormFile("file", "clip.mkv")
+	b, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw.Write(b)
+	mw.Close()
+	resp, err := http.Post(e.srv.URL+"/api/v1/vod/titles", mw.FormDataContentType(), &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v map[string]any
+	json.NewDecoder(resp.Body).Decode(&v)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("multipart POST: %d %v", resp.StatusCode, v)
+	}
+	tj := e.waitReady(t, v["id"].(string))
+	if tj.Title != "From a form" {
+		t.Errorf("title %q, want the form's", tj.Title)
 	}
 }
