@@ -134,8 +134,10 @@ func TestAnUploadIsPackagedIntoVerifiedChunksThatFFprobePlays(t *testing.T) {
 		t.Fatalf("ffprobe: %v\n%s", err, out)
 	}
 	var probe struct {
-		Streams []struct{ CodecName string `json:"codec_name"` } `json:"streams"`
-		Format  struct{ Duration string }                         `json:"format"`
+		Streams []struct {
+			CodecName string `json:"codec_name"`
+		} `json:"streams"`
+		Format struct{ Duration string } `json:"format"`
 	}
 	json.Unmarshal(out, &probe)
 	codecs := ""
