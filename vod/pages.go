@@ -65,6 +65,10 @@ video{width:100%;max-height:85vh;background:#000;display:block}
     v.src = src;
     window.gradientPlayer = {mode: 'native'};
   }
+  // The time of the first frame shown, in ms since the page's navigation
+  // began (a benchmark reads it).
+  var first = function () { window.gradientPlayer.firstFrameMs = performance.now(); };
+  if (v.requestVideoFrameCallback) { v.requestVideoFrameCallback(first); } else { v.addEventListener('playing', first, {once: true}); }
   v.play().catch(function () {});
 })();
 </script></body></html>{{end}}`))
