@@ -292,26 +292,10 @@ func (s *Service) Delete(id string) error {
 	}
 	os.Remove(s.upload(id))
 	if t.Manifest != nil {
-		s.dropChunks(chunksOf(t.Manifest, t.Poster))
+		s.dropChunks(manifestDigests(t.Manifest, t.Poster))
 	}
 	s.log.Info("title removed", "id", id, "title", t.Title)
 	return nil
-}
-
-func chunksOf(m *Manifest, poster Digest) []Digest {
-	var out []Digest
-	if m != nil {
-		for _, r := range m.Renditions {
-			out = append(out, r.Init.Digest)
-			for _, c := range r.Segments {
-				out = append(out, c.Digest)
-			}
-		}
-	}
-	if poster != (Digest{}) {
-		out = append(out, poster)
-	}
-	return out
 }
 
 // dropChunks removes the chunks no remaining title references and no

@@ -18,25 +18,12 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gradient-cdn/gradient/internal/testutil"
 )
 
 // lockedBuffer is a log sink the store's goroutines may write at once.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = testutil.LogBuffer
 
 func bufferedLogger(t testing.TB) (*slog.Logger, *lockedBuffer) {
 	buf := &lockedBuffer{}
