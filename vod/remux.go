@@ -190,6 +190,9 @@ type remuxer struct {
 	initDone bool
 	seq      uint32
 
+	seg       segmentWriter
+	segTracks []segTrack
+
 	rendition Rendition
 	bytes     int64
 	maxEnd    int64 // end of the latest video sample (PTS + duration)
@@ -335,7 +338,7 @@ func (r *remuxer) takeParams(nalus [][]byte) {
 // 4-byte lengths. AVCC packets with 4-byte lengths are copied byte for byte.
 func (r *remuxer) videoPayload(data []byte) ([]byte, error) {
 	if !r.annexB && r.nalLen == 4 {
-		return bytes.Clone(data), nil
+		return data, nil // Packet.Data is already a copy
 	}
 	var nalus [][]byte
 	if r.annexB {
@@ -579,7 +582,7 @@ func (r *remuxer) audioPacket(pkt *astiav.Packet) error {
 		if len(r.early) == maxEarlyAudio {
 			r.early = r.early[1:]
 		}
-		r.early = append(r.early, earlyAudio{dts: dtsTS, dur: pkt.Duration(), data: bytes.Clone(pkt.Data())})
+		r.early = append(r.early, earlyAudio{dts: dtsTS, dur: pkt.Duration(), data: pkt.Data()}) // a copy
 		return nil
 	}
 	return r.audioSample(dtsTS, pkt.Duration(), pkt.Data())
@@ -632,7 +635,7 @@ func (r *remuxer) audioSample(dtsTS, durTS int64, data []byte) error {
 			prev := &t.queue[n-1]
 			prev.dur = uint32(max(1, t.next-prev.dts))
 		}
-		t.queue = append(t.queue, sample{dts: t.next, pts: t.next, key: true, payload: bytes.Clone(p)})
+		t.queue = append(t.queue, sample{dts: t.next, pts: t.next, key: true, payload: p}) // data is the packet's copy
 		step := t.frameSize
 		if step == 0 {
 			step = durTS / int64(len(payloads))
@@ -754,15 +757,10 @@ func (r *remuxer) writeSegment(idx int, endPTS int64) error {
 		return err
 	}
 	v := r.video.queue[:idx]
-	part := fmp4.Part{SequenceNumber: r.seq + 1}
-	vt := &fmp4.PartTrack{ID: videoTrackID, BaseTime: uint64(v[0].dts)}
+	r.segTracks = append(r.segTracks[:0], segTrack{id: videoTrackID, baseTime: uint64(v[0].dts), samples: v})
 	for _, s := range v {
-		vt.Samples = append(vt.Samples, &fmp4.Sample{
-			Duration: s.dur, PTSOffset: int32(s.pts - s.dts), IsNonSyncSample: !s.key, Payload: s.payload,
-		})
 		r.maxEnd = max(r.maxEnd, s.pts+int64(s.dur))
 	}
-	part.Tracks = append(part.Tracks, vt)
 	var na int
 	if a := r.audio; a != nil {
 		end := astiav.RescaleQ(endPTS, astiav.NewRational(1, videoTimescale), astiav.NewRational(1, int(a.scale)))
@@ -772,18 +770,14 @@ func (r *remuxer) writeSegment(idx int, endPTS int64) error {
 			na++
 		}
 		if na > 0 {
-			at := &fmp4.PartTrack{ID: audioTrackID, BaseTime: uint64(a.queue[0].dts)}
-			for _, s := range a.queue[:na] {
-				at.Samples = append(at.Samples, &fmp4.Sample{Duration: s.dur, Payload: s.payload})
-			}
-			part.Tracks = append(part.Tracks, at)
+			r.segTracks = append(r.segTracks, segTrack{id: audioTrackID, baseTime: uint64(a.queue[0].dts), samples: a.queue[:na]})
 		}
 	}
-	var buf seekablebuffer.Buffer
-	if err := part.Marshal(&buf); err != nil {
+	rd, _, err := r.seg.reader(r.seq+1, r.segTracks)
+	if err != nil {
 		return fmt.Errorf("fMP4 segment %d: %w", r.seq, err)
 	}
-	ch, err := r.out.Put(bytes.NewReader(buf.Bytes()))
+	ch, err := r.out.Put(rd)
 	if err != nil {
 		return fmt.Errorf("store segment %d: %w", r.seq, err)
 	}
@@ -792,11 +786,21 @@ func (r *remuxer) writeSegment(idx int, endPTS int64) error {
 	r.rendition.Segments = append(r.rendition.Segments, ch)
 	r.bytes += ch.Size
 	r.seq++
-	r.video.queue = r.video.queue[idx:]
+	r.video.queue = dropFront(r.video.queue, idx)
 	if r.audio != nil {
-		r.audio.queue = r.audio.queue[na:]
+		r.audio.queue = dropFront(r.audio.queue, na)
 	}
+	clear(r.segTracks)
 	return nil
+}
+
+// dropFront removes the first n samples, moving the rest to the front of
+// the same array so that the queue's memory is reused and the written
+// payloads are released.
+func dropFront(q []sample, n int) []sample {
+	m := copy(q, q[n:])
+	clear(q[m:])
+	return q[:m]
 }
 
 func (r *remuxer) manifest() *Manifest {
