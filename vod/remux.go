@@ -22,11 +22,14 @@ type PackageConfig struct {
 	// SegmentDuration is the target segment length: a segment is cut at
 	// the first keyframe at or after each multiple of it.
 	SegmentDuration time.Duration `yaml:"segment_duration" json:"segment_duration"`
+	// Ladder are the renditions encoded besides the source, each only
+	// when it is lower than the source; nil or empty for none.
+	Ladder []LadderRung `yaml:"ladder" json:"ladder"`
 }
 
-// DefaultPackageConfig cuts 4 s segments.
+// DefaultPackageConfig cuts 4 s segments with the default ladder.
 func DefaultPackageConfig() PackageConfig {
-	return PackageConfig{SegmentDuration: 4 * time.Second}
+	return PackageConfig{SegmentDuration: 4 * time.Second, Ladder: DefaultLadder()}
 }
 
 // ErrNeedsTranscode is wrapped by the error Package returns for a source
@@ -111,20 +114,47 @@ func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", src, err)
 	}
-	handle, drain := r.copyPackets, func() error { return nil }
-	if vst != nil || ast != nil {
-		handle, drain = r.transcodePackets(vst, ast)
+	defer r.freePending()
+
+	// The ladder: rungs lower than the source, from one decode of it.
+	var lad *ladder
+	if rungs := rungsFor(cfg.Ladder, video.height); len(rungs) > 0 {
+		var keys keyer = cutKeyer{src: r}
+		if vst != nil {
+			keys = newGridKeyer(cfg.SegmentDuration, in.video.TimeBase())
+		}
+		if lad, err = newLadder(in, rungs, video.width, video.height, keys); err != nil {
+			return nil, fmt.Errorf("package %s: ladder: %w", src, err)
+		}
+		defer lad.close()
+		for i, rung := range rungs {
+			enc := lad.encs[i]
+			rr, err := newRemuxer(in, trackSpec{tb: enc.TimeBase(), codec: astiav.CodecIDH264, extra: enc.ExtraData(),
+				width: enc.Width(), height: enc.Height()}, audio, cfg, out, log)
+			if err != nil {
+				return nil, fmt.Errorf("package %s: ladder %s: %w", src, rung.Name, err)
+			}
+			defer rr.freePending()
+			rr.rendition.Name = rung.Name
+			rr.originFrom = r
+			lad.out = append(lad.out, rr)
+		}
 	}
+	all := append([]*remuxer{r}, nil...)
+	if lad != nil {
+		all = append(all, lad.out...)
+	}
+	handle, drain := r.packetsTo(all, vst, ast, lad)
 	log.Info("packaging", "src", src, "container", info.Container, "video", info.VideoCodec,
 		"audio", info.AudioCodec, "size", fmt.Sprintf("%dx%d", info.Width, info.Height), "duration", info.Duration,
-		"transcode_video", vst != nil, "transcode_audio", ast != nil)
-	m, err := r.run(ctx, info.Duration, progress, handle, drain)
+		"transcode_video", vst != nil, "transcode_audio", ast != nil, "ladder", len(all)-1)
+	m, err := r.run(ctx, info.Duration, progress, handle, drain, all[1:])
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", src, err)
 	}
 	progress(100)
 	log.Info("packaged", "src", src, "segments", len(m.Renditions[0].Segments), "duration", m.Duration,
-		"bytes", m.Bytes(), "kbps", m.Renditions[0].Kbps)
+		"bytes", m.Bytes(), "kbps", m.Renditions[0].Kbps, "renditions", len(m.Renditions))
 	return m, nil
 }
 
@@ -184,11 +214,21 @@ type remuxer struct {
 	started  bool
 	early    []earlyAudio
 	originTS int64 // first keyframe's DTS in the video track's time base
-	boundary int64 // next cut time, video timescale
-	segStart int64 // current segment's first PTS
-	cuts     []cut
-	initDone bool
-	seq      uint32
+	// originPTS is the first keyframe's PTS, cutTS those of the keyframes
+	// cut at (video track time base): what a ladder keys its rungs on.
+	originPTS int64
+	cutTS     map[int64]bool
+	// originFrom, for a ladder rung, is the source rendition's remuxer:
+	// the rung shares its time origin so that both cover the same media
+	// time; packets that come before the source has started wait in
+	// pending.
+	originFrom *remuxer
+	pending    []*astiav.Packet
+	boundary   int64 // next cut time, video timescale
+	segStart   int64 // current segment's first PTS
+	cuts       []cut
+	initDone   bool
+	seq        uint32
 
 	seg       segmentWriter
 	segTracks []segTrack
@@ -376,7 +416,7 @@ func (r *remuxer) videoPayload(data []byte) ([]byte, error) {
 // feeds the tracks), then drain (which feeds what encoders still hold), and
 // writes the segments as they complete.
 func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func(int),
-	handle func(*astiav.Packet) error, drain func() error) (*Manifest, error) {
+	handle func(*astiav.Packet) error, drain func() error, rungs []*remuxer) (*Manifest, error) {
 	pkt := astiav.AllocPacket()
 	defer pkt.Free()
 	lastPct := -1
@@ -411,6 +451,11 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 		if err := r.flushReady(false); err != nil {
 			return nil, err
 		}
+		for _, rr := range rungs {
+			if err := rr.flushReady(false); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if drain != nil {
 		if err := drain(); err != nil {
@@ -420,13 +465,25 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 	if !r.started {
 		return nil, errors.New("no H.264 keyframe in the video stream (empty or damaged file?)")
 	}
-	r.video.eof = true
-	if r.audio != nil {
-		r.audio.eof = true
+	for _, rr := range rungs {
+		if len(rr.pending) > 0 {
+			if err := rr.replayPending(); err != nil {
+				return nil, err
+			}
+		}
+		if !rr.started {
+			return nil, fmt.Errorf("ladder %s: no picture came out of its encoder", rr.rendition.Name)
+		}
 	}
-	r.finishDurations()
-	if err := r.flushReady(true); err != nil {
-		return nil, err
+	for _, rr := range append([]*remuxer{r}, rungs...) {
+		rr.video.eof = true
+		if rr.audio != nil {
+			rr.audio.eof = true
+		}
+		rr.finishDurations()
+		if err := rr.flushReady(true); err != nil {
+			return nil, err
+		}
 	}
 	// A file cut short still opens when its index comes first (MP4 with
 	// moov up front): its video ends well before what the index declares.
@@ -440,7 +497,13 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 		return nil, fmt.Errorf("truncated file: its video ends at %s of the %s its %s container declares",
 			end.Round(time.Millisecond), declared.Round(time.Millisecond), r.in.fc.InputFormat().Name())
 	}
-	return r.manifest(), nil
+	m := r.manifest()
+	for _, rr := range rungs {
+		mr := rr.manifest()
+		m.Renditions = append(m.Renditions, mr.Renditions...)
+		m.TargetDuration = max(m.TargetDuration, mr.TargetDuration)
+	}
+	return m, nil
 }
 
 // phonesPlay reports whether the video stream can be copied: H.264 in
@@ -458,28 +521,45 @@ func phonesPlay(s *astiav.Stream) bool {
 	return false
 }
 
-// transcodePackets gives the packet handler and the drain of a title with
-// a transcoded track: vst and ast (either may be nil: that track is
-// copied) feed the tracks with what they encode.
-func (r *remuxer) transcodePackets(vst, ast *stage) (handle func(*astiav.Packet) error, drain func() error) {
+// packetsTo gives the packet handler and the drain: video goes to the
+// source rendition r (through vst when it is transcoded) and to the ladder
+// (nil for none), audio to every rendition in all (through ast when it is
+// transcoded). Either stage may be nil: that track is copied.
+func (r *remuxer) packetsTo(all []*remuxer, vst, ast *stage, lad *ladder) (handle func(*astiav.Packet) error, drain func() error) {
+	audioOut := func(pkt *astiav.Packet) error {
+		for _, rr := range all {
+			if err := rr.audioPacket(pkt); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if vst != nil {
 		vst.emit = r.videoPacket
 	}
 	if ast != nil {
-		ast.emit = r.audioPacket
+		ast.emit = audioOut
 	}
 	handle = func(pkt *astiav.Packet) error {
 		switch {
 		case pkt.StreamIndex() == r.in.video.Index():
+			var err error
 			if vst != nil {
-				return vst.decode(pkt)
+				err = vst.decode(pkt)
+			} else {
+				// First the source, which decides its cuts, then the
+				// ladder, which keys its rungs on them.
+				err = r.videoPacket(pkt)
 			}
-			return r.videoPacket(pkt)
+			if err == nil && lad != nil {
+				err = lad.decode(pkt)
+			}
+			return err
 		case r.audio != nil && pkt.StreamIndex() == r.in.audio.Index():
 			if ast != nil {
 				return ast.decode(pkt)
 			}
-			return r.audioPacket(pkt)
+			return audioOut(pkt)
 		}
 		return nil
 	}
@@ -491,20 +571,12 @@ func (r *remuxer) transcodePackets(vst, ast *stage) (handle func(*astiav.Packet)
 				}
 			}
 		}
+		if lad != nil {
+			return lad.decode(nil)
+		}
 		return nil
 	}
 	return handle, drain
-}
-
-// copyPackets hands the input's packets to the tracks as they are.
-func (r *remuxer) copyPackets(pkt *astiav.Packet) error {
-	switch {
-	case pkt.StreamIndex() == r.in.video.Index():
-		return r.videoPacket(pkt)
-	case r.audio != nil && pkt.StreamIndex() == r.in.audio.Index():
-		return r.audioPacket(pkt)
-	}
-	return nil
 }
 
 func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
@@ -519,12 +591,26 @@ func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
 	if dtsTS == astiav.NoPtsValue {
 		return nil // a packet with no time cannot be placed
 	}
+	if r.originFrom != nil && !r.started {
+		if !r.originFrom.started {
+			r.pending = append(r.pending, pkt.Clone())
+			return nil
+		}
+		if len(r.pending) > 0 {
+			if err := r.replayPending(); err != nil {
+				return err
+			}
+		}
+	}
 	if !r.started {
 		if !key {
 			return nil // undecodable before the first keyframe
 		}
 		r.started = true
-		r.originTS = dtsTS
+		r.originTS, r.originPTS = dtsTS, ptsTS
+		if o := r.originFrom; o != nil {
+			r.originTS = astiav.RescaleQ(o.originTS, o.video.tb, r.video.tb)
+		}
 	}
 	t := r.video
 	origin := t.toScale(r.originTS)
@@ -548,6 +634,10 @@ func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
 	}
 	if key && pts >= r.boundary-videoTimescale/1000 {
 		r.cuts = append(r.cuts, cut{idx: len(t.queue), pts: pts})
+		if r.cutTS == nil {
+			r.cutTS = map[int64]bool{}
+		}
+		r.cutTS[ptsTS] = true
 		for r.boundary <= pts+videoTimescale/1000 {
 			r.boundary += int64(r.cfg.SegmentDuration.Seconds() * videoTimescale)
 		}
@@ -557,6 +647,31 @@ func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
 		return r.startAudio()
 	}
 	return nil
+}
+
+// replayPending hands on the rung packets that came before the source
+// rendition started.
+func (r *remuxer) replayPending() error {
+	p := r.pending
+	r.pending = nil
+	defer func() {
+		for _, pkt := range p {
+			pkt.Free()
+		}
+	}()
+	for _, pkt := range p {
+		if err := r.videoPacket(pkt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *remuxer) freePending() {
+	for _, pkt := range r.pending {
+		pkt.Free()
+	}
+	r.pending = nil
 }
 
 // earlyAudio is an audio packet read before the first video keyframe:
