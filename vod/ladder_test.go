@@ -2,6 +2,8 @@ package vod
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"math"
 	"os"
 	"os/exec"
@@ -234,5 +236,26 @@ func TestPackageLadderOfATranscodedSource(t *testing.T) {
 	pls := mediaPlaylists(t, p)
 	if v, a := codecsOf(ffprobeJSON(t, pls["240p"])); v != "h264" || a != "aac" {
 		t.Errorf("ffprobe 240p: %q %q", v, a)
+	}
+}
+
+func TestPackageLadderStopsWhenCancelled(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 1280, Height: 720, FPS: 25, Seconds: 12, GOP: 50, Audio: "aac"})
+	cfg := DefaultPackageConfig()
+	cfg.Ladder = []LadderRung{{Name: "360p", Height: 360, Kbps: 600}}
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	last := 0
+	_, err := Package(ctx, clip, cfg, &dirPutter{dir: t.TempDir()}, func(p int) {
+		last = p
+		if p >= 20 {
+			cancel()
+		}
+	}, testLogger(t))
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Package after cancel: %v", err)
+	}
+	if last > 25 {
+		t.Errorf("packaging went on to %d%% after the cancel at 20%%", last)
 	}
 }
