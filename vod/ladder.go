@@ -182,6 +182,9 @@ func newLadder(in *input, rungs []LadderRung, srcW, srcH int, keys keyer) (l *la
 		return nil, fmt.Errorf("%s decoder parameters: %w", name, err)
 	}
 	l.dec.SetTimeBase(s.TimeBase())
+	// As many decoding threads as cores, as the ffmpeg command has: one
+	// decode feeds every rung, so it must keep up with all of them.
+	l.dec.SetThreadCount(0)
 	if err := l.dec.Open(dc, nil); err != nil {
 		return nil, fmt.Errorf("open %s decoder: %w", name, err)
 	}
