@@ -120,7 +120,7 @@ func (g *gridKeyer) frame(pts int64) (bool, bool) {
 type ladder struct {
 	dec    *astiav.CodecContext
 	tb     astiav.Rational
-	rungs  []LadderRung
+	names  []string // of the outputs: the rungs, then "source" when fed here
 	sizes  [][2]int
 	encs   []*astiav.CodecContext
 	out    []*remuxer
@@ -164,7 +164,7 @@ func (l *ladder) close() {
 func newLadder(in *input, rungs []LadderRung, srcW, srcH int, keys keyer) (l *ladder, err error) {
 	s := in.video
 	cp := s.CodecParameters()
-	l = &ladder{tb: s.TimeBase(), rungs: rungs, keys: keys, ended: make([]bool, len(rungs)), keyPTS: map[int64]bool{}}
+	l = &ladder{tb: s.TimeBase(), keys: keys, keyPTS: map[int64]bool{}}
 	defer func() {
 		if err != nil {
 			l.close()
@@ -197,6 +197,7 @@ func newLadder(in *input, rungs []LadderRung, srcW, srcH int, keys keyer) (l *la
 		fps = astiav.NewRational(25, 1)
 	}
 	for _, r := range rungs {
+		l.names = append(l.names, r.Name)
 		h := r.Height &^ 1
 		w := rungWidth(srcW, h, srcH)
 		l.sizes = append(l.sizes, [2]int{w, h})
@@ -242,7 +243,20 @@ func newLadder(in *input, rungs []LadderRung, srcW, srcH int, keys keyer) (l *la
 		}
 	}
 	l.frm, l.filt, l.encPkt = astiav.AllocFrame(), astiav.AllocFrame(), astiav.AllocPacket()
+	l.ended = make([]bool, len(l.encs))
 	return l, nil
+}
+
+// feedSource makes the transcoded source rendition one more output of the
+// ladder's graph, so a source that must be transcoded is decoded once for
+// all renditions: enc (the source's encoder, which the ladder now owns)
+// at w×h, its packets to r.
+func (l *ladder) feedSource(enc *astiav.CodecContext, w, h int, r *remuxer) {
+	l.names = append(l.names, "source")
+	l.encs = append(l.encs, enc)
+	l.sizes = append(l.sizes, [2]int{w, h})
+	l.out = append(l.out, r)
+	l.ended = append(l.ended, false)
 }
 
 // openGraph builds buffer → split=N → scale per rung → buffersink per rung
@@ -273,11 +287,11 @@ func (l *ladder) openGraph(f *astiav.Frame) error {
 	defer outputs.Free()
 	var inputs *astiav.FilterInOut
 	var spec strings.Builder
-	fmt.Fprintf(&spec, "[in]split=%d", len(l.rungs))
-	for i := range l.rungs {
+	fmt.Fprintf(&spec, "[in]split=%d", len(l.encs))
+	for i := range l.encs {
 		fmt.Fprintf(&spec, "[s%d]", i)
 	}
-	for i := len(l.rungs) - 1; i >= 0; i-- {
+	for i := len(l.encs) - 1; i >= 0; i-- {
 		sink, err := l.graph.NewFilterContext(astiav.FindFilterByName("buffersink"), fmt.Sprintf("out%d", i), nil)
 		if err != nil {
 			if inputs != nil {
@@ -411,7 +425,7 @@ func (l *ladder) encodeAll(f *astiav.Frame) error {
 func (l *ladder) encode(i int, f *astiav.Frame) error {
 	enc := l.encs[i]
 	if err := enc.SendFrame(f); err != nil && !errors.Is(err, astiav.ErrEof) {
-		return fmt.Errorf("ladder: encode %s: %w", l.rungs[i].Name, err)
+		return fmt.Errorf("ladder: encode %s: %w", l.names[i], err)
 	}
 	for {
 		err := enc.ReceivePacket(l.encPkt)
@@ -419,7 +433,7 @@ func (l *ladder) encode(i int, f *astiav.Frame) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("ladder: encode %s: %w", l.rungs[i].Name, err)
+			return fmt.Errorf("ladder: encode %s: %w", l.names[i], err)
 		}
 		err = l.out[i].videoPacket(l.encPkt)
 		l.encPkt.Unref()

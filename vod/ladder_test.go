@@ -233,9 +233,17 @@ func TestPackageLadderOfATranscodedSource(t *testing.T) {
 		t.Fatalf("renditions %+v", p.m.Renditions)
 	}
 	alignedRenditions(t, p.m, 40*time.Millisecond)
+	// The source rendition is encoded from the ladder's one decode too:
+	// both play every frame of the source.
 	pls := mediaPlaylists(t, p)
-	if v, a := codecsOf(ffprobeJSON(t, pls["240p"])); v != "h264" || a != "aac" {
-		t.Errorf("ffprobe 240p: %q %q", v, a)
+	want := len(frameHashes(t, clip))
+	for _, name := range []string{"source", "240p"} {
+		if v, a := codecsOf(ffprobeJSON(t, pls[name])); v != "h264" || a != "aac" {
+			t.Errorf("ffprobe %s: %q %q", name, v, a)
+		}
+		if got := len(frameHashes(t, pls[name])); got != want {
+			t.Errorf("%s: %d frames, source %d", name, got, want)
+		}
 	}
 }
 

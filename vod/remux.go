@@ -118,6 +118,7 @@ func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter
 
 	// The ladder: rungs lower than the source, from one decode of it.
 	var lad *ladder
+	srcFromLadder := false
 	if rungs := rungsFor(cfg.Ladder, video.height); len(rungs) > 0 {
 		var keys keyer = cutKeyer{src: r}
 		if vst != nil {
@@ -139,15 +140,27 @@ func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter
 			rr.originFrom = r
 			lad.out = append(lad.out, rr)
 		}
+		if vst != nil {
+			// One decode for every rendition: the source's encoder moves
+			// into the ladder's graph, keyed on the same grid.
+			lad.feedSource(vst.enc, vst.enc.Width(), vst.enc.Height(), r)
+			vst.enc = nil
+			vst.close()
+			vst, srcFromLadder = nil, true
+		}
 	}
-	all := append([]*remuxer{r}, nil...)
+	all := []*remuxer{r}
 	if lad != nil {
-		all = append(all, lad.out...)
+		for _, rr := range lad.out {
+			if rr != r {
+				all = append(all, rr)
+			}
+		}
 	}
-	handle, drain := r.packetsTo(all, vst, ast, lad)
+	handle, drain := r.packetsTo(all, vst, ast, lad, srcFromLadder)
 	log.Info("packaging", "src", src, "container", info.Container, "video", info.VideoCodec,
 		"audio", info.AudioCodec, "size", fmt.Sprintf("%dx%d", info.Width, info.Height), "duration", info.Duration,
-		"transcode_video", vst != nil, "transcode_audio", ast != nil, "ladder", len(all)-1)
+		"transcode_video", vst != nil || srcFromLadder, "transcode_audio", ast != nil, "ladder", len(all)-1)
 	m, err := r.run(ctx, info.Duration, progress, handle, drain, all[1:])
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", src, err)
@@ -522,10 +535,11 @@ func phonesPlay(s *astiav.Stream) bool {
 }
 
 // packetsTo gives the packet handler and the drain: video goes to the
-// source rendition r (through vst when it is transcoded) and to the ladder
-// (nil for none), audio to every rendition in all (through ast when it is
-// transcoded). Either stage may be nil: that track is copied.
-func (r *remuxer) packetsTo(all []*remuxer, vst, ast *stage, lad *ladder) (handle func(*astiav.Packet) error, drain func() error) {
+// source rendition r (through vst when it is transcoded, through the
+// ladder when srcFromLadder) and to the ladder (nil for none), audio to
+// every rendition in all (through ast when it is transcoded). Either stage
+// may be nil: that track is copied.
+func (r *remuxer) packetsTo(all []*remuxer, vst, ast *stage, lad *ladder, srcFromLadder bool) (handle func(*astiav.Packet) error, drain func() error) {
 	audioOut := func(pkt *astiav.Packet) error {
 		for _, rr := range all {
 			if err := rr.audioPacket(pkt); err != nil {
@@ -544,9 +558,11 @@ func (r *remuxer) packetsTo(all []*remuxer, vst, ast *stage, lad *ladder) (handl
 		switch {
 		case pkt.StreamIndex() == r.in.video.Index():
 			var err error
-			if vst != nil {
+			switch {
+			case vst != nil:
 				err = vst.decode(pkt)
-			} else {
+			case srcFromLadder:
+			default:
 				// First the source, which decides its cuts, then the
 				// ladder, which keys its rungs on them.
 				err = r.videoPacket(pkt)
