@@ -47,16 +47,23 @@ const (
 	audioLag = 10 * time.Second
 )
 
-// Package packages src into fMP4 HLS, one rendition named "source": one
-// init section and media segments that each start at a keyframe, cut at
-// the first keyframe at or after each multiple of cfg.SegmentDuration,
-// every chunk put into out as soon as it is complete (one segment is held
-// in memory at a time).
+// Package packages src into fMP4 HLS, first the rendition named "source":
+// one init section and media segments that each start at a keyframe, cut
+// at the first keyframe at or after each multiple of cfg.SegmentDuration,
+// every chunk put into out as soon as it is complete (one segment per
+// rendition is held in memory at a time). Then one rendition per rung of
+// cfg.Ladder lower than the source, tallest first: H.264 from libx264 at
+// the rung's height and bitrate, all rungs encoded from one decode of the
+// source (one split filter graph), with IDR frames forced on exactly the
+// frames where the source's segments start and the source's time origin,
+// so that every rendition's segments cover the same media time; each
+// carries the source's audio.
 //
 // H.264 (8-bit 4:2:0) video is copied packet for packet, as are AAC and
 // Opus audio; any other video FFmpeg decodes is transcoded to H.264 with
-// libx264 (IDR frames forced on the segment grid) and any other audio to
-// AAC. progress (may be nil) hears 0..100 by media time read; cancelling
+// libx264 (IDR frames forced on the segment grid; decoded once with the
+// ladder's rungs when there are any) and any other audio to AAC. progress
+// (may be nil) hears 0..100 by media time read, for the whole job; cancelling
 // ctx stops packaging within a packet. A file that is not media gives an
 // error wrapping ErrNotMedia, one without video ErrNoVideo, one cut short
 // an error saying "truncated".
