@@ -267,3 +267,30 @@ func TestPackageLadderStopsWhenCancelled(t *testing.T) {
 		t.Errorf("packaging went on to %d%% after the cancel at 20%%", last)
 	}
 }
+
+func TestServiceEncodesItsConfiguredLadder(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 640, Height: 480, FPS: 25, Seconds: 5, GOP: 50, Audio: "aac"})
+	e := newVoDEnv(t, func(c *Config) { c.Ladder = []LadderRung{{Name: "low", Height: 240, Kbps: 300}, {Name: "big", Height: 480, Kbps: 900}} })
+	f, err := os.Open(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	code, v := e.post(t, "title=ladder", f)
+	if code != 202 {
+		t.Fatalf("upload: %d %v", code, v)
+	}
+	tj := e.waitReady(t, v["id"].(string))
+	if len(tj.Renditions) != 2 || tj.Renditions[0].Name != "source" || tj.Renditions[1].Name != "low" ||
+		tj.Renditions[1].Width != 320 || tj.Renditions[1].Height != 240 {
+		t.Fatalf("renditions %+v (the 480 rung is not lower than the source: skipped)", tj.Renditions)
+	}
+	_, master := e.get(t, "/vod/"+tj.ID+"/index.m3u8")
+	if n := strings.Count(string(master), "#EXT-X-STREAM-INF:"); n != 2 || !strings.Contains(string(master), "low.m3u8") {
+		t.Fatalf("master playlist:\n%s", master)
+	}
+	resp, pl := e.get(t, "/vod/"+tj.ID+"/low.m3u8")
+	if resp.StatusCode != 200 || !strings.Contains(string(pl), "#EXT-X-ENDLIST") {
+		t.Fatalf("low.m3u8: %d\n%s", resp.StatusCode, pl)
+	}
+}
