@@ -22,11 +22,14 @@ type PackageConfig struct {
 	// SegmentDuration is the target segment length: a segment is cut at
 	// the first keyframe at or after each multiple of it.
 	SegmentDuration time.Duration `yaml:"segment_duration" json:"segment_duration"`
+	// Ladder are the renditions encoded besides the source, each only
+	// when it is lower than the source; nil or empty for none.
+	Ladder []LadderRung `yaml:"ladder" json:"ladder"`
 }
 
-// DefaultPackageConfig cuts 4 s segments.
+// DefaultPackageConfig cuts 4 s segments with the default ladder.
 func DefaultPackageConfig() PackageConfig {
-	return PackageConfig{SegmentDuration: 4 * time.Second}
+	return PackageConfig{SegmentDuration: 4 * time.Second, Ladder: DefaultLadder()}
 }
 
 // ErrNeedsTranscode is wrapped by the error Package returns for a source
@@ -44,16 +47,23 @@ const (
 	audioLag = 10 * time.Second
 )
 
-// Package packages src into fMP4 HLS, one rendition named "source": one
-// init section and media segments that each start at a keyframe, cut at
-// the first keyframe at or after each multiple of cfg.SegmentDuration,
-// every chunk put into out as soon as it is complete (one segment is held
-// in memory at a time).
+// Package packages src into fMP4 HLS, first the rendition named "source":
+// one init section and media segments that each start at a keyframe, cut
+// at the first keyframe at or after each multiple of cfg.SegmentDuration,
+// every chunk put into out as soon as it is complete (one segment per
+// rendition is held in memory at a time). Then one rendition per rung of
+// cfg.Ladder lower than the source, tallest first: H.264 from libx264 at
+// the rung's height and bitrate, all rungs encoded from one decode of the
+// source (one split filter graph), with IDR frames forced on exactly the
+// frames where the source's segments start and the source's time origin,
+// so that every rendition's segments cover the same media time; each
+// carries the source's audio.
 //
 // H.264 (8-bit 4:2:0) video is copied packet for packet, as are AAC and
 // Opus audio; any other video FFmpeg decodes is transcoded to H.264 with
-// libx264 (IDR frames forced on the segment grid) and any other audio to
-// AAC. progress (may be nil) hears 0..100 by media time read; cancelling
+// libx264 (IDR frames forced on the segment grid; decoded once with the
+// ladder's rungs when there are any) and any other audio to AAC. progress
+// (may be nil) hears 0..100 by media time read, for the whole job; cancelling
 // ctx stops packaging within a packet. A file that is not media gives an
 // error wrapping ErrNotMedia, one without video ErrNoVideo, one cut short
 // an error saying "truncated".
@@ -111,20 +121,60 @@ func Package(ctx context.Context, src string, cfg PackageConfig, out ChunkPutter
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", src, err)
 	}
-	handle, drain := r.copyPackets, func() error { return nil }
-	if vst != nil || ast != nil {
-		handle, drain = r.transcodePackets(vst, ast)
+	defer r.freePending()
+
+	// The ladder: rungs lower than the source, from one decode of it.
+	var lad *ladder
+	srcFromLadder := false
+	if rungs := rungsFor(cfg.Ladder, video.height); len(rungs) > 0 {
+		var keys keyer = cutKeyer{src: r}
+		if vst != nil {
+			keys = newGridKeyer(cfg.SegmentDuration, in.video.TimeBase())
+		}
+		if lad, err = newLadder(in, rungs, video.width, video.height, keys); err != nil {
+			return nil, fmt.Errorf("package %s: ladder: %w", src, err)
+		}
+		defer lad.close()
+		for i, rung := range rungs {
+			enc := lad.encs[i]
+			rr, err := newRemuxer(in, trackSpec{tb: enc.TimeBase(), codec: astiav.CodecIDH264, extra: enc.ExtraData(),
+				width: enc.Width(), height: enc.Height()}, audio, cfg, out, log)
+			if err != nil {
+				return nil, fmt.Errorf("package %s: ladder %s: %w", src, rung.Name, err)
+			}
+			defer rr.freePending()
+			rr.rendition.Name = rung.Name
+			rr.originFrom = r
+			lad.out = append(lad.out, rr)
+		}
+		if vst != nil {
+			// One decode for every rendition: the source's encoder moves
+			// into the ladder's graph, keyed on the same grid.
+			lad.feedSource(vst.enc, vst.enc.Width(), vst.enc.Height(), r)
+			vst.enc = nil
+			vst.close()
+			vst, srcFromLadder = nil, true
+		}
 	}
+	all := []*remuxer{r}
+	if lad != nil {
+		for _, rr := range lad.out {
+			if rr != r {
+				all = append(all, rr)
+			}
+		}
+	}
+	handle, drain := r.packetsTo(all, vst, ast, lad, srcFromLadder)
 	log.Info("packaging", "src", src, "container", info.Container, "video", info.VideoCodec,
 		"audio", info.AudioCodec, "size", fmt.Sprintf("%dx%d", info.Width, info.Height), "duration", info.Duration,
-		"transcode_video", vst != nil, "transcode_audio", ast != nil)
-	m, err := r.run(ctx, info.Duration, progress, handle, drain)
+		"transcode_video", vst != nil || srcFromLadder, "transcode_audio", ast != nil, "ladder", len(all)-1)
+	m, err := r.run(ctx, info.Duration, progress, handle, drain, all[1:])
 	if err != nil {
 		return nil, fmt.Errorf("package %s: %w", src, err)
 	}
 	progress(100)
 	log.Info("packaged", "src", src, "segments", len(m.Renditions[0].Segments), "duration", m.Duration,
-		"bytes", m.Bytes(), "kbps", m.Renditions[0].Kbps)
+		"bytes", m.Bytes(), "kbps", m.Renditions[0].Kbps, "renditions", len(m.Renditions))
 	return m, nil
 }
 
@@ -184,11 +234,24 @@ type remuxer struct {
 	started  bool
 	early    []earlyAudio
 	originTS int64 // first keyframe's DTS in the video track's time base
-	boundary int64 // next cut time, video timescale
-	segStart int64 // current segment's first PTS
-	cuts     []cut
-	initDone bool
-	seq      uint32
+	// originPTS is the first keyframe's PTS, cutTS those of the keyframes
+	// cut at (video track time base): what a ladder keys its rungs on.
+	originPTS int64
+	cutTS     map[int64]bool
+	// originFrom, for a ladder rung, is the source rendition's remuxer:
+	// the rung shares its time origin so that both cover the same media
+	// time; packets that come before the source has started wait in
+	// pending.
+	originFrom *remuxer
+	pending    []*astiav.Packet
+	boundary   int64 // next cut time, video timescale
+	segStart   int64 // current segment's first PTS
+	cuts       []cut
+	initDone   bool
+	seq        uint32
+
+	seg       segmentWriter
+	segTracks []segTrack
 
 	rendition Rendition
 	bytes     int64
@@ -335,7 +398,7 @@ func (r *remuxer) takeParams(nalus [][]byte) {
 // 4-byte lengths. AVCC packets with 4-byte lengths are copied byte for byte.
 func (r *remuxer) videoPayload(data []byte) ([]byte, error) {
 	if !r.annexB && r.nalLen == 4 {
-		return bytes.Clone(data), nil
+		return data, nil // Packet.Data is already a copy
 	}
 	var nalus [][]byte
 	if r.annexB {
@@ -373,7 +436,7 @@ func (r *remuxer) videoPayload(data []byte) ([]byte, error) {
 // feeds the tracks), then drain (which feeds what encoders still hold), and
 // writes the segments as they complete.
 func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func(int),
-	handle func(*astiav.Packet) error, drain func() error) (*Manifest, error) {
+	handle func(*astiav.Packet) error, drain func() error, rungs []*remuxer) (*Manifest, error) {
 	pkt := astiav.AllocPacket()
 	defer pkt.Free()
 	lastPct := -1
@@ -408,6 +471,11 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 		if err := r.flushReady(false); err != nil {
 			return nil, err
 		}
+		for _, rr := range rungs {
+			if err := rr.flushReady(false); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if drain != nil {
 		if err := drain(); err != nil {
@@ -417,13 +485,25 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 	if !r.started {
 		return nil, errors.New("no H.264 keyframe in the video stream (empty or damaged file?)")
 	}
-	r.video.eof = true
-	if r.audio != nil {
-		r.audio.eof = true
+	for _, rr := range rungs {
+		if len(rr.pending) > 0 {
+			if err := rr.replayPending(); err != nil {
+				return nil, err
+			}
+		}
+		if !rr.started {
+			return nil, fmt.Errorf("ladder %s: no picture came out of its encoder", rr.rendition.Name)
+		}
 	}
-	r.finishDurations()
-	if err := r.flushReady(true); err != nil {
-		return nil, err
+	for _, rr := range append([]*remuxer{r}, rungs...) {
+		rr.video.eof = true
+		if rr.audio != nil {
+			rr.audio.eof = true
+		}
+		rr.finishDurations()
+		if err := rr.flushReady(true); err != nil {
+			return nil, err
+		}
 	}
 	// A file cut short still opens when its index comes first (MP4 with
 	// moov up front): its video ends well before what the index declares.
@@ -437,7 +517,13 @@ func (r *remuxer) run(ctx context.Context, duration time.Duration, progress func
 		return nil, fmt.Errorf("truncated file: its video ends at %s of the %s its %s container declares",
 			end.Round(time.Millisecond), declared.Round(time.Millisecond), r.in.fc.InputFormat().Name())
 	}
-	return r.manifest(), nil
+	m := r.manifest()
+	for _, rr := range rungs {
+		mr := rr.manifest()
+		m.Renditions = append(m.Renditions, mr.Renditions...)
+		m.TargetDuration = max(m.TargetDuration, mr.TargetDuration)
+	}
+	return m, nil
 }
 
 // phonesPlay reports whether the video stream can be copied: H.264 in
@@ -455,28 +541,48 @@ func phonesPlay(s *astiav.Stream) bool {
 	return false
 }
 
-// transcodePackets gives the packet handler and the drain of a title with
-// a transcoded track: vst and ast (either may be nil: that track is
-// copied) feed the tracks with what they encode.
-func (r *remuxer) transcodePackets(vst, ast *stage) (handle func(*astiav.Packet) error, drain func() error) {
+// packetsTo gives the packet handler and the drain: video goes to the
+// source rendition r (through vst when it is transcoded, through the
+// ladder when srcFromLadder) and to the ladder (nil for none), audio to
+// every rendition in all (through ast when it is transcoded). Either stage
+// may be nil: that track is copied.
+func (r *remuxer) packetsTo(all []*remuxer, vst, ast *stage, lad *ladder, srcFromLadder bool) (handle func(*astiav.Packet) error, drain func() error) {
+	audioOut := func(pkt *astiav.Packet) error {
+		for _, rr := range all {
+			if err := rr.audioPacket(pkt); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	if vst != nil {
 		vst.emit = r.videoPacket
 	}
 	if ast != nil {
-		ast.emit = r.audioPacket
+		ast.emit = audioOut
 	}
 	handle = func(pkt *astiav.Packet) error {
 		switch {
 		case pkt.StreamIndex() == r.in.video.Index():
-			if vst != nil {
-				return vst.decode(pkt)
+			var err error
+			switch {
+			case vst != nil:
+				err = vst.decode(pkt)
+			case srcFromLadder:
+			default:
+				// First the source, which decides its cuts, then the
+				// ladder, which keys its rungs on them.
+				err = r.videoPacket(pkt)
 			}
-			return r.videoPacket(pkt)
+			if err == nil && lad != nil {
+				err = lad.decode(pkt)
+			}
+			return err
 		case r.audio != nil && pkt.StreamIndex() == r.in.audio.Index():
 			if ast != nil {
 				return ast.decode(pkt)
 			}
-			return r.audioPacket(pkt)
+			return audioOut(pkt)
 		}
 		return nil
 	}
@@ -488,20 +594,12 @@ func (r *remuxer) transcodePackets(vst, ast *stage) (handle func(*astiav.Packet)
 				}
 			}
 		}
+		if lad != nil {
+			return lad.decode(nil)
+		}
 		return nil
 	}
 	return handle, drain
-}
-
-// copyPackets hands the input's packets to the tracks as they are.
-func (r *remuxer) copyPackets(pkt *astiav.Packet) error {
-	switch {
-	case pkt.StreamIndex() == r.in.video.Index():
-		return r.videoPacket(pkt)
-	case r.audio != nil && pkt.StreamIndex() == r.in.audio.Index():
-		return r.audioPacket(pkt)
-	}
-	return nil
 }
 
 func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
@@ -516,12 +614,26 @@ func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
 	if dtsTS == astiav.NoPtsValue {
 		return nil // a packet with no time cannot be placed
 	}
+	if r.originFrom != nil && !r.started {
+		if !r.originFrom.started {
+			r.pending = append(r.pending, pkt.Clone())
+			return nil
+		}
+		if len(r.pending) > 0 {
+			if err := r.replayPending(); err != nil {
+				return err
+			}
+		}
+	}
 	if !r.started {
 		if !key {
 			return nil // undecodable before the first keyframe
 		}
 		r.started = true
-		r.originTS = dtsTS
+		r.originTS, r.originPTS = dtsTS, ptsTS
+		if o := r.originFrom; o != nil {
+			r.originTS = astiav.RescaleQ(o.originTS, o.video.tb, r.video.tb)
+		}
 	}
 	t := r.video
 	origin := t.toScale(r.originTS)
@@ -545,6 +657,10 @@ func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
 	}
 	if key && pts >= r.boundary-videoTimescale/1000 {
 		r.cuts = append(r.cuts, cut{idx: len(t.queue), pts: pts})
+		if r.cutTS == nil {
+			r.cutTS = map[int64]bool{}
+		}
+		r.cutTS[ptsTS] = true
 		for r.boundary <= pts+videoTimescale/1000 {
 			r.boundary += int64(r.cfg.SegmentDuration.Seconds() * videoTimescale)
 		}
@@ -554,6 +670,31 @@ func (r *remuxer) videoPacket(pkt *astiav.Packet) error {
 		return r.startAudio()
 	}
 	return nil
+}
+
+// replayPending hands on the rung packets that came before the source
+// rendition started.
+func (r *remuxer) replayPending() error {
+	p := r.pending
+	r.pending = nil
+	defer func() {
+		for _, pkt := range p {
+			pkt.Free()
+		}
+	}()
+	for _, pkt := range p {
+		if err := r.videoPacket(pkt); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *remuxer) freePending() {
+	for _, pkt := range r.pending {
+		pkt.Free()
+	}
+	r.pending = nil
 }
 
 // earlyAudio is an audio packet read before the first video keyframe:
@@ -579,7 +720,7 @@ func (r *remuxer) audioPacket(pkt *astiav.Packet) error {
 		if len(r.early) == maxEarlyAudio {
 			r.early = r.early[1:]
 		}
-		r.early = append(r.early, earlyAudio{dts: dtsTS, dur: pkt.Duration(), data: bytes.Clone(pkt.Data())})
+		r.early = append(r.early, earlyAudio{dts: dtsTS, dur: pkt.Duration(), data: pkt.Data()}) // a copy
 		return nil
 	}
 	return r.audioSample(dtsTS, pkt.Duration(), pkt.Data())
@@ -632,7 +773,7 @@ func (r *remuxer) audioSample(dtsTS, durTS int64, data []byte) error {
 			prev := &t.queue[n-1]
 			prev.dur = uint32(max(1, t.next-prev.dts))
 		}
-		t.queue = append(t.queue, sample{dts: t.next, pts: t.next, key: true, payload: bytes.Clone(p)})
+		t.queue = append(t.queue, sample{dts: t.next, pts: t.next, key: true, payload: p}) // data is the packet's copy
 		step := t.frameSize
 		if step == 0 {
 			step = durTS / int64(len(payloads))
@@ -754,15 +895,10 @@ func (r *remuxer) writeSegment(idx int, endPTS int64) error {
 		return err
 	}
 	v := r.video.queue[:idx]
-	part := fmp4.Part{SequenceNumber: r.seq + 1}
-	vt := &fmp4.PartTrack{ID: videoTrackID, BaseTime: uint64(v[0].dts)}
+	r.segTracks = append(r.segTracks[:0], segTrack{id: videoTrackID, baseTime: uint64(v[0].dts), samples: v})
 	for _, s := range v {
-		vt.Samples = append(vt.Samples, &fmp4.Sample{
-			Duration: s.dur, PTSOffset: int32(s.pts - s.dts), IsNonSyncSample: !s.key, Payload: s.payload,
-		})
 		r.maxEnd = max(r.maxEnd, s.pts+int64(s.dur))
 	}
-	part.Tracks = append(part.Tracks, vt)
 	var na int
 	if a := r.audio; a != nil {
 		end := astiav.RescaleQ(endPTS, astiav.NewRational(1, videoTimescale), astiav.NewRational(1, int(a.scale)))
@@ -772,18 +908,14 @@ func (r *remuxer) writeSegment(idx int, endPTS int64) error {
 			na++
 		}
 		if na > 0 {
-			at := &fmp4.PartTrack{ID: audioTrackID, BaseTime: uint64(a.queue[0].dts)}
-			for _, s := range a.queue[:na] {
-				at.Samples = append(at.Samples, &fmp4.Sample{Duration: s.dur, Payload: s.payload})
-			}
-			part.Tracks = append(part.Tracks, at)
+			r.segTracks = append(r.segTracks, segTrack{id: audioTrackID, baseTime: uint64(a.queue[0].dts), samples: a.queue[:na]})
 		}
 	}
-	var buf seekablebuffer.Buffer
-	if err := part.Marshal(&buf); err != nil {
+	rd, _, err := r.seg.reader(r.seq+1, r.segTracks)
+	if err != nil {
 		return fmt.Errorf("fMP4 segment %d: %w", r.seq, err)
 	}
-	ch, err := r.out.Put(bytes.NewReader(buf.Bytes()))
+	ch, err := r.out.Put(rd)
 	if err != nil {
 		return fmt.Errorf("store segment %d: %w", r.seq, err)
 	}
@@ -792,11 +924,21 @@ func (r *remuxer) writeSegment(idx int, endPTS int64) error {
 	r.rendition.Segments = append(r.rendition.Segments, ch)
 	r.bytes += ch.Size
 	r.seq++
-	r.video.queue = r.video.queue[idx:]
+	r.video.queue = dropFront(r.video.queue, idx)
 	if r.audio != nil {
-		r.audio.queue = r.audio.queue[na:]
+		r.audio.queue = dropFront(r.audio.queue, na)
 	}
+	clear(r.segTracks)
 	return nil
+}
+
+// dropFront removes the first n samples, moving the rest to the front of
+// the same array so that the queue's memory is reused and the written
+// payloads are released.
+func dropFront(q []sample, n int) []sample {
+	m := copy(q, q[n:])
+	clear(q[m:])
+	return q[:m]
 }
 
 func (r *remuxer) manifest() *Manifest {

@@ -37,11 +37,18 @@ type Config struct {
 	// live serverlets so that a node packaging a title still serves its
 	// live viewers at full rate. Default 10.
 	Nice int `yaml:"nice"`
+	// Ladder are the renditions encoded besides the source (H.264 at
+	// each rung's height and bitrate, keyframes aligned with the
+	// source's segments); a rung as tall as the source or taller is
+	// skipped. Default 720p at 2500 kbps and 360p at 800 kbps; an empty
+	// list ([]) encodes none.
+	Ladder []LadderRung `yaml:"ladder"`
 }
 
 // DefaultConfig returns the VoD defaults.
 func DefaultConfig() Config {
-	return Config{SegmentDuration: 4 * time.Second, MaxJobs: 1, MaxUpload: 16 << 30, MemoryCache: 256 << 20, Nice: 10}
+	return Config{SegmentDuration: 4 * time.Second, MaxJobs: 1, MaxUpload: 16 << 30, MemoryCache: 256 << 20, Nice: 10,
+		Ladder: DefaultLadder()}
 }
 
 // Validate names a bad field by its YAML key.
@@ -58,7 +65,7 @@ func (c Config) Validate() error {
 	case c.Nice < 0 || c.Nice > 19:
 		return fmt.Errorf("nice: %d is outside 0 … 19", c.Nice)
 	}
-	return nil
+	return validateLadder(c.Ladder)
 }
 
 // Errors the HTTP layer maps to status codes.
@@ -395,6 +402,7 @@ func (s *Service) packageTitle(id string) {
 	}
 	pc := DefaultPackageConfig()
 	pc.SegmentDuration = s.cfg.SegmentDuration
+	pc.Ladder = s.cfg.Ladder
 	m, err := Package(ctx, src, pc, rec, progress, log)
 	var poster Digest
 	if err == nil {

@@ -224,7 +224,50 @@ func (s *ChunkStore) Put(r io.Reader) (Chunk, error) {
 // copyHashing copies r to w and h with a fixed buffer, telling read errors
 // from write errors.
 func copyHashing(w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
-	buf := make([]byte, 256<<10)
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	if sr, ok := r.(*segmentReader); ok {
+		// A packaged segment: large slices (video frames) go to the hash
+		// and the file as they are; small ones are gathered in buf so
+		// that audio frames do not cost a write each.
+		hw := hashingWriter{w: w, h: h}
+		var n int64
+		pend := buf[:0]
+		flush := func() error {
+			if len(pend) == 0 {
+				return nil
+			}
+			m, err := hw.Write(pend)
+			n += int64(m)
+			pend = pend[:0]
+			return err
+		}
+		for _, b := range sr.bufs {
+			var err error
+			switch {
+			case len(b) <= cap(pend)-len(pend) && len(b) < 64<<10:
+				pend = append(pend, b...)
+			default:
+				if err = flush(); err == nil {
+					var m int
+					m, err = hw.Write(b)
+					n += int64(m)
+				}
+			}
+			if err == nil && cap(pend)-len(pend) < 64<<10 {
+				err = flush()
+			}
+			if err != nil {
+				return n, writeErr("chunk store: put: write", err)
+			}
+		}
+		sr.bufs = nil
+		if err := flush(); err != nil {
+			return n, writeErr("chunk store: put: write", err)
+		}
+		return n, nil
+	}
 	var n int64
 	for {
 		m, rerr := r.Read(buf)
@@ -246,6 +289,23 @@ func copyHashing(w io.Writer, h hash.Hash, r io.Reader) (int64, error) {
 			return n, fmt.Errorf("chunk store: put: read after %d bytes: %w", n, rerr)
 		}
 	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// hashingWriter hashes what it writes.
+type hashingWriter struct {
+	w io.Writer
+	h hash.Hash
+}
+
+func (hw hashingWriter) Write(p []byte) (int, error) {
+	hw.h.Write(p)
+	n, err := hw.w.Write(p)
+	if err == nil && n != len(p) {
+		err = io.ErrShortWrite
+	}
+	return n, err
 }
 
 func (s *ChunkStore) writeErr(op string, err error) error {
