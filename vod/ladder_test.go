@@ -270,7 +270,9 @@ func TestPackageLadderStopsWhenCancelled(t *testing.T) {
 
 func TestServiceEncodesItsConfiguredLadder(t *testing.T) {
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 640, Height: 480, FPS: 25, Seconds: 5, GOP: 50, Audio: "aac"})
-	e := newVoDEnv(t, func(c *Config) { c.Ladder = []LadderRung{{Name: "low", Height: 240, Kbps: 300}, {Name: "big", Height: 480, Kbps: 900}} })
+	e := newVoDEnv(t, func(c *Config) {
+		c.Ladder = []LadderRung{{Name: "low", Height: 240, Kbps: 300}, {Name: "big", Height: 480, Kbps: 900}}
+	})
 	f, err := os.Open(clip)
 	if err != nil {
 		t.Fatal(err)
