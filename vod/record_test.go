@@ -3,11 +3,11 @@ package vod
 import (
 	"encoding/json"
 	"errors"
-	"net/http"
 	"io/fs"
+	"net/http"
 	"os"
-	"path/filepath"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
