@@ -37,6 +37,10 @@ type Config struct {
 	// live serverlets so that a node packaging a title still serves its
 	// live viewers at full rate. Default 10.
 	Nice int `yaml:"nice"`
+	// Record lists stream-name patterns (path.Match: "live/*") whose
+	// streams are recorded into a title from the moment they are
+	// published until they end; the node does the wiring. Default none.
+	Record []string `yaml:"record"`
 }
 
 // DefaultConfig returns the VoD defaults.

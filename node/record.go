@@ -1,0 +1,298 @@
+package node
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/gradient-cdn/gradient/media"
+	"github.com/gradient-cdn/gradient/vod"
+)
+
+// recorder records live streams into VoD titles: it reads a stream from
+// the hub like any other reader (the source rendition, no re-encode) and
+// hands its units to a vod.Recording. Recordings start on request (the
+// API, `gradient vod record`) or when a stream matching vod.record is
+// published, and end when the stream ends, on a stop call, when the title
+// is deleted, or when the node stops.
+type recorder struct {
+	hub      *media.Hub
+	vod      *vod.Service
+	log      *slog.Logger
+	patterns []string
+
+	mu     sync.Mutex
+	active map[string]*liveRecording // by title id
+	closed bool
+	wg     sync.WaitGroup
+}
+
+// liveRecording is one stream being recorded.
+type liveRecording struct {
+	ID     string    `json:"id"`
+	Stream string    `json:"stream"`
+	Title  string    `json:"title"`
+	Since  time.Time `json:"since"`
+
+	rec  *vod.Recording
+	stop chan struct{}
+	once sync.Once
+	done chan struct{}
+}
+
+func (n *Node) buildRecorder() error {
+	for _, p := range n.cfg.VoD.Record {
+		if _, err := path.Match(p, ""); err != nil {
+			return fmt.Errorf("vod.record: pattern %q: %w", p, err)
+		}
+	}
+	n.record = &recorder{hub: n.Hub, vod: n.VoD, log: n.log.With("component", "vod-record"),
+		patterns: n.cfg.VoD.Record, active: map[string]*liveRecording{}}
+	n.Hub.Observe(n.record)
+	n.closers = append(n.closers, n.record.Close)
+	return nil
+}
+
+// matches tells whether a published path is a source stream vod.record
+// names (renditions such as "live/cam1@360p" are never recorded by
+// pattern: the source is).
+func (r *recorder) matches(p string) bool {
+	if _, rendition, err := media.ParsePath(p); err != nil || rendition != "" {
+		return false
+	}
+	for _, pat := range r.patterns {
+		if ok, _ := path.Match(pat, p); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// OnHubEvent starts recording a stream vod.record names when it is
+// published. It must not block: the recording starts on its own goroutine.
+func (r *recorder) OnHubEvent(ev media.HubEvent) {
+	if !ev.Published || !r.matches(ev.Stream) {
+		return
+	}
+	go func() {
+		if _, err := r.Start(ev.Stream, ""); err != nil {
+			r.log.Warn("stream not recorded", "stream", ev.Stream, "err", err)
+		}
+	}()
+}
+
+// Start records the live stream at path into a new title (title "" names
+// it after the stream and the time) and returns the recording.
+func (r *recorder) Start(stream, title string) (*liveRecording, error) {
+	if title == "" {
+		title = stream + " " + time.Now().UTC().Format("2006-01-02 15:04")
+	}
+	if err := vod.CheckTitle(title, ""); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return nil, media.ErrHubClosed
+	}
+	reader, err := r.hub.Subscribe(stream, "vod-record")
+	if err != nil {
+		return nil, err
+	}
+	desc := reader.Description()
+	var tracks vod.RecordTracks
+	if v := desc.VideoTrack(); v >= 0 {
+		tracks.SPS, tracks.PPS = desc.Tracks[v].SPS, desc.Tracks[v].PPS
+	}
+	if a := desc.AudioTrack(); a >= 0 {
+		switch t := desc.Tracks[a]; t.Codec {
+		case media.CodecAAC:
+			tracks.AAC = t.AAC
+		case media.CodecOpus:
+			tracks.OpusChannels = max(t.Channels, 1)
+		}
+	}
+	rec, err := r.vod.StartRecording(title, "Recorded from the live stream "+stream+".", tracks)
+	if err != nil {
+		reader.Close()
+		return nil, err
+	}
+	lr := &liveRecording{ID: rec.ID(), Stream: stream, Title: title, Since: time.Now().UTC(),
+		rec: rec, stop: make(chan struct{}), done: make(chan struct{})}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		reader.Close()
+		rec.Close(media.ErrHubClosed)
+		return nil, media.ErrHubClosed
+	}
+	r.active[lr.ID] = lr
+	r.wg.Add(1)
+	r.mu.Unlock()
+	r.log.Info("recording a live stream", "stream", stream, "id", lr.ID, "title", title)
+	go r.run(lr, reader)
+	return lr, nil
+}
+
+// run copies the stream's units into the recording until the stream
+// ends, the recording is stopped or its title deleted.
+func (r *recorder) run(lr *liveRecording, reader *media.Reader) {
+	defer r.wg.Done()
+	defer close(lr.done)
+	desc := reader.Description()
+	var cause error
+loop:
+	for {
+		select {
+		case u, ok := <-reader.C():
+			if !ok {
+				break loop // the publisher stopped
+			}
+			if err := writeUnit(lr.rec, desc, u); err != nil {
+				if !errors.Is(err, vod.ErrRecordingClosed) {
+					cause = err
+				}
+				break loop
+			}
+		case <-lr.stop:
+			break loop
+		case <-lr.rec.Done():
+			break loop // the title was deleted
+		}
+	}
+	reader.Close()
+	t, err := lr.rec.Close(cause)
+	r.mu.Lock()
+	delete(r.active, lr.ID)
+	r.mu.Unlock()
+	switch {
+	case err != nil:
+		r.log.Info("recording ended without a title", "stream", lr.Stream, "id", lr.ID, "err", err)
+	default:
+		r.log.Info("recording ended", "stream", lr.Stream, "id", lr.ID, "state", t.State, "duration", t.Duration, "cause", cause)
+	}
+}
+
+// writeUnit hands one hub unit to the recording: a video access unit, or
+// the AAC access units (1024 samples apart) or Opus packets of an audio
+// unit.
+func writeUnit(rec *vod.Recording, desc media.Description, u *media.Unit) error {
+	t := desc.Tracks[u.Track]
+	switch t.Codec {
+	case media.CodecH264:
+		return rec.WriteVideo(u.PTS, u.DTS, u.Key, u.Data)
+	case media.CodecAAC, media.CodecOpus:
+		step := 20 * time.Millisecond
+		if t.Codec == media.CodecAAC && t.AAC != nil && t.AAC.SampleRate > 0 {
+			frame := 1024
+			if t.AAC.FrameLengthFlag {
+				frame = 960
+			}
+			step = time.Duration(frame) * time.Second / time.Duration(t.AAC.SampleRate)
+		}
+		for i, f := range u.Data {
+			if err := rec.WriteAudio(u.PTS+time.Duration(i)*step, f); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Stop ends the recording id and waits until its title is finished.
+func (r *recorder) Stop(id string) (vod.Title, error) {
+	r.mu.Lock()
+	lr, ok := r.active[id]
+	r.mu.Unlock()
+	if !ok {
+		return vod.Title{}, fmt.Errorf("no recording %q runs: %w", id, vod.ErrTitleNotFound)
+	}
+	lr.once.Do(func() { close(lr.stop) })
+	<-lr.done
+	return r.vod.Get(id)
+}
+
+// List returns the running recordings, oldest first.
+func (r *recorder) List() []*liveRecording {
+	r.mu.Lock()
+	out := make([]*liveRecording, 0, len(r.active))
+	for _, lr := range r.active {
+		out = append(out, lr)
+	}
+	r.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out
+}
+
+// Close stops every recording (each becomes a ready title with what it
+// holds) and starts no more.
+func (r *recorder) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	for _, lr := range r.active {
+		lr.once.Do(func() { close(lr.stop) })
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+	return nil
+}
+
+// routeRecord mounts the recording API:
+//
+//	POST /api/v1/vod/record             {"stream":"live/cam1","title":"…"}: 202 {"id", "stream", "title", "state"}
+//	GET  /api/v1/vod/record             the running recordings
+//	POST /api/v1/vod/record/{id}/stop   end a recording: 200 the title (ready)
+func (n *Node) routeRecord(mux *http.ServeMux) {
+	r := n.record
+	mux.HandleFunc("POST /api/v1/vod/record", func(w http.ResponseWriter, req *http.Request) {
+		var body struct {
+			Stream string `json:"stream"`
+			Title  string `json:"title"`
+		}
+		if err := json.NewDecoder(io.LimitReader(req.Body, 64<<10)).Decode(&body); err != nil || body.Stream == "" {
+			http.Error(w, `want a JSON body {"stream": "live/cam1", "title": "…"}`, http.StatusBadRequest)
+			return
+		}
+		lr, err := r.Start(body.Stream, body.Title)
+		if err != nil {
+			code := http.StatusInternalServerError
+			switch {
+			case errors.Is(err, media.ErrNotFound), errors.Is(err, media.ErrStreamEnded):
+				code = http.StatusNotFound
+			case errors.Is(err, media.ErrInvalidName), errors.Is(err, vod.ErrBadTitle):
+				code = http.StatusBadRequest
+			case errors.Is(err, media.ErrHubClosed):
+				code = http.StatusServiceUnavailable
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		w.Header().Set("Location", "/api/v1/vod/titles/"+lr.ID)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		json.NewEncoder(w).Encode(map[string]any{"id": lr.ID, "stream": lr.Stream, "title": lr.Title, "state": vod.StateRecording})
+	})
+	mux.HandleFunc("GET /api/v1/vod/record", func(w http.ResponseWriter, req *http.Request) {
+		writeJSON(w, map[string]any{"recordings": r.List()})
+	})
+	mux.HandleFunc("POST /api/v1/vod/record/{id}/stop", func(w http.ResponseWriter, req *http.Request) {
+		t, err := r.Stop(req.PathValue("id"))
+		if err != nil {
+			code := http.StatusInternalServerError
+			if errors.Is(err, vod.ErrTitleNotFound) {
+				code = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), code)
+			return
+		}
+		writeJSON(w, map[string]any{"id": t.ID, "state": t.State, "duration_seconds": t.Duration.Seconds(), "error": t.Error})
+	})
+}

@@ -1,0 +1,140 @@
+package node
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/vod"
+)
+
+func recordNode(t *testing.T, patterns []string) *Node {
+	t.Helper()
+	cfg := testOverlayConfig(t, "rec", "", nil)
+	cfg.Gossip.Addr = Off
+	cfg.VoD.SegmentDuration = 2 * time.Second
+	cfg.VoD.Record = patterns
+	n, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func postJSON(t *testing.T, url, body string, v any) int {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewBufferString(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if v != nil && resp.StatusCode < 300 {
+		if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return resp.StatusCode
+}
+
+// TestLiveStreamsAreRecordedByPatternAndOnRequest publishes a clip into
+// the hub of a node whose vod.record names "live/*": the stream is
+// recorded from its publish on (listed as recording, an EVENT playlist
+// that grows), a second recording of it is started and stopped through
+// the API and is ready at once, and when the publisher stops the pattern's
+// recording is ready with the duration the stream was live, within one
+// segment. Renditions and other paths are not recorded by pattern.
+func TestLiveStreamsAreRecordedByPatternAndOnRequest(t *testing.T) {
+	n := recordNode(t, []string{"live/*"})
+	base := "http://" + n.HTTPAddr()
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 10, GOP: 25, Audio: "aac"})
+	if code := postJSON(t, base+"/api/v1/vod/record", `{"stream":"live/nobody"}`, nil); code != http.StatusNotFound {
+		t.Fatalf("recording a stream nobody publishes: HTTP %d, want 404", code)
+	}
+	if code := postJSON(t, base+"/api/v1/vod/record", `nope`, nil); code != http.StatusBadRequest {
+		t.Fatalf("a body that is not JSON: HTTP %d, want 400", code)
+	}
+	if code := postJSON(t, base+"/api/v1/vod/record/abc/stop", ``, nil); code != http.StatusNotFound {
+		t.Fatalf("stopping an unknown recording: HTTP %d, want 404", code)
+	}
+
+	liveAt := time.Now()
+	stop := testutil.PublishFile(t, n.Hub, "live/cam1", clip, false)
+	testutil.PublishFile(t, n.Hub, "other/cam2", clip, false)
+	var list struct {
+		Recordings []struct{ ID, Stream string } `json:"recordings"`
+	}
+	testutil.Eventually(t, 10*time.Second, "live/cam1 is recorded by pattern", func() bool {
+		getJSON(t, base+"/api/v1/vod/record", &list)
+		return len(list.Recordings) == 1
+	})
+	auto := list.Recordings[0]
+	if auto.Stream != "live/cam1" {
+		t.Fatalf("recording by pattern: %+v", list)
+	}
+
+	var started struct{ ID, State string }
+	if code := postJSON(t, base+"/api/v1/vod/record", `{"stream":"live/cam1","title":"On request"}`, &started); code != http.StatusAccepted || started.State != string(vod.StateRecording) {
+		t.Fatalf("POST /api/v1/vod/record: HTTP %d %+v", code, started)
+	}
+	testutil.Eventually(t, 20*time.Second, "the recording has segments", func() bool {
+		var tj vod.TitleJSON
+		getJSON(t, base+"/api/v1/vod/titles/"+started.ID, &tj)
+		return tj.State == vod.StateRecording && tj.Duration >= 2
+	})
+	resp, err := http.Get(base + "/vod/" + auto.ID + "/source.m3u8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pl strings.Builder
+	resp.Write(&pl)
+	resp.Body.Close()
+	if !strings.Contains(pl.String(), "#EXT-X-PLAYLIST-TYPE:EVENT") || strings.Contains(pl.String(), "ENDLIST") || !strings.Contains(pl.String(), "#EXTINF") {
+		t.Fatalf("the playlist while recording:\n%s", pl.String())
+	}
+	var stopped struct {
+		State    string  `json:"state"`
+		Duration float64 `json:"duration_seconds"`
+	}
+	if code := postJSON(t, base+"/api/v1/vod/record/"+started.ID+"/stop", ``, &stopped); code != http.StatusOK || stopped.State != string(vod.StateReady) || stopped.Duration < 2 {
+		t.Fatalf("stop: HTTP %d %+v", code, stopped)
+	}
+
+	time.Sleep(3 * time.Second)
+	stop()
+	live := time.Since(liveAt)
+	var tj vod.TitleJSON
+	testutil.Eventually(t, 10*time.Second, "the pattern's recording is ready once the publisher stops", func() bool {
+		getJSON(t, base+"/api/v1/vod/titles/"+auto.ID, &tj)
+		return tj.State == vod.StateReady
+	})
+	if d := time.Duration(tj.Duration * float64(time.Second)); d < live-2*time.Second-time.Second || d > live+time.Second {
+		t.Fatalf("recorded %v of a stream live for %v", d, live)
+	}
+	getJSON(t, base+"/api/v1/vod/record", &list)
+	if len(list.Recordings) != 0 {
+		t.Fatalf("recordings left running: %+v", list)
+	}
+	ts, _ := n.VoD.List("")
+	if len(ts) != 2 {
+		t.Fatalf("titles: %+v, want the two recordings of live/cam1 only", ts)
+	}
+}
+
+// TestABadRecordPatternIsRefusedNamingTheField: vod.record patterns are
+// checked at start.
+func TestABadRecordPatternIsRefusedNamingTheField(t *testing.T) {
+	cfg := testOverlayConfig(t, "rec", "", nil)
+	cfg.Gossip.Addr = Off
+	cfg.VoD.Record = []string{"live/["}
+	_, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "vod.record") {
+		t.Fatalf("New with a bad pattern: %v", err)
+	}
+
+}
