@@ -82,6 +82,7 @@ type Recording struct {
 	lastV     int64  // last video DTS, to keep DTS increasing
 	lastA     int64
 	haveA     bool
+	resume    bool // Resume: the next keyframe continues the timeline
 	seq       uint32
 	rendition Rendition
 	bytes     int64
@@ -216,6 +217,19 @@ func (s *Service) present(t Title) Title {
 	return t
 }
 
+// Resume continues the recording after a gap in its source (a publisher
+// that dropped and came back with the same tracks within the node's grace
+// period): media up to the next keyframe is dropped, and that keyframe is
+// placed right after what was recorded and starts a segment, so the title
+// plays on without a jump in time (the gap itself is not in the title).
+func (r *Recording) Resume() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.started {
+		r.resume = true
+	}
+}
+
 // toScale converts a media time into ticks of scale per second, rounded.
 func toScale(d time.Duration, scale int64) int64 {
 	return int64(math.Round(d.Seconds() * float64(scale)))
@@ -242,6 +256,26 @@ func (r *Recording) WriteVideo(pts, dts time.Duration, key bool, nalus [][]byte)
 		r.segStart = toScale(pts-dts, videoTimescale)
 		r.lastV = -1
 	}
+	resumed := false
+	if r.resume {
+		if !key {
+			return nil
+		}
+		// The new source's keyframe goes right after what was recorded.
+		r.resume, resumed = false, true
+		end := r.lastV + 1
+		if n := len(r.video); n > 0 {
+			last := &r.video[n-1]
+			if last.dur == 0 {
+				last.dur = videoTimescale / 30
+				if n > 1 {
+					last.dur = r.video[n-2].dur
+				}
+			}
+			end = last.dts + int64(last.dur)
+		}
+		r.origin = dts - time.Duration(end)*time.Second/videoTimescale
+	}
 	d, p := toScale(dts-r.origin, videoTimescale), toScale(pts-r.origin, videoTimescale)
 	if d <= r.lastV {
 		d = r.lastV + 1
@@ -265,7 +299,7 @@ func (r *Recording) WriteVideo(pts, dts time.Duration, key bool, nalus [][]byte)
 		r.video[n-1].dur = uint32(d - r.video[n-1].dts)
 	}
 	r.video = append(r.video, recSample{dts: d, pts: p, key: key, payload: payload})
-	if key && p >= r.boundary && len(r.video) > 1 {
+	if key && (p >= r.boundary || resumed) && len(r.video) > 1 {
 		r.cuts = append(r.cuts, cut{idx: len(r.video) - 1, pts: p})
 		for r.boundary <= p {
 			r.boundary += r.segDur
@@ -286,7 +320,7 @@ func (r *Recording) WriteAudio(pts time.Duration, frame []byte) error {
 	if r.err != nil {
 		return r.err
 	}
-	if !r.started || r.audioRate == 0 || len(frame) == 0 || pts < r.origin {
+	if !r.started || r.resume || r.audioRate == 0 || len(frame) == 0 || pts < r.origin {
 		return nil
 	}
 	a := toScale(pts-r.origin, r.audioRate)

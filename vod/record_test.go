@@ -3,6 +3,7 @@ package vod
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"os"
@@ -260,5 +261,63 @@ func TestARecordingTheNodeStoppedDuringIsReadyAtTheNextStart(t *testing.T) {
 	ti, err := s2.Get(rec.ID())
 	if err != nil || ti.State != StateReady || ti.Duration < 4*time.Second || len(ti.Manifest.Renditions[0].Segments) < 2 {
 		t.Fatalf("after restart: %v %+v", err, ti)
+	}
+}
+
+// TestAResumedRecordingContinuesTheTimeline: a source that drops and
+// comes back (its timestamps from zero again) continues the same title
+// right after what was recorded: the video packets are both sources' in
+// order, the duration is their sum, time never jumps back.
+func TestAResumedRecordingContinuesTheTimeline(t *testing.T) {
+	testutil.RequireTool(t, "ffprobe")
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 12, GOP: 50, Audio: "aac"})
+	tracks, units := demuxClip(t, clip)
+	e := newVoDEnv(t, nil)
+	rec, err := e.s.StartRecording("resumed", "", tracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first source stops just before its keyframe at 6 s.
+	half := 0
+	for i, u := range units {
+		if u.video && u.key && u.pts >= 6*time.Second {
+			half = i
+			break
+		}
+	}
+	feed(t, rec, units[:half])
+	rec.Resume()
+	feed(t, rec, units)
+	ti, err := rec.Close(nil)
+	if err != nil || ti.State != StateReady {
+		t.Fatalf("Close: %v %+v", err, ti)
+	}
+	if ti.Duration < 17*time.Second || ti.Duration > 19*time.Second {
+		t.Fatalf("duration %v, want 6 s + 12 s", ti.Duration)
+	}
+	url := e.srv.URL + "/vod/" + ti.ID + "/source.m3u8"
+	all := videoHashes(t, clip)
+	var firstHalf int
+	for _, u := range units[:half] {
+		if u.video {
+			firstHalf++
+		}
+	}
+	want := append(append([]string(nil), all[:firstHalf]...), all...)
+	if got := videoHashes(t, url); !slicesEqual(got, want) {
+		t.Fatalf("video packets: %d, want %d (the first source's %d, then the second's)", len(got), len(want), firstHalf)
+	}
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=dts_time", "-of", "csv=p=0", url).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := -1.0
+	for _, l := range strings.Fields(string(out)) {
+		var f float64
+		fmt.Sscan(l, &f)
+		if f <= prev {
+			t.Fatalf("DTS goes from %v to %v", prev, f)
+		}
+		prev = f
 	}
 }

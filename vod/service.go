@@ -41,6 +41,10 @@ type Config struct {
 	// streams are recorded into a title from the moment they are
 	// published until they end; the node does the wiring. Default none.
 	Record []string `yaml:"record"`
+	// RecordGrace is how long a recorded stream may be gone before its
+	// recording ends: a publisher that comes back within it with the same
+	// tracks continues the same title. 0 means 10s; negative, none.
+	RecordGrace time.Duration `yaml:"record_grace"`
 }
 
 // DefaultConfig returns the VoD defaults.
