@@ -78,7 +78,7 @@ func TestLiveToVoDRecordsAnRTSPStreamThatIsWatchableWhileItRunsAndAfter(t *testi
 	pub.Cmd.Process.Signal(os.Interrupt)
 	pub.Wait(t, 10*time.Second)
 	recorded := time.Since(recordedAt)
-	testutil.Eventually(t, 15*time.Second, "the title is ready once the publisher stopped", func() bool {
+	testutil.Eventually(t, 25*time.Second, "the title is ready once the publisher stopped (after vod.record_grace)", func() bool {
 		getJSONInto(t, base+"/api/v1/vod/titles/"+id, &tj)
 		return tj.State == vod.StateReady
 	})

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ type recorder struct {
 	vod      *vod.Service
 	log      *slog.Logger
 	patterns []string
+	grace    time.Duration
 
 	mu     sync.Mutex
 	active map[string]*liveRecording // by title id
@@ -53,8 +55,12 @@ func (n *Node) buildRecorder() error {
 			return fmt.Errorf("vod.record: pattern %q: %w", p, err)
 		}
 	}
+	grace := n.cfg.VoD.RecordGrace
+	if grace == 0 {
+		grace = 10 * time.Second
+	}
 	n.record = &recorder{hub: n.Hub, vod: n.VoD, log: n.log.With("component", "vod-record"),
-		patterns: n.cfg.VoD.Record, active: map[string]*liveRecording{}}
+		patterns: n.cfg.VoD.Record, grace: grace, active: map[string]*liveRecording{}}
 	n.Hub.Observe(n.record)
 	n.closers = append(n.closers, n.record.Close)
 	return nil
@@ -78,7 +84,7 @@ func (r *recorder) matches(p string) bool {
 // OnHubEvent starts recording a stream vod.record names when it is
 // published. It must not block: the recording starts on its own goroutine.
 func (r *recorder) OnHubEvent(ev media.HubEvent) {
-	if !ev.Published || !r.matches(ev.Stream) {
+	if !ev.Published || !r.matches(ev.Stream) || r.recording(ev.Stream) {
 		return
 	}
 	go func() {
@@ -86,6 +92,19 @@ func (r *recorder) OnHubEvent(ev media.HubEvent) {
 			r.log.Warn("stream not recorded", "stream", ev.Stream, "err", err)
 		}
 	}()
+}
+
+// recording tells whether a recording of stream runs (or waits for the
+// stream to come back).
+func (r *recorder) recording(stream string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, lr := range r.active {
+		if lr.Stream == stream {
+			return true
+		}
+	}
+	return false
 }
 
 // Start records the live stream at path into a new title (title "" names
@@ -143,32 +162,30 @@ func (r *recorder) Start(stream, title string) (*liveRecording, error) {
 }
 
 // run copies the stream's units into the recording until the stream
-// ends, the recording is stopped or its title deleted.
+// ends (and does not come back within the grace period with the same
+// tracks), the recording is stopped or its title deleted.
 func (r *recorder) run(lr *liveRecording, reader *media.Reader) {
 	defer r.wg.Done()
 	defer close(lr.done)
-	desc := reader.Description()
 	var cause error
-loop:
-	for {
-		select {
-		case u, ok := <-reader.C():
-			if !ok {
-				break loop // the publisher stopped
+	restart := false
+	for fresh := false; reader != nil; fresh = true {
+		desc := reader.Description()
+		ended, err := copyUnits(lr, reader, desc, fresh)
+		reader.Close()
+		reader = nil
+		if err != nil {
+			cause = err
+			break
+		}
+		if ended {
+			reader, restart = r.awaitReturn(lr, desc)
+			if reader != nil {
+				r.log.Info("recorded stream is back: the title continues", "stream", lr.Stream, "id", lr.ID)
+				lr.rec.Resume()
 			}
-			if err := writeUnit(lr.rec, desc, u); err != nil {
-				if !errors.Is(err, vod.ErrRecordingClosed) {
-					cause = err
-				}
-				break loop
-			}
-		case <-lr.stop:
-			break loop
-		case <-lr.rec.Done():
-			break loop // the title was deleted
 		}
 	}
-	reader.Close()
 	t, err := lr.rec.Close(cause)
 	r.mu.Lock()
 	delete(r.active, lr.ID)
@@ -179,6 +196,85 @@ loop:
 	default:
 		r.log.Info("recording ended", "stream", lr.Stream, "id", lr.ID, "state", t.State, "duration", t.Duration, "cause", cause)
 	}
+	if restart && r.matches(lr.Stream) {
+		// Back with other tracks: a title of its own.
+		if _, err := r.Start(lr.Stream, ""); err != nil {
+			r.log.Warn("stream not recorded", "stream", lr.Stream, "err", err)
+		}
+	}
+}
+
+// copyUnits hands the reader's units to the recording until the stream
+// ends (ended), the recording is stopped or deleted, or a write fails
+// (err). fresh: the source is a new publisher, whose first keyframe gets
+// its parameter sets in band.
+func copyUnits(lr *liveRecording, reader *media.Reader, desc media.Description, fresh bool) (ended bool, err error) {
+	v := desc.VideoTrack()
+	for {
+		select {
+		case u, ok := <-reader.C():
+			if !ok {
+				return true, nil // the publisher stopped
+			}
+			if fresh && u.Track == v && u.Key {
+				fresh = false
+				c := *u
+				c.Data = media.WithParameterSets(u.Data, desc.Tracks[v].SPS, desc.Tracks[v].PPS)
+				u = &c
+			}
+			if err := writeUnit(lr.rec, desc, u); err != nil {
+				if errors.Is(err, vod.ErrRecordingClosed) {
+					return false, nil
+				}
+				return false, err
+			}
+		case <-lr.stop:
+			return false, nil
+		case <-lr.rec.Done():
+			return false, nil // the title was deleted
+		}
+	}
+}
+
+// awaitReturn waits up to the grace period for the stream to be published
+// again and returns a reader of it when its tracks are those recorded so
+// far; other tracks return restart instead (the stream deserves a title of
+// its own).
+func (r *recorder) awaitReturn(lr *liveRecording, old media.Description) (reader *media.Reader, restart bool) {
+	if r.grace <= 0 {
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), r.grace)
+	defer cancel()
+	go func() {
+		select {
+		case <-lr.stop:
+		case <-lr.rec.Done():
+		case <-ctx.Done():
+		}
+		cancel()
+	}()
+	for ctx.Err() == nil {
+		s, err := r.hub.Wait(ctx, lr.Stream)
+		if err != nil {
+			return nil, false
+		}
+		rd, err := r.hub.SubscribeContext(ctx, lr.Stream, "vod-record")
+		if err != nil { // the old stream, not yet gone from the table
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+			}
+			continue
+		}
+		if !media.SameTracks(old, s.Description()) || !media.SameTracks(old, rd.Description()) {
+			rd.Close()
+			r.log.Info("recorded stream came back with other tracks: its title ends", "stream", lr.Stream, "id", lr.ID)
+			return nil, true
+		}
+		return rd, false
+	}
+	return nil, false
 }
 
 // writeUnit hands one hub unit to the recording: a video access unit, or

@@ -19,6 +19,7 @@ func recordNode(t *testing.T, patterns []string) *Node {
 	cfg.Gossip.Addr = Off
 	cfg.VoD.SegmentDuration = 2 * time.Second
 	cfg.VoD.Record = patterns
+	cfg.VoD.RecordGrace = 2 * time.Second
 	n, err := New(cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -128,6 +129,50 @@ func TestLiveStreamsAreRecordedByPatternAndOnRequest(t *testing.T) {
 
 // TestABadRecordPatternIsRefusedNamingTheField: vod.record patterns are
 // checked at start.
+// TestAPublisherBackWithinTheGraceContinuesTheTitle: live/cam1 is
+// recorded by pattern, its publisher stops and comes back within
+// vod.record_grace: no second title, the first goes on (recording) and is
+// ready after the second publisher stops, as long as both were live.
+func TestAPublisherBackWithinTheGraceContinuesTheTitle(t *testing.T) {
+	n := recordNode(t, []string{"live/*"})
+	base := "http://" + n.HTTPAddr()
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 10, GOP: 25, Audio: "aac"})
+	at := time.Now()
+	stop := testutil.PublishFile(t, n.Hub, "live/cam1", clip, false)
+	var list struct {
+		Recordings []struct{ ID, Stream string } `json:"recordings"`
+	}
+	testutil.Eventually(t, 10*time.Second, "live/cam1 is recorded by pattern", func() bool {
+		getJSON(t, base+"/api/v1/vod/record", &list)
+		return len(list.Recordings) == 1
+	})
+	id := list.Recordings[0].ID
+	time.Sleep(3 * time.Second)
+	stop()
+	live := time.Since(at)
+	time.Sleep(time.Second) // within the 2 s grace
+	at = time.Now()
+	stop = testutil.PublishFile(t, n.Hub, "live/cam1", clip, false)
+	time.Sleep(4 * time.Second)
+	var tj vod.TitleJSON
+	getJSON(t, base+"/api/v1/vod/titles/"+id, &tj)
+	if tj.State != vod.StateRecording {
+		t.Fatalf("the title after the publisher came back: %+v", tj)
+	}
+	stop()
+	live += time.Since(at)
+	testutil.Eventually(t, 10*time.Second, "the title is ready after the grace", func() bool {
+		getJSON(t, base+"/api/v1/vod/titles/"+id, &tj)
+		return tj.State == vod.StateReady
+	})
+	if d := time.Duration(tj.Duration * float64(time.Second)); d < live-3*time.Second || d > live+time.Second {
+		t.Fatalf("recorded %v of a stream live for %v in two runs", d, live)
+	}
+	if ts, _ := n.VoD.List(""); len(ts) != 1 {
+		t.Fatalf("titles: %+v, want one", ts)
+	}
+}
+
 func TestABadRecordPatternIsRefusedNamingTheField(t *testing.T) {
 	cfg := testOverlayConfig(t, "rec", "", nil)
 	cfg.Gossip.Addr = Off
