@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -481,7 +483,11 @@ func (r *Recording) Close(cause error) (Title, error) {
 	s := r.s
 	switch {
 	case m != nil:
-		if err := s.cat.SetReady(r.id, m, Digest{}); err != nil {
+		poster, perr := r.poster(m)
+		if perr != nil {
+			r.log.Info("no poster for the recording", "err", perr)
+		}
+		if err := s.cat.SetReady(r.id, m, poster); err != nil {
 			if errors.Is(err, ErrTitleNotFound) { // deleted as it closed
 				r.deregister()
 				s.dropChunks(r.put.put)
@@ -502,6 +508,44 @@ func (r *Recording) Close(cause error) (Title, error) {
 		s.dropChunks(r.put.put)
 	}
 	return s.Get(r.id)
+}
+
+// poster grabs the title's poster from the segment a tenth of the way in:
+// its init section and that segment make a fragmented MP4 to decode.
+func (r *Recording) poster(m *Manifest) (Digest, error) {
+	rd := m.Renditions[0]
+	seg := rd.Segments[len(rd.Segments)/10]
+	tmp := filepath.Join(r.s.uploads(), r.id+".poster.part")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return Digest{}, err
+	}
+	defer os.Remove(tmp)
+	for _, d := range []Digest{rd.Init.Digest, seg.Digest} {
+		c, _, err := r.s.store.Open(d)
+		if err != nil {
+			f.Close()
+			return Digest{}, err
+		}
+		_, err = io.Copy(f, c)
+		c.Close()
+		if err != nil {
+			f.Close()
+			return Digest{}, err
+		}
+	}
+	if err := f.Close(); err != nil {
+		return Digest{}, err
+	}
+	jpg, err := Poster(tmp, seg.Start)
+	if err != nil {
+		return Digest{}, err
+	}
+	c, err := r.put.Put(bytes.NewReader(jpg))
+	if err != nil {
+		return Digest{}, err
+	}
+	return c.Digest, nil
 }
 
 // abort ends a recording whose title was deleted: its chunks go too.

@@ -149,6 +149,9 @@ func TestARecordingIsAnEventPlaylistWhileItRunsAndAVODTitleAfter(t *testing.T) {
 		resp.Header.Get("Cache-Control") != "no-cache" {
 		t.Fatalf("playlist while recording: %d %v\n%s", resp.StatusCode, resp.Header, pl)
 	}
+	if _, page := e.get(t, "/vod/"); !strings.Contains(string(page), `data-id="`+id+`"`) {
+		t.Errorf("the catalog page does not list the recording")
+	}
 	out, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0",
 		e.srv.URL+"/vod/"+id+"/index.m3u8").Output()
 	if err != nil || !strings.Contains(string(out), "h264") || !strings.Contains(string(out), "aac") {
@@ -175,6 +178,11 @@ func TestARecordingIsAnEventPlaylistWhileItRunsAndAVODTitleAfter(t *testing.T) {
 		t.Fatal("Done not closed after Close")
 	}
 	tj = e.title(t, id)
+	if tj.Poster == "" {
+		t.Errorf("the recorded title has no poster")
+	} else if resp, jpg := e.get(t, tj.Poster); resp.StatusCode != http.StatusOK || len(jpg) < 1000 || jpg[0] != 0xff || jpg[1] != 0xd8 {
+		t.Errorf("poster: HTTP %d, %d bytes", resp.StatusCode, len(jpg))
+	}
 	if tj.State != StateReady || tj.Duration < 12-4 || tj.Duration > 12+4 {
 		t.Fatalf("ready title: %+v, want about 12 s", tj)
 	}
