@@ -183,3 +183,32 @@ func TestABadRecordPatternIsRefusedNamingTheField(t *testing.T) {
 	}
 
 }
+
+// TestANodeThatStopsFinishesItsRecordings: closing a node ends its
+// recordings as ready titles, found ready by the next node on that data.
+func TestANodeThatStopsFinishesItsRecordings(t *testing.T) {
+	cfg := testOverlayConfig(t, "rec", "", nil)
+	cfg.Gossip.Addr = Off
+	cfg.VoD.SegmentDuration = 2 * time.Second
+	n, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 10, GOP: 25, Audio: "aac"})
+	testutil.PublishFile(t, n.Hub, "live/cam1", clip, false)
+	var started struct{ ID string }
+	if code := postJSON(t, "http://"+n.HTTPAddr()+"/api/v1/vod/record", `{"stream":"live/cam1"}`, &started); code != http.StatusAccepted {
+		t.Fatalf("record: HTTP %d", code)
+	}
+	time.Sleep(3 * time.Second)
+	n.Close()
+	n2, err := New(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n2.Close()
+	ti, err := n2.VoD.Get(started.ID)
+	if err != nil || ti.State != vod.StateReady || ti.Duration < 2*time.Second || !strings.HasPrefix(ti.Title, "live/cam1 ") {
+		t.Fatalf("after the node stopped: %v %+v", err, ti)
+	}
+}

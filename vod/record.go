@@ -178,8 +178,13 @@ func (s *Service) StartRecording(title, description string, tracks RecordTracks)
 		return fail(err)
 	}
 	go func() { // Delete of the title cancels ctx
-		<-ctx.Done()
-		r.abort()
+		select {
+		case <-ctx.Done():
+			r.abort()
+		case <-s.ctx.Done():
+			// The service closes: the title stays as the catalog has it
+			// and is finished at the next Start.
+		}
 	}()
 	r.log.Info("recording started", "title", title, "codecs", codecs)
 	return r, nil
