@@ -267,7 +267,7 @@ func (r *recorder) awaitReturn(lr *liveRecording, old media.Description) (reader
 			}
 			continue
 		}
-		if !media.SameTracks(old, s.Description()) || !media.SameTracks(old, rd.Description()) {
+		if !sameRecordTracks(old, s.Description()) || !sameRecordTracks(old, rd.Description()) {
 			rd.Close()
 			r.log.Info("recorded stream came back with other tracks: its title ends", "stream", lr.Stream, "id", lr.ID)
 			return nil, true
@@ -275,6 +275,27 @@ func (r *recorder) awaitReturn(lr *liveRecording, old media.Description) (reader
 		return rd, false
 	}
 	return nil, false
+}
+
+// sameRecordTracks reports whether a stream described by b can continue a
+// recording of a: the same codecs and video size (media.SameTracks) and
+// the same audio sampling, which the recording's init section fixed.
+func sameRecordTracks(a, b media.Description) bool {
+	if !media.SameTracks(a, b) {
+		return false
+	}
+	if i := a.AudioTrack(); i >= 0 {
+		x, y := a.Tracks[i], b.Tracks[i]
+		switch {
+		case x.Codec == media.CodecAAC && (x.AAC == nil || y.AAC == nil ||
+			x.AAC.Type != y.AAC.Type || x.AAC.SampleRate != y.AAC.SampleRate ||
+			x.AAC.ChannelCount != y.AAC.ChannelCount || x.AAC.FrameLengthFlag != y.AAC.FrameLengthFlag):
+			return false
+		case x.Codec == media.CodecOpus && max(x.Channels, 1) != max(y.Channels, 1):
+			return false
+		}
+	}
+	return true
 }
 
 // writeUnit hands one hub unit to the recording: a video access unit, or

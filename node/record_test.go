@@ -212,3 +212,34 @@ func TestANodeThatStopsFinishesItsRecordings(t *testing.T) {
 		t.Fatalf("after the node stopped: %v %+v", err, ti)
 	}
 }
+
+// TestAPublisherBackWithOtherTracksGetsATitleOfItsOwn: back within the
+// grace at another size, the stream's first title ends (ready) and the
+// pattern records the new one into a second title.
+func TestAPublisherBackWithOtherTracksGetsATitleOfItsOwn(t *testing.T) {
+	n := recordNode(t, []string{"live/*"})
+	base := "http://" + n.HTTPAddr()
+	big := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 10, GOP: 25, Audio: "aac"})
+	small := testutil.Clip(t, testutil.ClipOptions{Width: 160, Height: 120, FPS: 25, Seconds: 10, GOP: 25, Audio: "aac"})
+	stop := testutil.PublishFile(t, n.Hub, "live/cam1", big, false)
+	var list struct {
+		Recordings []struct{ ID, Stream string } `json:"recordings"`
+	}
+	testutil.Eventually(t, 10*time.Second, "live/cam1 is recorded by pattern", func() bool {
+		getJSON(t, base+"/api/v1/vod/record", &list)
+		return len(list.Recordings) == 1
+	})
+	first := list.Recordings[0].ID
+	time.Sleep(3 * time.Second)
+	stop()
+	testutil.PublishFile(t, n.Hub, "live/cam1", small, false)
+	var tj vod.TitleJSON
+	testutil.Eventually(t, 10*time.Second, "the first title is ready and a second records", func() bool {
+		getJSON(t, base+"/api/v1/vod/titles/"+first, &tj)
+		getJSON(t, base+"/api/v1/vod/record", &list)
+		return tj.State == vod.StateReady && len(list.Recordings) == 1 && list.Recordings[0].ID != first
+	})
+	if tj.Renditions[0].Width != 320 {
+		t.Fatalf("first title: %+v", tj)
+	}
+}
