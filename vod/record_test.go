@@ -65,6 +65,9 @@ func demuxClip(t *testing.T, path string) (RecordTracks, []clipUnit) {
 			}
 			tr.AAC = &c
 			kind[st.Index()] = "a"
+		case astiav.CodecIDOpus:
+			tr.OpusChannels = cp.ChannelLayout().NbChannels()
+			kind[st.Index()] = "a"
 		}
 	}
 	pkt := astiav.AllocPacket()
@@ -327,5 +330,34 @@ func TestAResumedRecordingContinuesTheTimeline(t *testing.T) {
 			t.Fatalf("DTS goes from %v to %v", prev, f)
 		}
 		prev = f
+	}
+}
+
+// TestRecordingsOfOpusAndVideoOnlyStreams: Opus audio and no audio are
+// recorded as they came: ffprobe reads the ready title's codecs and the
+// video packets are the clip's.
+func TestRecordingsOfOpusAndVideoOnlyStreams(t *testing.T) {
+	testutil.RequireTool(t, "ffprobe")
+	e := newVoDEnv(t, nil)
+	for _, audio := range []string{"opus", ""} {
+		clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 8, GOP: 50, Audio: audio})
+		tracks, units := demuxClip(t, clip)
+		rec, err := e.s.StartRecording("audio "+audio, "", tracks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		feed(t, rec, units)
+		ti, err := rec.Close(nil)
+		if err != nil || ti.State != StateReady {
+			t.Fatalf("%q: %v %+v", audio, err, ti)
+		}
+		url := e.srv.URL + "/vod/" + ti.ID + "/source.m3u8"
+		v, a := codecsOf(ffprobeJSON(t, url))
+		if v != "h264" || a != audio {
+			t.Errorf("audio %q: ffprobe sees %q + %q", audio, v, a)
+		}
+		if !slicesEqual(videoHashes(t, url), videoHashes(t, clip)) {
+			t.Errorf("audio %q: the video packets differ from the clip's", audio)
+		}
 	}
 }
