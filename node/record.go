@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"path"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/gradient-cdn/gradient/media"
+	"github.com/gradient-cdn/gradient/overlay"
 	"github.com/gradient-cdn/gradient/vod"
 )
 
@@ -82,12 +84,17 @@ func (r *recorder) matches(p string) bool {
 }
 
 // OnHubEvent starts recording a stream vod.record names when it is
-// published. It must not block: the recording starts on its own goroutine.
+// published here by a broadcaster (not relayed from another node). It must not block: the recording starts on its own goroutine.
 func (r *recorder) OnHubEvent(ev media.HubEvent) {
 	if !ev.Published || !r.matches(ev.Stream) || r.recording(ev.Stream) {
 		return
 	}
 	go func() {
+		// The node the broadcaster publishes to records; the nodes that
+		// relay the stream from it do not.
+		if st, ok := r.hub.Lookup(ev.Stream); !ok || strings.HasPrefix(st.Info().Source, overlay.RelaySourcePrefix) {
+			return
+		}
 		if _, err := r.Start(ev.Stream, ""); err != nil {
 			r.log.Warn("stream not recorded", "stream", ev.Stream, "err", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/overlay"
 	"github.com/gradient-cdn/gradient/vod"
 )
 
@@ -77,6 +78,17 @@ func TestLiveStreamsAreRecordedByPatternAndOnRequest(t *testing.T) {
 	auto := list.Recordings[0]
 	if auto.Stream != "live/cam1" {
 		t.Fatalf("recording by pattern: %+v", list)
+	}
+	// A relay of a stream from another node is recorded there, not here.
+	st, _ := n.Hub.Lookup("live/cam1")
+	relay, err := n.Hub.Publish("live/relayed", st.Description(), overlay.RelaySourcePrefix+"10.0.0.9:8554")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	time.Sleep(500 * time.Millisecond)
+	if getJSON(t, base+"/api/v1/vod/record", &list); len(list.Recordings) != 1 {
+		t.Fatalf("a relayed stream is recorded: %+v", list)
 	}
 
 	var started struct{ ID, State string }
