@@ -44,6 +44,7 @@ type Node struct {
 	demand  *overlay.DemandTracker
 	watch   *overlay.Watch
 	player  *egress.Player
+	record  *recorder // live recordings into VoD titles (record.go)
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -150,6 +151,9 @@ func (n *Node) build() (err error) {
 		return fmt.Errorf("vod.%w", err)
 	}
 	n.closers = append(n.closers, n.VoD.Close)
+	if err := n.buildRecorder(); err != nil { // after VoD: closes first, so recordings finish while the catalog is open
+		return err
+	}
 	if n.player, err = egress.NewPlayer(egress.PlayerConfig{Title: "Gradient " + cfg.Name}, log); err != nil {
 		return err
 	}
@@ -185,6 +189,7 @@ func (n *Node) listen() error {
 	n.routeAPI(mux)
 	n.routeOverlay(mux)
 	n.VoD.Route(mux)
+	n.routeRecord(mux)
 	mux.Handle(egress.PlayerAssetsPrefix, egress.PlayerAssets())
 	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, HLS: n.HLS, Player: n.player, Log: log})
 	var err error

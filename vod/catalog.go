@@ -656,3 +656,51 @@ func scanTitles(rows *sql.Rows) ([]Title, error) {
 	}
 	return ts, nil
 }
+
+// SetRecording stores the manifest of a title being recorded (the
+// segments so far), with its duration, bytes and chunk references, in one
+// transaction; the title stays processing (shown as recording). Call it
+// once every chunk the manifest names is durable. A title that is no
+// longer processing (deleted, finished) is ErrNotProcessing or
+// ErrTitleNotFound.
+func (c *Catalog) SetRecording(id string, m *Manifest) error {
+	js, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("vod catalog: recording %q: encode manifest: %w", id, err)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	tx, err := c.db.Begin()
+	if err != nil {
+		return fmt.Errorf("vod catalog: recording %q: %w", id, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.Exec(`UPDATE titles SET duration_ns = ?, bytes = ?, manifest = ? WHERE id = ? AND state = ?`,
+		int64(m.Duration), m.Bytes(), string(js), id, string(StateProcessing))
+	if err != nil {
+		return fmt.Errorf("vod catalog: recording %q: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("vod catalog: recording %q: %w", id, err)
+	} else if n == 0 {
+		var state string
+		if err := tx.QueryRow(`SELECT state FROM titles WHERE id = ?`, id).Scan(&state); errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("vod catalog: recording %q: %w", id, ErrTitleNotFound)
+		}
+		return fmt.Errorf("vod catalog: recording %q: title is %s: %w", id, state, ErrNotProcessing)
+	}
+	ins, err := tx.Prepare(`INSERT OR IGNORE INTO title_chunks (title_id, digest) VALUES (?, ?)`)
+	if err != nil {
+		return fmt.Errorf("vod catalog: recording %q: %w", id, err)
+	}
+	defer ins.Close()
+	for _, d := range manifestDigests(m, Digest{}) {
+		if _, err := ins.Exec(id, d[:]); err != nil {
+			return fmt.Errorf("vod catalog: recording %q: chunk reference %s: %w", id, d, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("vod catalog: recording %q: commit: %w", id, err)
+	}
+	return nil
+}

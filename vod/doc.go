@@ -1,6 +1,7 @@
 // Package vod is Gradient's on-demand side: titles (uploaded files, and
-// later recorded live streams) packaged once into fMP4 HLS whose chunks are
-// content-addressed, a catalog of them, and the HTTP that serves them.
+// media recorded as it arrives through a Recording) packaged once into
+// fMP4 HLS whose chunks are content-addressed, a catalog of them, and the
+// HTTP that serves them.
 //
 // A chunk (a segment or an init section) is stored once under the SHA-256
 // of its bytes (ChunkStore); a title's Manifest lists, per rendition, each
@@ -8,5 +9,7 @@
 // fetched and any cache can keep a chunk forever. The Catalog (SQLite in
 // the data folder) is the truth for the titles packaged here.
 //
-// vod knows nothing of live streams.
+// vod knows nothing of live streams: a Recording takes H.264 access units
+// and audio frames in its own terms; the node reads a stream from the hub
+// and writes them.
 package vod

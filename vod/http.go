@@ -67,7 +67,7 @@ type RenditionJSON struct {
 func titleJSON(t Title) TitleJSON {
 	j := TitleJSON{ID: t.ID, Title: t.Title, Description: t.Description, State: t.State, Progress: t.Progress,
 		Error: t.Error, Created: t.Created, Duration: t.Duration.Seconds(), Bytes: t.Bytes, Views: t.Views}
-	if t.State == StateReady {
+	if t.State == StateReady || t.State == StateRecording {
 		j.Playlist = "/vod/" + t.ID + "/index.m3u8"
 		if t.Poster != (Digest{}) {
 			j.Poster = "/vod/" + t.ID + "/poster.jpg"
@@ -204,7 +204,7 @@ func (s *Service) readyTitle(r *http.Request) (Title, error) {
 	if err != nil {
 		return t, err
 	}
-	if t.State != StateReady || t.Manifest == nil {
+	if (t.State != StateReady && t.State != StateRecording) || t.Manifest == nil {
 		return t, fmt.Errorf("%w: %s is %s", ErrNotReady, t.ID, t.State)
 	}
 	return t, nil
@@ -244,7 +244,10 @@ func (s *Service) serveTitleFile(w http.ResponseWriter, r *http.Request) {
 	case strings.HasSuffix(file, ".m3u8"):
 		name := strings.TrimSuffix(file, ".m3u8")
 		for i := range m.Renditions {
-			if rd := &m.Renditions[i]; rd.Name == name {
+			if rd := &m.Renditions[i]; rd.Name == name && t.State == StateRecording {
+				serveLivePlaylist(w, EventPlaylist(m, rd, s.cfg.SegmentDuration, func(d Digest) string { return ChunkURL(d, d == rd.Init.Digest) }))
+				return
+			} else if rd.Name == name {
 				servePlaylist(w, MediaPlaylist(m, rd, func(d Digest) string { return ChunkURL(d, d == rd.Init.Digest) }))
 				return
 			}

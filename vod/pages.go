@@ -89,7 +89,7 @@ func (s *Service) serveCatalogPage(w http.ResponseWriter, r *http.Request) {
 	}
 	var cards []catalogCard
 	for _, t := range ts {
-		if t.State != StateReady {
+		if t.State != StateReady && t.State != StateRecording { // a recording is watchable as it grows
 			continue
 		}
 		c := catalogCard{ID: t.ID, Title: t.Title, HasPoster: t.Poster != (Digest{}), Duration: t.Duration}

@@ -43,6 +43,14 @@ type Config struct {
 	// skipped. Default 720p at 2500 kbps and 360p at 800 kbps; an empty
 	// list ([]) encodes none.
 	Ladder []LadderRung `yaml:"ladder"`
+	// Record lists stream-name patterns (path.Match: "live/*") whose
+	// streams are recorded into a title from the moment they are
+	// published until they end; the node does the wiring. Default none.
+	Record []string `yaml:"record"`
+	// RecordGrace is how long a recorded stream may be gone before its
+	// recording ends: a publisher that comes back within it with the same
+	// tracks continues the same title. 0 means 10s; negative, none.
+	RecordGrace time.Duration `yaml:"record_grace"`
 }
 
 // DefaultConfig returns the VoD defaults.
@@ -97,6 +105,8 @@ type Service struct {
 	putting map[*recordingPutter]bool     // the chunks running jobs stored, not yet in the catalog
 	views   *viewCounter
 	started bool
+	// recordings are the live recordings running (record.go).
+	recordings map[string]*Recording
 }
 
 // NewService builds the service for the folder dir (the node's
@@ -143,6 +153,9 @@ func (s *Service) Start() (err error) {
 		return fmt.Errorf("vod: %w", err)
 	}
 	for _, t := range unfinished {
+		if s.finishRecording(t) {
+			continue
+		}
 		if _, err := os.Stat(s.upload(t.ID)); err != nil {
 			s.cat.SetFailed(t.ID, "the node stopped while packaging and the upload is gone")
 			continue
@@ -280,10 +293,19 @@ func (s *Service) Add(title, description string, body io.Reader) (Title, error) 
 }
 
 // Get returns a title with its manifest when ready.
-func (s *Service) Get(id string) (Title, error) { return s.cat.Get(id) }
+func (s *Service) Get(id string) (Title, error) {
+	t, err := s.cat.Get(id)
+	return s.present(t), err
+}
 
 // List returns every title, or those matching query (full text).
-func (s *Service) List(query string) ([]Title, error) { return s.cat.List(query) }
+func (s *Service) List(query string) ([]Title, error) {
+	ts, err := s.cat.List(query)
+	for i := range ts {
+		ts[i] = s.present(ts[i])
+	}
+	return ts, err
+}
 
 // Delete removes a title: a job packaging it stops, its chunks that no
 // other title shares are dropped.

@@ -19,7 +19,7 @@ import (
 )
 
 func init() {
-	register("vod", "on-demand titles: vod add FILE, vod ls, vod rm ID", runVoD)
+	register("vod", "on-demand titles: vod add FILE, vod ls, vod rm ID, vod record STREAM", runVoD)
 }
 
 func runVoD(ctx context.Context, args []string) error {
@@ -29,7 +29,9 @@ func runVoD(ctx context.Context, args []string) error {
 const vodUsage = `usage:
   gradient vod add [--node URL] [--title T] [--description D] [--no-wait] FILE
   gradient vod ls  [--node URL] [--json] [SEARCH]
-  gradient vod rm  [--node URL] ID`
+  gradient vod rm  [--node URL] ID
+  gradient vod record [--node URL] [--title T] STREAM   (prints the title id)
+  gradient vod stop   [--node URL] ID                   (ends a recording)`
 
 func vodCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -72,6 +74,16 @@ func vodCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		fmt.Fprintln(stdout, "removed", id)
 		return nil
+	case "record", "stop":
+		title := fs.String("title", "", "the title (default: the stream's name and the time)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			fmt.Fprintln(stderr, vodUsage)
+			return flag.ErrHelp
+		}
+		return vodRecord(ctx, nodeURL(*node), args[0], fs.Arg(0), *title, stdout)
 	default:
 		fmt.Fprintln(stderr, vodUsage)
 		return flag.ErrHelp
@@ -238,4 +250,30 @@ func vodList(ctx context.Context, base, search string, asJSON bool, stdout io.Wr
 		fmt.Fprintf(tw, "%s\t%s\t%.0fs\t%d\t%s\n", t.ID, state, t.Duration, t.Views, t.Title)
 	}
 	return tw.Flush()
+}
+
+// vodRecord starts recording a live stream into a title (and prints its
+// id) or stops a recording (and prints the title's state).
+func vodRecord(ctx context.Context, base, op, arg, title string, stdout io.Writer) error {
+	if op == "stop" {
+		var out struct {
+			ID       string  `json:"id"`
+			State    string  `json:"state"`
+			Duration float64 `json:"duration_seconds"`
+		}
+		if _, err := vodDo(ctx, http.MethodPost, base+"/api/v1/vod/record/"+url.PathEscape(arg)+"/stop", nil, &out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "%s %s %.1fs\n", out.ID, out.State, out.Duration)
+		return nil
+	}
+	body, _ := json.Marshal(map[string]string{"stream": arg, "title": title})
+	var out struct {
+		ID string `json:"id"`
+	}
+	if _, err := vodDo(ctx, http.MethodPost, base+"/api/v1/vod/record", strings.NewReader(string(body)), &out); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, out.ID)
+	return nil
 }
