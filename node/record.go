@@ -59,7 +59,7 @@ func (n *Node) buildRecorder() error {
 	}
 	grace := n.cfg.VoD.RecordGrace
 	if grace == 0 {
-		grace = 10 * time.Second
+		grace = vod.DefaultConfig().RecordGrace
 	}
 	n.record = &recorder{hub: n.Hub, vod: n.VoD, log: n.log.With("component", "vod-record"),
 		patterns: n.cfg.VoD.Record, grace: grace, active: map[string]*liveRecording{}}

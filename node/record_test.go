@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -100,15 +101,20 @@ func TestLiveStreamsAreRecordedByPatternAndOnRequest(t *testing.T) {
 		getJSON(t, base+"/api/v1/vod/titles/"+started.ID, &tj)
 		return tj.State == vod.StateRecording && tj.Duration >= 2
 	})
-	resp, err := http.Get(base + "/vod/" + auto.ID + "/source.m3u8")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var pl strings.Builder
-	resp.Write(&pl)
-	resp.Body.Close()
-	if !strings.Contains(pl.String(), "#EXT-X-PLAYLIST-TYPE:EVENT") || strings.Contains(pl.String(), "ENDLIST") || !strings.Contains(pl.String(), "#EXTINF") {
-		t.Fatalf("the playlist while recording:\n%s", pl.String())
+	// The recording by pattern runs too: an EVENT playlist with segments.
+	var pl string
+	testutil.Eventually(t, 10*time.Second, "the recording by pattern has an EVENT playlist with segments", func() bool {
+		resp, err := http.Get(base + "/vod/" + auto.ID + "/source.m3u8")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		pl = string(b)
+		return strings.Contains(pl, "#EXTINF")
+	})
+	if !strings.Contains(pl, "#EXT-X-PLAYLIST-TYPE:EVENT") || strings.Contains(pl, "ENDLIST") {
+		t.Fatalf("the playlist while recording:\n%s", pl)
 	}
 	var stopped struct {
 		State    string  `json:"state"`

@@ -49,14 +49,14 @@ type Config struct {
 	Record []string `yaml:"record"`
 	// RecordGrace is how long a recorded stream may be gone before its
 	// recording ends: a publisher that comes back within it with the same
-	// tracks continues the same title. 0 means 10s; negative, none.
+	// tracks continues the same title. Default 10s; negative: none.
 	RecordGrace time.Duration `yaml:"record_grace"`
 }
 
 // DefaultConfig returns the VoD defaults.
 func DefaultConfig() Config {
 	return Config{SegmentDuration: 4 * time.Second, MaxJobs: 1, MaxUpload: 16 << 30, MemoryCache: 256 << 20, Nice: 10,
-		Ladder: DefaultLadder()}
+		Ladder: DefaultLadder(), RecordGrace: 10 * time.Second}
 }
 
 // Validate names a bad field by its YAML key.
