@@ -19,6 +19,7 @@ import (
 	"github.com/gradient-cdn/gradient/ingest"
 	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/overlay"
+	"github.com/gradient-cdn/gradient/record"
 	"github.com/gradient-cdn/gradient/serverlet"
 	"github.com/gradient-cdn/gradient/vod"
 )
@@ -44,7 +45,7 @@ type Node struct {
 	demand  *overlay.DemandTracker
 	watch   *overlay.Watch
 	player  *egress.Player
-	record  *recorder // live recordings into VoD titles (record.go)
+	record  *record.Recorder // live recordings into VoD titles
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -151,9 +152,12 @@ func (n *Node) build() (err error) {
 		return fmt.Errorf("vod.%w", err)
 	}
 	n.closers = append(n.closers, n.VoD.Close)
-	if err := n.buildRecorder(); err != nil { // after VoD: closes first, so recordings finish while the catalog is open
-		return err
+	// After VoD: it closes first, so recordings finish while the catalog is open.
+	if n.record, err = record.New(record.Config{Patterns: cfg.VoD.Record, Grace: cfg.VoD.RecordGrace}, n.Hub, n.VoD, log); err != nil {
+		return fmt.Errorf("vod.%w", err)
 	}
+	n.Hub.Observe(n.record)
+	n.closers = append(n.closers, n.record.Close)
 	if n.player, err = egress.NewPlayer(egress.PlayerConfig{Title: "Gradient " + cfg.Name}, log); err != nil {
 		return err
 	}
@@ -189,7 +193,7 @@ func (n *Node) listen() error {
 	n.routeAPI(mux)
 	n.routeOverlay(mux)
 	n.VoD.Route(mux)
-	n.routeRecord(mux)
+	n.record.Route(mux)
 	mux.Handle(egress.PlayerAssetsPrefix, egress.PlayerAssets())
 	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, HLS: n.HLS, Player: n.player, Log: log})
 	var err error

@@ -1,4 +1,8 @@
-package node
+// Package record records live streams into VoD titles: a Recorder reads a
+// stream from the hub like any other reader (the source rendition, no
+// re-encode) and hands its units to a vod.Recording. vod knows nothing of
+// live streams; this package is the bridge, and node wires it.
+package record
 
 import (
 	"context"
@@ -19,13 +23,13 @@ import (
 	"github.com/gradient-cdn/gradient/vod"
 )
 
-// recorder records live streams into VoD titles: it reads a stream from
+// Recorder records live streams into VoD titles: it reads a stream from
 // the hub like any other reader (the source rendition, no re-encode) and
 // hands its units to a vod.Recording. Recordings start on request (the
 // API, `gradient vod record`) or when a stream matching vod.record is
 // published, and end when the stream ends, on a stop call, when the title
 // is deleted, or when the node stops.
-type recorder struct {
+type Recorder struct {
 	hub      *media.Hub
 	vod      *vod.Service
 	log      *slog.Logger
@@ -33,13 +37,13 @@ type recorder struct {
 	grace    time.Duration
 
 	mu     sync.Mutex
-	active map[string]*liveRecording // by title id
+	active map[string]*Recording // by title id
 	closed bool
 	wg     sync.WaitGroup
 }
 
-// liveRecording is one stream being recorded.
-type liveRecording struct {
+// Recording is one stream being recorded.
+type Recording struct {
 	ID     string    `json:"id"`
 	Stream string    `json:"stream"`
 	Title  string    `json:"title"`
@@ -51,27 +55,40 @@ type liveRecording struct {
 	done chan struct{}
 }
 
-func (n *Node) buildRecorder() error {
-	for _, p := range n.cfg.VoD.Record {
+// Config is what a Recorder records by itself: the vod section's record
+// and record_grace.
+type Config struct {
+	// Patterns are path.Match patterns of streams recorded from their
+	// publish on.
+	Patterns []string
+	// Grace is how long a recorded stream may be gone and continue the
+	// same title when it comes back with the same tracks; 0: the vod
+	// default; negative: none.
+	Grace time.Duration
+}
+
+// New builds a Recorder writing into v; it does no I/O. Give it to
+// hub.Observe so that patterns start recordings.
+func New(cfg Config, hub *media.Hub, v *vod.Service, log *slog.Logger) (*Recorder, error) {
+	for _, p := range cfg.Patterns {
 		if _, err := path.Match(p, ""); err != nil {
-			return fmt.Errorf("vod.record: pattern %q: %w", p, err)
+			return nil, fmt.Errorf("record: pattern %q: %w", p, err)
 		}
 	}
-	grace := n.cfg.VoD.RecordGrace
-	if grace == 0 {
-		grace = vod.DefaultConfig().RecordGrace
+	if cfg.Grace == 0 {
+		cfg.Grace = vod.DefaultConfig().RecordGrace
 	}
-	n.record = &recorder{hub: n.Hub, vod: n.VoD, log: n.log.With("component", "vod-record"),
-		patterns: n.cfg.VoD.Record, grace: grace, active: map[string]*liveRecording{}}
-	n.Hub.Observe(n.record)
-	n.closers = append(n.closers, n.record.Close)
-	return nil
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Recorder{hub: hub, vod: v, log: log.With("component", "vod-record"),
+		patterns: cfg.Patterns, grace: cfg.Grace, active: map[string]*Recording{}}, nil
 }
 
 // matches tells whether a published path is a source stream vod.record
 // names (renditions such as "live/cam1@360p" are never recorded by
 // pattern: the source is).
-func (r *recorder) matches(p string) bool {
+func (r *Recorder) matches(p string) bool {
 	if _, rendition, err := media.ParsePath(p); err != nil || rendition != "" {
 		return false
 	}
@@ -85,7 +102,7 @@ func (r *recorder) matches(p string) bool {
 
 // OnHubEvent starts recording a stream vod.record names when it is
 // published here by a broadcaster (not relayed from another node). It must not block: the recording starts on its own goroutine.
-func (r *recorder) OnHubEvent(ev media.HubEvent) {
+func (r *Recorder) OnHubEvent(ev media.HubEvent) {
 	if !ev.Published || !r.matches(ev.Stream) || r.recording(ev.Stream) {
 		return
 	}
@@ -103,7 +120,7 @@ func (r *recorder) OnHubEvent(ev media.HubEvent) {
 
 // recording tells whether a recording of stream runs (or waits for the
 // stream to come back).
-func (r *recorder) recording(stream string) bool {
+func (r *Recorder) recording(stream string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, lr := range r.active {
@@ -116,7 +133,7 @@ func (r *recorder) recording(stream string) bool {
 
 // Start records the live stream at path into a new title (title "" names
 // it after the stream and the time) and returns the recording.
-func (r *recorder) Start(stream, title string) (*liveRecording, error) {
+func (r *Recorder) Start(stream, title string) (*Recording, error) {
 	if title == "" {
 		title = stream + " " + time.Now().UTC().Format("2006-01-02 15:04")
 	}
@@ -151,7 +168,7 @@ func (r *recorder) Start(stream, title string) (*liveRecording, error) {
 		reader.Close()
 		return nil, err
 	}
-	lr := &liveRecording{ID: rec.ID(), Stream: stream, Title: title, Since: time.Now().UTC(),
+	lr := &Recording{ID: rec.ID(), Stream: stream, Title: title, Since: time.Now().UTC(),
 		rec: rec, stop: make(chan struct{}), done: make(chan struct{})}
 	r.mu.Lock()
 	if r.closed {
@@ -171,7 +188,7 @@ func (r *recorder) Start(stream, title string) (*liveRecording, error) {
 // run copies the stream's units into the recording until the stream
 // ends (and does not come back within the grace period with the same
 // tracks), the recording is stopped or its title deleted.
-func (r *recorder) run(lr *liveRecording, reader *media.Reader) {
+func (r *Recorder) run(lr *Recording, reader *media.Reader) {
 	defer r.wg.Done()
 	defer close(lr.done)
 	var cause error
@@ -215,7 +232,7 @@ func (r *recorder) run(lr *liveRecording, reader *media.Reader) {
 // ends (ended), the recording is stopped or deleted, or a write fails
 // (err). fresh: the source is a new publisher, whose first keyframe gets
 // its parameter sets in band.
-func copyUnits(lr *liveRecording, reader *media.Reader, desc media.Description, fresh bool) (ended bool, err error) {
+func copyUnits(lr *Recording, reader *media.Reader, desc media.Description, fresh bool) (ended bool, err error) {
 	v := desc.VideoTrack()
 	for {
 		select {
@@ -247,7 +264,7 @@ func copyUnits(lr *liveRecording, reader *media.Reader, desc media.Description, 
 // again and returns a reader of it when its tracks are those recorded so
 // far; other tracks return restart instead (the stream deserves a title of
 // its own).
-func (r *recorder) awaitReturn(lr *liveRecording, old media.Description) (reader *media.Reader, restart bool) {
+func (r *Recorder) awaitReturn(lr *Recording, old media.Description) (reader *media.Reader, restart bool) {
 	if r.grace <= 0 {
 		return nil, false
 	}
@@ -332,7 +349,7 @@ func writeUnit(rec *vod.Recording, desc media.Description, u *media.Unit) error 
 }
 
 // Stop ends the recording id and waits until its title is finished.
-func (r *recorder) Stop(id string) (vod.Title, error) {
+func (r *Recorder) Stop(id string) (vod.Title, error) {
 	r.mu.Lock()
 	lr, ok := r.active[id]
 	r.mu.Unlock()
@@ -345,9 +362,9 @@ func (r *recorder) Stop(id string) (vod.Title, error) {
 }
 
 // List returns the running recordings, oldest first.
-func (r *recorder) List() []*liveRecording {
+func (r *Recorder) List() []*Recording {
 	r.mu.Lock()
-	out := make([]*liveRecording, 0, len(r.active))
+	out := make([]*Recording, 0, len(r.active))
 	for _, lr := range r.active {
 		out = append(out, lr)
 	}
@@ -358,7 +375,7 @@ func (r *recorder) List() []*liveRecording {
 
 // Close stops every recording (each becomes a ready title with what it
 // holds) and starts no more.
-func (r *recorder) Close() error {
+func (r *Recorder) Close() error {
 	r.mu.Lock()
 	r.closed = true
 	for _, lr := range r.active {
@@ -369,13 +386,12 @@ func (r *recorder) Close() error {
 	return nil
 }
 
-// routeRecord mounts the recording API:
+// Route mounts the recording API:
 //
 //	POST /api/v1/vod/record             {"stream":"live/cam1","title":"…"}: 202 {"id", "stream", "title", "state"}
 //	GET  /api/v1/vod/record             the running recordings
 //	POST /api/v1/vod/record/{id}/stop   end a recording: 200 the title (ready)
-func (n *Node) routeRecord(mux *http.ServeMux) {
-	r := n.record
+func (r *Recorder) Route(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/vod/record", func(w http.ResponseWriter, req *http.Request) {
 		var body struct {
 			Stream string `json:"stream"`
@@ -419,4 +435,9 @@ func (n *Node) routeRecord(mux *http.ServeMux) {
 		}
 		writeJSON(w, map[string]any{"id": t.ID, "state": t.State, "duration_seconds": t.Duration.Seconds(), "error": t.Error})
 	})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(v)
 }
