@@ -4,7 +4,7 @@
 //
 //	total = bandwidth on arcs + transcodes + last mile − viewers' utility
 //
-// (optimizer/PLAN-FORMAT.md defines the problem and plan JSON, feasibility
+// (optimizer/problem-and-plan.md defines the problem and plan JSON, feasibility
 // and cost).
 // Algorithms are compared on regret = total + Σ viewers·max utility, which is
 // never negative; an approximation ratio is regret(plan)/regret(optimum).
@@ -49,7 +49,7 @@
 // the full edge exchange (cut an arc, re-root the subtree at any of its
 // nodes, re-attach it by any link) from every seed.
 //
-// "mst", "naive" and "spt" are the baselines of optimizer/PLAN-FORMAT.md;
+// "mst", "naive" and "spt" are the baselines of optimizer/problem-and-plan.md;
 // spt uses the tree DP. "exact" enumerates every spanning tree of the root's
 // component with the tree DP (any optimal tree extends to a spanning tree
 // whose extra nodes the DP prunes); it refuses more than 8 nodes or 3

@@ -6,7 +6,7 @@ import (
 )
 
 // Evaluate computes the cost block of plan by the formula of
-// optimizer/PLAN-FORMAT.md. It does not check feasibility (see Check); it
+// optimizer/problem-and-plan.md. It does not check feasibility (see Check); it
 // fails only when the plan names something the problem lacks (a node, a
 // link, a level, a demand).
 func (p *Problem) Evaluate(plan *Plan) (Cost, error) {
@@ -59,7 +59,7 @@ func (p *Problem) Evaluate(plan *Plan) (Cost, error) {
 }
 
 // CostsMatch reports whether two cost blocks agree within the relative 1e-6
-// that optimizer/PLAN-FORMAT.md allows, naming the first field that does not.
+// that optimizer/problem-and-plan.md allows, naming the first field that does not.
 func CostsMatch(got, want Cost) error {
 	fields := []struct {
 		name string

@@ -12,7 +12,7 @@ import (
 	"github.com/gradient-cdn/gradient/optimizer"
 )
 
-// The problem and plan of optimizer/PLAN-FORMAT.md.
+// The problem and plan of optimizer/problem-and-plan.md.
 const formatProblem = `{
   "root": "n0",
   "levels": [
@@ -65,7 +65,7 @@ func TestEvaluateReproducesPlanFormatExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	if math.Abs(c.Total-(-2.624)) > 1e-12 || math.Abs(c.Regret-3.376) > 1e-12 {
-		t.Errorf("Evaluate = total %v regret %v, optimizer/PLAN-FORMAT.md says -2.624 and 3.376", c.Total, c.Regret)
+		t.Errorf("Evaluate = total %v regret %v, optimizer/problem-and-plan.md says -2.624 and 3.376", c.Total, c.Regret)
 	}
 	if err := optimizer.CostsMatch(*plan.Cost, c); err != nil {
 		t.Errorf("the example's cost block: %v", err)
@@ -86,10 +86,10 @@ func TestAlgorithmsFindThePlanFormatOptimum(t *testing.T) {
 }
 
 // TestPlanFormatDocumentShowsTheTestedExample keeps the document and the
-// tests on one example: the JSON blocks of optimizer/PLAN-FORMAT.md are
+// tests on one example: the JSON blocks of optimizer/problem-and-plan.md are
 // formatProblem and formatPlan, and the figures asserted here are in it.
 func TestPlanFormatDocumentShowsTheTestedExample(t *testing.T) {
-	doc, err := os.ReadFile("PLAN-FORMAT.md")
+	doc, err := os.ReadFile("problem-and-plan.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,23 +98,23 @@ func TestPlanFormatDocumentShowsTheTestedExample(t *testing.T) {
 		blocks = append(blocks, part[:strings.Index(part, "```")])
 	}
 	if len(blocks) < 2 {
-		t.Fatalf("PLAN-FORMAT.md has %d JSON blocks, want the problem and the plan", len(blocks))
+		t.Fatalf("problem-and-plan.md has %d JSON blocks, want the problem and the plan", len(blocks))
 	}
 	for i, want := range []string{formatProblem, formatPlan} {
 		var got, exp any
 		if err := json.Unmarshal([]byte(blocks[i]), &got); err != nil {
-			t.Fatalf("PLAN-FORMAT.md JSON block %d: %v", i, err)
+			t.Fatalf("problem-and-plan.md JSON block %d: %v", i, err)
 		}
 		if err := json.Unmarshal([]byte(want), &exp); err != nil {
 			t.Fatal(err)
 		}
 		if !reflect.DeepEqual(got, exp) {
-			t.Errorf("PLAN-FORMAT.md JSON block %d differs from the tested example:\n%s", i, blocks[i])
+			t.Errorf("problem-and-plan.md JSON block %d differs from the tested example:\n%s", i, blocks[i])
 		}
 	}
 	for _, figure := range []string{"−2.624", "3.376", "0.016", "0.96", "3.6"} {
 		if !strings.Contains(string(doc), figure) {
-			t.Errorf("PLAN-FORMAT.md does not show the example's %s", figure)
+			t.Errorf("problem-and-plan.md does not show the example's %s", figure)
 		}
 	}
 }

@@ -3,7 +3,7 @@ package optimizer
 import "fmt"
 
 // Check reports whether plan is feasible for p by the five rules of
-// optimizer/PLAN-FORMAT.md; the error names the entry and the rule it
+// optimizer/problem-and-plan.md; the error names the entry and the rule it
 // breaks. When the plan carries a cost block, Check also verifies it
 // against Evaluate.
 func (p *Problem) Check(plan *Plan) error {

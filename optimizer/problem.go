@@ -1,7 +1,7 @@
 package optimizer
 
 // Problem is one live stream's delivery problem: the overlay, the rendition
-// ladder and the viewers, as described in optimizer/PLAN-FORMAT.md.
+// ladder and the viewers, as described in optimizer/problem-and-plan.md.
 type Problem struct {
 	// Root is the id of the node that has the source rendition, Levels[0].
 	Root string `json:"root"`

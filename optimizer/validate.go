@@ -46,7 +46,7 @@ func ParseProblem(data []byte) (*Problem, error) {
 	return &p, nil
 }
 
-// Validate checks the problem against optimizer/PLAN-FORMAT.md and returns
+// Validate checks the problem against optimizer/problem-and-plan.md and returns
 // the first error found, naming the field: repeated ids, unknown nodes, self-links,
 // repeated pairs, a ladder whose kbps is not strictly decreasing, negative,
 // non-finite or huge (above MaxNumber) numbers, a root without links.

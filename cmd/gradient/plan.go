@@ -18,7 +18,7 @@ func init() {
 
 const planUsage = `usage: gradient plan [--algorithm NAME] PROBLEM.json
 
-Reads a delivery problem (see optimizer/PLAN-FORMAT.md; "-" reads standard input),
+Reads a delivery problem (see optimizer/problem-and-plan.md; "-" reads standard input),
 solves it and prints the plan JSON with its cost block. Algorithms: %s.
 
 flags:

@@ -12,7 +12,7 @@ import (
 	"github.com/gradient-cdn/gradient/optimizer"
 )
 
-// The optimizer/PLAN-FORMAT.md example: the optimum downscales at the root.
+// The optimizer/problem-and-plan.md example: the optimum downscales at the root.
 const planExample = `{"root":"n0","levels":[{"name":"1080p","kbps":4500},{"name":"720p","kbps":2500},{"name":"360p","kbps":800}],
  "nodes":[{"id":"n0"},{"id":"n1","transcode_cost":0.5,"transcode_slots":2}],
  "links":[{"a":"n0","b":"n1","cost_per_mbps":0.02}],
