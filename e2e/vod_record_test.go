@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -118,22 +117,8 @@ func seekBackWhileRecording(t *testing.T, base, id string) {
 	if err := chromedp.Run(ctx, chromedp.Navigate(base+"/vod/"+id+"/")); err != nil {
 		t.Fatal(err)
 	}
-	type video struct {
-		Frames int     `json:"frames"`
-		Time   float64 `json:"time"`
-	}
-	state := func() video {
-		var raw string
-		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		chromedp.Run(ectx, chromedp.Evaluate(`(function(){var v=document.getElementById('v');if(!v)return '{}';
-			var q=v.getVideoPlaybackQuality?v.getVideoPlaybackQuality():{totalVideoFrames:0};
-			return JSON.stringify({frames:q.totalVideoFrames,time:v.currentTime})})()`, &raw))
-		var v video
-		json.Unmarshal([]byte(raw), &v)
-		return v
-	}
-	var v video
+	state := func() vodVideo { return vodPlayerState(ctx) }
+	var v vodVideo
 	testutil.Eventually(t, 30*time.Second, "the player plays 30 frames of the recording", func() bool {
 		v = state()
 		return v.Frames >= 30 && v.Time >= 11

@@ -57,24 +57,8 @@ func TestVoDAddWithTheCLIThenBrowsePlayAndSeekInChromium(t *testing.T) {
 	if err := chromedp.Run(ctx, chromedp.Click(fmt.Sprintf(`a.title[data-id=%q]`, id), chromedp.ByQuery)); err != nil {
 		t.Fatal(err)
 	}
-	type video struct {
-		Frames   int     `json:"frames"`
-		Time     float64 `json:"time"`
-		Duration float64 `json:"duration"`
-		Mode     string  `json:"mode"`
-	}
-	state := func() video {
-		var raw string
-		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		chromedp.Run(ectx, chromedp.Evaluate(`(function(){var v=document.getElementById('v');if(!v)return '{}';
-			var q=v.getVideoPlaybackQuality?v.getVideoPlaybackQuality():{totalVideoFrames:0};
-			return JSON.stringify({frames:q.totalVideoFrames,time:v.currentTime,duration:v.duration||0,mode:(window.gradientPlayer||{}).mode||''})})()`, &raw))
-		var v video
-		json.Unmarshal([]byte(raw), &v)
-		return v
-	}
-	var v video
+	state := func() vodVideo { return vodPlayerState(ctx) }
+	var v vodVideo
 	testutil.Eventually(t, 40*time.Second, "the player plays 30 frames", func() bool {
 		v = state()
 		return v.Frames >= 30 && v.Duration > 0
@@ -195,4 +179,26 @@ func TestVoDKill9DuringPackagingLeavesNoHalfTitle(t *testing.T) {
 	if len(left)+len(tmp) != 0 {
 		t.Errorf("left behind: uploads %v, temporary chunks %v", left, tmp)
 	}
+}
+
+// vodVideo is what the VoD player page's <video> shows.
+type vodVideo struct {
+	Frames   int     `json:"frames"`
+	Time     float64 `json:"time"`
+	Duration float64 `json:"duration"`
+	Mode     string  `json:"mode"`
+}
+
+// vodPlayerState reads the VoD player page's video element: frames shown,
+// position, duration and the player's mode (zero values before it exists).
+func vodPlayerState(ctx context.Context) vodVideo {
+	var raw string
+	ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	chromedp.Run(ectx, chromedp.Evaluate(`(function(){var v=document.getElementById('v');if(!v)return '{}';
+		var q=v.getVideoPlaybackQuality?v.getVideoPlaybackQuality():{totalVideoFrames:0};
+		return JSON.stringify({frames:q.totalVideoFrames,time:v.currentTime,duration:v.duration||0,mode:(window.gradientPlayer||{}).mode||''})})()`, &raw))
+	var v vodVideo
+	json.Unmarshal([]byte(raw), &v)
+	return v
 }

@@ -443,20 +443,8 @@ func (r *Recording) writeSegment(idx int, endPTS int64) error {
 // manifest is the title's manifest with the segments cut so far.
 func (r *Recording) manifest() *Manifest {
 	rd := r.rendition
-	rd.Segments = append([]Chunk(nil), rd.Segments...)
-	var total, longest time.Duration
-	for _, s := range rd.Segments {
-		total += s.Duration
-		longest = max(longest, s.Duration)
-		if s.Duration > 0 {
-			rd.PeakKbps = max(rd.PeakKbps, int(float64(s.Size)*8/s.Duration.Seconds()/1000+0.5))
-		}
-	}
-	if total > 0 {
-		rd.Kbps = int(float64(r.bytes)*8/total.Seconds()/1000 + 0.5)
-	}
-	target := time.Duration(math.Ceil((longest - 5*time.Millisecond).Seconds())) * time.Second
-	return &Manifest{TargetDuration: target, Duration: total, Renditions: []Rendition{rd}}
+	rd.Segments = append([]Chunk(nil), rd.Segments...) // the recording goes on appending
+	return singleRenditionManifest(rd, r.bytes)
 }
 
 // Close ends the recording: what is queued becomes the last segment and

@@ -941,8 +941,12 @@ func dropFront(q []sample, n int) []sample {
 	return q[:m]
 }
 
-func (r *remuxer) manifest() *Manifest {
-	rd := r.rendition
+func (r *remuxer) manifest() *Manifest { return singleRenditionManifest(r.rendition, r.bytes) }
+
+// singleRenditionManifest completes rd (its segments cut, bytes their
+// total size) with its average and peak bitrates and wraps it in a
+// manifest with its duration and target duration.
+func singleRenditionManifest(rd Rendition, bytes int64) *Manifest {
 	var total, longest time.Duration
 	for _, s := range rd.Segments {
 		total += s.Duration
@@ -952,7 +956,7 @@ func (r *remuxer) manifest() *Manifest {
 		}
 	}
 	if total > 0 {
-		rd.Kbps = int(float64(r.bytes)*8/total.Seconds()/1000 + 0.5)
+		rd.Kbps = int(float64(bytes)*8/total.Seconds()/1000 + 0.5)
 	}
 	// Rounded up, less a few milliseconds of timestamp rounding, so that a
 	// 4.001 s segment keeps a 4 s target: HLS only asks that each EXTINF
