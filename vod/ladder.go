@@ -266,17 +266,8 @@ func (l *ladder) openGraph(f *astiav.Frame) error {
 	if l.graph == nil {
 		return errors.New("FFmpeg could not allocate a filter graph")
 	}
-	sar := f.SampleAspectRatio()
-	if sar.Num() <= 0 || sar.Den() <= 0 {
-		sar = astiav.NewRational(1, 1)
-	}
 	var err error
-	if l.bsrc, err = l.graph.NewFilterContext(astiav.FindFilterByName("buffer"), "in", astiav.FilterArgs{
-		"video_size":   fmt.Sprintf("%dx%d", f.Width(), f.Height()),
-		"pix_fmt":      strconv.Itoa(int(f.PixelFormat())),
-		"time_base":    fmt.Sprintf("%d/%d", l.tb.Num(), l.tb.Den()),
-		"pixel_aspect": fmt.Sprintf("%d/%d", sar.Num(), sar.Den()),
-	}); err != nil {
+	if l.bsrc, err = l.graph.NewFilterContext(astiav.FindFilterByName("buffer"), "in", videoBufferArgs(f, l.tb)); err != nil {
 		return fmt.Errorf("filter graph buffer: %w", err)
 	}
 	outputs := astiav.AllocFilterInOut()

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/asticode/go-astiav"
@@ -150,16 +149,7 @@ func encodeJPEG(f *astiav.Frame) ([]byte, error) {
 		return nil, fmt.Errorf("open mjpeg encoder: %w", err)
 	}
 	st.graphFor = func(f *astiav.Frame) (string, astiav.FilterArgs, string, string) {
-		sar := f.SampleAspectRatio()
-		if sar.Num() <= 0 || sar.Den() <= 0 {
-			sar = astiav.NewRational(1, 1)
-		}
-		return "buffer", astiav.FilterArgs{
-			"video_size":   fmt.Sprintf("%dx%d", f.Width(), f.Height()),
-			"pix_fmt":      strconv.Itoa(int(f.PixelFormat())),
-			"time_base":    "1/25",
-			"pixel_aspect": fmt.Sprintf("%d/%d", sar.Num(), sar.Den()),
-		}, "buffersink", fmt.Sprintf("scale=%d:%d:out_range=full,format=yuv420p", w, h)
+		return "buffer", videoBufferArgs(f, astiav.NewRational(1, 25)), "buffersink", fmt.Sprintf("scale=%d:%d:out_range=full,format=yuv420p", w, h)
 	}
 	var jpg []byte
 	st.emit = func(pkt *astiav.Packet) error {

@@ -268,16 +268,7 @@ func newVideoStage(in *input, cfg PackageConfig) (*stage, error) {
 	}
 	tb := s.TimeBase()
 	st.graphFor = func(f *astiav.Frame) (string, astiav.FilterArgs, string, string) {
-		sar := f.SampleAspectRatio()
-		if sar.Num() <= 0 || sar.Den() <= 0 {
-			sar = astiav.NewRational(1, 1)
-		}
-		return "buffer", astiav.FilterArgs{
-			"video_size":   fmt.Sprintf("%dx%d", f.Width(), f.Height()),
-			"pix_fmt":      strconv.Itoa(int(f.PixelFormat())),
-			"time_base":    fmt.Sprintf("%d/%d", tb.Num(), tb.Den()),
-			"pixel_aspect": fmt.Sprintf("%d/%d", sar.Num(), sar.Den()),
-		}, "buffersink", fmt.Sprintf("scale=%d:%d,format=yuv420p", w, h)
+		return "buffer", videoBufferArgs(f, tb), "buffersink", fmt.Sprintf("scale=%d:%d,format=yuv420p", w, h)
 	}
 	step := astiav.RescaleQ(int64(cfg.SegmentDuration/time.Microsecond), astiav.NewRational(1, 1000000), st.enc.TimeBase())
 	first, next := astiav.NoPtsValue, int64(0)
@@ -347,4 +338,19 @@ func newAudioStage(in *input) (*stage, error) {
 				transcodeRate, transcodeRate, aacFrameSize)
 	}
 	return st, nil
+}
+
+// videoBufferArgs are the arguments of a "buffer" source filter taking
+// frames like f in time base tb (a missing sample aspect ratio is square).
+func videoBufferArgs(f *astiav.Frame, tb astiav.Rational) astiav.FilterArgs {
+	sar := f.SampleAspectRatio()
+	if sar.Num() <= 0 || sar.Den() <= 0 {
+		sar = astiav.NewRational(1, 1)
+	}
+	return astiav.FilterArgs{
+		"video_size":   fmt.Sprintf("%dx%d", f.Width(), f.Height()),
+		"pix_fmt":      strconv.Itoa(int(f.PixelFormat())),
+		"time_base":    fmt.Sprintf("%d/%d", tb.Num(), tb.Den()),
+		"pixel_aspect": fmt.Sprintf("%d/%d", sar.Num(), sar.Den()),
+	}
 }

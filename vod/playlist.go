@@ -32,18 +32,27 @@ func MasterPlaylist(m *Manifest) string {
 // MediaPlaylist is rendition r's fMP4 VOD media playlist; chunkURL gives
 // the URI of a chunk (its init section and each segment) by digest.
 func MediaPlaylist(m *Manifest, r *Rendition, chunkURL func(Digest) string) string {
-	target := m.TargetDuration
-	for _, s := range r.Segments { // EXTINF rounded must not exceed it
+	return mediaPlaylist(m, r, "VOD", m.TargetDuration, chunkURL)
+}
+
+// mediaPlaylist writes a media playlist of kind VOD (with EXT-X-ENDLIST)
+// or EVENT (without: more segments follow) whose target duration is at
+// least minTarget and covers every segment's EXTINF rounded.
+func mediaPlaylist(m *Manifest, r *Rendition, kind string, minTarget time.Duration, chunkURL func(Digest) string) string {
+	target := max(m.TargetDuration, minTarget)
+	for _, s := range r.Segments {
 		target = max(target, s.Duration.Round(time.Second))
 	}
 	var b strings.Builder
 	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n")
 	fmt.Fprintf(&b, "#EXT-X-TARGETDURATION:%d\n", int64(math.Ceil(target.Seconds())))
-	b.WriteString("#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+	fmt.Fprintf(&b, "#EXT-X-PLAYLIST-TYPE:%s\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n", kind)
 	fmt.Fprintf(&b, "#EXT-X-MAP:URI=%q\n", chunkURL(r.Init.Digest))
 	for _, s := range r.Segments {
 		fmt.Fprintf(&b, "#EXTINF:%.3f,\n%s\n", s.Duration.Seconds(), chunkURL(s.Digest))
 	}
-	b.WriteString("#EXT-X-ENDLIST\n")
+	if kind == "VOD" {
+		b.WriteString("#EXT-X-ENDLIST\n")
+	}
 	return b.String()
 }

@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -580,19 +579,7 @@ func (s *Service) finishRecording(t Title) bool {
 // EXT-X-ENDLIST, whose target duration allows for the segments still to
 // come.
 func EventPlaylist(m *Manifest, r *Rendition, segment time.Duration, chunkURL func(Digest) string) string {
-	target := max(m.TargetDuration, segment)
-	for _, s := range r.Segments {
-		target = max(target, s.Duration.Round(time.Second))
-	}
-	var b strings.Builder
-	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n")
-	fmt.Fprintf(&b, "#EXT-X-TARGETDURATION:%d\n", int64(math.Ceil(target.Seconds())))
-	b.WriteString("#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n")
-	fmt.Fprintf(&b, "#EXT-X-MAP:URI=%q\n", chunkURL(r.Init.Digest))
-	for _, s := range r.Segments {
-		fmt.Fprintf(&b, "#EXTINF:%.3f,\n%s\n", s.Duration.Seconds(), chunkURL(s.Digest))
-	}
-	return b.String()
+	return mediaPlaylist(m, r, "EVENT", segment, chunkURL)
 }
 
 // serveLivePlaylist serves a playlist that changes: players reload it.
