@@ -46,15 +46,29 @@ type SRTConfig struct {
 	// ends its stream. (A publisher that vanishes without a word is also
 	// dropped after SRT's 5 s peer idle timeout.) Default 10 s.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
+
+	// MaxPESBytes bounds one PES (a video frame, usually) of a publisher's
+	// MPEG-TS: a PID that carries more than this without starting a new
+	// PES drops the publisher. The demuxer holds a PES whole before it
+	// passes it on, so this bounds what one track can make the node hold.
+	// Default 8 MiB (a 4K IDR is rarely above 2 MiB).
+	MaxPESBytes int64 `yaml:"max_pes_bytes"`
+
+	// MaxBufferedBytes bounds the unfinished PES of all PIDs of one
+	// publisher together (a publisher could otherwise open thousands of
+	// PIDs). Default 16 MiB.
+	MaxBufferedBytes int64 `yaml:"max_buffered_bytes"`
 }
 
 // DefaultSRTConfig returns the defaults of every SRTConfig field.
 func DefaultSRTConfig() SRTConfig {
 	return SRTConfig{
-		Addr:           ":8890",
-		Latency:        120 * time.Millisecond,
-		PublishTimeout: 10 * time.Second,
-		ReadTimeout:    10 * time.Second,
+		Addr:             ":8890",
+		Latency:          120 * time.Millisecond,
+		PublishTimeout:   10 * time.Second,
+		ReadTimeout:      10 * time.Second,
+		MaxPESBytes:      8 << 20,
+		MaxBufferedBytes: 16 << 20,
 	}
 }
 
@@ -74,6 +88,12 @@ func (c SRTConfig) Validate() error {
 	}
 	if c.ReadTimeout <= 0 {
 		return fmt.Errorf("read_timeout: %v must be > 0", c.ReadTimeout)
+	}
+	if c.MaxPESBytes < 64<<10 {
+		return fmt.Errorf("max_pes_bytes: %d must be at least 65536", c.MaxPESBytes)
+	}
+	if c.MaxBufferedBytes < c.MaxPESBytes {
+		return fmt.Errorf("max_buffered_bytes: %d must be at least max_pes_bytes (%d)", c.MaxBufferedBytes, c.MaxPESBytes)
 	}
 	return nil
 }
@@ -452,9 +472,12 @@ func (c *srtConn) run() {
 	c.s.mu.Unlock()
 
 	var codecErr *tsCodecError
+	var limitErr *tsLimitError
 	switch reason := c.closeReason(); {
 	case errors.As(err, &codecErr):
 		c.log.Warn("srt publish refused", "err", err)
+	case errors.As(err, &limitErr):
+		c.log.Warn("srt publisher dropped: over a buffering cap", "err", err, "bytes_in", c.bytesIn.Load())
 	case reason != "":
 		c.log.Info("srt publisher dropped", "reason", reason, "bytes_in", c.bytesIn.Load(),
 			"duration", time.Since(c.accepted).Round(time.Millisecond))
@@ -483,7 +506,8 @@ func (c *srtConn) demux() (pub *media.Publisher, err error) {
 			}
 		}
 	}()
-	d, err = newTSDemuxer(&srtDataReader{c: c}, c.publish)
+	cfg := c.s.cfg
+	d, err = newTSDemuxer(newTSLimiter(&srtDataReader{c: c}, cfg.MaxPESBytes, cfg.MaxBufferedBytes), c.publish)
 	if err != nil {
 		return nil, fmt.Errorf("srt publish %s: %w", c.path, err)
 	}
