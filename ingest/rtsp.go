@@ -78,6 +78,7 @@ type RTSPServer struct {
 	sessions   map[*gortsplib.ServerSession]*rtspSess // state of sessions that publish or read
 	described  map[*gortsplib.ServerConn]map[string]func()
 	playing    map[*gortsplib.ServerConn]*gortsplib.ServerStream // PLAY answered next on the connection
+	setup      map[*gortsplib.ServerConn]*time.Timer             // connections not yet recording or playing
 }
 
 // rtspSess is what the server remembers about one gortsplib session.
@@ -108,6 +109,7 @@ func NewRTSPServer(cfg RTSPConfig, hub *media.Hub, log *slog.Logger) (*RTSPServe
 		sessions:   map[*gortsplib.ServerSession]*rtspSess{},
 		described:  map[*gortsplib.ServerConn]map[string]func(){},
 		playing:    map[*gortsplib.ServerConn]*gortsplib.ServerStream{},
+		setup:      map[*gortsplib.ServerConn]*time.Timer{},
 	}
 	s.srv = &gortsplib.Server{
 		Handler:        &rtspHandler{s: s},

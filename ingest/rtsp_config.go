@@ -44,6 +44,13 @@ type RTSPConfig struct {
 	// Default 10 s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 
+	// SetupTimeout bounds the time from a connection's opening to its
+	// RECORD or PLAY. A connection still short of either then is closed:
+	// an ANNOUNCE that never records would otherwise hold the stream name
+	// (the real encoder gets 409) and an idle connection its goroutines
+	// for as long as it stays open. Default 10 s.
+	SetupTimeout time.Duration `yaml:"setup_timeout"`
+
 	// WriteQueueSize is how many packets may wait for each reader session;
 	// a reader whose queue is full is dropped, so that it never slows the
 	// others. Must be a power of two. Default 512.
@@ -82,6 +89,7 @@ func DefaultRTSPConfig() RTSPConfig {
 		UDPRTCPAddr:    ":8001",
 		ReadTimeout:    10 * time.Second,
 		WriteTimeout:   10 * time.Second,
+		SetupTimeout:   10 * time.Second,
 		WriteQueueSize: 512,
 		WriteCoalesce:  5 * time.Millisecond,
 	}
@@ -114,6 +122,9 @@ func (c RTSPConfig) Validate() error {
 	}
 	if c.WriteTimeout <= 0 {
 		return fmt.Errorf("write_timeout: %v must be > 0", c.WriteTimeout)
+	}
+	if c.SetupTimeout <= 0 {
+		return fmt.Errorf("setup_timeout: %v must be > 0", c.SetupTimeout)
 	}
 	if c.WriteQueueSize <= 0 || c.WriteQueueSize&(c.WriteQueueSize-1) != 0 {
 		return fmt.Errorf("write_queue_size: %d is not a power of two", c.WriteQueueSize)

@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
@@ -26,9 +27,39 @@ func (h *rtspHandler) guard(what string, res **base.Response, err *error) {
 	}
 }
 
+// OnConnOpen gives the connection SetupTimeout to RECORD or PLAY.
+func (h *rtspHandler) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
+	s, conn := h.s, ctx.Conn
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setup[conn] = time.AfterFunc(s.cfg.SetupTimeout, func() {
+		s.mu.Lock()
+		_, waiting := s.setup[conn]
+		delete(s.setup, conn)
+		s.mu.Unlock()
+		if waiting {
+			s.log.Info("rtsp connection closed: no RECORD or PLAY in time", "remote", conn.NetConn().RemoteAddr().String(),
+				"setup_timeout", s.cfg.SetupTimeout)
+			conn.Close()
+		}
+	})
+}
+
+// setupDone marks a connection as recording or playing: the setup deadline
+// no longer applies to it.
+func (s *RTSPServer) setupDone(conn *gortsplib.ServerConn) {
+	s.mu.Lock()
+	if t, ok := s.setup[conn]; ok {
+		t.Stop()
+		delete(s.setup, conn)
+	}
+	s.mu.Unlock()
+}
+
 // OnConnClose releases the streams the connection described.
 func (h *rtspHandler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	s := h.s
+	s.setupDone(ctx.Conn)
 	s.mu.Lock()
 	rel := s.described[ctx.Conn]
 	delete(s.described, ctx.Conn)
@@ -221,6 +252,7 @@ func (h *rtspHandler) OnResponse(conn *gortsplib.ServerConn, res *base.Response)
 	if !ok || res.StatusCode != base.StatusOK {
 		return
 	}
+	h.s.setupDone(conn)
 	if ps, ok := h.s.cfg.Read.(RTSPPlayingSource); ok {
 		ps.Playing(st)
 	}
@@ -240,6 +272,7 @@ func (h *rtspHandler) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (res *ba
 		s.log.Info("rtsp publish refused", "path", st.pub.path, "remote", ctx.Conn.NetConn().RemoteAddr().String(), "err", err)
 		return rtspReply(base.StatusBadRequest, err.Error()), nil
 	}
+	s.setupDone(ctx.Conn)
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 

@@ -729,3 +729,47 @@ func TestRTSPStartReportsBindErrorAndCloseIsIdempotent(t *testing.T) {
 		t.Fatal("WriteQueueSize that is not a power of two accepted")
 	}
 }
+
+// TestRTSPAnnounceWithoutRecordDoesNotHoldTheName replays the squatter: an
+// ANNOUNCE that never sends RECORD, its connection left open. It is closed
+// at the setup deadline and the real encoder publishes the name.
+func TestRTSPAnnounceWithoutRecordDoesNotHoldTheName(t *testing.T) {
+	n := startRTSPNode(t, ingest.RTSPConfig{DisableUDP: true, SetupTimeout: 700 * time.Millisecond})
+	squatter, err := net.DialTimeout("tcp", n.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer squatter.Close()
+	if _, err := squatter.Write([]byte(rtspAnnounce(n.addr, "live/squat"))); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(squatter)
+	squatter.SetDeadline(time.Now().Add(5 * time.Second))
+	if line, err := br.ReadString('\n'); err != nil || !strings.Contains(line, "200") {
+		t.Fatalf("ANNOUNCE answered %q, %v", line, err)
+	}
+	if got := rawRTSP(t, n.addr, rtspAnnounce(n.addr, "live/squat")); !strings.Contains(got, "409") {
+		t.Fatalf("a second ANNOUNCE while the first holds the name answered %q, want 409", got)
+	}
+	// The server closes the squatter's connection: the read ends with EOF
+	// (not our 5 s deadline).
+	start := time.Now()
+	for {
+		if _, err := br.ReadString('\n'); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatal("the squatter's connection is still open after 5 s")
+			}
+			break
+		}
+	}
+	if waited := time.Since(start); waited > 3*time.Second {
+		t.Fatalf("squatter closed after %v, setup_timeout is 700ms", waited)
+	}
+	testutil.FFmpegPublish(t, rtspShortGOPClip(t), "rtsp", n.url("live/squat"), "-rtsp_transport", "tcp")
+	n.waitPublished(t, "live/squat")
+	n.stillServes(t, "live/squat")
+	if !strings.Contains(n.logs.String(), "no RECORD or PLAY in time") {
+		t.Error("the squatter's close was not logged")
+	}
+}
