@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -300,6 +301,8 @@ func TestWHEPRefusesBadRequestsAndKeepsServing(t *testing.T) {
 	}
 	audioOnly := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" +
 		"m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\na=recvonly\r\n"
+	videoOffer := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n" +
+		"m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:96 H264/90000\r\na=recvonly\r\n"
 	cases := []struct {
 		name, method, stream, rest, ctype string
 		body                              []byte
@@ -311,7 +314,7 @@ func TestWHEPRefusesBadRequestsAndKeepsServing(t *testing.T) {
 		{"offer without video", "POST", "live/ok", "whep", "application/sdp", []byte(audioOnly), 400, "no video"},
 		{"wrong content type", "POST", "live/ok", "whep", "application/json", []byte("{}"), 415, "application/sdp"},
 		{"too large", "POST", "live/ok", "whep", "application/sdp", bytes.Repeat([]byte("a=x\r\n"), 20000), 413, "larger"},
-		{"unknown stream", "POST", "live/nothere", "whep", "application/sdp", []byte(audioOnly), 404, "not found"},
+		{"unknown stream", "POST", "live/nothere", "whep", "application/sdp", []byte(videoOffer), 404, "not found"},
 		{"GET on whep", "GET", "live/ok", "whep", "", nil, 405, "POST"},
 		{"DELETE unknown session", "DELETE", "live/ok", "whep/0123456789abcdef", "", nil, 404, "no such"},
 		{"PATCH unknown session", "PATCH", "live/ok", "whep/0123456789abcdef", "application/trickle-ice-sdpfrag", nil, 404, ""},
@@ -580,4 +583,51 @@ func BenchmarkWHEPViewers(b *testing.B) {
 	b.ReportMetric(float64(percentile(eg, .99).Microseconds()), "egress-p99-µs")
 	b.Logf("%d viewers: %.5f CPU-s per reader-second (anchor < 0.00216), %.2f MiB RSS per reader (anchor < 1), egress p50 %v p99 %v",
 		n, perReaderSec, rss, percentile(eg, .5), percentile(eg, .99))
+}
+
+// countingRenditions is a hub rendition provider that only counts how often
+// it was asked to start one.
+type countingRenditions struct{ n atomic.Int32 }
+
+func (c *countingRenditions) Ensure(context.Context, string) error {
+	c.n.Add(1)
+	return errors.New("no rendition in this test")
+}
+
+// TestWHEPInvalidOfferStartsNoRendition: a rendition (a transcode slot) is
+// started for a valid offer only; empty, malformed and video-less offers
+// are refused before the hub is asked for it.
+func TestWHEPInvalidOfferStartsNoRendition(t *testing.T) {
+	prov := &countingRenditions{}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	hub := testutil.NewHub(t, media.HubConfig{Renditions: prov}, log)
+	cfg := egress.DefaultWebRTCConfig()
+	cfg.ICEUDPAddr = "127.0.0.1:0"
+	w, err := egress.NewWebRTC(cfg, hub, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	srv := httptest.NewServer(&egress.Router{WHEP: w, Log: log})
+	defer srv.Close()
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2, GOP: 10})
+	testutil.PublishFile(t, hub, "live/cam1", clip, false)
+
+	audioOnly := "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtpmap:111 opus/48000/2\r\n"
+	for _, body := range []string{"", "not sdp at all", audioOnly} {
+		resp, err := http.Post(srv.URL+"/live/cam1@360p/whep", "application/sdp", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("offer %q: status %d, want 400", body, resp.StatusCode)
+		}
+	}
+	if n := prov.n.Load(); n != 0 {
+		t.Fatalf("invalid offers asked the hub for the rendition %d times, want 0", n)
+	}
 }

@@ -122,17 +122,6 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 	if api == nil || closed {
 		return "", nil, &offerError{status: http.StatusServiceUnavailable, reason: "webrtc egress not running"}
 	}
-	st, ok := w.hub.Lookup(path)
-	if !ok {
-		// A rendition nobody makes yet ("live/cam1@360p") is started on
-		// demand by the hub's rendition provider; the feed subscribes for real.
-		pr, err := w.hub.SubscribeContext(r.Context(), path, "whep")
-		if err != nil {
-			return "", nil, fmt.Errorf("stream %s: %w", path, err)
-		}
-		st = pr.Stream()
-		pr.Close()
-	}
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/sdp" {
 			return "", nil, &offerError{status: http.StatusUnsupportedMediaType, reason: fmt.Sprintf("content type %q is not application/sdp", ct)}
@@ -164,6 +153,20 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 	}
 	if !hasVideo {
 		return "", nil, &offerError{status: http.StatusBadRequest, reason: "offer has no video media section"}
+	}
+
+	// Only a valid offer may start a rendition: the request is checked
+	// first, so anonymous junk cannot hold transcode slots.
+	st, ok := w.hub.Lookup(path)
+	if !ok {
+		// A rendition nobody makes yet ("live/cam1@360p") is started on
+		// demand by the hub's rendition provider; the feed subscribes for real.
+		pr, err := w.hub.SubscribeContext(r.Context(), path, "whep")
+		if err != nil {
+			return "", nil, fmt.Errorf("stream %s: %w", path, err)
+		}
+		st = pr.Stream()
+		pr.Close()
 	}
 
 	desc := st.Description()

@@ -29,6 +29,12 @@ type ManagerConfig struct {
 	// Default 10s.
 	IdleStop time.Duration `yaml:"idle_stop"`
 
+	// StartTimeout stops a serverlet that has produced nothing this long
+	// after it started (its source sent no keyframe it could decode), so
+	// that a request for a rendition cannot hold a transcode slot with
+	// nothing to show for it. Default 15 s.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+
 	// Encoder tunes libx264; its keys sit in the section itself (preset,
 	// threads).
 	Encoder EncoderConfig `yaml:",inline"`
@@ -69,13 +75,14 @@ type EncoderConfig struct {
 }
 
 // DefaultManagerConfig returns the configuration of a Manager that is
-// given none: the default ladder, one slot per CPU, a 10 s idle stop and
-// libx264 "veryfast" on one thread.
+// given none: the default ladder, one slot per CPU, a 10 s idle stop, a
+// 15 s start timeout and libx264 "veryfast" on one thread.
 func DefaultManagerConfig() ManagerConfig {
 	return ManagerConfig{
-		Slots:    runtime.NumCPU(),
-		IdleStop: 10 * time.Second,
-		Encoder:  EncoderConfig{Preset: "veryfast", Threads: 1},
+		Slots:        runtime.NumCPU(),
+		IdleStop:     10 * time.Second,
+		StartTimeout: 15 * time.Second,
+		Encoder:      EncoderConfig{Preset: "veryfast", Threads: 1},
 	}
 }
 
@@ -95,6 +102,9 @@ func (c ManagerConfig) Validate() error {
 	}
 	if c.IdleStop <= 0 {
 		return fmt.Errorf("idle_stop: %v is out of range (> 0)", c.IdleStop)
+	}
+	if c.StartTimeout <= 0 {
+		return fmt.Errorf("start_timeout: %v is out of range (> 0)", c.StartTimeout)
 	}
 	for name, spec := range c.Ladder {
 		if err := checkRenditionName(name); err != nil {

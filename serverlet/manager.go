@@ -209,7 +209,7 @@ func (m *Manager) start(path, stream, rend string, s Serverlet) (*run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("serverlet %s: %w", path, err)
 	}
-	r := newRun(hub, reader, path, m.specs[rend], pipe, m.cfg.Encoder, m.cfg.IdleStop, m.log)
+	r := newRun(hub, reader, path, m.specs[rend], pipe, m.cfg.Encoder, m.cfg.IdleStop, m.cfg.StartTimeout, m.log)
 	m.runs[path] = r
 	m.log.Info("serverlet started", "rendition", path, "spec", r.spec, "out", fmt.Sprintf("%dx%d", pipe.Width, pipe.Height))
 	m.wg.Add(2)

@@ -160,3 +160,41 @@ func TestPanickingSetupAndConstructorAreErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestServerletWithNothingToDecodeStopsAtStartTimeout: a source that never
+// sends a keyframe (a publisher that only announced, a bogus request) must
+// not hold a transcode slot: the run ends at start_timeout and the slot is
+// free for a real viewer.
+func TestServerletWithNothingToDecodeStopsAtStartTimeout(t *testing.T) {
+	hub, m, logs := newTestManager(t, serverlet.ManagerConfig{Slots: 1, StartTimeout: 700 * time.Millisecond})
+	sps := []byte{0x67, 0x42, 0xc0, 0x28, 0xd9, 0x00, 0x78, 0x02, 0x27, 0xe5, 0x84, 0x00, 0x00, 0x03, 0x00, 0x04,
+		0x00, 0x00, 0x03, 0x00, 0xf0, 0x3c, 0x60, 0xc9, 0x20}
+	pub, err := hub.Publish("live/silent", media.Description{Tracks: []*media.Track{
+		{Codec: media.CodecH264, SPS: sps, PPS: []byte{0x68, 0xce, 0x3c, 0x80}}}}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if r, err := hub.SubscribeContext(ctx, "live/silent@180p", "bogus"); err == nil {
+		r.Close()
+	}
+	if m.Stats().Used != 1 {
+		t.Fatalf("stats %+v: want the silent source's serverlet running", m.Stats())
+	}
+	testutil.Eventually(t, 5*time.Second, "the serverlet with nothing to decode stopped", func() bool {
+		return m.Stats().Used == 0
+	})
+	if !strings.Contains(logs.String(), "start_timeout") {
+		t.Error("the stop does not name start_timeout in the log")
+	}
+	// The slot serves a real stream now.
+	publishClip(t, hub, "live/cam1", testutil.ClipOptions{Width: 640, Height: 360, FPS: 30, Seconds: 4})
+	r, err := hub.Subscribe("live/cam1@180p", "viewer")
+	if err != nil {
+		t.Fatalf("a real viewer after the timeout: %v", err)
+	}
+	defer r.Close()
+	readUnits(t, r, 5, 10*time.Second)
+}

@@ -26,6 +26,7 @@ type run struct {
 	srcDesc    media.Description
 	log        *slog.Logger
 	idleStop   time.Duration
+	startLimit time.Duration // no output by then: the run ends
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -50,11 +51,11 @@ type run struct {
 	latPos    int
 }
 
-func newRun(hub *media.Hub, src *media.Reader, path, spec string, pipe *Pipeline, enc EncoderConfig, idleStop time.Duration, log *slog.Logger) *run {
+func newRun(hub *media.Hub, src *media.Reader, path, spec string, pipe *Pipeline, enc EncoderConfig, idleStop, startLimit time.Duration, log *slog.Logger) *run {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &run{
 		path: path, spec: spec, pipe: pipe, enc: enc, hub: hub, src: src, srcDesc: src.Description(),
-		log: log.With("rendition", path), idleStop: idleStop, ctx: ctx, cancel: cancel,
+		log: log.With("rendition", path), idleStop: idleStop, startLimit: startLimit, ctx: ctx, cancel: cancel,
 		published: make(chan struct{}), done: make(chan struct{}), started: time.Now(),
 	}
 }
@@ -116,6 +117,9 @@ func (r *run) process(cpu0 time.Duration) error {
 		case now := <-tick.C:
 			r.updateCPU(cpu0)
 			if r.pub == nil {
+				if now.Sub(r.started) >= r.startLimit {
+					return fmt.Errorf("no output within %v (start_timeout): the source sent nothing decodable", r.startLimit)
+				}
 				continue
 			}
 			select {
