@@ -132,9 +132,9 @@ func NewRTSPServer(cfg RTSPConfig, hub *media.Hub, log *slog.Logger) (*RTSPServe
 			return ln, nil
 		},
 	}
-	if cfg.Authenticate != nil {
-		// The hook needs the password itself, which only Basic carries.
-		s.srv.AuthMethods = []auth.VerifyMethod{auth.VerifyMethodBasic}
+	if cfg.Credentials != nil {
+		// Digest only: Basic would send the password in clear.
+		s.srv.AuthMethods = []auth.VerifyMethod{auth.VerifyMethodDigestSHA256, auth.VerifyMethodDigestMD5}
 	}
 	return s, nil
 }
@@ -246,27 +246,43 @@ func rtspTransport(t *gortsplib.Transport) string {
 // rtspStreamPath turns a gortsplib path ("/live/cam1") into a stream path.
 func rtspStreamPath(p string) string { return strings.TrimPrefix(p, "/") }
 
-// authorize runs the Authenticate hook for a request. It returns nil when
+// authorize runs the Credentials hook for a request. It returns nil when
 // the request may go on, or the 401 answer.
 func (s *RTSPServer) authorize(req *base.Request, conn *gortsplib.ServerConn, path string, publish bool) (*base.Response, error) {
-	if s.cfg.Authenticate == nil {
+	if s.cfg.Credentials == nil {
 		return nil, nil
 	}
-	var user, pass string
+	var user string
 	if v, ok := req.Header["Authorization"]; ok {
 		var h headers.Authorization
-		if err := h.Unmarshal(v); err == nil && h.Method == headers.AuthMethodBasic {
-			user, pass = h.Username, h.BasicPass
+		if err := h.Unmarshal(v); err == nil {
+			user = h.Username
 		}
 	}
-	if s.cfg.Authenticate(user, pass, path, publish) {
+	pass, open := s.cfg.Credentials(user, path, publish)
+	if open {
+		return nil, nil
+	}
+	if user == "" || pass == "" {
+		// Refused either way; verifying against a user nobody has makes
+		// the connection's Digest nonce, which the 401 challenge carries.
+		conn.VerifyCredentials(req, "\x00", "\x00")
+	} else if conn.VerifyCredentials(req, user, pass) {
 		return nil, nil
 	}
 	if user != "" {
 		// Without credentials gortsplib answers with the challenge; with
 		// wrong ones it answers 401 and closes the connection.
-		s.log.Info("rtsp request refused: bad credentials", "path", path, "user", user, "publish", publish,
+		s.log.Info("rtsp request refused: bad credentials", "path", path, "user", logText(user), "publish", publish,
 			"remote", conn.NetConn().RemoteAddr().String())
 	}
 	return &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
+}
+
+// logText bounds a client-chosen string before it is logged.
+func logText(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
 }

@@ -72,13 +72,15 @@ type RTSPConfig struct {
 	// with 404.
 	Read RTSPReadSource `yaml:"-"`
 
-	// Authenticate, when set, decides whether a request may publish
-	// (publish true, checked at ANNOUNCE) or read (checked at DESCRIBE and
-	// SETUP) path. user and pass come from RTSP Basic authentication; both
-	// are empty when the client sent no credentials, so the hook may allow
-	// anonymous reading and still protect publishing. A refused request is
-	// answered 401 with a Basic challenge. Default nil: everybody is let in.
-	Authenticate func(user, pass, path string, publish bool) bool `yaml:"-"`
+	// Credentials, when set, guards publishing (publish true, checked at
+	// ANNOUNCE) and reading (checked at DESCRIBE and SETUP) of path. It is
+	// given the user the client named ("" when it sent no credentials) and
+	// answers open to let the request in without credentials, or the
+	// password that user must prove; "" refuses the user. The proof is
+	// RTSP Digest (MD5 or SHA-256): no password crosses the network. A
+	// refused request is answered 401 with a Digest challenge. Default nil:
+	// everybody is let in.
+	Credentials func(user, path string, publish bool) (pass string, open bool) `yaml:"-"`
 }
 
 // DefaultRTSPConfig returns the defaults of every RTSPConfig field.

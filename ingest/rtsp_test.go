@@ -427,19 +427,22 @@ func TestRTSPSurvivesGarbageOnItsPort(t *testing.T) {
 	n.stillServes(t, "live/ok")
 }
 
-func TestRTSPAuthenticateHookGuardsReadingAndPublishing(t *testing.T) {
+func TestRTSPCredentialsHookGuardsReadingAndPublishingWithDigest(t *testing.T) {
 	var mu sync.Mutex
 	var calls []string
 	n := startRTSPNode(t, ingest.RTSPConfig{
 		DisableUDP: true,
-		Authenticate: func(user, pass, path string, publish bool) bool {
+		Credentials: func(user, path string, publish bool) (string, bool) {
 			mu.Lock()
 			calls = append(calls, fmt.Sprintf("%s %s %v", user, path, publish))
 			mu.Unlock()
-			if publish {
-				return user == "cam" && pass == "campass"
+			switch {
+			case publish && user == "cam":
+				return "campass", false
+			case !publish && user == "relay":
+				return "cluster-secret", false
 			}
-			return user == "relay" && pass == "cluster-secret"
+			return "", false
 		},
 	})
 	clip := rtspShortGOPClip(t)

@@ -130,7 +130,7 @@ func (n *Node) build() (err error) {
 	n.closers = append(n.closers, n.RTSPReader.Close)
 	if cfg.RTSP.Addr != Off {
 		rc := cfg.RTSP
-		rc.Read, rc.Authenticate = n.RTSPReader, overlay.RelayAuthenticator(cfg.clusterSecret(), false)
+		rc.Read, rc.Credentials = n.RTSPReader, overlay.RelayCredentials(cfg.clusterSecret(), false)
 		if n.RTSP, err = ingest.NewRTSPServer(rc, n.Hub, log); err != nil {
 			return err
 		}

@@ -48,8 +48,10 @@
 //
 // Running the plan (Reconciler, reconcile.go; Relay, relay.go): on every
 // node the reconcile loop relays the levels of the plan's arc into the node
-// from its parent over RTSP (TCP interleaved, Basic auth "gradient" + the
-// cluster secret), with the parent's ancestors as fallbacks, and holds a
+// from its parent over RTSP (TCP interleaved, RTSP Digest as user
+// "gradient.<node>" with a password derived from the cluster secret for
+// that node and path: RelayPassword), with the parent's ancestors as
+// fallbacks, and holds a
 // reader on each rendition the plan transcodes here (which starts the
 // serverlet). A relay keeps its local stream across upstream changes
 // (make-before-break, continuous timestamps), so plan changes and parent

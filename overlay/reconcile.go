@@ -371,7 +371,7 @@ func (r *Reconciler) Reconcile() {
 			allow = r.cfg.Replaceable
 		}
 		r.log.Info("relay start", "path", path, "sources", srcs, "takeover", takeover[path])
-		rl, err := NewRelay(RelayConfig{Path: path, Sources: srcs, Secret: r.cfg.Secret, Grace: r.cfg.RelayGrace,
+		rl, err := NewRelay(RelayConfig{Path: path, Sources: srcs, Secret: r.cfg.Secret, Node: r.m.Name(), Grace: r.cfg.RelayGrace,
 			Takeover: allow}, r.hub, r.relayLog)
 		if err == nil {
 			err = rl.Start()

@@ -1,7 +1,9 @@
 package overlay
 
 import (
-	"crypto/subtle"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,8 +29,10 @@ import (
 // relayed stream for one published into it.
 const RelaySourcePrefix = "relay from "
 
-// RelayUser is the RTSP user of relay requests; the password is the
-// cluster secret.
+// RelayUser starts the RTSP user of relay requests: "gradient.<node>",
+// the node that pulls. Its password is derived from the cluster secret for
+// that node and path (RelayPassword), and proved with RTSP Digest, so
+// neither the secret nor a password crosses the network.
 const RelayUser = "gradient"
 
 // RelayConfig configures a Relay.
@@ -40,9 +44,12 @@ type RelayConfig struct {
 	// the plan's parent, then fallbacks (its ancestors up to the root).
 	// Default none (SetSources gives them later).
 	Sources []string `yaml:"sources"`
-	// Secret is the cluster secret, sent as RTSP Basic password of user
-	// RelayUser. Default empty: no credentials sent.
+	// Secret is the cluster secret, from which the relay's RTSP password is
+	// derived (RelayPassword). Default empty: no credentials sent.
 	Secret string `yaml:"-"`
+	// Node is the name of the node that pulls: its RTSP user is
+	// "gradient.<Node>".
+	Node string `yaml:"-"`
 	// Grace is how long the local stream stays published without any
 	// upstream (a parent died and no replacement runs yet), so that local
 	// viewers only see a pause. Default 15 s.
@@ -387,7 +394,8 @@ func (u *upstream) run() {
 func (u *upstream) relayURL() string {
 	x := url.URL{Scheme: "rtsp", Host: u.addr, Path: "/" + u.r.cfg.Path}
 	if u.r.cfg.Secret != "" {
-		x.User = url.UserPassword(RelayUser, u.r.cfg.Secret)
+		user := relayUser(u.r.cfg.Node)
+		x.User = url.UserPassword(user, RelayPassword(u.r.cfg.Secret, user, u.r.cfg.Path))
 	}
 	return x.String()
 }
@@ -583,21 +591,38 @@ func (r *Relay) promoteLocked(u *upstream, first *media.Unit) error {
 // isRelaySource reports whether a hub source string is a relay's.
 func isRelaySource(s string) bool { return strings.HasPrefix(s, RelaySourcePrefix) }
 
-// RelayAuthenticator returns the hook for ingest.RTSPConfig.Authenticate
-// that guards relays: reading over RTSP requires user RelayUser with the
-// cluster secret as password (RTSP is how nodes relay to each other;
-// viewers use WHEP or HLS). Publishing is left open unless protectPublish
-// is set, in which case it needs the same credentials. An empty secret
-// returns nil: no authentication.
-func RelayAuthenticator(secret string, protectPublish bool) func(user, pass, path string, publish bool) bool {
+// relayUser is the RTSP user of node's relay requests.
+func relayUser(node string) string { return RelayUser + "." + node }
+
+// RelayPassword is the RTSP password of user's relay of path: HMAC-SHA256,
+// keyed by a key derived from the cluster secret (never the secret, nor
+// the gossip key, itself), of the user and the path. A password learnt
+// from one relay opens no other path and speaks for no other node.
+func RelayPassword(secret, user, path string) string {
+	k := hmac.New(sha256.New, []byte(secret))
+	k.Write([]byte("gradient/relay/v1"))
+	m := hmac.New(sha256.New, k.Sum(nil))
+	m.Write([]byte(user + "\n" + path))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// RelayCredentials returns the hook for ingest.RTSPConfig.Credentials that
+// guards relays: reading over RTSP requires a relay user ("gradient.<node>")
+// proving RelayPassword with RTSP Digest (RTSP is how nodes relay to each
+// other; viewers use WHEP or HLS). Publishing is left open unless
+// protectPublish is set, in which case it needs the same credentials. An
+// empty secret returns nil: no authentication.
+func RelayCredentials(secret string, protectPublish bool) func(user, path string, publish bool) (string, bool) {
 	if secret == "" {
 		return nil
 	}
-	return func(user, pass, path string, publish bool) bool {
+	return func(user, path string, publish bool) (string, bool) {
 		if publish && !protectPublish {
-			return true
+			return "", true
 		}
-		return subtle.ConstantTimeCompare([]byte(user), []byte(RelayUser)) == 1 &&
-			subtle.ConstantTimeCompare([]byte(pass), []byte(secret)) == 1
+		if !strings.HasPrefix(user, RelayUser+".") {
+			return "", false
+		}
+		return RelayPassword(secret, user, path), false
 	}
 }

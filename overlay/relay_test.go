@@ -1,7 +1,10 @@
 package overlay
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -37,7 +40,7 @@ func startUpstream(t *testing.T, clip string) *upstreamNode {
 	t.Cleanup(func() { rd.Close() })
 	addr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
 	srv, err := ingest.NewRTSPServer(ingest.RTSPConfig{Addr: addr, DisableUDP: true, Read: rd,
-		Authenticate: RelayAuthenticator(testSecret, false)}, hub, nil)
+		Credentials: RelayCredentials(testSecret, false)}, hub, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +174,7 @@ func TestRelayWithoutClusterSecretIsRefused(t *testing.T) {
 		t.Fatal("a relay with a wrong secret published the stream")
 	}
 	// The source's own (non-relay) publishers need no secret.
-	if !RelayAuthenticator(testSecret, false)("", "", "live/x", true) {
+	if _, open := RelayCredentials(testSecret, false)("", "live/x", true); !open {
 		t.Fatal("anonymous publishing refused")
 	}
 }
@@ -224,4 +227,82 @@ func startRelay(t testing.TB, c RelayConfig, hub *media.Hub) *Relay {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestRelayCredentialsNeverCrossTheWire relays through a TCP proxy that
+// records what the relay sends: neither the cluster secret nor the
+// relay's password is on the wire (RTSP Digest), and a password derived
+// for one path or node opens no other.
+func TestRelayCredentialsNeverCrossTheWire(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 4})
+	up := startUpstream(t, clip)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var sent bytes.Buffer
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", up.addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			go func() {
+				defer u.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						mu.Lock()
+						sent.Write(buf[:n])
+						mu.Unlock()
+						u.Write(buf[:n])
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+			go func() { defer c.Close(); io.Copy(c, u) }()
+		}
+	}()
+
+	hub := testutil.NewHub(t, media.HubConfig{}, nil)
+	defer hub.Close()
+	r := startRelay(t, RelayConfig{Path: "live/cam1", Sources: []string{ln.Addr().String()}, Secret: testSecret, Node: "edge1"}, hub)
+	defer r.Close()
+	w := watchPath(t, hub, "live/cam1")
+	testutil.Eventually(t, 10*time.Second, "frames relayed through the proxy", func() bool { return w.snapshot().frames >= 10 })
+	mu.Lock()
+	wire := sent.String()
+	mu.Unlock()
+	pass := RelayPassword(testSecret, "gradient.edge1", "live/cam1")
+	switch {
+	case strings.Contains(wire, testSecret):
+		t.Fatal("the cluster secret crossed the wire")
+	case strings.Contains(wire, pass):
+		t.Fatal("the relay's password crossed the wire")
+	case strings.Contains(wire, "Basic "):
+		t.Fatal("the relay authenticated with Basic")
+	case !strings.Contains(wire, `Digest username="gradient.edge1"`):
+		t.Fatalf("no Digest authorization from the relay's user on the wire:\n%.2000s", wire)
+	}
+
+	check := RelayCredentials(testSecret, false)
+	if p, open := check("gradient.edge1", "live/other", false); open || p == pass {
+		t.Fatal("a relay password opens another path")
+	}
+	if p, open := check("gradient.edge2", "live/cam1", false); open || p == pass {
+		t.Fatal("a relay password speaks for another node")
+	}
+	if p, open := check("viewer", "live/cam1", false); open || p != "" {
+		t.Fatal("a non-relay user is given a password to prove")
+	}
 }
