@@ -344,8 +344,8 @@ func setChunkHeaders(h http.Header, d Digest, contentType string) {
 	h.Set("X-Content-Type-Options", "nosniff")
 }
 
-// etagMatches reports whether an If-None-Match (or If-Range, ETag) value
-// names d.
+// etagMatches reports whether an If-None-Match or ETag value names d
+// ("*" does not: a chunk being fetched may turn out to exist nowhere).
 func etagMatches(v string, d Digest) bool {
 	if v == "" {
 		return false
@@ -353,7 +353,7 @@ func etagMatches(v string, d Digest) bool {
 	want := `"` + d.String() + `"`
 	for _, t := range strings.Split(v, ",") {
 		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
-		if t == want || t == "*" {
+		if t == want {
 			return true
 		}
 	}

@@ -65,16 +65,9 @@ func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, err
 		return nil, errClosed
 	}
 	if fl != nil {
-		if peerHop && !fl.peerHop {
-			fl.mu.Lock()
-			ok := fl.atOrigin || fl.verified
-			fl.mu.Unlock()
-			if !ok {
-				return nil, errBusy
-			}
-		}
-		return fl, nil
+		return fl.join(peerHop)
 	}
+	// Sources are listed outside the lock: Peers is the node's code.
 	srcs := f.sources(d, origin, peerHop)
 	if len(srcs) == 0 {
 		return nil, fmt.Errorf("chunk %s (origin %q): %w", d, origin, errNoSource)
@@ -85,13 +78,28 @@ func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, err
 		return nil, errClosed
 	}
 	if other := f.flights[d]; other != nil {
-		return other, nil // started meanwhile
+		return other.join(peerHop) // started meanwhile
 	}
 	fl = &flight{d: d, origin: origin, peerHop: peerHop, size: -1}
 	fl.cond.L = &fl.mu
 	f.flights[d] = fl
 	f.wg.Add(1)
 	go f.runFlight(fl, srcs)
+	return fl, nil
+}
+
+// join returns fl for a new request, unless the request is a peer's fill
+// that must not wait on this flight (see flightFor).
+func (fl *flight) join(peerHop bool) (*flight, error) {
+	if !peerHop || fl.peerHop {
+		return fl, nil
+	}
+	fl.mu.Lock()
+	ok := fl.atOrigin || fl.verified
+	fl.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("chunk %s: %w", fl.d, errBusy)
+	}
 	return fl, nil
 }
 

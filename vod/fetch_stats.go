@@ -50,6 +50,9 @@ func (f *Fetcher) estimate(name string) *peerEstimate {
 // observe records one fetch from a peer: its time to first byte, and the
 // bytes it sent in how long.
 func (f *Fetcher) observe(name string, ttfb time.Duration, n int64, body time.Duration, failed bool) {
+	if f.ctx.Err() != nil {
+		return // cut off by Close, not by the peer
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	e := f.estimate(name)
@@ -69,6 +72,9 @@ func (f *Fetcher) observe(name string, ttfb time.Duration, n int64, body time.Du
 }
 
 func (f *Fetcher) observeFailure(name string) {
+	if f.ctx.Err() != nil {
+		return
+	}
 	f.mu.Lock()
 	f.estimate(name).fail()
 	f.mu.Unlock()

@@ -316,7 +316,10 @@ func (p *pausingWriter) Unwrap() http.ResponseWriter { return p.ResponseWriter }
 // arrive. One viewer leaves early; the flight still completes into the
 // cache.
 func TestFetchFlashCrowdOneUpstreamReadWhileWrite(t *testing.T) {
-	c := newTestCluster(t, FetcherConfig{}, "edge", "n1", "n2")
+	// A long stall timeout: 100 viewers under the race detector on a
+	// loaded machine can starve a node's goroutines for seconds, and a
+	// fail-over here (tested elsewhere) would be a second origin request.
+	c := newTestCluster(t, FetcherConfig{StallTimeout: 20 * time.Second}, "edge", "n1", "n2")
 	data := randomBytes(2, 2<<20)
 	d := Digest(sha256.Sum256(data))
 	r := c.roles(d, "edge")
@@ -373,7 +376,7 @@ func TestFetchFlashCrowdOneUpstreamReadWhileWrite(t *testing.T) {
 		}
 	}
 	if n := origin.peerReqs.Load(); n != 1 {
-		t.Fatalf("origin got %d requests, want 1", n)
+		t.Fatalf("origin got %d requests, want 1\nedge log:\n%s\nowner log:\n%s", n, edge.logs, owner.logs)
 	}
 	if n := owner.peerReqs.Load(); n != 1 {
 		t.Fatalf("owner got %d requests, want 1", n)
@@ -534,8 +537,8 @@ func TestFetchCorruptSourceIsDetected(t *testing.T) {
 // chunk it holds, answers a miss without fill=1 with a fast 404 and no
 // upstream request, and fills a miss from the origin with fill=1.
 func TestFetchPeerAuth(t *testing.T) {
-	c := newTestCluster(t, FetcherConfig{}, "n1", "n2")
-	n1, n2 := c.nodes["n1"], c.nodes["n2"]
+	c := newTestCluster(t, FetcherConfig{}, "n1", "n2", "n3")
+	n1, n2, n3 := c.nodes["n1"], c.nodes["n2"], c.nodes["n3"]
 	held := randomBytes(4, 100<<10)
 	dh := putChunk(t, n1.local, held)
 	missing := randomBytes(5, 100<<10)
@@ -586,6 +589,16 @@ func TestFetchPeerAuth(t *testing.T) {
 	if n := n2.peerReqs.Load(); n != 1 || n1.f.Stats().UpstreamFetches["origin"] != 1 {
 		t.Fatalf("fill: %d requests at the origin, stats %+v", n, n1.f.Stats())
 	}
+	// A fill asks the origin only, never another node: n2 holds the
+	// chunk, but the named origin n3 does not, so the fill fails.
+	other := randomBytes(7, 10<<10)
+	do := putChunk(t, n2.local, other)
+	if code, _ := get(do, "?fill=1&origin=n3", testSecret); code != http.StatusBadGateway {
+		t.Fatalf("fill from an origin without the chunk: %d, want 502", code)
+	}
+	if n2.peerReqs.Load() != 1 || n3.peerReqs.Load() != 1 {
+		t.Fatalf("fill asked another node: %d requests at n2, %d at the origin n3", n2.peerReqs.Load(), n3.peerReqs.Load())
+	}
 	// A fill for an origin that is not alive is a fast 404.
 	if code, _ := get(Digest(sha256.Sum256([]byte("nowhere"))), "?fill=1&origin=n9", testSecret); code != 404 {
 		t.Fatalf("fill from an unknown origin: %d, want 404", code)
@@ -605,5 +618,110 @@ func TestFetchPrefetchFillsTheCacheWithoutAViewer(t *testing.T) {
 	edge.f.Prefetch(d, "n1")
 	if n := n1.peerReqs.Load(); n != 1 {
 		t.Fatalf("%d requests at the origin, want 1", n)
+	}
+}
+
+// TestFetchFlightOutlivesItsViewer: the only viewer of a chunk leaves
+// after its first bytes; the flight still completes into the cache, and
+// the next viewer is a hit.
+func TestFetchFlightOutlivesItsViewer(t *testing.T) {
+	c := newTestCluster(t, FetcherConfig{}, "edge", "n1")
+	data := randomBytes(8, 1<<20)
+	n1, edge := c.nodes["n1"], c.nodes["edge"]
+	d := putChunk(t, n1.local, data)
+	n1.wrap = func(w http.ResponseWriter, r *http.Request, next http.HandlerFunc) {
+		next(&pausingWriter{ResponseWriter: w, at: len(data) / 2, pause: 300 * time.Millisecond}, r)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, viewerURL(edge, d, "n1"), nil)
+	resp, err := testClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(resp.Body, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	resp.Body.Close()
+	if edge.cache.Has(d) {
+		t.Fatal("cached before the origin sent its second half")
+	}
+	waitFor(t, "the chunk in the cache", func() bool { return edge.cache.Has(d) })
+	res := viewerGet(testClient(), viewerURL(edge, d, "n1"), nil)
+	if res.status != 200 || !bytes.Equal(res.body, data) || n1.peerReqs.Load() != 1 || edge.f.Stats().Hits != 1 {
+		t.Fatalf("next viewer: %d, %d bytes; %d origin requests; %+v", res.status, len(res.body), n1.peerReqs.Load(), edge.f.Stats())
+	}
+}
+
+// TestFetchOwnersAskingEachOtherDoNotWait: viewers on both owners of a
+// cold chunk at once. Each owner's flight asks the other owner to fill;
+// a fill that finds a viewer's flight not yet at the origin is refused
+// (404) rather than joined, so the two never wait on each other until the
+// stall timeout: both viewers are served promptly, the origin uploading
+// the chunk at most twice.
+func TestFetchOwnersAskingEachOtherDoNotWait(t *testing.T) {
+	c := newTestCluster(t, FetcherConfig{StallTimeout: 3 * time.Second}, "a", "b", "c")
+	data := randomBytes(9, 512<<10)
+	d := Digest(sha256.Sum256(data))
+	r := c.roles(d, "")
+	o1, o2, origin := r[0], r[1], r[2]
+	putChunk(t, origin.local, data)
+	origin.wrap = func(w http.ResponseWriter, r *http.Request, next http.HandlerFunc) {
+		time.Sleep(200 * time.Millisecond) // both flights start before either gets bytes
+		next(w, r)
+	}
+	var wg sync.WaitGroup
+	results := make([]viewerResult, 2)
+	took := make([]time.Duration, 2)
+	for i, n := range []*testNode{o1, o2} {
+		wg.Go(func() {
+			start := time.Now()
+			results[i] = viewerGet(testClient(), viewerURL(n, d, origin.name), nil)
+			took[i] = time.Since(start)
+		})
+	}
+	wg.Wait()
+	for i, res := range results {
+		if res.err != nil || res.status != 200 || !bytes.Equal(res.body, data) {
+			t.Fatalf("viewer %d: %d, %v, %d bytes", i, res.status, res.err, len(res.body))
+		}
+		if took[i] > 1500*time.Millisecond {
+			t.Fatalf("viewer %d took %s: the owners waited on each other", i, took[i])
+		}
+	}
+	if n := origin.peerReqs.Load(); n < 1 || n > 2 {
+		t.Fatalf("%d requests at the origin", n)
+	}
+	t.Logf("viewers served in %s and %s; %d requests at the origin", took[0].Round(time.Millisecond), took[1].Round(time.Millisecond), origin.peerReqs.Load())
+}
+
+// TestFetchCloseEndsFlights: Close cancels a flight stuck on a source
+// that sends nothing, returns promptly, and the viewer is answered.
+func TestFetchCloseEndsFlights(t *testing.T) {
+	c := newTestCluster(t, FetcherConfig{StallTimeout: time.Minute}, "edge", "n1")
+	n1, edge := c.nodes["n1"], c.nodes["edge"]
+	d := putChunk(t, n1.local, randomBytes(10, 64<<10))
+	entered := make(chan struct{})
+	n1.wrap = func(w http.ResponseWriter, r *http.Request, next http.HandlerFunc) {
+		close(entered)
+		<-r.Context().Done()
+	}
+	done := make(chan viewerResult, 1)
+	go func() { done <- viewerGet(testClient(), viewerURL(edge, d, "n1"), nil) }()
+	<-entered
+	if st := edge.f.Stats(); st.FlightsInFlight != 1 {
+		t.Fatalf("flights in flight: %d", st.FlightsInFlight)
+	}
+	start := time.Now()
+	edge.f.Close()
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Close took %s", took)
+	}
+	res := <-done
+	if res.status != http.StatusServiceUnavailable {
+		t.Fatalf("viewer: %d, %v", res.status, res.err)
+	}
+	if st := edge.f.Stats(); st.FlightsInFlight != 0 || st.Peers["n1"].Failures != 0 {
+		t.Fatalf("after Close: %+v", st)
 	}
 }
