@@ -290,10 +290,14 @@ func (f *Fetcher) logRefused(r *http.Request, node string, err error) {
 	}
 }
 
-// holds reports whether the node's store or cache has d.
+// holds reports whether the node's store or cache has d. A cache with a
+// Has method (ChunkStore's does not hash the file) is asked that.
 func (f *Fetcher) holds(d Digest) bool {
 	if f.local != nil && f.local.Has(d) {
 		return true
+	}
+	if h, ok := f.cache.(interface{ Has(Digest) bool }); ok {
+		return h.Has(d)
 	}
 	if rs, _, err := f.cache.Open(d); err == nil {
 		rs.Close()

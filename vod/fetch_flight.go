@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,13 +154,24 @@ func (f *Fetcher) fill(fl *flight, srcs []source) error {
 			return fmt.Errorf("chunk %s: %w", fl.d, errClosed)
 		}
 		n, err := f.attempt(fl, src, h)
-		if n > 0 && !containsString(contributors, src.peer.Name) {
+		if n > 0 && !slices.Contains(contributors, src.peer.Name) {
 			contributors = append(contributors, src.peer.Name)
 		}
 		if err != nil {
-			f.log.Info("chunk source failed: next source", "digest", fl.d.String(), "peer", src.peer.Name, "bytes", n, "err", err)
-			errs = append(errs, err)
-			continue
+			fl.mu.Lock()
+			whole := fl.size >= 0 && int64(len(fl.buf)) == fl.size
+			fl.mu.Unlock()
+			if !whole {
+				lvl := slog.LevelInfo
+				if errors.Is(err, errUpstreamNotFound) {
+					lvl = slog.LevelDebug // a non-filling owner without it: normal
+				}
+				f.log.Log(context.Background(), lvl, "chunk source failed: next source", "digest", fl.d.String(), "peer", src.peer.Name, "bytes", n, "err", err)
+				errs = append(errs, err)
+				continue
+			}
+			// Every byte is in and only the end of the response failed:
+			// verify what we have rather than ask for zero bytes.
 		}
 		var got Digest
 		h.Sum(got[:0])
@@ -188,17 +201,15 @@ func (f *Fetcher) fill(fl *flight, srcs []source) error {
 		h.Reset()
 		contributors = nil
 	}
+	if len(errs) > 0 && !slices.ContainsFunc(errs, func(err error) bool { return !errors.Is(err, errUpstreamNotFound) }) {
+		// Every source answered 404: the chunk is nowhere to be had.
+		return fmt.Errorf("chunk %s: no source holds it: %w", fl.d, ErrChunkNotFound)
+	}
 	return fmt.Errorf("chunk %s: every source failed: %w", fl.d, errors.Join(errs...))
 }
 
-func containsString(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
+// errUpstreamNotFound is a source's 404.
+var errUpstreamNotFound = errors.New("source does not hold the chunk")
 
 // attempt reads the rest of the chunk from one source into fl.buf,
 // hashing it into h, and returns how many bytes it added. It asks for
@@ -310,6 +321,9 @@ func (f *Fetcher) attempt(fl *flight, src source, h hash.Hash) (int64, error) {
 func checkUpstream(resp *http.Response, d Digest, received int64) (int64, error) {
 	if rd := resp.Header.Get("Repr-Digest"); rd != "" && rd != d.ReprDigest() {
 		return 0, fmt.Errorf("answer is another representation: Repr-Digest %s", rd)
+	}
+	if resp.StatusCode == http.StatusNotFound {
+		return 0, errUpstreamNotFound
 	}
 	if received == 0 {
 		if resp.StatusCode != http.StatusOK {
@@ -434,6 +448,10 @@ func (f *Fetcher) serveFlight(w http.ResponseWriter, r *http.Request, fl *flight
 func (f *Fetcher) failResponse(w http.ResponseWriter, d Digest, err error) {
 	if errors.Is(err, errClosed) || f.ctx.Err() != nil {
 		http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	if errors.Is(err, ErrChunkNotFound) {
+		http.Error(w, "chunk not found", http.StatusNotFound)
 		return
 	}
 	http.Error(w, "chunk unavailable: no source could send it", http.StatusBadGateway)

@@ -593,8 +593,8 @@ func TestFetchPeerAuth(t *testing.T) {
 	// chunk, but the named origin n3 does not, so the fill fails.
 	other := randomBytes(7, 10<<10)
 	do := putChunk(t, n2.local, other)
-	if code, _ := get(do, "?fill=1&origin=n3", testSecret); code != http.StatusBadGateway {
-		t.Fatalf("fill from an origin without the chunk: %d, want 502", code)
+	if code, _ := get(do, "?fill=1&origin=n3", testSecret); code != http.StatusNotFound {
+		t.Fatalf("fill from an origin without the chunk: %d, want 404", code)
 	}
 	if n2.peerReqs.Load() != 1 || n3.peerReqs.Load() != 1 {
 		t.Fatalf("fill asked another node: %d requests at n2, %d at the origin n3", n2.peerReqs.Load(), n3.peerReqs.Load())
@@ -723,5 +723,75 @@ func TestFetchCloseEndsFlights(t *testing.T) {
 	}
 	if st := edge.f.Stats(); st.FlightsInFlight != 0 || st.Peers["n1"].Failures != 0 {
 		t.Fatalf("after Close: %+v", st)
+	}
+}
+
+// TestFetchSourceOrder: a viewer's flight asks the chunk's owners (the
+// first cfg.Owners of the whole rendezvous order may fill, as many more
+// may not), never itself, then the origin. Peers never measured keep
+// their rendezvous place; measured ones are ranked by expected time among
+// the places they hold; the origin stays last however fast it is.
+func TestFetchSourceOrder(t *testing.T) {
+	names := []string{"self", "p1", "p2", "p3", "p4", "p5"}
+	c := &testCluster{nodes: map[string]*testNode{}}
+	for _, n := range names {
+		tn := &testNode{name: n, srv: &httptest.Server{URL: "http://" + n + ".invalid"}}
+		c.nodes[n] = tn
+		c.order = append(c.order, tn)
+	}
+	f := NewFetcher(FetcherConfig{Secret: testSecret}, nil, nil, staticPeers{"self", c}, nil)
+	defer f.Close()
+	d := digestOf("order")
+	all := Owners(d, names)
+	var others []string
+	for _, n := range all {
+		if n != "self" {
+			others = append(others, n)
+		}
+	}
+	origin := others[4] // not among the 4 owners asked
+	list := func() (out []string) {
+		for _, s := range f.sources(d, origin, false) {
+			out = append(out, s.peer.Name)
+		}
+		return out
+	}
+	want := append(slices.Clone(others[:4]), origin)
+	if got := list(); !slices.Equal(got, want) {
+		t.Fatalf("fresh order %v, want rendezvous order %v", got, want)
+	}
+	for _, s := range f.sources(d, origin, false) {
+		wantFill := !s.origin && slices.Index(all, s.peer.Name) < 2
+		if s.fill != wantFill || s.origin != (s.peer.Name == origin) {
+			t.Fatalf("source %+v: fill should be %v", s, wantFill)
+		}
+		if u := s.url(d, origin); s.fill != strings.Contains(u, "fill=1&origin="+origin) {
+			t.Fatalf("source %s: URL %s", s.peer.Name, u)
+		}
+	}
+	// others[3] fast, others[1] slow, origin fastest: the two measured
+	// peers swap places; others[0] and others[2] stay; the origin stays last.
+	f.observe(others[3], 5*time.Millisecond, 1<<20, 10*time.Millisecond, false)
+	f.observe(others[1], 50*time.Millisecond, 1<<20, time.Second, false)
+	f.observe(origin, time.Millisecond, 1<<20, time.Millisecond, false)
+	want = []string{others[0], others[3], others[2], others[1], origin}
+	if got := list(); !slices.Equal(got, want) {
+		t.Fatalf("ranked order %v, want %v", got, want)
+	}
+	// Failures push a peer back: others[3] fails until slower than others[1].
+	for range 12 {
+		f.observeFailure(others[3])
+	}
+	want = []string{others[0], others[1], others[2], others[3], origin}
+	if got := list(); !slices.Equal(got, want) {
+		t.Fatalf("after failures %v, want %v", got, want)
+	}
+	// A peer's fill asks the origin only.
+	if got := f.sources(d, origin, true); len(got) != 1 || got[0].peer.Name != origin {
+		t.Fatalf("fill sources %+v", got)
+	}
+	st := f.Stats()
+	if st.Peers[others[3]].Failures != 12 || st.Peers[others[1]].Samples != 1 {
+		t.Fatalf("estimates %+v", st.Peers)
 	}
 }
