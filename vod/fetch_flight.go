@@ -113,24 +113,36 @@ func (f *Fetcher) runFlight(fl *flight, srcs []source) {
 	defer f.wg.Done()
 	err := f.fill(fl, srcs)
 	if err != nil {
+		// Retired first: a request arriving now starts a new flight
+		// rather than joining this failed one.
+		f.retire(fl)
 		fl.mu.Lock()
 		fl.err = err
 		fl.cond.Broadcast()
 		fl.mu.Unlock()
-		if f.ctx.Err() == nil {
+		switch {
+		case f.ctx.Err() != nil:
+		case errors.Is(err, ErrChunkNotFound):
+			f.log.Info("chunk held by no source", "digest", fl.d.String(), "origin", fl.origin)
+		default:
 			f.log.Warn("chunk fetch failed", "digest", fl.d.String(), "origin", fl.origin, "err", err)
 		}
-	} else {
-		fl.mu.Lock()
-		b := fl.buf
-		fl.mu.Unlock()
-		if c, perr := f.cache.Put(bytes.NewReader(b)); perr != nil {
-			// The viewers have their bytes; the next miss fetches again.
-			f.log.Error("fetched chunk not cached", "digest", fl.d.String(), "err", perr)
-		} else if c.Digest != fl.d {
-			f.log.Error("cache stored fetched chunk under another digest", "digest", fl.d.String(), "stored", c.Digest.String())
-		}
+		return
 	}
+	fl.mu.Lock()
+	b := fl.buf
+	fl.mu.Unlock()
+	if c, perr := f.cache.Put(bytes.NewReader(b)); perr != nil {
+		// The viewers have their bytes; the next miss fetches again.
+		f.log.Error("fetched chunk not cached", "digest", fl.d.String(), "err", perr)
+	} else if c.Digest != fl.d {
+		f.log.Error("cache stored fetched chunk under another digest", "digest", fl.d.String(), "stored", c.Digest.String())
+	}
+	f.retire(fl)
+}
+
+// retire removes fl from the flights, so that the next miss starts anew.
+func (f *Fetcher) retire(fl *flight) {
 	f.mu.Lock()
 	if f.flights[fl.d] == fl {
 		delete(f.flights, fl.d)
@@ -259,6 +271,11 @@ func (f *Fetcher) attempt(fl *flight, src source, h hash.Hash) (int64, error) {
 		if resp.StatusCode != http.StatusNotFound {
 			f.observeFailure(name)
 		}
+		if resp.StatusCode >= 300 {
+			// Read a short error body to the end so that the connection
+			// is kept for the next request.
+			io.CopyN(io.Discard, resp.Body, 4<<10)
+		}
 		return 0, wrap(err)
 	}
 	fl.mu.Lock()
@@ -267,9 +284,13 @@ func (f *Fetcher) attempt(fl *flight, src source, h hash.Hash) (int64, error) {
 		fl.mu.Unlock()
 		f.observeFailure(name)
 		return 0, wrap(fmt.Errorf("size %d, earlier sources said %d", size, fl.size))
+	case size > maxFetchBytes:
+		fl.mu.Unlock()
+		f.observeFailure(name)
+		return 0, wrap(fmt.Errorf("size %d is over the %d bytes a chunk may have", size, maxFetchBytes))
 	case size >= 0:
 		fl.size = size
-		if fl.buf == nil && size <= maxFetchBytes {
+		if fl.buf == nil {
 			fl.buf = make([]byte, 0, size)
 		}
 	}

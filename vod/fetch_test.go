@@ -795,3 +795,34 @@ func TestFetchSourceOrder(t *testing.T) {
 		t.Fatalf("estimates %+v", st.Peers)
 	}
 }
+
+// TestFetchNoGoodSource: when the only source sends a corrupt copy the
+// viewer is cut off or refused, never sent the whole bad chunk, and
+// nothing is cached; a chunk no source holds is a 404.
+func TestFetchNoGoodSource(t *testing.T) {
+	c := newTestCluster(t, FetcherConfig{}, "edge", "n1")
+	n1, edge := c.nodes["n1"], c.nodes["edge"]
+	data := randomBytes(11, 256<<10)
+	d := putChunk(t, n1.local, data)
+	n1.wrap = func(w http.ResponseWriter, r *http.Request, next http.HandlerFunc) {
+		next(&flippingWriter{ResponseWriter: w, at: 1234}, r)
+	}
+	res := viewerGet(testClient(), viewerURL(edge, d, "n1"), nil)
+	switch {
+	case res.status == 200 && res.err != nil && len(res.body) < len(data):
+	case res.status == http.StatusBadGateway:
+	default:
+		t.Fatalf("viewer: status %d, err %v, %d bytes", res.status, res.err, len(res.body))
+	}
+	if st := edge.f.Stats(); st.IntegrityFailures["n1"] != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	waitFor(t, "the flight to end", func() bool { return edge.f.Stats().FlightsInFlight == 0 })
+	if edge.cache.Has(d) {
+		t.Fatal("a corrupt copy was cached")
+	}
+	res = viewerGet(testClient(), viewerURL(edge, digestOf("nowhere"), "n1"), nil)
+	if res.status != http.StatusNotFound {
+		t.Fatalf("unknown chunk: %d", res.status)
+	}
+}
