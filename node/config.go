@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 
@@ -68,8 +69,9 @@ type Config struct {
 
 // GossipConfig configures cluster membership.
 type GossipConfig struct {
-	// Addr is the gossip TCP+UDP listen address. Default ":7946"; "off"
-	// runs the node alone.
+	// Addr is the gossip TCP+UDP listen address. Default "127.0.0.1:7946"
+	// (a cluster of one host); a cluster of several hosts listens beyond
+	// loopback (":7946"), which needs Key. "off" runs the node alone.
 	Addr string `yaml:"addr"`
 	// Advertise is the address other nodes reach this one at. Default: the
 	// bind address, or the first private IP when bound to all interfaces.
@@ -77,8 +79,14 @@ type GossipConfig struct {
 	// Join lists seed nodes ("host:port") to join at start.
 	Join []string `yaml:"join"`
 	// Key is the cluster encryption key, base64 of 16, 24 or 32 bytes.
-	// Empty: gossip is not encrypted (only for a single trusted host).
+	// Empty: gossip is not encrypted, which Validate allows only on
+	// loopback or with Insecure.
 	Key string `yaml:"key"`
+	// Insecure lets gossip listen beyond loopback without Key. Anyone who
+	// reaches the port can then join the cluster, announce streams and
+	// prices, and read its state: only for a network nobody else reaches.
+	// Default false.
+	Insecure bool `yaml:"insecure"`
 }
 
 // DefaultConfig returns the configuration of a node started with no file
@@ -98,7 +106,7 @@ func DefaultConfig() Config {
 		WebRTC:   egress.DefaultWebRTCConfig(),
 		HLS:      egress.DefaultHLSConfig(),
 		Hub:      media.DefaultHubConfig(),
-		Gossip:   GossipConfig{Addr: ":7946"},
+		Gossip:   GossipConfig{Addr: "127.0.0.1:7946"},
 	}
 	c.Serverlets = serverlet.DefaultManagerConfig()
 	c.Overlay = overlay.DefaultConfig()
@@ -181,6 +189,9 @@ func (c Config) Validate() error {
 			return fmt.Errorf("gossip.join[%d]: %w", i, err)
 		}
 	}
+	if err := c.Gossip.checkExposure(); err != nil {
+		return err
+	}
 	if err := c.WebRTC.Validate(); err != nil {
 		return fmt.Errorf("webrtc.%w", err)
 	}
@@ -197,4 +208,54 @@ func (c Config) Validate() error {
 		return fmt.Errorf("vod.%w", err)
 	}
 	return nil
+}
+
+// checkExposure refuses unencrypted gossip that other hosts can reach: a
+// stranger could join, inject streams and prices that make planning fail
+// for every stream. It also catches the opposite mistake, seeds on other
+// hosts with gossip bound to loopback, which could never join them.
+func (g GossipConfig) checkExposure() error {
+	if g.Addr == Off {
+		return nil
+	}
+	local := loopbackAddr(g.Addr)
+	if !local && g.Key == "" && !g.Insecure {
+		return fmt.Errorf("gossip.key: required when gossip.addr (%s) listens beyond loopback, or anyone reaching "+
+			"the port joins the cluster; set gossip.key (head -c 32 /dev/urandom | base64), or gossip.addr "+
+			"127.0.0.1:7946 for one host, or gossip.insecure: true on a network nobody else reaches", g.Addr)
+	}
+	if local {
+		for i, j := range g.Join {
+			if !loopbackAddr(j) {
+				return fmt.Errorf("gossip.join[%d]: %s is not on this host but gossip.addr (%s) listens on loopback "+
+					"only; set gossip.addr to \":7946\" (with gossip.key)", i, j, g.Addr)
+			}
+		}
+	}
+	return nil
+}
+
+// loopbackAddr reports whether host:port names this host's loopback only.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Redacted is the configuration with its secrets replaced, for
+// --print-config and logs.
+func (c Config) Redacted() Config {
+	const r = "<redacted>"
+	for _, s := range []*string{&c.Gossip.Key, &c.Overlay.Secret, &c.SRT.Passphrase} {
+		if *s != "" {
+			*s = r
+		}
+	}
+	return c
 }

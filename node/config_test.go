@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func writeConfig(t *testing.T, body string) string {
@@ -86,5 +88,50 @@ func TestLoadConfigReadsEgressSections(t *testing.T) {
 	}
 	if !DefaultConfig().WebRTC.GSO {
 		t.Fatal("GSO is off by default; want on")
+	}
+}
+
+func TestGossipBeyondLoopbackNeedsAKey(t *testing.T) {
+	key := "MDEyMzQ1Njc4OWFiY2RlZg==" // 16 bytes
+	for _, tc := range []struct {
+		g    GossipConfig
+		want string // "" valid, else a fragment of the error
+	}{
+		{GossipConfig{Addr: "127.0.0.1:7946"}, ""},
+		{GossipConfig{Addr: "localhost:7946", Join: []string{"127.0.0.2:7946"}}, ""},
+		{GossipConfig{Addr: Off}, ""},
+		{GossipConfig{Addr: ":7946"}, "gossip.key: required"},
+		{GossipConfig{Addr: "0.0.0.0:7946"}, "gossip.key: required"},
+		{GossipConfig{Addr: "10.0.0.5:7946"}, "gossip.key: required"},
+		{GossipConfig{Addr: ":7946", Key: key}, ""},
+		{GossipConfig{Addr: ":7946", Insecure: true}, ""},
+		{GossipConfig{Addr: "127.0.0.1:7946", Join: []string{"10.0.0.5:7946"}}, "gossip.join[0]"},
+	} {
+		c := DefaultConfig()
+		c.Gossip = tc.g
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%+v: %v, want valid", tc.g, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%+v: %v, want an error with %q", tc.g, err, tc.want)
+		}
+	}
+}
+
+func TestRedactedHidesEverySecret(t *testing.T) {
+	c := DefaultConfig()
+	c.Gossip.Key, c.Overlay.Secret, c.SRT.Passphrase = "Z29zc2lwLWtleQ==", "overlay-secret", "srt passphrase!!"
+	out, err := yaml.Marshal(c.Redacted())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"Z29zc2lwLWtleQ==", "overlay-secret", "srt passphrase!!"} {
+		if strings.Contains(string(out), s) {
+			t.Errorf("--print-config shows %q", s)
+		}
+	}
+	if c.Gossip.Key != "Z29zc2lwLWtleQ==" {
+		t.Error("Redacted changed the config it was called on")
 	}
 }

@@ -30,7 +30,7 @@ func runNode(ctx context.Context, args []string) error {
 	rtspAddr := fs.String("rtsp", "", "RTSP listen address, or off (default :8554)")
 	srtAddr := fs.String("srt", "", "SRT listen address (UDP), or off (default :8890)")
 	iceAddr := fs.String("ice-udp", "", "WebRTC ICE UDP address shared by all sessions (default :8189)")
-	gossipAddr := fs.String("gossip", "", "gossip listen address (TCP+UDP), or off (default :7946)")
+	gossipAddr := fs.String("gossip", "", "gossip listen address (TCP+UDP), or off (default 127.0.0.1:7946; beyond loopback needs gossip.key)")
 	join := fs.String("join", "", "comma-separated seed nodes host:port to join")
 	data := fs.String("data", "", "data folder (default ./data)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info)")
@@ -74,7 +74,7 @@ func runNode(ctx context.Context, args []string) error {
 		return err
 	}
 	if *printConfig {
-		return yaml.NewEncoder(os.Stdout).Encode(cfg)
+		return yaml.NewEncoder(os.Stdout).Encode(cfg.Redacted())
 	}
 	var level slog.Level
 	level.UnmarshalText([]byte(cfg.LogLevel))
