@@ -60,6 +60,7 @@ type RTSPReader struct {
 
 	mu      sync.Mutex
 	streams map[string]*rtspShared
+	opening map[string]*rtspOpening // streams being opened, without r.mu
 	closed  bool
 	wg      sync.WaitGroup
 }
@@ -77,7 +78,8 @@ func NewRTSPReader(cfg RTSPReaderConfig, hub *media.Hub, log *slog.Logger) (*RTS
 	if log == nil {
 		log = slog.Default()
 	}
-	return &RTSPReader{cfg: cfg, hub: hub, log: log.With("component", "rtsp-read"), streams: map[string]*rtspShared{}}, nil
+	return &RTSPReader{cfg: cfg, hub: hub, log: log.With("component", "rtsp-read"), streams: map[string]*rtspShared{},
+		opening: map[string]*rtspOpening{}}, nil
 }
 
 // rtspShared is one path's shared ServerStream and the hub reader feeding it.
@@ -122,35 +124,77 @@ type rtspOutTrack struct {
 	sps, pps  []byte
 }
 
-// Stream implements ingest.RTSPReadSource.
+// Stream implements ingest.RTSPReadSource. r.mu is never held while a
+// stream opens: subscribing to a rendition nobody makes yet waits for a
+// serverlet or a relay (seconds), and that must not stall every other
+// DESCRIBE. Concurrent requests for one path share its opening.
 func (r *RTSPReader) Stream(srv *gortsplib.Server, path string) (*gortsplib.ServerStream, func(), error) {
 	if _, _, err := media.ParsePath(path); err != nil {
 		return nil, nil, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil, nil, fmt.Errorf("rtsp read %s: reader closed: %w", path, media.ErrNotFound)
-	}
-	sh := r.streams[path]
-	if sh != nil && sh.srv != srv {
-		return nil, nil, fmt.Errorf("rtsp read %s: stream belongs to another RTSP server", path)
-	}
-	if sh == nil {
-		var err error
-		if sh, err = r.open(srv, path); err != nil {
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return nil, nil, fmt.Errorf("rtsp read %s: reader closed: %w", path, media.ErrNotFound)
+		}
+		if sh := r.streams[path]; sh != nil {
+			defer r.mu.Unlock()
+			if sh.srv != srv {
+				return nil, nil, fmt.Errorf("rtsp read %s: stream belongs to another RTSP server", path)
+			}
+			return r.use(sh)
+		}
+		if op := r.opening[path]; op != nil {
+			r.mu.Unlock()
+			<-op.done
+			if op.err != nil {
+				return nil, nil, op.err
+			}
+			continue // it is in r.streams now (or already released: open again)
+		}
+		op := &rtspOpening{done: make(chan struct{})}
+		r.opening[path] = op
+		r.mu.Unlock()
+
+		sh, err := r.open(srv, path)
+		r.mu.Lock()
+		delete(r.opening, path)
+		if err == nil && r.closed {
+			sh.reader.Close()
+			sh.stream.Close()
+			err = fmt.Errorf("rtsp read %s: reader closed: %w", path, media.ErrNotFound)
+		}
+		op.err = err
+		close(op.done)
+		if err != nil {
+			r.mu.Unlock()
 			return nil, nil, err
 		}
 		r.streams[path] = sh
 		r.wg.Add(1)
 		go r.feed(sh)
+		defer r.mu.Unlock()
+		return r.use(sh)
 	}
+}
+
+// use counts one more user of sh and returns what Stream does; r.mu held.
+func (r *RTSPReader) use(sh *rtspShared) (*gortsplib.ServerStream, func(), error) {
 	sh.refs++
 	var once sync.Once
 	return sh.stream, func() { once.Do(func() { r.release(sh) }) }, nil
 }
 
-// open subscribes to the hub stream and builds its ServerStream; r.mu held.
+// rtspOpening is a stream being opened; done is closed when it is in
+// r.streams or failed with err.
+type rtspOpening struct {
+	done chan struct{}
+	err  error
+}
+
+// open subscribes to the hub stream and builds its ServerStream, without
+// r.mu.
 func (r *RTSPReader) open(srv *gortsplib.Server, path string) (*rtspShared, error) {
 	rd, err := r.hub.Subscribe(path, "rtsp")
 	if err != nil {

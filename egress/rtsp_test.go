@@ -42,9 +42,14 @@ func startRTSPReadNode(t *testing.T) *rtspReadNode {
 
 func startRTSPReadNodeWith(t *testing.T, cfg ingest.RTSPConfig) *rtspReadNode {
 	t.Helper()
+	return startRTSPReadNodeHub(t, media.HubConfig{}, cfg)
+}
+
+func startRTSPReadNodeHub(t *testing.T, hc media.HubConfig, cfg ingest.RTSPConfig) *rtspReadNode {
+	t.Helper()
 	logs := &rtspLogs{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	hub := testutil.NewHub(t, media.HubConfig{}, log)
+	hub := testutil.NewHub(t, hc, log)
 	read, err := egress.NewRTSPReader(egress.RTSPReaderConfig{}, hub, log)
 	if err != nil {
 		t.Fatal(err)
@@ -315,5 +320,37 @@ func TestRTSPStalledReaderIsDroppedWithoutSlowingOthers(t *testing.T) {
 	stalled.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.Copy(io.Discard, stalled); err != nil {
 		t.Fatalf("stalled connection not closed by the server: %v", err)
+	}
+}
+
+// TestRTSPSlowRenditionDoesNotStallOtherStreams: while a DESCRIBE waits for
+// a rendition to start, a DESCRIBE of another stream is answered.
+func TestRTSPSlowRenditionDoesNotStallOtherStreams(t *testing.T) {
+	prov := newBlockingRenditions()
+	n := startRTSPReadNodeHub(t, media.HubConfig{Renditions: prov}, ingest.RTSPConfig{})
+	defer close(prov.release)
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 2})
+	testutil.PublishFile(t, n.hub, "live/ok", clip, false)
+
+	slow := make(chan error, 1)
+	go func() {
+		_, err := rtspWatch(t, "rtsp://"+n.addr+"/live/ok@360p")
+		slow <- err
+	}()
+	select {
+	case <-prov.entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the rendition was never asked for")
+	}
+	// The provider holds the slow request; another stream's read goes on.
+	p, err := rtspWatch(t, "rtsp://"+n.addr+"/live/ok")
+	if err != nil {
+		t.Fatalf("read of another stream while a rendition starts: %v", err)
+	}
+	p.WaitFrames(t, 5, 320, 240, 10*time.Second)
+	select {
+	case err := <-slow:
+		t.Fatalf("the slow read ended before its rendition was released: %v", err)
+	default:
 	}
 }
