@@ -200,7 +200,11 @@ func (n *Node) listen() error {
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return fmt.Errorf("http on %s: %w", cfg.HTTP, err)
 	}
-	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+	// A client must send its request head within 10 s, and an idle
+	// keep-alive connection is closed after 2 min: nobody holds one open
+	// for free. (No whole-request timeouts: uploads and LL-HLS blocking
+	// requests take as long as they take.)
+	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug)}
 	go func() {
 		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
