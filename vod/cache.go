@@ -321,12 +321,14 @@ func (c *DiskCache) removeQueued() {
 }
 
 // removeFile deletes the file of a chunk that left the index, unless the
-// chunk was put again meanwhile: its file is then the new copy's.
+// chunk was put again meanwhile: its file is then the new copy's. The
+// entry itself may still be visible: OnAtomicDeletion runs before otter
+// takes it out of its table.
 func (c *DiskCache) removeFile(r removal) {
 	l := c.lock(r.d)
 	l.Lock()
 	defer l.Unlock()
-	if _, back := c.idx.GetEntryQuietly(r.d); back {
+	if cur, ok := c.idx.GetEntryQuietly(r.d); ok && cur.Value != r.e {
 		return
 	}
 	if err := c.store.Remove(r.d); err != nil && !errors.Is(err, ErrChunkNotFound) {
