@@ -125,7 +125,7 @@ var _ interface {
 
 // NewDiskCache opens (creating if missing) the cache folder, indexes the
 // chunks in it and trims them to cfg.MaxBytes, which may have shrunk
-// since the last run.
+// since the last run: the chunks written last (file mtime) stay.
 func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 	if log == nil {
 		log = slog.Default()
@@ -169,14 +169,25 @@ func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 		c.Close()
 		return nil, err
 	}
-	// Newest first: with no reads yet every chunk has the same frequency,
-	// and W-TinyLFU then keeps the entries it holds over new candidates,
-	// so a shrunk cache keeps the most recently fetched chunks.
+	// Newest first, the chunks that fit are indexed and the rest removed:
+	// a shrunk cache keeps the most recently fetched chunks. (Left to
+	// otter, which chunks stay would depend on sketch collisions and on
+	// when its maintenance runs, as every chunk has the same frequency.)
 	slices.SortFunc(files, func(a, b scannedChunk) int { return b.mtime.Compare(a.mtime) })
+	var kept int64
 	for _, f := range files {
+		if kept+f.size > cfg.MaxBytes {
+			if err := store.Remove(f.d); err != nil && !errors.Is(err, ErrChunkNotFound) {
+				c.Close()
+				return nil, fmt.Errorf("vod cache %s: trim: %w", cfg.Dir, err)
+			}
+			c.evictions.Add(1)
+			continue
+		}
 		e := &cacheEntry{size: f.size}
 		e.used.Store(true)
 		if _, added := c.idx.SetIfAbsent(f.d, e); added {
+			kept += f.size
 			c.bytes.Add(f.size)
 			c.chunks.Add(1)
 		}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 func newTestCache(t testing.TB, cfg DiskCacheConfig) *DiskCache {
@@ -463,4 +464,67 @@ func TestDiskCacheConcurrentPutOpen(t *testing.T) {
 		t.Error(err)
 	}
 	checkConsistent(t, c, dir)
+	if st := c.Stats(); st.Evictions == 0 {
+		t.Errorf("no evictions (%+v): the test did not exercise them", st)
+	}
+}
+
+// The removal of an evicted entry's file runs after the entry left the
+// index, on another goroutine: by then the chunk may have been put again,
+// and the file is the new copy's.
+func TestDiskCacheRemovalSparesANewCopy(t *testing.T) {
+	dir := t.TempDir()
+	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
+	ch := putBytes(t, c, randomBytes(1, 100<<10))
+	evicted := &cacheEntry{size: ch.Size}
+	c.removeFile(removal{ch.Digest, evicted})
+	if _, err := readCached(c, ch.Digest); err != nil {
+		t.Fatalf("the new copy after the removal of an older one: %v", err)
+	}
+	// The entry being deleted is still visible while OnAtomicDeletion
+	// runs: its own removal takes the file.
+	cur, _ := c.idx.GetEntryQuietly(ch.Digest)
+	c.removeFile(removal{ch.Digest, cur.Value})
+	if _, err := os.Stat(cachePath(dir, ch.Digest)); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("file of the entry being deleted: %v", err)
+	}
+	// The index still has it (the test bypassed otter): Open finds no file
+	// and forgets the entry.
+	if _, err := readCached(c, ch.Digest); !errors.Is(err, ErrChunkNotFound) {
+		t.Fatalf("Open of a chunk whose file went: %v", err)
+	}
+	if c.Has(ch.Digest) {
+		t.Error("an entry without a file stays in the index")
+	}
+	checkConsistent(t, c, dir)
+}
+
+// Trimmed at start, the cache keeps the chunks fetched last.
+func TestDiskCacheRestartTrimKeepsNewest(t *testing.T) {
+	dir := t.TempDir()
+	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
+	const chunk = 100 << 10
+	var chunks []Chunk
+	base := time.Now().Add(-time.Hour)
+	for i := range 20 {
+		ch := putBytes(t, c, randomBytes(uint64(i), chunk))
+		chunks = append(chunks, ch)
+		at := base.Add(time.Duration(i) * time.Minute)
+		if err := os.Chtimes(cachePath(dir, ch.Digest), at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Close()
+	c2 := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 * chunk})
+	checkConsistent(t, c2, dir)
+	var kept []int
+	for i, ch := range chunks {
+		if c2.Has(ch.Digest) {
+			kept = append(kept, i)
+		}
+	}
+	t.Logf("kept %v", kept)
+	if len(kept) != 8 || kept[0] < 10 {
+		t.Errorf("kept chunks %v of 0..19 (oldest first), want 8 of the newest", kept)
+	}
 }
