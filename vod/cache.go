@@ -64,6 +64,11 @@ type cacheEntry struct {
 	used atomic.Bool
 }
 
+// defaultMaxPendingRemovals bounds the files of evicted chunks still on
+// disk, and so how far Puts that outrun the remover take the folder above
+// MaxBytes: about this many chunks, plus one per Put in flight.
+const defaultMaxPendingRemovals = 256
+
 // removal is a chunk file to delete after its entry left the index.
 type removal struct {
 	d Digest
@@ -110,11 +115,14 @@ type DiskCache struct {
 	qmu                           sync.Mutex
 	queue                         []removal
 	pending                       int        // queued or being removed
-	drained                       *sync.Cond // on qmu: pending fell to 0
-	wake                          chan struct{}
-	stop                          chan struct{}
-	done                          chan struct{}
-	closeOnce                     sync.Once
+	drained                       *sync.Cond // on qmu: pending fell
+	// maxPending is how many removals Put lets queue up before it waits
+	// for the remover (defaultMaxPendingRemovals; tests lower it).
+	maxPending int
+	wake       chan struct{}
+	stop       chan struct{}
+	done       chan struct{}
+	closeOnce  sync.Once
 }
 
 // The Fetcher's ChunkCache: a DiskCache and a ChunkStore both serve it.
@@ -148,6 +156,8 @@ func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 		wake:     make(chan struct{}, 1),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+
+		maxPending: defaultMaxPendingRemovals,
 	}
 	c.drained = sync.NewCond(&c.qmu)
 	idx, err := otter.New(&otter.Options[Digest, *cacheEntry]{
@@ -324,9 +334,7 @@ func (c *DiskCache) removeQueued() {
 		}
 		c.qmu.Lock()
 		c.pending -= len(batch)
-		if c.pending == 0 {
-			c.drained.Broadcast()
-		}
+		c.drained.Broadcast()
 		c.qmu.Unlock()
 	}
 }
@@ -391,6 +399,19 @@ func (c *DiskCache) Put(r io.Reader) (Chunk, error) {
 	if err != nil {
 		return Chunk{}, fmt.Errorf("vod cache: %w", err)
 	}
+	c.index(ch)
+	// Writers faster than the remover wait for it (not holding a digest
+	// lock: the remover takes them), so that evicted files do not pile up.
+	c.qmu.Lock()
+	for c.pending > c.maxPending {
+		c.drained.Wait()
+	}
+	c.qmu.Unlock()
+	return ch, nil
+}
+
+// index adds a chunk Put has just stored to the index.
+func (c *DiskCache) index(ch Chunk) {
 	d := ch.Digest
 	l := c.lock(d)
 	l.Lock()
@@ -401,7 +422,7 @@ func (c *DiskCache) Put(r io.Reader) (Chunk, error) {
 	// keeps Has honest.
 	if !c.store.Has(d) {
 		c.log.Debug("chunk put while an older copy was evicted: not kept", "digest", d.String())
-		return ch, nil
+		return
 	}
 	e := &cacheEntry{size: ch.Size}
 	if cur, added := c.idx.SetIfAbsent(d, e); added {
@@ -411,7 +432,6 @@ func (c *DiskCache) Put(r io.Reader) (Chunk, error) {
 	} else {
 		cur.used.Store(true)
 	}
-	return ch, nil
 }
 
 // Has reports whether the cache holds the chunk. It does not count as a

@@ -411,6 +411,7 @@ func TestDiskCacheConcurrentPutOpen(t *testing.T) {
 	dir := t.TempDir()
 	const maxBytes = 2 << 20
 	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: maxBytes, MemoryBytes: 1 << 20})
+	c.maxPending = 1 // Puts wait for the remover
 	// A pool of chunks put and read again and again, so that one digest is
 	// put while an older copy of it is being evicted.
 	const pool = 40
