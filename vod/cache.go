@@ -26,7 +26,8 @@ type DiskCacheConfig struct {
 	// Dir is the cache's folder (vod.cache_dir; the caller picks the
 	// default, <data dir>/vod-cache). It has the ChunkStore layout and
 	// belongs to the cache: files in it that do not name a chunk are
-	// removed.
+	// removed, and chunks are deleted when evicted, so it must not be the
+	// folder of the catalog's own ChunkStore.
 	Dir string
 	// MaxBytes bounds the bytes of the chunks kept on disk (vod.cache_size);
 	// 0 or less means DefaultCacheBytes.
@@ -38,7 +39,8 @@ type DiskCacheConfig struct {
 
 // CacheStats is a snapshot of a DiskCache's counters.
 type CacheStats struct {
-	// Bytes and Chunks are what the cache holds now.
+	// Bytes and Chunks are what the cache holds now (files of chunks it
+	// has just dropped may still be on disk until CleanUp).
 	Bytes  int64 `json:"bytes"`
 	Chunks int64 `json:"chunks"`
 	// MaxBytes is the bound on Bytes.
@@ -160,6 +162,8 @@ func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 		maxPending: defaultMaxPendingRemovals,
 	}
 	c.drained = sync.NewCond(&c.qmu)
+	// The weight is the size in bytes; a chunk is a media segment, far
+	// below the 4 GiB a weight can say.
 	idx, err := otter.New(&otter.Options[Digest, *cacheEntry]{
 		MaximumWeight:    uint64(cfg.MaxBytes),
 		Weigher:          func(_ Digest, e *cacheEntry) uint32 { return uint32(min(e.size, math.MaxUint32)) },
