@@ -529,3 +529,48 @@ func TestDiskCacheRestartTrimKeepsNewest(t *testing.T) {
 		t.Errorf("kept chunks %v of 0..19 (oldest first), want 8 of the newest", kept)
 	}
 }
+
+// A few chunks, twice what the cache holds, put and read by many fetches
+// at once: the same digest is put again while an older copy of it is being
+// evicted and its file removed. No file may outlive its entry, and no entry
+// may be served without its file.
+func TestDiskCacheConcurrentSameChunks(t *testing.T) {
+	dir := t.TempDir()
+	const chunk = 64 << 10
+	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 3 * chunk, MemoryBytes: -1})
+	data := make([][]byte, 6)
+	for i := range data {
+		data[i] = randomBytes(uint64(i), chunk)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for w := range 4 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(w), 9))
+			for range 200 {
+				i := r.IntN(len(data))
+				b, err := readCached(c, sha256.Sum256(data[i]))
+				switch {
+				case errors.Is(err, ErrChunkNotFound):
+					if _, err := c.Put(bytes.NewReader(data[i])); err != nil {
+						errs <- err
+						return
+					}
+				case err != nil:
+					errs <- err
+					return
+				case !bytes.Equal(b, data[i]):
+					errs <- fmt.Errorf("chunk %d: wrong bytes", i)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	checkConsistent(t, c, dir)
+	t.Logf("%+v", c.Stats())
+}
