@@ -56,10 +56,10 @@ type CacheStats struct {
 	Rejected int64 `json:"rejected"`
 }
 
-// cacheEntry is a chunk in the index. Its pointer identity tells a chunk
+// diskCacheEntry is a chunk in the index. Its pointer identity tells a chunk
 // from a later copy of the same digest, so that the removal of an evicted
 // chunk's file does not take the file of the copy that replaced it.
-type cacheEntry struct {
+type diskCacheEntry struct {
 	size int64
 	// used: the chunk was read (or put again) since it was added, or was
 	// found on disk at start; an eviction of an unused one is a rejection.
@@ -71,10 +71,10 @@ type cacheEntry struct {
 // MaxBytes: about this many chunks, plus one per Put in flight.
 const defaultMaxPendingRemovals = 256
 
-// removal is a chunk file to delete after its entry left the index.
-type removal struct {
+// diskCacheRemoval is a chunk file to delete after its entry left the index.
+type diskCacheRemoval struct {
 	d Digest
-	e *cacheEntry
+	e *diskCacheEntry
 }
 
 // DiskCache keeps chunks a node fetched from its peers on disk, bounded in
@@ -104,7 +104,7 @@ type removal struct {
 // A DiskCache is safe for concurrent use; one process holds a folder.
 type DiskCache struct {
 	store    *ChunkStore
-	idx      *otter.Cache[Digest, *cacheEntry]
+	idx      *otter.Cache[Digest, *diskCacheEntry]
 	maxBytes int64
 	log      *slog.Logger
 
@@ -115,7 +115,7 @@ type DiskCache struct {
 	bytes, chunks                 atomic.Int64
 	evictions, admitted, rejected atomic.Int64
 	qmu                           sync.Mutex
-	queue                         []removal
+	queue                         []diskCacheRemoval
 	pending                       int        // queued or being removed
 	drained                       *sync.Cond // on qmu: pending fell
 	// maxPending is how many removals Put lets queue up before it waits
@@ -164,9 +164,9 @@ func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 	c.drained = sync.NewCond(&c.qmu)
 	// The weight is the size in bytes; a chunk is a media segment, far
 	// below the 4 GiB a weight can say.
-	idx, err := otter.New(&otter.Options[Digest, *cacheEntry]{
+	idx, err := otter.New(&otter.Options[Digest, *diskCacheEntry]{
 		MaximumWeight:    uint64(cfg.MaxBytes),
-		Weigher:          func(_ Digest, e *cacheEntry) uint32 { return uint32(min(e.size, math.MaxUint32)) },
+		Weigher:          func(_ Digest, e *diskCacheEntry) uint32 { return uint32(min(e.size, math.MaxUint32)) },
 		OnAtomicDeletion: c.onDeletion,
 		Logger:           otterLogger{log},
 	})
@@ -187,7 +187,7 @@ func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 	// a shrunk cache keeps the most recently fetched chunks. (Left to
 	// otter, which chunks stay would depend on sketch collisions and on
 	// when its maintenance runs, as every chunk has the same frequency.)
-	slices.SortFunc(files, func(a, b scannedChunk) int { return b.mtime.Compare(a.mtime) })
+	slices.SortFunc(files, func(a, b diskCacheFile) int { return b.mtime.Compare(a.mtime) })
 	var kept int64
 	for _, f := range files {
 		if kept+f.size > cfg.MaxBytes {
@@ -198,7 +198,7 @@ func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 			c.evictions.Add(1)
 			continue
 		}
-		e := &cacheEntry{size: f.size}
+		e := &diskCacheEntry{size: f.size}
 		e.used.Store(true)
 		if _, added := c.idx.SetIfAbsent(f.d, e); added {
 			kept += f.size
@@ -214,7 +214,7 @@ func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 	return c, nil
 }
 
-type scannedChunk struct {
+type diskCacheFile struct {
 	d     Digest
 	size  int64
 	mtime time.Time
@@ -224,16 +224,16 @@ type scannedChunk struct {
 // folders whose names are not the digest they belong under are removed:
 // nothing could ever read them, and they would hold space outside the
 // bound.
-func (c *DiskCache) scan() ([]scannedChunk, int64, error) {
+func (c *DiskCache) scan() ([]diskCacheFile, int64, error) {
 	dir := c.store.Dir()
 	tops, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, 0, fmt.Errorf("vod cache %s: %w", dir, err)
 	}
-	var out []scannedChunk
+	var out []diskCacheFile
 	var total int64
 	for _, top := range tops {
-		if !top.IsDir() || !isShardName(top.Name()) {
+		if !top.IsDir() || !isChunkShardName(top.Name()) {
 			continue
 		}
 		sub := filepath.Join(dir, top.Name())
@@ -262,15 +262,15 @@ func (c *DiskCache) scan() ([]scannedChunk, int64, error) {
 			if err != nil {
 				return nil, 0, fmt.Errorf("vod cache %s: %w", dir, err)
 			}
-			out = append(out, scannedChunk{d: d, size: fi.Size(), mtime: fi.ModTime()})
+			out = append(out, diskCacheFile{d: d, size: fi.Size(), mtime: fi.ModTime()})
 			total += fi.Size()
 		}
 	}
 	return out, total, nil
 }
 
-// isShardName reports whether name is a <hex[:2]> folder of the layout.
-func isShardName(name string) bool {
+// isChunkShardName reports whether name is a <hex[:2]> folder of the layout.
+func isChunkShardName(name string) bool {
 	if len(name) != 2 {
 		return false
 	}
@@ -286,7 +286,7 @@ func (c *DiskCache) lock(d Digest) *sync.Mutex { return &c.locks[int(d[0])%len(c
 
 // onDeletion is otter's OnAtomicDeletion: it runs under an index bucket
 // lock, so it counts and queues, and touches neither the index nor files.
-func (c *DiskCache) onDeletion(ev otter.DeletionEvent[Digest, *cacheEntry]) {
+func (c *DiskCache) onDeletion(ev otter.DeletionEvent[Digest, *diskCacheEntry]) {
 	if ev.Cause == otter.CauseReplacement {
 		// The index is only written with SetIfAbsent; a replacement would
 		// keep the (same) file anyway.
@@ -301,7 +301,7 @@ func (c *DiskCache) onDeletion(ev otter.DeletionEvent[Digest, *cacheEntry]) {
 		}
 	}
 	c.qmu.Lock()
-	c.queue = append(c.queue, removal{ev.Key, ev.Value})
+	c.queue = append(c.queue, diskCacheRemoval{ev.Key, ev.Value})
 	c.pending++
 	c.qmu.Unlock()
 	select {
@@ -347,7 +347,7 @@ func (c *DiskCache) removeQueued() {
 // chunk was put again meanwhile: its file is then the new copy's. The
 // entry itself may still be visible: OnAtomicDeletion runs before otter
 // takes it out of its table.
-func (c *DiskCache) removeFile(r removal) {
+func (c *DiskCache) removeFile(r diskCacheRemoval) {
 	l := c.lock(r.d)
 	l.Lock()
 	defer l.Unlock()
@@ -379,7 +379,7 @@ func (c *DiskCache) Open(d Digest) (io.ReadSeekCloser, int64, error) {
 		// The file went behind the index's back (removed by hand, or by
 		// the removal of an evicted copy racing a Put of the same chunk):
 		// forget this entry, not a newer one.
-		c.idx.ComputeIfPresent(d, func(old *cacheEntry) (*cacheEntry, otter.ComputeOp) {
+		c.idx.ComputeIfPresent(d, func(old *diskCacheEntry) (*diskCacheEntry, otter.ComputeOp) {
 			if old == e {
 				return nil, otter.InvalidateOp
 			}
@@ -428,7 +428,7 @@ func (c *DiskCache) index(ch Chunk) {
 		c.log.Debug("chunk put while an older copy was evicted: not kept", "digest", d.String())
 		return
 	}
-	e := &cacheEntry{size: ch.Size}
+	e := &diskCacheEntry{size: ch.Size}
 	if cur, added := c.idx.SetIfAbsent(d, e); added {
 		c.bytes.Add(ch.Size)
 		c.chunks.Add(1)

@@ -15,7 +15,7 @@ import (
 	"time"
 )
 
-func newTestCache(t testing.TB, cfg DiskCacheConfig) *DiskCache {
+func newTestDiskCache(t testing.TB, cfg DiskCacheConfig) *DiskCache {
 	t.Helper()
 	log, _ := bufferedLogger(t)
 	c, err := NewDiskCache(cfg, log)
@@ -26,8 +26,8 @@ func newTestCache(t testing.TB, cfg DiskCacheConfig) *DiskCache {
 	return c
 }
 
-// diskChunks is the size of every regular file under dir, by path.
-func diskChunks(t testing.TB, dir string) (map[string]int64, int64) {
+// diskCacheFiles is the size of every regular file under dir, by path.
+func diskCacheFiles(t testing.TB, dir string) (map[string]int64, int64) {
 	t.Helper()
 	files := map[string]int64{}
 	var total int64
@@ -51,12 +51,12 @@ func diskChunks(t testing.TB, dir string) (map[string]int64, int64) {
 	return files, total
 }
 
-func cachePath(dir string, d Digest) string {
+func diskCachePath(dir string, d Digest) string {
 	h := d.String()
 	return filepath.Join(dir, h[:2], h)
 }
 
-func putBytes(t testing.TB, c *DiskCache, b []byte) Chunk {
+func diskCachePut(t testing.TB, c *DiskCache, b []byte) Chunk {
 	t.Helper()
 	ch, err := c.Put(bytes.NewReader(b))
 	if err != nil {
@@ -68,7 +68,7 @@ func putBytes(t testing.TB, c *DiskCache, b []byte) Chunk {
 	return ch
 }
 
-func readCached(c *DiskCache, d Digest) ([]byte, error) {
+func diskCacheRead(c *DiskCache, d Digest) ([]byte, error) {
 	rc, n, err := c.Open(d)
 	if err != nil {
 		return nil, err
@@ -84,13 +84,13 @@ func readCached(c *DiskCache, d Digest) ([]byte, error) {
 	return b, nil
 }
 
-// checkConsistent asserts, after CleanUp, that the files on disk are
+// checkDiskCache asserts, after CleanUp, that the files on disk are
 // within the bound and are exactly the chunks the index holds, and that
 // Stats counts them.
-func checkConsistent(t testing.TB, c *DiskCache, dir string) {
+func checkDiskCache(t testing.TB, c *DiskCache, dir string) {
 	t.Helper()
 	c.CleanUp()
-	files, total := diskChunks(t, dir)
+	files, total := diskCacheFiles(t, dir)
 	st := c.Stats()
 	if total > st.MaxBytes {
 		t.Errorf("%d bytes on disk, above the bound %d", total, st.MaxBytes)
@@ -113,18 +113,18 @@ func checkConsistent(t testing.TB, c *DiskCache, dir string) {
 func TestDiskCacheByteBoundUnderPuts(t *testing.T) {
 	dir := t.TempDir()
 	const maxBytes = 4 << 20
-	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: maxBytes, MemoryBytes: -1})
+	c := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: maxBytes, MemoryBytes: -1})
 	r := rand.New(rand.NewPCG(7, 7))
 	var put int64
 	for i := range 60 {
 		n := 64<<10 + r.IntN(1<<20-64<<10+1)
 		put += int64(n)
-		putBytes(t, c, randomBytes(uint64(i), n))
+		diskCachePut(t, c, randomBytes(uint64(i), n))
 		if i%10 == 9 {
-			checkConsistent(t, c, dir)
+			checkDiskCache(t, c, dir)
 		}
 	}
-	checkConsistent(t, c, dir)
+	checkDiskCache(t, c, dir)
 	st := c.Stats()
 	if put <= maxBytes || st.Evictions == 0 {
 		t.Fatalf("the test put %d bytes and evicted %d chunks: it did not exercise the bound", put, st.Evictions)
@@ -137,8 +137,8 @@ func TestDiskCacheByteBoundUnderPuts(t *testing.T) {
 	}
 
 	// A chunk larger than the whole cache is never kept.
-	big := putBytes(t, c, randomBytes(1000, maxBytes+1))
-	checkConsistent(t, c, dir)
+	big := diskCachePut(t, c, randomBytes(1000, maxBytes+1))
+	checkDiskCache(t, c, dir)
 	if c.Has(big.Digest) {
 		t.Error("a chunk larger than MaxBytes is kept")
 	}
@@ -153,14 +153,14 @@ func TestDiskCacheHotSetSurvivesScan(t *testing.T) {
 	dir := t.TempDir()
 	const chunk = 64 << 10
 	const maxBytes = 32 * chunk
-	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: maxBytes, MemoryBytes: -1})
+	c := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: maxBytes, MemoryBytes: -1})
 
 	// A warm cache: full of chunks read once.
 	var warm []Chunk
 	for i := range 32 {
-		ch := putBytes(t, c, randomBytes(uint64(100+i), chunk))
+		ch := diskCachePut(t, c, randomBytes(uint64(100+i), chunk))
 		warm = append(warm, ch)
-		if _, err := readCached(c, ch.Digest); err != nil {
+		if _, err := diskCacheRead(c, ch.Digest); err != nil {
 			t.Fatalf("warm chunk %d: %v", i, err)
 		}
 	}
@@ -169,14 +169,14 @@ func TestDiskCacheHotSetSurvivesScan(t *testing.T) {
 	// may prefer the chunks it holds).
 	var hot []Chunk
 	for i := range 8 {
-		hot = append(hot, putBytes(t, c, randomBytes(uint64(200+i), chunk)))
+		hot = append(hot, diskCachePut(t, c, randomBytes(uint64(200+i), chunk)))
 	}
 	readHot := func() {
 		t.Helper()
 		for i, h := range hot {
-			_, err := readCached(c, h.Digest)
+			_, err := diskCacheRead(c, h.Digest)
 			if errors.Is(err, ErrChunkNotFound) {
-				putBytes(t, c, randomBytes(uint64(200+i), chunk))
+				diskCachePut(t, c, randomBytes(uint64(200+i), chunk))
 			} else if err != nil {
 				t.Fatalf("hot chunk %d: %v", i, err)
 			}
@@ -192,18 +192,18 @@ func TestDiskCacheHotSetSurvivesScan(t *testing.T) {
 	// being watched.
 	var scan []Chunk
 	for i := range 96 {
-		scan = append(scan, putBytes(t, c, randomBytes(uint64(1000+i), chunk)))
+		scan = append(scan, diskCachePut(t, c, randomBytes(uint64(1000+i), chunk)))
 		if i%8 == 7 {
 			readHot()
 		}
 	}
-	checkConsistent(t, c, dir)
+	checkDiskCache(t, c, dir)
 	for i, h := range hot {
 		if !c.Has(h.Digest) {
 			t.Errorf("hot chunk %d evicted by the scan", i)
 			continue
 		}
-		b, err := readCached(c, h.Digest)
+		b, err := diskCacheRead(c, h.Digest)
 		if err != nil || !bytes.Equal(b, randomBytes(uint64(200+i), chunk)) {
 			t.Errorf("hot chunk %d: %v", i, err)
 		}
@@ -234,7 +234,7 @@ func TestDiskCacheHotSetSurvivesScan(t *testing.T) {
 		b := randomBytes(uint64(3000+i), chunk)
 		var ch Chunk
 		for range 4 {
-			ch = putBytes(t, c, b)
+			ch = diskCachePut(t, c, b)
 		}
 		// Otter records reads in a lossy buffer that its maintenance
 		// drains; on a loaded machine it may run late and drop some.
@@ -244,7 +244,7 @@ func TestDiskCacheHotSetSurvivesScan(t *testing.T) {
 			readHot()
 		}
 	}
-	checkConsistent(t, c, dir)
+	checkDiskCache(t, c, dir)
 	for i, h := range hot {
 		if !c.Has(h.Digest) {
 			t.Errorf("hot chunk %d evicted by the rising chunks", i)
@@ -269,11 +269,11 @@ func TestDiskCacheHotSetSurvivesScan(t *testing.T) {
 
 func TestDiskCacheSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
-	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
+	c := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
 	var chunks []Chunk
 	var want int64
 	for i := range 12 {
-		ch := putBytes(t, c, randomBytes(uint64(i), 100<<10+i*1000))
+		ch := diskCachePut(t, c, randomBytes(uint64(i), 100<<10+i*1000))
 		chunks = append(chunks, ch)
 		want += ch.Size
 	}
@@ -292,12 +292,12 @@ func TestDiskCacheSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c2 := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
+	c2 := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
 	if st := c2.Stats(); st.Chunks != 12 || st.Bytes != want || st.Evictions != 0 {
 		t.Fatalf("reopened: %+v, want 12 chunks of %d bytes", st, want)
 	}
 	for i, ch := range chunks {
-		b, err := readCached(c2, ch.Digest)
+		b, err := diskCacheRead(c2, ch.Digest)
 		if err != nil || !bytes.Equal(b, randomBytes(uint64(i), int(ch.Size))) {
 			t.Fatalf("chunk %d after restart: %v", i, err)
 		}
@@ -313,18 +313,18 @@ func TestDiskCacheSurvivesRestart(t *testing.T) {
 
 	// A smaller cache_size trims the folder at start.
 	const smaller = 500 << 10
-	c3 := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: smaller})
-	checkConsistent(t, c3, dir)
+	c3 := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: smaller})
+	checkDiskCache(t, c3, dir)
 	st := c3.Stats()
 	if st.Chunks == 0 || st.Chunks >= 12 || st.Evictions != 12-st.Chunks {
 		t.Fatalf("trimmed to %d bytes: %+v", smaller, st)
 	}
 	for _, ch := range chunks {
 		if c3.Has(ch.Digest) {
-			if _, err := readCached(c3, ch.Digest); err != nil {
+			if _, err := diskCacheRead(c3, ch.Digest); err != nil {
 				t.Errorf("kept chunk unreadable: %v", err)
 			}
-		} else if _, err := os.Stat(cachePath(dir, ch.Digest)); !errors.Is(err, fs.ErrNotExist) {
+		} else if _, err := os.Stat(diskCachePath(dir, ch.Digest)); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("trimmed chunk still on disk: %v", err)
 		}
 	}
@@ -332,12 +332,12 @@ func TestDiskCacheSurvivesRestart(t *testing.T) {
 
 func TestDiskCacheCorruptAfterRestart(t *testing.T) {
 	dir := t.TempDir()
-	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
-	bad := putBytes(t, c, randomBytes(1, 200<<10))
-	good := putBytes(t, c, randomBytes(2, 300<<10))
+	c := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
+	bad := diskCachePut(t, c, randomBytes(1, 200<<10))
+	good := diskCachePut(t, c, randomBytes(2, 300<<10))
 	c.Close()
 
-	p := cachePath(dir, bad.Digest)
+	p := diskCachePath(dir, bad.Digest)
 	b, err := os.ReadFile(p)
 	if err != nil {
 		t.Fatal(err)
@@ -347,70 +347,70 @@ func TestDiskCacheCorruptAfterRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c2 := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
+	c2 := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
 	before := c2.Stats()
 	if before.Bytes != bad.Size+good.Size || !c2.Has(bad.Digest) {
 		t.Fatalf("reopened: %+v (a chunk is not hashed at start)", before)
 	}
-	if _, err := readCached(c2, bad.Digest); !errors.Is(err, ErrChunkCorrupt) {
+	if _, err := diskCacheRead(c2, bad.Digest); !errors.Is(err, ErrChunkCorrupt) {
 		t.Fatalf("first Open of the corrupt chunk: %v, want ErrChunkCorrupt", err)
 	}
-	if _, err := readCached(c2, bad.Digest); !errors.Is(err, ErrChunkNotFound) {
+	if _, err := diskCacheRead(c2, bad.Digest); !errors.Is(err, ErrChunkNotFound) {
 		t.Fatalf("second Open of the corrupt chunk: %v, want ErrChunkNotFound", err)
 	}
 	if c2.Has(bad.Digest) {
 		t.Error("corrupt chunk still in the index")
 	}
-	checkConsistent(t, c2, dir)
+	checkDiskCache(t, c2, dir)
 	if st := c2.Stats(); st.Bytes != good.Size || st.Chunks != 1 {
 		t.Errorf("after the corrupt chunk: %+v, want %d bytes in 1 chunk", st, good.Size)
 	}
-	if _, err := readCached(c2, good.Digest); err != nil {
+	if _, err := diskCacheRead(c2, good.Digest); err != nil {
 		t.Errorf("good chunk: %v", err)
 	}
 	// Fetched again, it is cached again.
-	putBytes(t, c2, randomBytes(1, 200<<10))
-	if _, err := readCached(c2, bad.Digest); err != nil {
+	diskCachePut(t, c2, randomBytes(1, 200<<10))
+	if _, err := diskCacheRead(c2, bad.Digest); err != nil {
 		t.Errorf("chunk put again: %v", err)
 	}
 }
 
 func TestDiskCacheRemove(t *testing.T) {
 	dir := t.TempDir()
-	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
-	a := putBytes(t, c, randomBytes(1, 100<<10))
-	b := putBytes(t, c, randomBytes(2, 100<<10))
+	c := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
+	a := diskCachePut(t, c, randomBytes(1, 100<<10))
+	b := diskCachePut(t, c, randomBytes(2, 100<<10))
 	if err := c.Remove(a.Digest); err != nil {
 		t.Fatalf("Remove: %v", err)
 	}
 	// Remove is synchronous: the file is gone when it returns.
-	if _, err := os.Stat(cachePath(dir, a.Digest)); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(diskCachePath(dir, a.Digest)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("removed chunk's file: %v", err)
 	}
 	if c.Has(a.Digest) {
 		t.Error("Has after Remove")
 	}
-	if _, err := readCached(c, a.Digest); !errors.Is(err, ErrChunkNotFound) {
+	if _, err := diskCacheRead(c, a.Digest); !errors.Is(err, ErrChunkNotFound) {
 		t.Errorf("Open after Remove: %v", err)
 	}
 	if err := c.Remove(a.Digest); !errors.Is(err, ErrChunkNotFound) {
 		t.Errorf("second Remove: %v, want ErrChunkNotFound", err)
 	}
-	checkConsistent(t, c, dir)
+	checkDiskCache(t, c, dir)
 	if st := c.Stats(); st.Bytes != b.Size || st.Chunks != 1 || st.Evictions != 0 {
 		t.Errorf("Stats after Remove: %+v", st)
 	}
-	putBytes(t, c, randomBytes(1, 100<<10))
-	if _, err := readCached(c, a.Digest); err != nil {
+	diskCachePut(t, c, randomBytes(1, 100<<10))
+	if _, err := diskCacheRead(c, a.Digest); err != nil {
 		t.Errorf("chunk put again after Remove: %v", err)
 	}
-	checkConsistent(t, c, dir)
+	checkDiskCache(t, c, dir)
 }
 
 func TestDiskCacheConcurrentPutOpen(t *testing.T) {
 	dir := t.TempDir()
 	const maxBytes = 2 << 20
-	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: maxBytes, MemoryBytes: 1 << 20})
+	c := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: maxBytes, MemoryBytes: 1 << 20})
 	c.maxPending = 1 // Puts wait for the remover
 	// A pool of chunks put and read again and again, so that one digest is
 	// put while an older copy of it is being evicted.
@@ -442,7 +442,7 @@ func TestDiskCacheConcurrentPutOpen(t *testing.T) {
 						}
 					}
 				default:
-					b, err := readCached(c, digests[i])
+					b, err := diskCacheRead(c, digests[i])
 					if errors.Is(err, ErrChunkNotFound) {
 						continue
 					}
@@ -464,60 +464,60 @@ func TestDiskCacheConcurrentPutOpen(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	checkConsistent(t, c, dir)
+	checkDiskCache(t, c, dir)
 	if st := c.Stats(); st.Evictions == 0 {
 		t.Errorf("no evictions (%+v): the test did not exercise them", st)
 	}
 }
 
-// The removal of an evicted entry's file runs after the entry left the
+// The diskCacheRemoval of an evicted entry's file runs after the entry left the
 // index, on another goroutine: by then the chunk may have been put again,
 // and the file is the new copy's.
 func TestDiskCacheRemovalSparesANewCopy(t *testing.T) {
 	dir := t.TempDir()
-	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
-	ch := putBytes(t, c, randomBytes(1, 100<<10))
-	evicted := &cacheEntry{size: ch.Size}
-	c.removeFile(removal{ch.Digest, evicted})
-	if _, err := readCached(c, ch.Digest); err != nil {
-		t.Fatalf("the new copy after the removal of an older one: %v", err)
+	c := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
+	ch := diskCachePut(t, c, randomBytes(1, 100<<10))
+	evicted := &diskCacheEntry{size: ch.Size}
+	c.removeFile(diskCacheRemoval{ch.Digest, evicted})
+	if _, err := diskCacheRead(c, ch.Digest); err != nil {
+		t.Fatalf("the new copy after the diskCacheRemoval of an older one: %v", err)
 	}
 	// The entry being deleted is still visible while OnAtomicDeletion
-	// runs: its own removal takes the file.
+	// runs: its own diskCacheRemoval takes the file.
 	cur, _ := c.idx.GetEntryQuietly(ch.Digest)
-	c.removeFile(removal{ch.Digest, cur.Value})
-	if _, err := os.Stat(cachePath(dir, ch.Digest)); !errors.Is(err, fs.ErrNotExist) {
+	c.removeFile(diskCacheRemoval{ch.Digest, cur.Value})
+	if _, err := os.Stat(diskCachePath(dir, ch.Digest)); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("file of the entry being deleted: %v", err)
 	}
 	// The index still has it (the test bypassed otter): Open finds no file
 	// and forgets the entry.
-	if _, err := readCached(c, ch.Digest); !errors.Is(err, ErrChunkNotFound) {
+	if _, err := diskCacheRead(c, ch.Digest); !errors.Is(err, ErrChunkNotFound) {
 		t.Fatalf("Open of a chunk whose file went: %v", err)
 	}
 	if c.Has(ch.Digest) {
 		t.Error("an entry without a file stays in the index")
 	}
-	checkConsistent(t, c, dir)
+	checkDiskCache(t, c, dir)
 }
 
 // Trimmed at start, the cache keeps the chunks fetched last.
 func TestDiskCacheRestartTrimKeepsNewest(t *testing.T) {
 	dir := t.TempDir()
-	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
+	c := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 << 20})
 	const chunk = 100 << 10
 	var chunks []Chunk
 	base := time.Now().Add(-time.Hour)
 	for i := range 20 {
-		ch := putBytes(t, c, randomBytes(uint64(i), chunk))
+		ch := diskCachePut(t, c, randomBytes(uint64(i), chunk))
 		chunks = append(chunks, ch)
 		at := base.Add(time.Duration(i) * time.Minute)
-		if err := os.Chtimes(cachePath(dir, ch.Digest), at, at); err != nil {
+		if err := os.Chtimes(diskCachePath(dir, ch.Digest), at, at); err != nil {
 			t.Fatal(err)
 		}
 	}
 	c.Close()
-	c2 := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 * chunk})
-	checkConsistent(t, c2, dir)
+	c2 := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 8 * chunk})
+	checkDiskCache(t, c2, dir)
 	var kept []int
 	for i, ch := range chunks {
 		if c2.Has(ch.Digest) {
@@ -537,7 +537,7 @@ func TestDiskCacheRestartTrimKeepsNewest(t *testing.T) {
 func TestDiskCacheConcurrentSameChunks(t *testing.T) {
 	dir := t.TempDir()
 	const chunk = 64 << 10
-	c := newTestCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 3 * chunk, MemoryBytes: -1})
+	c := newTestDiskCache(t, DiskCacheConfig{Dir: dir, MaxBytes: 3 * chunk, MemoryBytes: -1})
 	data := make([][]byte, 6)
 	for i := range data {
 		data[i] = randomBytes(uint64(i), chunk)
@@ -549,7 +549,7 @@ func TestDiskCacheConcurrentSameChunks(t *testing.T) {
 			r := rand.New(rand.NewPCG(uint64(w), 9))
 			for range 200 {
 				i := r.IntN(len(data))
-				b, err := readCached(c, sha256.Sum256(data[i]))
+				b, err := diskCacheRead(c, sha256.Sum256(data[i]))
 				switch {
 				case errors.Is(err, ErrChunkNotFound):
 					if _, err := c.Put(bytes.NewReader(data[i])); err != nil {
@@ -571,6 +571,6 @@ func TestDiskCacheConcurrentSameChunks(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	checkConsistent(t, c, dir)
+	checkDiskCache(t, c, dir)
 	t.Logf("%+v", c.Stats())
 }
