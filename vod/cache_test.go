@@ -470,7 +470,7 @@ func TestDiskCacheConcurrentPutOpen(t *testing.T) {
 	}
 }
 
-// The diskCacheRemoval of an evicted entry's file runs after the entry left the
+// The removal of an evicted entry's file runs after the entry left the
 // index, on another goroutine: by then the chunk may have been put again,
 // and the file is the new copy's.
 func TestDiskCacheRemovalSparesANewCopy(t *testing.T) {
@@ -483,7 +483,7 @@ func TestDiskCacheRemovalSparesANewCopy(t *testing.T) {
 		t.Fatalf("the new copy after the diskCacheRemoval of an older one: %v", err)
 	}
 	// The entry being deleted is still visible while OnAtomicDeletion
-	// runs: its own diskCacheRemoval takes the file.
+	// runs: its own removal takes the file.
 	cur, _ := c.idx.GetEntryQuietly(ch.Digest)
 	c.removeFile(diskCacheRemoval{ch.Digest, cur.Value})
 	if _, err := os.Stat(diskCachePath(dir, ch.Digest)); !errors.Is(err, fs.ErrNotExist) {
