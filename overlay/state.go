@@ -127,6 +127,10 @@ func (s *state) merge(e *entry) (bool, *entry) {
 		// VoD layer re-announces what it still has.
 		if !ok && persistentKind(e.Kind) {
 			c := *e
+			if c.Deleted {
+				c.deletedAt = time.Now()
+				c.Data = nil
+			}
 			s.entries[c.id()] = &c
 			s.acceptedLocked(&c)
 			return true, nil

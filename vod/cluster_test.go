@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -311,5 +313,56 @@ func TestARemovedTitleNeverComesBack(t *testing.T) {
 	}
 	if _, err := a.s.Get(id); !errors.Is(err, ErrTitleNotFound) {
 		t.Errorf("a removed id came back at the origin through another node's entry: %v", err)
+	}
+}
+
+// TestATitleReadyBeforeTheClusterSchemaIsAnnouncedAtStart: a catalog at
+// schema 1 with a ready title is migrated; at Start the title is local
+// (no origin), its manifest is stored as a chunk and the ready entry
+// announced with that chunk's digest; deleting it drops the chunk too.
+func TestATitleReadyBeforeTheClusterSchemaIsAnnouncedAtStart(t *testing.T) {
+	dir := t.TempDir()
+	db, err := sql.Open("sqlite", catalogDSN(filepath.Join(dir, "catalog.db")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := migrate(context.Background(), db, catalogMigrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	m := testManifest("old", "")
+	js, _ := json.Marshal(m)
+	if _, err := db.Exec(`INSERT INTO titles (id, title, state, progress, created, duration_ns, bytes, manifest)
+		VALUES ('oldtitle', 'Old Title', 'ready', 100, ?, ?, ?, ?)`, time.Now().UnixNano(), int64(m.Duration), m.Bytes(), string(js)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	c := newClusterNode(t, "a", dir, nil)
+	got, err := c.s.Get("oldtitle")
+	if err != nil || got.Origin != "" || got.State != StateReady {
+		t.Fatalf("migrated title: %+v, %v; want a ready local title", got, err)
+	}
+	var e TitleEntry
+	testutil.Eventually(t, 5*time.Second, "the old title is announced with a manifest chunk", func() bool {
+		var ok bool
+		e, ok = c.entry("oldtitle")
+		return ok && e.ManifestDigest != ""
+	})
+	d := mustDigest(e.ManifestDigest)
+	rc, _, err := c.s.Store().Open(d)
+	if err != nil {
+		t.Fatalf("the manifest chunk is not in the store: %v", err)
+	}
+	b, _ := io.ReadAll(rc)
+	rc.Close()
+	var back Manifest
+	if err := json.Unmarshal(b, &back); err != nil || len(back.Renditions) != 2 || back.Renditions[1].Segments[2].Digest != m.Renditions[1].Segments[2].Digest {
+		t.Fatalf("the manifest chunk holds %d bytes that are not the manifest (%v)", len(b), err)
+	}
+	if err := c.s.Delete("oldtitle"); err != nil {
+		t.Fatal(err)
+	}
+	if c.s.Store().Has(d) {
+		t.Error("the manifest chunk outlived its title")
 	}
 }
