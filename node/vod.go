@@ -89,14 +89,21 @@ func (n *Node) startVoDSync() {
 		defer close(done)
 		t := time.NewTicker(vodRetryInterval)
 		defer t.Stop()
+		merged := n.Members.VoDGeneration()
+		n.mergeVoD()
 		for {
-			n.mergeVoD()
 			select {
 			case <-ctx.Done():
 				return
-			case <-ch:
 			case <-t.C:
+			case <-ch:
+				// Most changes of the cluster state are not VoD's.
+				if n.Members.VoDGeneration() == merged {
+					continue
+				}
 			}
+			merged = n.Members.VoDGeneration()
+			n.mergeVoD()
 		}
 	}()
 	n.closers = append(n.closers, func() error {

@@ -61,6 +61,8 @@ type state struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 	clock   uint64
+	// vodGen counts changes of the VoD kinds (VoDGeneration).
+	vodGen uint64
 }
 
 func newState(self string, ttl time.Duration, alive func(string) bool) *state {

@@ -39,9 +39,23 @@ func (s *state) removedLocked(e *entry) bool {
 // drops the title's entry at once, whoever owns it (the removal outranks
 // its versions; removedLocked keeps it out from then on).
 func (s *state) acceptedLocked(e *entry) {
+	if persistentKind(e.Kind) {
+		s.vodGen++
+	}
 	if e.Kind == kindVoDRm && !e.Deleted {
 		delete(s.entries, kindVoDTitle+"\x00"+e.Key)
 	}
+}
+
+// VoDGeneration changes (grows) whenever a VoD title entry or removal is
+// added, updated or deleted, here or by gossip: a reader of VoDTitles and
+// VoDRemovals woken by Subscribe (which fires on every change of the
+// cluster state, RTT reports included) reads them again only when it
+// moved.
+func (m *Membership) VoDGeneration() uint64 {
+	m.state.mu.Lock()
+	defer m.state.mu.Unlock()
+	return m.state.vodGen
 }
 
 // VoDEntry is one title's catalog entry as the cluster state carries it.

@@ -79,6 +79,13 @@ func TestVoDTitlesOutliveTheirOriginAndARemovalWinsForever(t *testing.T) {
 	if got := string(ms[2].VoDTitles()[0].Data); got != string(typicalVoDEntry("t1")) {
 		t.Errorf("n2 holds t1 as %s", got)
 	}
+	gen := ms[2].VoDGeneration()
+	time.Sleep(time.Second) // RTT reports (every 300 ms) change the state, not VoD's
+	if g := ms[2].VoDGeneration(); g != gen {
+		t.Errorf("n2's VoD generation moved from %d to %d without a VoD change", gen, g)
+	}
+	ms[0].SetVoDTitle("t2", []byte(`{"id":"t2","v":2}`))
+	testutil.Eventually(t, 5*time.Second, "an updated entry moves n2's VoD generation", func() bool { return ms[2].VoDGeneration() > gen })
 
 	// A crash of the origin: no leave.
 	ms[0].Shutdown()

@@ -90,8 +90,16 @@ type cluster struct {
 
 type announceMark struct {
 	state    State
-	decile   int
+	progress int
 	manifest Digest
+}
+
+// moved tells whether a title moved enough since mark was announced to be
+// announced again: another state or manifest, or 10 points of progress
+// (a job reports every percent; the cluster needs less).
+func (mark announceMark) moved(to announceMark) bool {
+	return mark.state != to.state || mark.manifest != to.manifest ||
+		to.progress-mark.progress >= 10 || to.progress < mark.progress
 }
 
 type failedMerge struct {
@@ -191,7 +199,7 @@ func (s *Service) announcer() {
 }
 
 // announce tells OnTitleChange the entry of local title id if it moved
-// (state, a 10 % step of progress, the manifest chunk); a title that was
+// (state, 10 points of progress, the manifest chunk); a title that was
 // announced and is gone without a Delete (a recording that could not
 // start) is told to OnTitleRemoved.
 func (s *Service) announce(id string) {
@@ -221,10 +229,10 @@ func (s *Service) announce(id string) {
 			t.ManifestDigest = d
 		}
 	}
-	mark := announceMark{state: t.State, decile: t.Progress / 10, manifest: t.ManifestDigest}
+	mark := announceMark{state: t.State, progress: t.Progress, manifest: t.ManifestDigest}
 	s.cl.mu.Lock()
 	prev, was := s.cl.announced[id]
-	if was && prev == mark {
+	if was && !prev.moved(mark) {
 		s.cl.mu.Unlock()
 		return
 	}
