@@ -28,6 +28,7 @@ type clusterNode struct {
 
 	mu      sync.Mutex
 	entries map[string]TitleEntry
+	told    []TitleEntry // every entry OnTitleChange was given, in order
 	removed []string
 }
 
@@ -42,6 +43,7 @@ func newClusterNode(t *testing.T, name, dir string, fetch func(ctx context.Conte
 	s.OnTitleChange = func(e TitleEntry) {
 		c.mu.Lock()
 		c.entries[e.ID] = e
+		c.told = append(c.told, e)
 		c.mu.Unlock()
 	}
 	s.OnTitleRemoved = func(id string) {
@@ -365,4 +367,51 @@ func TestATitleReadyBeforeTheClusterSchemaIsAnnouncedAtStart(t *testing.T) {
 	if c.s.Store().Has(d) {
 		t.Error("the manifest chunk outlived its title")
 	}
+}
+
+// TestLocalTitlesAreAnnouncedAtEachStepAndAgainAtStart: a title is
+// announced when created, every 10 points of progress (not every
+// percent), when it fails, and again when its service starts anew.
+func TestLocalTitlesAreAnnouncedAtEachStepAndAgainAtStart(t *testing.T) {
+	dir := t.TempDir()
+	c := newClusterNode(t, "a", dir, nil)
+	if err := c.s.cat.Create(Title{ID: "steps", Title: "Steps"}); err != nil {
+		t.Fatal(err)
+	}
+	for p := 1; p <= 100; p++ {
+		if err := c.s.cat.SetProgress("steps", p); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond) // let the announcer keep up, as with a real job
+	}
+	testutil.Eventually(t, 5*time.Second, "progress 100 is announced", func() bool {
+		e, _ := c.entry("steps")
+		return e.Progress == 100
+	})
+	if err := c.s.cat.SetFailed("steps", "broken"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 5*time.Second, "the failure is announced", func() bool {
+		e, _ := c.entry("steps")
+		return e.State == StateFailed && e.Error == "broken" && e.Origin == "a"
+	})
+	c.mu.Lock()
+	n, last := len(c.told), -10
+	for _, e := range c.told {
+		if e.State == StateProcessing && e.Progress-last < 10 && e.Progress != 0 {
+			t.Errorf("progress %d announced %d points after %d", e.Progress, e.Progress-last, last)
+		}
+		last = e.Progress
+	}
+	c.mu.Unlock()
+	if n > 13 {
+		t.Errorf("%d announcements for one title's 100 progress steps and failure, want at most 13", n)
+	}
+
+	c.close()
+	c = newClusterNode(t, "a", dir, nil)
+	testutil.Eventually(t, 5*time.Second, "the restarted service announces its title again", func() bool {
+		e, ok := c.entry("steps")
+		return ok && e.State == StateFailed
+	})
 }
