@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,6 +55,47 @@ func storedFiles(t *testing.T, n *Node) []string {
 	return out
 }
 
+// uploadReady uploads clip to n and waits until the title is ready there.
+func uploadReady(t *testing.T, n *Node, clip, title string) string {
+	t.Helper()
+	f, err := os.Open(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	resp, err := http.Post("http://"+n.HTTPAddr()+"/api/v1/vod/titles?title="+url.QueryEscape(title), "video/mp4", f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc := resp.Header.Get("Location")
+	if resp.StatusCode != http.StatusAccepted || loc == "" {
+		t.Fatalf("POST to %s: %d, Location %q", n.Config().Name, resp.StatusCode, loc)
+	}
+	id := loc[strings.LastIndex(loc, "/")+1:]
+	testutil.Eventually(t, 90*time.Second, "the title is ready on "+n.Config().Name, func() bool {
+		x, ok := listedTitle(t, n, id)
+		if x.State == vod.StateFailed {
+			t.Fatalf("packaging failed: %s", x.Error)
+		}
+		return ok && x.State == vod.StateReady
+	})
+	return id
+}
+
+func deleteTitle(t *testing.T, n *Node, id string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+n.HTTPAddr()+"/api/v1/vod/titles/"+id, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("DELETE on %s: %d", n.Config().Name, resp.StatusCode)
+	}
+}
+
 // TestVoDTitlesAreListedPlayedAndRemovedAcrossTheCluster: a title uploaded
 // to n0 of three gossiping nodes is listed by n2 (origin n0, ready) within
 // seconds of being ready, and n2 serves its master and media playlists
@@ -76,28 +118,7 @@ func TestVoDTitlesAreListedPlayedAndRemovedAcrossTheCluster(t *testing.T) {
 		return true
 	})
 
-	f, err := os.Open(clip)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	resp, err := http.Post("http://"+n0.HTTPAddr()+"/api/v1/vod/titles?title=Across+the+Cluster", "video/mp4", f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	loc := resp.Header.Get("Location")
-	if resp.StatusCode != http.StatusAccepted || loc == "" {
-		t.Fatalf("POST to n0: %d, Location %q", resp.StatusCode, loc)
-	}
-	id := loc[strings.LastIndex(loc, "/")+1:]
-	testutil.Eventually(t, 90*time.Second, "the title is ready on n0", func() bool {
-		x, ok := listedTitle(t, n0, id)
-		if x.State == vod.StateFailed {
-			t.Fatalf("packaging failed: %s", x.Error)
-		}
-		return ok && x.State == vod.StateReady
-	})
+	id := uploadReady(t, n0, clip, "Across the Cluster")
 	ready := time.Now()
 	testutil.Eventually(t, 10*time.Second, "n2 lists the title from n0, ready", func() bool {
 		x, ok := listedTitle(t, n2, id)
@@ -132,11 +153,12 @@ func TestVoDTitlesAreListedPlayedAndRemovedAcrossTheCluster(t *testing.T) {
 	})
 	cfg1 := n1.Config()
 	n1.Close()
-	n1, err = New(cfg1, slog.New(slog.DiscardHandler))
+	n1, err := New(cfg1, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n1.Close() })
+	nodes[1] = n1
 	if x, ok := listedTitle(t, n1, id); !ok || x.Origin != "n0" || x.State != vod.StateReady {
 		t.Fatalf("restarted n1 lists %+v (%v), want the title of n0, ready", x, ok)
 	}
@@ -147,19 +169,25 @@ func TestVoDTitlesAreListedPlayedAndRemovedAcrossTheCluster(t *testing.T) {
 		t.Fatal("n0's store folder is empty before the removal")
 	}
 
-	// rm on n2 removes it everywhere; the origin drops its chunks.
-	req, _ := http.NewRequest(http.MethodDelete, "http://"+n2.HTTPAddr()+"/api/v1/vod/titles/"+id, nil)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusNoContent {
-		t.Fatalf("DELETE on n2: %d", resp.StatusCode)
-	}
+	// rm on n2 removes it everywhere; the origin drops its chunks. (A
+	// node that has just rejoined is not gossiped to until the others
+	// see it alive again; before that, only push/pull brings it news.)
+	testutil.Eventually(t, 10*time.Second, "the restarted n1 is alive everywhere", func() bool {
+		for _, n := range nodes {
+			if len(n.Members.Alive()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	deleteTitle(t, n2, id)
+	removedAt := time.Now()
 	testutil.Eventually(t, 10*time.Second, "the title is gone from n0 and n1 (404)", func() bool {
 		for _, n := range []*Node{n0, n1} {
 			if c, _ := httpGet(t, "http://"+n.HTTPAddr()+"/api/v1/vod/titles/"+id); c != http.StatusNotFound {
+				if time.Since(removedAt) > 9*time.Second {
+					t.Logf("%s: %d, removals %v, members %v", n.Config().Name, c, n.Members.VoDRemovals(), aliveList(n))
+				}
 				return false
 			}
 		}
@@ -173,4 +201,59 @@ func TestVoDTitlesAreListedPlayedAndRemovedAcrossTheCluster(t *testing.T) {
 			t.Errorf("%s serves the removed title's playlist: %d, want 404", n.Config().Name, c)
 		}
 	}
+}
+
+// TestARemovalWhileTheOriginIsDownWinsWhenItComesBack: a title stays
+// listed (ready, origin n0) on n1 after its origin n0 has left; n1 removes
+// it while n0 is down; n0, restarted on its data folder, announces the
+// title again but learns the removal when it joins, and removes it with
+// its chunks.
+func TestARemovalWhileTheOriginIsDownWinsWhenItComesBack(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 6, GOP: 50, Audio: "aac"})
+	n0 := testOverlayNode(t, "n0", "", nil)
+	n1 := testOverlayNode(t, "n1", "", []string{n0.Config().Gossip.Addr})
+	testutil.Eventually(t, 10*time.Second, "2 nodes alive everywhere", func() bool {
+		return len(n0.Members.Alive()) == 2 && len(n1.Members.Alive()) == 2
+	})
+	id := uploadReady(t, n0, clip, "Outlives its origin")
+	testutil.Eventually(t, 10*time.Second, "n1 lists the title from n0, ready", func() bool {
+		x, ok := listedTitle(t, n1, id)
+		return ok && x.Origin == "n0" && x.State == vod.StateReady
+	})
+	cfg0 := n0.Config()
+	n0.Close()
+	testutil.Eventually(t, 10*time.Second, "n1 sees n0 gone", func() bool { return len(n1.Members.Alive()) == 1 })
+	time.Sleep(vodRetryInterval) // a merge round without n0
+	if x, ok := listedTitle(t, n1, id); !ok || x.Origin != "n0" || x.State != vod.StateReady {
+		t.Fatalf("with its origin gone n1 lists %+v (%v), want it still, ready", x, ok)
+	}
+	if c, _ := httpGet(t, "http://"+n1.HTTPAddr()+"/vod/"+id+"/source.m3u8"); c != http.StatusOK {
+		t.Errorf("with its origin gone n1 serves the rendition playlist: %d, want 200", c)
+	}
+	deleteTitle(t, n1, id)
+
+	cfg0.Gossip.Join = []string{n1.Config().Gossip.Addr}
+	n0, err := New(cfg0, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n0.Close() })
+	testutil.Eventually(t, 10*time.Second, "the restarted origin removes the title and its chunks", func() bool {
+		c, _ := httpGet(t, "http://"+n0.HTTPAddr()+"/api/v1/vod/titles/"+id)
+		return c == http.StatusNotFound && len(storedFiles(t, n0)) == 0
+	})
+	time.Sleep(vodRetryInterval)
+	for _, n := range []*Node{n0, n1} {
+		if _, ok := listedTitle(t, n, id); ok {
+			t.Errorf("%s lists the removed title again", n.Config().Name)
+		}
+	}
+}
+
+func aliveList(n *Node) []string {
+	var out []string
+	for _, m := range n.Members.Members() {
+		out = append(out, m.Name+":"+m.State)
+	}
+	return out
 }

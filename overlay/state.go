@@ -246,11 +246,12 @@ func (m *Membership) broadcast(e *entry) {
 	}
 	if len(b) <= maxGossipEntry {
 		m.queue.QueueBroadcast(&broadcastMsg{id: e.id(), msg: b})
-		if e.Kind != kindPlan {
+		if e.Kind != kindPlan && e.Kind != kindVoDRm {
 			return
 		}
 		// A plan is also sent to every member over TCP: the nodes act on
 		// it, so it must not wait for push/pull if a UDP packet is lost.
+		// So is a VoD removal (rare; the origin drops chunks on it).
 	}
 	m.mu.Lock()
 	closed := m.closed
