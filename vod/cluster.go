@@ -95,11 +95,12 @@ type announceMark struct {
 }
 
 // moved tells whether a title moved enough since mark was announced to be
-// announced again: another state or manifest, or 10 points of progress
-// (a job reports every percent; the cluster needs less).
+// announced again: another state or manifest, 10 points of progress (a
+// job reports every percent; the cluster needs less), or the end.
 func (mark announceMark) moved(to announceMark) bool {
 	return mark.state != to.state || mark.manifest != to.manifest ||
-		to.progress-mark.progress >= 10 || to.progress < mark.progress
+		to.progress-mark.progress >= 10 || to.progress < mark.progress ||
+		(to.progress == 100 && mark.progress != 100)
 }
 
 type failedMerge struct {
