@@ -64,6 +64,9 @@ const (
 // playable until a later merge gets it.
 var ErrManifestUnverified = errors.New("vod: manifest of a remote title not verified")
 
+// errNotStarted: a merge before Start.
+var errNotStarted = errors.New("service not started")
+
 // manifestRetry is how long a remote title whose manifest could not be had
 // waits before a merge of the same entry tries again.
 const manifestRetry = 5 * time.Second
@@ -312,10 +315,13 @@ func (s *Service) forgetTitle(id string) {
 // match ManifestDigest or does not parse is logged and the title is listed
 // as processing, not playable; the error wraps ErrManifestUnverified and a
 // merge of the same entry tries again after manifestRetry. Merging an
-// entry already merged costs no I/O.
+// entry already merged costs no I/O. Call it after Start.
 func (s *Service) MergeRemoteTitle(e TitleEntry) error {
 	if e.ID == "" || e.Origin == "" {
 		return fmt.Errorf("vod: remote title %q of origin %q: empty id or origin", e.ID, e.Origin)
+	}
+	if s.cat == nil {
+		return fmt.Errorf("vod: remote title %q: %w", e.ID, errNotStarted)
 	}
 	key, err := json.Marshal(e)
 	if err != nil {
@@ -420,10 +426,13 @@ func mustDigest(s string) Digest {
 // MergeRemoval takes in a removal made on another node: the title's row is
 // deleted (at its origin, with its job, upload and chunks, as by Delete)
 // and its id remembered, so that the title is not taken in again. A
-// removal already known costs no I/O.
+// removal already known costs no I/O. Call it after Start.
 func (s *Service) MergeRemoval(id string) error {
 	if id == "" {
 		return errors.New("vod: removal of an empty id")
+	}
+	if s.cat == nil {
+		return fmt.Errorf("vod: removal of %q: %w", id, errNotStarted)
 	}
 	s.cl.mu.Lock()
 	known := s.cl.removed[id]
