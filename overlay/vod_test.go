@@ -145,3 +145,25 @@ func TestVoDTitlesOutliveTheirOriginAndARemovalWinsForever(t *testing.T) {
 		return true
 	})
 }
+
+// TestAVoDRemovalOnAPeerReachesTheOrigin: n1 removes a title n0 owns; n0
+// drops its own entry and will not publish it again.
+func TestAVoDRemovalOnAPeerReachesTheOrigin(t *testing.T) {
+	ms := startCluster(t, 2, nil)
+	testutil.Eventually(t, 10*time.Second, "2 nodes alive everywhere", func() bool {
+		return len(ms[0].Alive()) == 2 && len(ms[1].Alive()) == 2
+	})
+	ms[0].SetVoDTitle("t1", typicalVoDEntry("t1"))
+	testutil.Eventually(t, 5*time.Second, "n1 has n0's title", func() bool { return vodIDs(ms[1]) == "t1@n0" })
+	ms[1].RemoveVoDTitle("t1")
+	testutil.Eventually(t, 5*time.Second, "the removal reaches n0, which drops its own entry", func() bool {
+		return vodIDs(ms[0]) == "" && strings.Join(ms[0].VoDRemovals(), " ") == "t1"
+	})
+	ms[0].SetVoDTitle("t1", typicalVoDEntry("t1")) // a late announcement of the origin
+	time.Sleep(300 * time.Millisecond)
+	for _, m := range ms {
+		if got := vodIDs(m); got != "" {
+			t.Errorf("%s lists %q after the origin announced the removed title again", m.Name(), got)
+		}
+	}
+}
