@@ -161,7 +161,11 @@ func (n *Node) build() (err error) {
 	if n.player, err = egress.NewPlayer(egress.PlayerConfig{Title: "Gradient " + cfg.Name}, log); err != nil {
 		return err
 	}
-	return n.buildOverlay(rend)
+	if err := n.buildOverlay(rend); err != nil {
+		return err
+	}
+	n.wireVoD()
+	return nil
 }
 
 // listen starts the protocol servers and serves HTTP: the node is

@@ -86,6 +86,7 @@ func (n *Node) startOverlay() error {
 		if err := n.rec.Start(); err != nil {
 			return err
 		}
+		n.startVoDSync()
 	}
 	return n.demand.Start()
 }

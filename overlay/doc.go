@@ -26,7 +26,10 @@
 // wins. Updates spread by gossip (each node passes on what is news to it;
 // plans are also sent to every member over TCP) and whole-state push/pull,
 // which is how a late joiner catches up. A node that dies or leaves has its
-// entries forgotten everywhere.
+// entries forgotten everywhere, except the VoD kinds (vod.go): opaque
+// catalog entries of titles and removal records, which outlive their owner
+// (a title stays listed after its origin's death) and whose removal
+// records are never forgotten (a removal wins over any late copy).
 //
 // Demand (DemandTracker, demand.go): the viewers of this node per stream
 // and device class, from session opens and closes, viewers counted by

@@ -22,7 +22,8 @@ import (
 // tombstone entry kept for MembershipConfig.TombstoneTTL. All entries of a node that
 // leaves or dies are dropped, and entries of a node not known alive are not
 // accepted, so a dead node's state does not come back through a peer that
-// had not heard of the death yet.
+// had not heard of the death yet. The VoD kinds (vod.go) are the exception:
+// they are persistent (see persistentKind).
 const (
 	kindStream = "stream" // key: stream name; owner: the root
 	kindDemand = "demand" // key: node "|" stream; owner: the edge node
@@ -60,6 +61,8 @@ type state struct {
 	mu      sync.Mutex
 	entries map[string]*entry
 	clock   uint64
+	// vodGen counts changes of the VoD kinds (VoDGeneration).
+	vodGen uint64
 }
 
 func newState(self string, ttl time.Duration, alive func(string) bool) *state {
@@ -89,6 +92,9 @@ func (s *state) set(kind, key string, v any, del bool) *entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e := &entry{Kind: kind, Key: key, Owner: s.self, Deleted: del, Data: data}
+	if s.removedLocked(e) {
+		return nil
+	}
 	if old, ok := s.entries[e.id()]; ok && old.Owner == s.self && old.Deleted == del && string(old.Data) == string(data) {
 		return nil
 	} else if !ok && del {
@@ -99,6 +105,7 @@ func (s *state) set(kind, key string, v any, del bool) *entry {
 		e.deletedAt = time.Now()
 	}
 	s.entries[e.id()] = e
+	s.acceptedLocked(e)
 	return e
 }
 
@@ -110,10 +117,26 @@ func (s *state) merge(e *entry) (bool, *entry) {
 	if e.Version > s.clock {
 		s.clock = e.Version
 	}
+	if s.removedLocked(e) {
+		return false, nil
+	}
 	old, ok := s.entries[e.id()]
 	if e.Owner == s.self {
 		// We are the authority on our entries: a copy we do not hold (or
-		// hold newer) comes from an earlier life or a lost update.
+		// hold newer) comes from an earlier life or a lost update. A
+		// persistent entry of ours is taken back instead: it outlives
+		// our restarts (a removal we made must keep winning), and the
+		// VoD layer re-announces what it still has.
+		if !ok && persistentKind(e.Kind) {
+			c := *e
+			if c.Deleted {
+				c.deletedAt = time.Now()
+				c.Data = nil
+			}
+			s.entries[c.id()] = &c
+			s.acceptedLocked(&c)
+			return true, nil
+		}
 		if !ok && !e.Deleted {
 			t := &entry{Kind: e.Kind, Key: e.Key, Owner: s.self, Deleted: true, Version: s.tickLocked(), deletedAt: time.Now()}
 			s.entries[t.id()] = t
@@ -124,7 +147,7 @@ func (s *state) merge(e *entry) (bool, *entry) {
 	if ok && !e.newer(old) {
 		return false, nil
 	}
-	if !s.alive(e.Owner) {
+	if !s.alive(e.Owner) && !persistentKind(e.Kind) {
 		return false, nil
 	}
 	c := *e
@@ -133,6 +156,7 @@ func (s *state) merge(e *entry) (bool, *entry) {
 		c.Data = nil
 	}
 	s.entries[c.id()] = &c
+	s.acceptedLocked(&c)
 	return true, nil
 }
 
@@ -142,7 +166,7 @@ func (s *state) forgetOwner(owner string) int {
 	defer s.mu.Unlock()
 	n := 0
 	for k, e := range s.entries {
-		if e.Owner == owner && owner != s.self {
+		if e.Owner == owner && owner != s.self && !persistentKind(e.Kind) {
 			delete(s.entries, k)
 			n++
 		}
@@ -222,11 +246,12 @@ func (m *Membership) broadcast(e *entry) {
 	}
 	if len(b) <= maxGossipEntry {
 		m.queue.QueueBroadcast(&broadcastMsg{id: e.id(), msg: b})
-		if e.Kind != kindPlan {
+		if e.Kind != kindPlan && e.Kind != kindVoDRm {
 			return
 		}
 		// A plan is also sent to every member over TCP: the nodes act on
 		// it, so it must not wait for push/pull if a UDP packet is lost.
+		// So is a VoD removal (rare; the origin drops chunks on it).
 	}
 	m.mu.Lock()
 	closed := m.closed

@@ -80,6 +80,18 @@ CREATE TRIGGER titles_fts_update AFTER UPDATE OF id, title, description ON title
 	INSERT INTO titles_fts (id, title, description) VALUES (new.id, new.title, new.description);
 END;
 `,
+	// 2: titles of the other nodes of the cluster (cluster.go): where a
+	// title was packaged ('' for here), the digest of its manifest chunk,
+	// and the ids removed anywhere, so that a removed title never comes
+	// back from a late copy of its catalog entry.
+	`
+ALTER TABLE titles ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+ALTER TABLE titles ADD COLUMN manifest_digest TEXT NOT NULL DEFAULT '';
+CREATE TABLE removed_titles (
+	id      TEXT PRIMARY KEY NOT NULL,
+	removed INTEGER NOT NULL             -- Unix nanoseconds
+) WITHOUT ROWID;
+`,
 }
 
 // Search limits: a query's first maxSearchTerms words are used, each cut to
@@ -91,7 +103,7 @@ const (
 
 // titleColumns are what List and Unfinished read; Get and Delete add the
 // manifest.
-const titleColumns = `id, title, description, state, progress, error, created, duration_ns, bytes, poster, views`
+const titleColumns = `id, title, description, state, progress, error, created, duration_ns, bytes, poster, views, origin, manifest_digest`
 
 // Catalog is the titles packaged on this node, in SQLite (WAL) through the
 // pure-Go modernc.org/sqlite driver. It is safe for concurrent use: reads
@@ -105,6 +117,17 @@ type Catalog struct {
 	// wmu serialises this process's writes so they never meet SQLITE_BUSY
 	// from each other.
 	wmu sync.Mutex
+	// changed, when set (by the Service, before any write), is told the id
+	// of every title created, advanced, made ready or failed, or deleted
+	// by Delete. It is called with wmu held, so it must not block or
+	// write.
+	changed func(id string)
+}
+
+func (c *Catalog) notify(id string) {
+	if c.changed != nil {
+		c.changed(id)
+	}
 }
 
 // OpenCatalog opens the catalog database at path, creating it (and its
@@ -250,6 +273,7 @@ func (c *Catalog) Create(t Title) error {
 		return fmt.Errorf("vod catalog: create %q: %w", t.ID, ErrTitleExists)
 	}
 	c.log.Info("title created", "id", logText(t.ID))
+	c.notify(t.ID)
 	return nil
 }
 
@@ -271,6 +295,7 @@ func (c *Catalog) SetProgress(id string, pct int) error {
 		return fmt.Errorf("vod catalog: progress of %q: %w", id, err)
 	}
 	if n == 1 {
+		c.notify(id)
 		return nil
 	}
 	var state string
@@ -308,7 +333,7 @@ func (c *Catalog) SetReady(id string, m *Manifest, poster Digest) error {
 	}
 	defer tx.Rollback() // no-op after Commit
 	res, err := tx.Exec(`UPDATE titles SET state = ?, progress = 100, error = '',
-		duration_ns = ?, bytes = ?, poster = ?, manifest = ? WHERE id = ?`,
+		duration_ns = ?, bytes = ?, poster = ?, manifest = ?, manifest_digest = '' WHERE id = ?`,
 		string(StateReady), int64(m.Duration), m.Bytes(), posterHex, string(js), id)
 	if err != nil {
 		return fmt.Errorf("vod catalog: ready %q: %w", id, err)
@@ -335,6 +360,7 @@ func (c *Catalog) SetReady(id string, m *Manifest, poster Digest) error {
 		return fmt.Errorf("vod catalog: ready %q: commit: %w", id, err)
 	}
 	c.log.Info("title ready", "id", logText(id), "duration", m.Duration, "bytes", m.Bytes(), "renditions", len(m.Renditions))
+	c.notify(id)
 	return nil
 }
 
@@ -374,6 +400,7 @@ func (c *Catalog) SetFailed(id, reason string) error {
 		return fmt.Errorf("vod catalog: fail %q: %w", id, ErrTitleNotFound)
 	}
 	c.log.Warn("title failed", "id", logText(id), "reason", logText(reason))
+	c.notify(id)
 	return nil
 }
 
@@ -422,9 +449,10 @@ func (c *Catalog) List(query string) ([]Title, error) {
 }
 
 // Unfinished returns the titles left processing (by a crash or kill), oldest
-// first, without manifests, for the service to re-package or fail.
+// first, without manifests, for the service to re-package or fail. Titles
+// of other nodes are not among them: their origin packages them.
 func (c *Catalog) Unfinished() ([]Title, error) {
-	rows, err := c.db.Query(`SELECT `+titleColumns+` FROM titles WHERE state = ? ORDER BY created, id`,
+	rows, err := c.db.Query(`SELECT `+titleColumns+` FROM titles WHERE state = ? AND origin = '' ORDER BY created, id`,
 		string(StateProcessing))
 	if err != nil {
 		return nil, fmt.Errorf("vod catalog: unfinished: %w", err)
@@ -465,6 +493,7 @@ func (c *Catalog) Delete(id string) (Title, error) {
 		return Title{}, fmt.Errorf("vod catalog: delete %q: commit: %w", id, err)
 	}
 	c.log.Info("title deleted", "id", logText(id))
+	c.notify(id)
 	return t, nil
 }
 
@@ -610,10 +639,10 @@ type rowScanner interface {
 func scanTitle(row rowScanner, withManifest bool) (Title, error) {
 	var (
 		t                   Title
-		state, poster       string
+		state, poster, mdig string
 		created, durationNS int64
 		manifest            sql.NullString
-		dest                = []any{&t.ID, &t.Title, &t.Description, &state, &t.Progress, &t.Error, &created, &durationNS, &t.Bytes, &poster, &t.Views}
+		dest                = []any{&t.ID, &t.Title, &t.Description, &state, &t.Progress, &t.Error, &created, &durationNS, &t.Bytes, &poster, &t.Views, &t.Origin, &mdig}
 	)
 	if withManifest {
 		dest = append(dest, &manifest)
@@ -630,6 +659,13 @@ func scanTitle(row rowScanner, withManifest bool) (Title, error) {
 			return Title{}, fmt.Errorf("title %q: poster: %w", t.ID, err)
 		}
 		t.Poster = d
+	}
+	if mdig != "" {
+		d, err := ParseDigest(mdig)
+		if err != nil {
+			return Title{}, fmt.Errorf("title %q: manifest digest: %w", t.ID, err)
+		}
+		t.ManifestDigest = d
 	}
 	if manifest.Valid {
 		var m Manifest
@@ -703,4 +739,153 @@ func (c *Catalog) SetRecording(id string, m *Manifest) error {
 		return fmt.Errorf("vod catalog: recording %q: commit: %w", id, err)
 	}
 	return nil
+}
+
+// SetManifestDigest records the digest of a ready local title's manifest
+// stored as a chunk, and references the chunk so that it is kept while
+// the title exists. A title that is gone, no longer ready or not packaged
+// here is ErrTitleNotFound.
+func (c *Catalog) SetManifestDigest(id string, d Digest) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	tx, err := c.db.Begin()
+	if err != nil {
+		return fmt.Errorf("vod catalog: manifest digest of %q: %w", id, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.Exec(`UPDATE titles SET manifest_digest = ? WHERE id = ? AND state = ? AND origin = ''`,
+		d.String(), id, string(StateReady))
+	if err != nil {
+		return fmt.Errorf("vod catalog: manifest digest of %q: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("vod catalog: manifest digest of %q: %w", id, err)
+	} else if n == 0 {
+		return fmt.Errorf("vod catalog: manifest digest of %q: no ready local title: %w", id, ErrTitleNotFound)
+	}
+	if _, err := tx.Exec(`INSERT OR IGNORE INTO title_chunks (title_id, digest) VALUES (?, ?)`, id, d[:]); err != nil {
+		return fmt.Errorf("vod catalog: manifest digest of %q: chunk reference: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("vod catalog: manifest digest of %q: commit: %w", id, err)
+	}
+	return nil
+}
+
+// Remove deletes a title like Delete and remembers its id as removed (see
+// Removed), in one transaction, so that no copy of the title from another
+// node is taken in again. An id not in the catalog is ErrTitleNotFound; it
+// is remembered only when recordMissing (a removal made on another node:
+// the title may arrive here later).
+func (c *Catalog) Remove(id string, recordMissing bool) (Title, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	tx, err := c.db.Begin()
+	if err != nil {
+		return Title{}, fmt.Errorf("vod catalog: remove %q: %w", id, err)
+	}
+	defer tx.Rollback()
+	t, err := scanTitle(tx.QueryRow(`SELECT `+titleColumns+`, manifest FROM titles WHERE id = ?`, id), true)
+	missing := errors.Is(err, sql.ErrNoRows)
+	if err != nil && !missing {
+		return Title{}, fmt.Errorf("vod catalog: remove %q: %w", id, err)
+	}
+	if missing && !recordMissing {
+		return Title{}, fmt.Errorf("vod catalog: remove %q: %w", id, ErrTitleNotFound)
+	}
+	if !missing {
+		if _, err := tx.Exec(`DELETE FROM title_chunks WHERE title_id = ?`, id); err != nil {
+			return Title{}, fmt.Errorf("vod catalog: remove %q: chunk references: %w", id, err)
+		}
+		if _, err := tx.Exec(`DELETE FROM titles WHERE id = ?`, id); err != nil {
+			return Title{}, fmt.Errorf("vod catalog: remove %q: %w", id, err)
+		}
+	}
+	if _, err := tx.Exec(`INSERT OR IGNORE INTO removed_titles (id, removed) VALUES (?, ?)`, id, time.Now().UnixNano()); err != nil {
+		return Title{}, fmt.Errorf("vod catalog: remove %q: remember the removal: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Title{}, fmt.Errorf("vod catalog: remove %q: commit: %w", id, err)
+	}
+	if missing {
+		return Title{}, fmt.Errorf("vod catalog: remove %q: %w", id, ErrTitleNotFound)
+	}
+	c.log.Info("title removed", "id", logText(id), "origin", t.Origin)
+	return t, nil
+}
+
+// Removed returns the ids of every title removed here or anywhere in the
+// cluster.
+func (c *Catalog) Removed() ([]string, error) {
+	rows, err := c.db.Query(`SELECT id FROM removed_titles ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("vod catalog: removed titles: %w", err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("vod catalog: removed titles: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("vod catalog: removed titles: %w", err)
+	}
+	return ids, nil
+}
+
+// PutRemote inserts or updates the row of a title packaged on another
+// node (t.Origin, not empty) with its manifest (nil while unknown) and
+// the manifest's digest. A removed id and a title packaged here are left
+// alone; PutRemote reports whether the row was written. The row
+// references no chunks: they are the origin's.
+func (c *Catalog) PutRemote(t Title, m *Manifest) (bool, error) {
+	if t.ID == "" || t.Origin == "" {
+		return false, fmt.Errorf("vod catalog: remote title %q: empty id or origin", t.ID)
+	}
+	var manifest sql.NullString
+	mdig := ""
+	if m != nil {
+		js, err := json.Marshal(m)
+		if err != nil {
+			return false, fmt.Errorf("vod catalog: remote title %q: encode manifest: %w", t.ID, err)
+		}
+		manifest = sql.NullString{String: string(js), Valid: true}
+		mdig = t.ManifestDigest.String()
+	}
+	state := t.State
+	if state != StateReady && state != StateFailed {
+		state = StateProcessing // "recording" is how the origin shows it, not a catalog state
+	}
+	if state == StateReady && m == nil {
+		state = StateProcessing
+	}
+	posterHex := ""
+	if t.Poster != (Digest{}) {
+		posterHex = t.Poster.String()
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	res, err := c.db.Exec(`INSERT INTO titles (id, title, description, state, progress, error, created,
+			duration_ns, bytes, poster, manifest, views, origin, manifest_digest)
+		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+		WHERE NOT EXISTS (SELECT 1 FROM removed_titles WHERE id = ?)
+		ON CONFLICT (id) DO UPDATE SET title = excluded.title, description = excluded.description,
+			state = excluded.state, progress = excluded.progress, error = excluded.error,
+			created = excluded.created, duration_ns = excluded.duration_ns, bytes = excluded.bytes,
+			poster = excluded.poster, manifest = excluded.manifest, views = max(titles.views, excluded.views),
+			origin = excluded.origin, manifest_digest = excluded.manifest_digest
+		WHERE titles.origin <> ''`,
+		t.ID, t.Title, t.Description, string(state), max(0, min(100, t.Progress)), t.Error, t.Created.UnixNano(),
+		int64(t.Duration), t.Bytes, posterHex, manifest, t.Views, t.Origin, mdig, t.ID)
+	if err != nil {
+		return false, fmt.Errorf("vod catalog: remote title %q from %s: %w", t.ID, t.Origin, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("vod catalog: remote title %q from %s: %w", t.ID, t.Origin, err)
+	}
+	return n > 0, nil
 }

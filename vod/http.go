@@ -53,6 +53,9 @@ type TitleJSON struct {
 	Poster      string          `json:"poster,omitempty"`
 	Playlist    string          `json:"playlist,omitempty"`
 	Renditions  []RenditionJSON `json:"renditions,omitempty"`
+	// Origin is the node the title was packaged on (this node's name for
+	// a local title; empty when the node has no name, alone).
+	Origin string `json:"origin,omitempty"`
 }
 
 // RenditionJSON is a rendition in TitleJSON.
@@ -66,7 +69,7 @@ type RenditionJSON struct {
 
 func titleJSON(t Title) TitleJSON {
 	j := TitleJSON{ID: t.ID, Title: t.Title, Description: t.Description, State: t.State, Progress: t.Progress,
-		Error: t.Error, Created: t.Created, Duration: t.Duration.Seconds(), Bytes: t.Bytes, Views: t.Views}
+		Error: t.Error, Created: t.Created, Duration: t.Duration.Seconds(), Bytes: t.Bytes, Views: t.Views, Origin: t.Origin}
 	if t.State == StateReady || t.State == StateRecording {
 		j.Playlist = "/vod/" + t.ID + "/index.m3u8"
 		if t.Poster != (Digest{}) {
@@ -176,7 +179,7 @@ func (s *Service) serveList(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]TitleJSON, len(ts))
 	for i, t := range ts {
-		out[i] = titleJSON(t)
+		out[i] = s.titleJSON(t)
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"titles": out})
 }
@@ -187,7 +190,16 @@ func (s *Service) serveTitle(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, titleJSON(t))
+	writeJSON(w, http.StatusOK, s.titleJSON(t))
+}
+
+// titleJSON is titleJSON with a local title's origin: this node.
+func (s *Service) titleJSON(t Title) TitleJSON {
+	j := titleJSON(t)
+	if j.Origin == "" {
+		j.Origin = s.NodeName()
+	}
+	return j
 }
 
 func (s *Service) serveDelete(w http.ResponseWriter, r *http.Request) {

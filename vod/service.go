@@ -88,6 +88,23 @@ var (
 // Service owns a node's titles: the uploads, the packaging jobs, the chunk
 // store and the catalog, all under one folder.
 type Service struct {
+	// OnTitleChange, OnTitleRemoved and FetchManifest connect the service
+	// to the cluster (cluster.go); the node sets them before Start, or
+	// leaves them nil on a node alone.
+	//
+	// OnTitleChange is given the catalog entry of a local title after it
+	// was created, advanced by 10 % or more, made ready or failed, and for
+	// every local title at Start (a restarted origin announces again). It
+	// is called from one goroutine of the service, in order per title.
+	OnTitleChange func(TitleEntry)
+	// OnTitleRemoved is told the id of a title removed here (Delete), local
+	// or not, so that it is removed everywhere.
+	OnTitleRemoved func(id string)
+	// FetchManifest fetches the manifest chunk d of a title from the
+	// cluster (origin is the node that packaged it). The bytes are
+	// verified against d before they are used.
+	FetchManifest func(ctx context.Context, d Digest, origin string) ([]byte, error)
+
 	cfg Config
 	dir string
 	log *slog.Logger
@@ -107,6 +124,8 @@ type Service struct {
 	started bool
 	// recordings are the live recordings running (record.go).
 	recordings map[string]*Recording
+	// cl is the cluster bookkeeping (cluster.go).
+	cl cluster
 }
 
 // NewService builds the service for the folder dir (the node's
@@ -121,7 +140,8 @@ func NewService(cfg Config, dir string, log *slog.Logger) (*Service, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{cfg: cfg, dir: dir, log: log.With("component", "vod"), ctx: ctx, cancel: cancel,
-		jobs: make(chan string, 1024), running: map[string]context.CancelFunc{}, putting: map[*recordingPutter]bool{}, views: newViewCounter()}, nil
+		jobs: make(chan string, 1024), running: map[string]context.CancelFunc{}, putting: map[*recordingPutter]bool{}, views: newViewCounter(),
+		cl: newCluster()}, nil
 }
 
 func (s *Service) uploads() string { return filepath.Join(s.dir, "uploads") }
@@ -148,6 +168,9 @@ func (s *Service) Start() (err error) {
 		return fmt.Errorf("vod: %w", err)
 	}
 	s.store.OnCorrupt = s.markDamaged
+	if err := s.startCluster(); err != nil {
+		return fmt.Errorf("vod: %w", err)
+	}
 	unfinished, err := s.cat.Unfinished()
 	if err != nil {
 		return fmt.Errorf("vod: %w", err)
@@ -308,23 +331,48 @@ func (s *Service) List(query string) ([]Title, error) {
 }
 
 // Delete removes a title: a job packaging it stops, its chunks that no
-// other title shares are dropped.
+// other title shares are dropped. A title of another node is removed here
+// and, through OnTitleRemoved, everywhere; its id is remembered so that
+// it never comes back.
 func (s *Service) Delete(id string) error {
+	t, err := s.remove(id, false)
+	if err != nil {
+		return err
+	}
+	if s.OnTitleRemoved != nil {
+		s.OnTitleRemoved(id)
+	}
+	s.log.Info("title removed", "id", id, "title", t.Title, "origin", t.Origin)
+	return nil
+}
+
+// remove deletes a title from the catalog and remembers the removal (see
+// Catalog.Remove); a title packaged here also loses its job, its upload
+// and the chunks no other title shares.
+func (s *Service) remove(id string, recordMissing bool) (Title, error) {
 	s.mu.Lock()
 	if cancel, ok := s.running[id]; ok {
 		cancel()
 	}
 	s.mu.Unlock()
-	t, err := s.cat.Delete(id)
+	t, err := s.cat.Remove(id, recordMissing)
+	if err == nil || recordMissing {
+		s.forgetTitle(id)
+	}
 	if err != nil {
-		return err
+		return t, err
 	}
-	os.Remove(s.upload(id))
-	if t.Manifest != nil {
-		s.dropChunks(manifestDigests(t.Manifest, t.Poster))
+	if t.Origin == "" {
+		os.Remove(s.upload(id))
+		if t.Manifest != nil {
+			ds := manifestDigests(t.Manifest, t.Poster)
+			if t.ManifestDigest != (Digest{}) {
+				ds = append(ds, t.ManifestDigest)
+			}
+			s.dropChunks(ds)
+		}
 	}
-	s.log.Info("title removed", "id", id, "title", t.Title)
-	return nil
+	return t, nil
 }
 
 // dropChunks removes the chunks no remaining title references and no

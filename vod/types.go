@@ -125,6 +125,13 @@ type Title struct {
 	Views  int64  `json:"views"`
 	// Manifest is nil until the title is ready.
 	Manifest *Manifest `json:"-"`
+	// Origin is the node the title was packaged on, as the cluster's
+	// gossip names it; empty for a title packaged here (cluster.go).
+	Origin string `json:"origin,omitempty"`
+	// ManifestDigest is the digest of the manifest's JSON stored as a
+	// chunk, by which other nodes fetch and verify it; zero until the
+	// title is ready and the chunk stored.
+	ManifestDigest Digest `json:"-"`
 }
 
 // ChunkPutter stores a chunk under its digest (ChunkStore does); Put
