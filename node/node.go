@@ -165,6 +165,7 @@ func (n *Node) build() (err error) {
 		return err
 	}
 	n.wireVoD()
+	n.reg.MustRegister(n.VoD.Collector())
 	return nil
 }
 

@@ -3,11 +3,10 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
-	"net/http"
+	"strings"
 	"time"
 
+	"github.com/gradient-cdn/gradient/overlay"
 	"github.com/gradient-cdn/gradient/vod"
 )
 
@@ -15,10 +14,6 @@ import (
 // removals through its hooks, which the node hands to the gossip; a
 // goroutine of the node gives the service what the gossip carries. vod
 // and overlay decide; the node only carries.
-
-// maxManifestBytes bounds a manifest fetched from a peer (a manifest is a
-// few hundred bytes per minute of a rendition).
-const maxManifestBytes = 16 << 20
 
 // wireVoD names the VoD service after the node and, with gossip on,
 // connects its hooks to the membership. Called by build, before the
@@ -38,39 +33,26 @@ func (n *Node) wireVoD() {
 		m.SetVoDTitle(e.ID, b)
 	}
 	n.VoD.OnTitleRemoved = m.RemoveVoDTitle
-	n.VoD.FetchManifest = n.fetchManifest
+	n.VoD.Peers = memberPeers{m: m, self: n.cfg.Name}
+	n.VoD.Secret = n.cfg.clusterSecret()
 }
 
-// fetchManifest gets a manifest chunk from the title's origin by the
-// public content-addressed chunk route; the service verifies the bytes
-// against d. (To be replaced by the cluster's chunk fetcher, which also
-// reaches replicas when the origin is gone.)
-func (n *Node) fetchManifest(ctx context.Context, d vod.Digest, origin string) ([]byte, error) {
-	mem, ok := n.Members.Member(origin)
-	if !ok || mem.Meta.HTTP == "" {
-		return nil, fmt.Errorf("origin %s is not alive or advertises no HTTP address", origin)
+// memberPeers are the alive members as the VoD fetcher sees them.
+type memberPeers struct {
+	m    *overlay.Membership
+	self string
+}
+
+func (p memberPeers) Self() string { return p.self }
+
+func (p memberPeers) Alive() []vod.Peer {
+	var out []vod.Peer
+	for _, mem := range p.m.Alive() {
+		if mem.Meta.HTTP != "" {
+			out = append(out, vod.Peer{Name: mem.Name, HTTPBase: "http://" + mem.Meta.HTTP})
+		}
 	}
-	url := "http://" + mem.Meta.HTTP + vod.ChunkURL(d, false)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s from %s: %w", d, origin, err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s from %s: %w", d, origin, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("manifest %s from %s: GET %s: %s", d, origin, url, resp.Status)
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("manifest %s from %s: %w", d, origin, err)
-	}
-	if len(b) > maxManifestBytes {
-		return nil, fmt.Errorf("manifest %s from %s: over %d bytes", d, origin, maxManifestBytes)
-	}
-	return b, nil
+	return out
 }
 
 // vodRetryInterval is how often the gossiped VoD state is merged again
@@ -90,6 +72,7 @@ func (n *Node) startVoDSync() {
 		t := time.NewTicker(vodRetryInterval)
 		defer t.Stop()
 		merged := n.Members.VoDGeneration()
+		members := aliveNames(n.Members)
 		n.mergeVoD()
 		for {
 			select {
@@ -98,12 +81,17 @@ func (n *Node) startVoDSync() {
 			case <-t.C:
 			case <-ch:
 				// Most changes of the cluster state are not VoD's.
+				if now := aliveNames(n.Members); now != members {
+					members = now
+					n.VoD.MembersChanged() // replicas move to the new owners
+				}
 				if n.Members.VoDGeneration() == merged {
 					continue
 				}
 			}
 			merged = n.Members.VoDGeneration()
 			n.mergeVoD()
+			n.VoD.MembersChanged() // a title may have become ready
 		}
 	}()
 	n.closers = append(n.closers, func() error {
@@ -134,4 +122,14 @@ func (n *Node) mergeVoD() {
 			n.log.Debug("vod title not merged", "id", x.ID, "origin", x.Owner, "err", err)
 		}
 	}
+}
+
+// aliveNames is the alive members' names, to tell membership changes.
+func aliveNames(m *overlay.Membership) string {
+	var b strings.Builder
+	for _, mem := range m.Alive() {
+		b.WriteString(mem.Name)
+		b.WriteByte(0)
+	}
+	return b.String()
 }

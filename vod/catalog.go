@@ -868,7 +868,12 @@ func (c *Catalog) PutRemote(t Title, m *Manifest) (bool, error) {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	res, err := c.db.Exec(`INSERT INTO titles (id, title, description, state, progress, error, created,
+	tx, err := c.db.Begin()
+	if err != nil {
+		return false, fmt.Errorf("vod catalog: remote title %q from %s: %w", t.ID, t.Origin, err)
+	}
+	defer tx.Rollback()
+	res, err := tx.Exec(`INSERT INTO titles (id, title, description, state, progress, error, created,
 			duration_ns, bytes, poster, manifest, views, origin, manifest_digest)
 		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 		WHERE NOT EXISTS (SELECT 1 FROM removed_titles WHERE id = ?)
@@ -885,6 +890,30 @@ func (c *Catalog) PutRemote(t Title, m *Manifest) (bool, error) {
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
+		return false, fmt.Errorf("vod catalog: remote title %q from %s: %w", t.ID, t.Origin, err)
+	}
+	if n > 0 && m != nil {
+		// The chunks it names, so that a chunk request finds its title and
+		// a removal drops the chunks pinned or cached here.
+		ds := manifestDigests(m, t.Poster)
+		if t.ManifestDigest != (Digest{}) {
+			ds = append(ds, t.ManifestDigest)
+		}
+		if _, err := tx.Exec(`DELETE FROM title_chunks WHERE title_id = ?`, t.ID); err != nil {
+			return false, fmt.Errorf("vod catalog: remote title %q chunks: %w", t.ID, err)
+		}
+		ins, err := tx.Prepare(`INSERT OR IGNORE INTO title_chunks (title_id, digest) VALUES (?, ?)`)
+		if err != nil {
+			return false, fmt.Errorf("vod catalog: remote title %q chunks: %w", t.ID, err)
+		}
+		defer ins.Close()
+		for _, d := range ds {
+			if _, err := ins.Exec(t.ID, d[:]); err != nil {
+				return false, fmt.Errorf("vod catalog: remote title %q chunks: %w", t.ID, err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
 		return false, fmt.Errorf("vod catalog: remote title %q from %s: %w", t.ID, t.Origin, err)
 	}
 	return n > 0, nil

@@ -26,6 +26,8 @@ import (
 //	GET    /vod/{id}/poster.jpg                      the poster
 //	GET    /vod/chunks/{digest}.{m4s|mp4}            a chunk (immutable, Range, Repr-Digest)
 //	GET    /watch/vod/{id}?device=…                  302 to the title's player (on one node: this one)
+//	GET    /api/v1/vod/cache                         the cluster chunk cache: bytes, hit ratios, bytes by source
+//	GET    /internal/vod/chunks/{digest}             a chunk for another node (signed with the cluster secret)
 func (s *Service) Route(mux *http.ServeMux) {
 	mux.HandleFunc("GET /watch/vod/{id}", s.serveWatch)
 	mux.HandleFunc("POST /api/v1/vod/titles", s.serveAdd)
@@ -36,6 +38,8 @@ func (s *Service) Route(mux *http.ServeMux) {
 	mux.HandleFunc("GET /vod/{id}/{$}", s.servePlayerPage)
 	mux.HandleFunc("GET /vod/{id}/{file}", s.serveTitleFile)
 	mux.HandleFunc("GET /vod/chunks/{name}", s.serveChunk)
+	mux.HandleFunc("GET /internal/vod/chunks/{hex}", s.ServePeer)
+	mux.HandleFunc("GET /api/v1/vod/cache", s.serveCacheStatus)
 }
 
 // TitleJSON is a title as the API shows it.
@@ -252,7 +256,7 @@ func (s *Service) serveTitleFile(w http.ResponseWriter, r *http.Request) {
 			http.NotFound(w, r)
 			return
 		}
-		s.store.ServeChunk(w, r, t.Poster, "image/jpeg")
+		s.serveDigest(w, r, t.Poster, "image/jpeg")
 	case strings.HasSuffix(file, ".m3u8"):
 		name := strings.TrimSuffix(file, ".m3u8")
 		for i := range m.Renditions {
@@ -285,7 +289,7 @@ func (s *Service) serveChunk(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad chunk name", http.StatusNotFound)
 		return
 	}
-	s.store.ServeChunk(w, r, d, "video/mp4")
+	s.serveDigest(w, r, d, "video/mp4")
 }
 
 // viewerKey tells viewers apart: the player's viewer= token, else the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -51,12 +52,34 @@ type Config struct {
 	// recording ends: a publisher that comes back within it with the same
 	// tracks continues the same title. Default 10s; negative: none.
 	RecordGrace time.Duration `yaml:"record_grace"`
+
+	// The chunk cache of a node in a cluster (cluster_chunks.go): chunks
+	// of other nodes' titles fetched for this node's viewers.
+	//
+	// CacheDir is its folder. Default "<data>/vod/cache".
+	CacheDir string `yaml:"cache_dir"`
+	// CacheSize bounds its bytes on disk. Default 10 GiB.
+	CacheSize int64 `yaml:"cache_size"`
+	// Replicas is how many nodes hold every chunk of a ready title: its
+	// origin and the Replicas-1 next rendezvous owners of each chunk,
+	// which pin it (never evicted), so that no title depends on one
+	// machine. Default 2; 1 pins nothing.
+	Replicas int `yaml:"replicas"`
+	// PrefetchSegments is how many segments of a rendition the node
+	// fetches ahead of a viewer that asks for one it does not hold.
+	// Default 3; negative: none.
+	PrefetchSegments int `yaml:"prefetch_segments"`
+	// AllowNetworks lists the viewer networks (CIDRs) whose requests may
+	// fill the cache from other nodes; others get only what the node
+	// already holds. Default empty: every viewer.
+	AllowNetworks []string `yaml:"allow_networks"`
 }
 
 // DefaultConfig returns the VoD defaults.
 func DefaultConfig() Config {
 	return Config{SegmentDuration: 4 * time.Second, MaxJobs: 1, MaxUpload: 16 << 30, MemoryCache: 256 << 20, Nice: 10,
-		Ladder: DefaultLadder(), RecordGrace: 10 * time.Second}
+		Ladder: DefaultLadder(), RecordGrace: 10 * time.Second,
+		CacheSize: DefaultCacheBytes, Replicas: 2, PrefetchSegments: 3}
 }
 
 // Validate names a bad field by its YAML key.
@@ -72,6 +95,13 @@ func (c Config) Validate() error {
 		return errors.New("memory_cache: must not be negative")
 	case c.Nice < 0 || c.Nice > 19:
 		return fmt.Errorf("nice: %d is outside 0 … 19", c.Nice)
+	case c.CacheSize < 1<<20:
+		return fmt.Errorf("cache_size: %d must be at least 1 MiB", c.CacheSize)
+	case c.Replicas < 1:
+		return fmt.Errorf("replicas: %d must be at least 1", c.Replicas)
+	}
+	if _, err := parseNetworks(c.AllowNetworks); err != nil {
+		return fmt.Errorf("allow_networks: %w", err)
 	}
 	return validateLadder(c.Ladder)
 }
@@ -104,6 +134,11 @@ type Service struct {
 	// cluster (origin is the node that packaged it). The bytes are
 	// verified against d before they are used.
 	FetchManifest func(ctx context.Context, d Digest, origin string) ([]byte, error)
+	// Peers, when set before Start, makes the node a chunk cache of the
+	// cluster (cluster_chunks.go): the alive members it fetches chunks
+	// from. Secret is the cluster secret that signs those requests.
+	Peers  Peers
+	Secret string
 
 	cfg Config
 	dir string
@@ -126,6 +161,15 @@ type Service struct {
 	recordings map[string]*Recording
 	// cl is the cluster bookkeeping (cluster.go).
 	cl cluster
+
+	// In a cluster (cluster_chunks.go): the cache of other nodes' chunks,
+	// the fetcher that fills it, the viewer networks that may fill it, the
+	// titles of recently asked chunks, and the pinner's wake-up.
+	cache     *DiskCache
+	fetch     *Fetcher
+	allow     []netip.Prefix
+	manifests *manifestCache
+	pinWake   chan struct{}
 }
 
 // NewService builds the service for the folder dir (the node's
@@ -171,6 +215,9 @@ func (s *Service) Start() (err error) {
 	if err := s.startCluster(); err != nil {
 		return fmt.Errorf("vod: %w", err)
 	}
+	if err := s.startChunks(); err != nil {
+		return fmt.Errorf("vod: %w", err)
+	}
 	unfinished, err := s.cat.Unfinished()
 	if err != nil {
 		return fmt.Errorf("vod: %w", err)
@@ -201,7 +248,7 @@ func (s *Service) Start() (err error) {
 func (s *Service) Close() error {
 	s.cancel()
 	s.wg.Wait()
-	var errs []error
+	errs := s.closeChunks()
 	if s.cat != nil {
 		errs = append(errs, s.cat.Close())
 	}
@@ -364,13 +411,18 @@ func (s *Service) remove(id string, recordMissing bool) (Title, error) {
 	}
 	if t.Origin == "" {
 		os.Remove(s.upload(id))
-		if t.Manifest != nil {
-			ds := manifestDigests(t.Manifest, t.Poster)
-			if t.ManifestDigest != (Digest{}) {
-				ds = append(ds, t.ManifestDigest)
-			}
-			s.dropChunks(ds)
+	}
+	if t.Manifest != nil {
+		// Ours, or another node's pinned here as a replica or cached.
+		ds := manifestDigests(t.Manifest, t.Poster)
+		if t.ManifestDigest != (Digest{}) {
+			ds = append(ds, t.ManifestDigest)
 		}
+		s.dropChunks(ds)
+		s.dropCached(ds)
+	}
+	if s.manifests != nil {
+		s.manifests.drop(id)
 	}
 	return t, nil
 }
