@@ -49,6 +49,9 @@ func mediaPlaylist(m *Manifest, r *Rendition, kind string, minTarget time.Durati
 	fmt.Fprintf(&b, "#EXT-X-PLAYLIST-TYPE:%s\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n", kind)
 	fmt.Fprintf(&b, "#EXT-X-MAP:URI=%q\n", chunkURL(r.Init.Digest))
 	for _, s := range r.Segments {
+		if s.Discontinuity {
+			b.WriteString("#EXT-X-DISCONTINUITY\n")
+		}
 		fmt.Fprintf(&b, "#EXTINF:%.3f,\n%s\n", s.Duration.Seconds(), chunkURL(s.Digest))
 	}
 	if kind == "VOD" {
