@@ -63,9 +63,10 @@ video{width:100%;max-height:85vh;background:#000;display:block}
     // A fast start: the lowest rendition first (hls.js sorts them by
     // bitrate; its ABR moves up once it has measured a segment), no Web
     // Worker (it would parse hls.js a second time, and fMP4 needs no
-    // transmuxing), and one segment ahead until the first frame, where
-    // more would compete with it for the CPU; then 30 s ahead.
-    var hls = new Hls({startLevel: 0, enableWorker: false, maxBufferLength: 4, startFragPrefetch: true});
+    // transmuxing), and only the first segment until the first frame:
+    // another, or a switch up, would compete with it for the CPU. Then
+    // 30 s ahead.
+    var hls = new Hls({startLevel: 0, enableWorker: false, maxBufferLength: 1, maxMaxBufferLength: 1, startFragPrefetch: true});
     hls.on(Hls.Events.MANIFEST_LOADED, function () { mark('master'); });
     hls.on(Hls.Events.LEVEL_LOADED, function () { mark('media'); });
     hls.on(Hls.Events.MEDIA_ATTACHED, function () { mark('attached'); });
@@ -86,7 +87,7 @@ video{width:100%;max-height:85vh;background:#000;display:block}
   var first = function () {
     mark('frame');
     window.gradientPlayer.firstFrameMs = t.frame;
-    if (window.gradientPlayer.hls) { window.gradientPlayer.hls.config.maxBufferLength = 30; }
+    if (window.gradientPlayer.hls) { var c = window.gradientPlayer.hls.config; c.maxBufferLength = 30; c.maxMaxBufferLength = 600; }
   };
   if (v.requestVideoFrameCallback) { v.requestVideoFrameCallback(first); } else { v.addEventListener('playing', first, {once: true}); }
   v.play().catch(function () {});
