@@ -69,7 +69,7 @@ func BenchmarkVodTimeToFirstFrameChromium(b *testing.B) {
 
 	// The steps of a start, in order: each is the median over the loads of
 	// when it happened, in ms since navigation began.
-	steps := []string{"html", "hls.js", "script", "master", "media", "attached", "sourcebuffer", "segment", "buffered", "loadeddata", "canplay", "playing", "frame", "bufferedAt"}
+	steps := []string{"html", "hls.js", "script", "loadeddata", "playing", "frame", "boot", "master", "media", "attached", "segment", "buffered"}
 	at := map[string][]float64{}
 	var samples, anchor []float64
 	var level string

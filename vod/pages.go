@@ -45,11 +45,44 @@ a.title img,a.title .noposter{width:100%;aspect-ratio:16/9;object-fit:cover;back
 video{width:100%;max-height:85vh;background:#000;display:block}
 .info{padding:12px 20px}h1{font-size:18px;margin:0 0 6px}p{color:#aaa;margin:0;white-space:pre-wrap}a{color:#8cf}</style>
 {{range .Preload}}<link rel="preload" href="{{.}}" as="fetch" crossorigin>
-{{end}}<script src="{{.HLSScript}}"></script></head><body>
+{{end}}</head><body>
 <video id="v" controls playsinline {{if .HasPoster}}poster="/vod/{{.ID}}/poster.jpg"{{end}}></video>
+{{with .Boot}}<script>
+// The first segment shown before hls.js has arrived: a MediaSource with
+// the start rendition's init section and first segment (both preloaded),
+// which the player's hls.js then takes over (its media transfer) and goes
+// on with.
+(function () {
+  var b = {{.}}, v = document.getElementById('v');
+  if (!window.MediaSource || !MediaSource.isTypeSupported(b.type)) { return; }
+  var ms = new MediaSource(), boot = {ms: ms, type: b.type};
+  var get = function (u) { return fetch(u).then(function (r) { if (!r.ok) { throw new Error(u + ': HTTP ' + r.status); } return r.arrayBuffer(); }); };
+  var init = get(b.init), seg = get(b.segment);
+  boot.ready = new Promise(function (ok) {
+    ms.addEventListener('sourceopen', function () {
+      var sb = boot.sb = ms.addSourceBuffer(b.type);
+      var append = function (buf) {
+        return new Promise(function (done, fail) {
+          sb.addEventListener('updateend', done, {once: true});
+          sb.addEventListener('error', fail, {once: true});
+          sb.appendBuffer(buf);
+        });
+      };
+      boot.appended = init.then(append).then(function () { return seg; }).then(append);
+      boot.appended.catch(function () {});
+      ok(boot);
+    }, {once: true});
+  });
+  v.src = URL.createObjectURL(ms);
+  window.gradientBoot = boot;
+})();
+</script>
+{{end}}<script defer src="{{.HLSScript}}"></script>
 <div class="info"><h1>{{.Title}}</h1><p>{{.Description}}</p><p><a href="/vod/">All titles</a></p></div>
 <script>
-(function () {
+// hls.js is deferred (it must not hold the page, nor the segment above,
+// while it loads): the player starts once it has run.
+document.addEventListener('DOMContentLoaded', function () {
   var v = document.getElementById('v');
   var src = {{.Master}};
   // t: when each step of the start happened, in ms since the page's
@@ -74,7 +107,21 @@ video{width:100%;max-height:85vh;background:#000;display:block}
     hls.on(Hls.Events.FRAG_LOADED, function (_, d) { if (!('segment' in t)) { t.level = d.frag.level; } mark('segment'); });
     hls.on(Hls.Events.FRAG_BUFFERED, function (_, d) { if (d.frag.sn !== 'initSegment' && !('buffered' in t)) { mark('buffered'); t.bufferedAt = v.buffered.length ? v.buffered.start(0) : -1; } });
     hls.loadSource(src);
-    hls.attachMedia(v);
+    var boot = window.gradientBoot;
+    if (boot) {
+      // hls.js takes the MediaSource and its SourceBuffer over once the
+      // page's appends are done (a muxed fMP4 rendition is one
+      // "audiovideo" buffer to it); if they failed, it starts afresh.
+      boot.ready.then(function () { return boot.appended; }).then(function () {
+        t.boot = performance.now();
+        hls.attachMedia({media: v, mediaSource: boot.ms, tracks: {audiovideo: {id: 'main', container: 'video/mp4', codec: boot.type.replace(/^.*codecs="(.*)"$/, '$1'), buffer: boot.sb}}});
+      }, function (e) {
+        console.log('boot segment not shown', e);
+        hls.attachMedia(v);
+      });
+    } else {
+      hls.attachMedia(v);
+    }
     window.gradientPlayer = {mode: 'hls.js', hls: hls, t: t};
     hls.on(Hls.Events.ERROR, function (_, d) { if (d.fatal) { console.log('hls fatal', d.type, d.details); hls.recoverMediaError(); } });
   } else if (v.canPlayType('application/vnd.apple.mpegurl')) {
@@ -91,7 +138,7 @@ video{width:100%;max-height:85vh;background:#000;display:block}
   };
   if (v.requestVideoFrameCallback) { v.requestVideoFrameCallback(first); } else { v.addEventListener('playing', first, {once: true}); }
   v.play().catch(function () {});
-})();
+});
 </script></body></html>{{end}}`))
 
 type catalogCard struct {
@@ -153,7 +200,8 @@ func (s *Service) servePlayerPage(w http.ResponseWriter, r *http.Request) {
 		ID, Title, Description, HLSScript, Master string
 		HasPoster                                 bool
 		Preload                                   []string
-	}{t.ID, t.Title, t.Description, HLSScript, master, t.Poster != (Digest{}), startPreloads(t, master)}); err != nil {
+		Boot                                      *bootPlan
+	}{t.ID, t.Title, t.Description, HLSScript, master, t.Poster != (Digest{}), startPreloads(t, master), startBoot(t)}); err != nil {
 		s.log.Debug("player page", "err", err)
 	}
 }
@@ -167,9 +215,24 @@ func (s *Service) servePlayerPage(w http.ResponseWriter, r *http.Request) {
 // with crossorigin matches an XHR's mode and credentials).
 func startPreloads(t Title, master string) []string {
 	out := []string{master}
+	low := startRendition(t)
+	if low == nil {
+		return out
+	}
+	out = append(out, low.Name+".m3u8", ChunkURL(low.Init.Digest, true))
+	if len(low.Segments) > 0 {
+		out = append(out, ChunkURL(low.Segments[0].Digest, false))
+	}
+	return out
+}
+
+// startRendition is the rendition a ready title's player starts with: the
+// lowest BANDWIDTH. Nil for a recording (its playlist changes: the player
+// loads it itself).
+func startRendition(t Title) *Rendition {
 	m := t.Manifest
 	if t.State != StateReady || m == nil || len(m.Renditions) == 0 {
-		return out // a recording's playlist changes: the player loads it itself
+		return nil
 	}
 	low := &m.Renditions[0]
 	for i := range m.Renditions {
@@ -177,9 +240,22 @@ func startPreloads(t Title, master string) []string {
 			low = r
 		}
 	}
-	out = append(out, low.Name+".m3u8", ChunkURL(low.Init.Digest, true))
-	if len(low.Segments) > 0 {
-		out = append(out, ChunkURL(low.Segments[0].Digest, false))
+	return low
+}
+
+// bootPlan is what the page appends before hls.js runs: the start
+// rendition's init section and first segment, and their MIME type.
+type bootPlan struct {
+	Init    string `json:"init"`
+	Segment string `json:"segment"`
+	Type    string `json:"type"`
+}
+
+func startBoot(t Title) *bootPlan {
+	low := startRendition(t)
+	if low == nil || len(low.Segments) == 0 || low.Codecs == "" {
+		return nil
 	}
-	return out
+	return &bootPlan{Init: ChunkURL(low.Init.Digest, true), Segment: ChunkURL(low.Segments[0].Digest, false),
+		Type: `video/mp4; codecs="` + low.Codecs + `"`}
 }
