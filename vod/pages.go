@@ -45,7 +45,8 @@ a.title img,a.title .noposter{width:100%;aspect-ratio:16/9;object-fit:cover;back
 video{width:100%;max-height:85vh;background:#000;display:block}
 .info{padding:12px 20px}h1{font-size:18px;margin:0 0 6px}p{color:#aaa;margin:0;white-space:pre-wrap}a{color:#8cf}</style>
 {{range .Preload}}<link rel="preload" href="{{.}}" as="fetch" crossorigin>
-{{end}}</head><body>
+{{end}}<link rel="preload" href="{{.HLSScript}}" as="script">
+</head><body>
 <video id="v" controls playsinline {{if .HasPoster}}poster="/vod/{{.ID}}/poster.jpg"{{end}}></video>
 {{with .Boot}}<script>
 // The first segment shown before hls.js has arrived: a MediaSource with
@@ -58,8 +59,10 @@ video{width:100%;max-height:85vh;background:#000;display:block}
   var ms = new MediaSource(), boot = {ms: ms, type: b.type};
   var get = function (u) { return fetch(u).then(function (r) { if (!r.ok) { throw new Error(u + ': HTTP ' + r.status); } return r.arrayBuffer(); }); };
   var init = get(b.init), seg = get(b.segment);
+  boot.t = {};
   boot.ready = new Promise(function (ok) {
     ms.addEventListener('sourceopen', function () {
+      boot.t.sourceopen = performance.now();
       var sb = boot.sb = ms.addSourceBuffer(b.type);
       var append = function (buf) {
         return new Promise(function (done, fail) {
@@ -68,7 +71,7 @@ video{width:100%;max-height:85vh;background:#000;display:block}
           sb.appendBuffer(buf);
         });
       };
-      boot.appended = init.then(append).then(function () { return seg; }).then(append);
+      boot.appended = init.then(append).then(function () { return seg; }).then(append).then(function () { boot.t.appended = performance.now(); });
       boot.appended.catch(function () {});
       ok(boot);
     }, {once: true});
@@ -77,18 +80,29 @@ video{width:100%;max-height:85vh;background:#000;display:block}
   window.gradientBoot = boot;
 })();
 </script>
-{{end}}<script defer src="{{.HLSScript}}"></script>
-<div class="info"><h1>{{.Title}}</h1><p>{{.Description}}</p><p><a href="/vod/">All titles</a></p></div>
+{{end}}<div class="info"><h1>{{.Title}}</h1><p>{{.Description}}</p><p><a href="/vod/">All titles</a></p></div>
 <script>
-// hls.js is deferred (it must not hold the page, nor the segment above,
-// while it loads): the player starts once it has run.
-document.addEventListener('DOMContentLoaded', function () {
+// hls.js (preloaded) is run once the segment above is appended: compiling
+// it takes the page's thread, which that segment's fetches and appends
+// need first. The player starts once it has run.
+(function () {
+  var run = function () {
+    var s = document.createElement('script');
+    s.src = {{.HLSScript}};
+    s.onload = s.onerror = player;
+    document.body.appendChild(s);
+  };
+  var boot = window.gradientBoot;
+  if (boot) { boot.ready.then(function () { return boot.appended; }).then(run, run); } else { run(); }
+})();
+function player() {
   var v = document.getElementById('v');
   var src = {{.Master}};
   // t: when each step of the start happened, in ms since the page's
-  // navigation began (a benchmark reads it): hls.js run, master and media
-  // playlist loaded, init section and first segment loaded, first segment
-  // appended, first frame shown.
+  // navigation began (a benchmark reads it): the page's MediaSource open
+  // and first segment appended; hls.js run and handed the MediaSource, its
+  // master and media playlist and first segment loaded and appended; the
+  // first frame decoded and shown.
   var t = {script: performance.now()};
   var mark = function (k) { if (!(k in t)) { t[k] = performance.now(); } };
   window.gradientPlayer = {mode: '', t: t};
@@ -113,7 +127,9 @@ document.addEventListener('DOMContentLoaded', function () {
       // page's appends are done (a muxed fMP4 rendition is one
       // "audiovideo" buffer to it); if they failed, it starts afresh.
       boot.ready.then(function () { return boot.appended; }).then(function () {
-        t.boot = performance.now();
+        t.handover = performance.now();
+        t.sourceopen = boot.t.sourceopen;
+        t.appended = boot.t.appended;
         hls.attachMedia({media: v, mediaSource: boot.ms, tracks: {audiovideo: {id: 'main', container: 'video/mp4', codec: boot.type.replace(/^.*codecs="(.*)"$/, '$1'), buffer: boot.sb}}});
       }, function (e) {
         console.log('boot segment not shown', e);
@@ -122,8 +138,10 @@ document.addEventListener('DOMContentLoaded', function () {
     } else {
       hls.attachMedia(v);
     }
-    window.gradientPlayer = {mode: 'hls.js', hls: hls, t: t};
-    hls.on(Hls.Events.ERROR, function (_, d) { if (d.fatal) { console.log('hls fatal', d.type, d.details); hls.recoverMediaError(); } });
+    window.gradientPlayer = {mode: 'hls.js', hls: hls, t: t, errors: []};
+    hls.on(Hls.Events.ERROR, function (_, d) {
+      window.gradientPlayer.errors.push(d.details + (d.fatal ? ' (fatal)' : '') + (d.error ? ': ' + d.error.message : ''));
+      if (d.fatal) { console.log('hls fatal', d.type, d.details); hls.recoverMediaError(); } });
   } else if (v.canPlayType('application/vnd.apple.mpegurl')) {
     v.src = src;
     window.gradientPlayer = {mode: 'native', t: t};
@@ -138,7 +156,7 @@ document.addEventListener('DOMContentLoaded', function () {
   };
   if (v.requestVideoFrameCallback) { v.requestVideoFrameCallback(first); } else { v.addEventListener('playing', first, {once: true}); }
   v.play().catch(function () {});
-});
+}
 </script></body></html>{{end}}`))
 
 type catalogCard struct {
