@@ -525,3 +525,116 @@ func fsyncPath(b *testing.B, p string) {
 		b.Fatal(err)
 	}
 }
+
+// vodLadderRuns: each side of the ladder benchmark is timed this many
+// times, alternating, and its best run kept.
+const vodLadderRuns = 2
+
+// vodLadderClip is the first 20 s of vodBenchClip (cut at a keyframe,
+// stream copy), cached beside it: the ladder encodes every frame, and a
+// minute of 1080p takes minutes on two shared cores.
+func vodLadderClip(b *testing.B) string {
+	path := filepath.Join(os.TempDir(), "gradient-bench-vod-1080p30-20s-ultrafast-6M-g60-aac.mp4")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	src := vodBenchClip(b)
+	tmp := path + ".part.mp4"
+	args := []string{"-hide_banner", "-loglevel", "error", "-y", "-i", src, "-t", "20", "-c", "copy", "-movflags", "+faststart", tmp}
+	if out, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
+		os.Remove(tmp)
+		b.Fatalf("cut clip: ffmpeg %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// ffmpegLadderArgs is one ffmpeg command doing what vod.Package does with
+// the default ladder: decode the 1080p source once, split it into a scale
+// per rung (720p, 360p), encode each with vod's libx264 settings (preset
+// veryfast, profile high, the rung's bitrate with maxrate 1.5× and bufsize
+// 2×, no B-frames, IDR frames only every 4 s where the source's segments
+// start, libx264's own thread count), copy the source and the audio, and
+// write the three renditions as 4 s fMP4 HLS into out.
+func ffmpegLadderArgs(clip, out string) []string {
+	args := []string{"-hide_banner", "-loglevel", "error", "-y", "-i", clip,
+		"-filter_complex", "[0:v]split=2[a][b];[a]scale=1280:720,format=yuv420p[v0];[b]scale=640:360,format=yuv420p[v1]",
+		"-map", "[v0]", "-map", "[v1]", "-map", "0:v", "-map", "0:a", "-map", "0:a", "-map", "0:a",
+		"-c:v:0", "libx264", "-c:v:1", "libx264", "-c:v:2", "copy", "-c:a", "copy",
+		"-preset", "veryfast", "-profile:v:0", "high", "-profile:v:1", "high", "-bf", "0", "-sc_threshold", "0",
+		"-forced-idr", "1", "-x264-params", "keyint=infinite:scenecut=0:open-gop=0:log=-1",
+		"-force_key_frames:v:0", "expr:gte(t,n_forced*4)", "-force_key_frames:v:1", "expr:gte(t,n_forced*4)"}
+	for i, kbps := range []int{2500, 800} {
+		args = append(args, fmt.Sprintf("-b:v:%d", i), fmt.Sprintf("%dk", kbps),
+			fmt.Sprintf("-maxrate:v:%d", i), fmt.Sprintf("%dk", kbps*3/2), fmt.Sprintf("-bufsize:v:%d", i), fmt.Sprintf("%dk", kbps*2))
+	}
+	return append(args, "-f", "hls", "-hls_segment_type", "fmp4", "-hls_time", "4", "-hls_playlist_type", "vod",
+		"-var_stream_map", "v:0,a:0 v:1,a:1 v:2,a:2",
+		"-hls_fmp4_init_filename", "init_%v.mp4", "-hls_segment_filename", filepath.Join(out, "seg_%v_%d.m4s"),
+		filepath.Join(out, "out_%v.m3u8"))
+}
+
+// BenchmarkVodLadderVsFFmpeg times vod.Package with the default ladder
+// (the 1080p source copied, 720p at 2500 kbps and 360p at 800 kbps
+// encoded from one decode, AAC copied; into a ChunkStore, SHA-256 and
+// fsync per chunk) on 20 s of the 1080p clip against ffmpegLadderArgs,
+// the one ffmpeg command doing the same (anchor); wall time, best of
+// vodLadderRuns each, alternating. Target: throughput ≥ 0.9× ffmpeg's.
+func BenchmarkVodLadderVsFFmpeg(b *testing.B) {
+	vodSkipWithout(b, "ffmpeg")
+	header(b, "VoD packaging with the ladder: 20 s 1920x1080 H.264 + AAC → source copy + 720p 2500k + 360p 800k (libx264 veryfast), 4 s fMP4 segments")
+	fmt.Printf("  load average before: %s\n", loadAvg())
+	clip := vodLadderClip(b)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := vod.DefaultPackageConfig()
+	var best, ffBest time.Duration
+	var m *vod.Manifest
+	var ffSegs int
+	for run := range vodLadderRuns {
+		store, err := vod.NewChunkStore(filepath.Join(b.TempDir(), "chunks"), -1, log)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		m, err = vod.Package(context.Background(), clip, cfg, store, nil, log)
+		el := time.Since(t0)
+		store.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if run == 0 || el < best {
+			best = el
+		}
+
+		out := b.TempDir()
+		args := ffmpegLadderArgs(clip, out)
+		t0 = time.Now()
+		o, err := exec.Command("ffmpeg", args...).CombinedOutput()
+		ffEl := time.Since(t0)
+		if err != nil {
+			b.Fatalf("ffmpeg %s: %v\n%s", strings.Join(args, " "), err, o)
+		}
+		if run == 0 || ffEl < ffBest {
+			ffBest = ffEl
+		}
+		segs, _ := filepath.Glob(filepath.Join(out, "seg_*.m4s"))
+		ffSegs = len(segs)
+		fmt.Printf("  run %d: vod.Package %v, ffmpeg %v (load average %s)\n", run+1, el.Round(time.Millisecond), ffEl.Round(time.Millisecond), loadAvg())
+	}
+	var rends []string
+	for _, r := range m.Renditions {
+		rends = append(rends, fmt.Sprintf("%s %dx%d %d kbps %d segments", r.Name, r.Width, r.Height, r.Kbps, len(r.Segments)))
+	}
+	ratio := ffBest.Seconds() / best.Seconds()
+	fmt.Printf("ffmpeg, one command: split=2, scale, libx264 veryfast ×2 + copy, fMP4 HLS (anchor, no fsync): best of %d %v, %d segments\n",
+		vodLadderRuns, ffBest.Round(time.Millisecond), ffSegs)
+	fmt.Printf("vod.Package with the ladder (in-process, SHA-256 and fsync per chunk): best of %d %v; %s\n",
+		vodLadderRuns, best.Round(time.Millisecond), strings.Join(rends, "; "))
+	fmt.Printf("VoD packaging (ladder): throughput %.2f× ffmpeg's (%v vs %v) — target ≥ 0.9 (load average after: %s)\n",
+		ratio, best.Round(time.Millisecond), ffBest.Round(time.Millisecond), loadAvg())
+	b.ReportMetric(best.Seconds(), "package-s")
+	b.ReportMetric(ffBest.Seconds(), "ffmpeg-s")
+	b.ReportMetric(ratio, "x-ffmpeg-throughput")
+}

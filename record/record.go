@@ -163,6 +163,12 @@ func (r *Recorder) Start(stream, title string) (*Recording, error) {
 			tracks.OpusChannels = max(t.Channels, 1)
 		}
 	}
+	// The rate the stream has come in at, once it has run long enough
+	// for an average to mean something: the title's master playlist
+	// advertises it until its first segment is cut.
+	if info := reader.Stream().Info(); time.Since(info.PublishedAt) >= 2*time.Second && info.Kbps > 0 {
+		tracks.Kbps = int(info.Kbps + 0.5)
+	}
 	rec, err := r.vod.StartRecording(title, "Recorded from the live stream "+stream+".", tracks)
 	if err != nil {
 		reader.Close()

@@ -8,6 +8,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -245,12 +246,18 @@ func (s *Service) serveTitleFile(w http.ResponseWriter, r *http.Request) {
 	m := t.Manifest
 	switch {
 	case file == "index.m3u8":
-		if s.views.first(t.ID, viewerKey(r)) {
+		// The playlist first, whole, then the view's count: the player
+		// waits on the one and not on the other (a durable catalog write).
+		first := s.views.first(t.ID, viewerKey(r))
+		servePlaylist(w, MasterPlaylist(m))
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		if first {
 			if err := s.cat.AddView(t.ID); err != nil {
 				s.log.Warn("view not counted", "id", t.ID, "err", err)
 			}
 		}
-		servePlaylist(w, MasterPlaylist(m))
 	case file == "poster.jpg":
 		if t.Poster == (Digest{}) {
 			http.NotFound(w, r)
@@ -278,6 +285,7 @@ func servePlaylist(w http.ResponseWriter, body string) {
 	w.Header().Set("Content-Type", "application/vnd.apple.mpegurl")
 	// A VOD playlist changes only if the title is removed.
 	w.Header().Set("Cache-Control", "public, max-age=60")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	io.WriteString(w, body)
 }
 

@@ -13,11 +13,7 @@ func MasterPlaylist(m *Manifest) string {
 	var b strings.Builder
 	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n")
 	for _, r := range m.Renditions {
-		peak, avg := r.PeakKbps, r.Kbps
-		if peak < avg {
-			peak = avg
-		}
-		fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,AVERAGE-BANDWIDTH=%d", peak*1000, avg*1000)
+		fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,AVERAGE-BANDWIDTH=%d", bandwidthKbps(&r)*1000, r.Kbps*1000)
 		if r.Width > 0 && r.Height > 0 {
 			fmt.Fprintf(&b, ",RESOLUTION=%dx%d", r.Width, r.Height)
 		}
@@ -28,6 +24,10 @@ func MasterPlaylist(m *Manifest) string {
 	}
 	return b.String()
 }
+
+// bandwidthKbps is the rendition's HLS BANDWIDTH in kbit/s: its peak
+// segment's rate, at least its average.
+func bandwidthKbps(r *Rendition) int { return max(r.PeakKbps, r.Kbps) }
 
 // MediaPlaylist is rendition r's fMP4 VOD media playlist; chunkURL gives
 // the URI of a chunk (its init section and each segment) by digest.
@@ -49,6 +49,9 @@ func mediaPlaylist(m *Manifest, r *Rendition, kind string, minTarget time.Durati
 	fmt.Fprintf(&b, "#EXT-X-PLAYLIST-TYPE:%s\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-INDEPENDENT-SEGMENTS\n", kind)
 	fmt.Fprintf(&b, "#EXT-X-MAP:URI=%q\n", chunkURL(r.Init.Digest))
 	for _, s := range r.Segments {
+		if s.Discontinuity {
+			b.WriteString("#EXT-X-DISCONTINUITY\n")
+		}
 		fmt.Fprintf(&b, "#EXTINF:%.3f,\n%s\n", s.Duration.Seconds(), chunkURL(s.Digest))
 	}
 	if kind == "VOD" {

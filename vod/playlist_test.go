@@ -1,6 +1,7 @@
 package vod
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -81,5 +82,36 @@ func TestMasterPlaylistPeakNeverBelowAverage(t *testing.T) {
 	got := MasterPlaylist(m)
 	if !strings.Contains(got, "BANDWIDTH=900000,AVERAGE-BANDWIDTH=900000,CODECS=\"avc1.42c01e\"\nsource.m3u8\n") {
 		t.Fatalf("got\n%s", got)
+	}
+}
+
+// TestPlaylistDiscontinuity: a segment marked Discontinuity is preceded by
+// EXT-X-DISCONTINUITY in the VOD and the EVENT playlist, and only that
+// one; a manifest stored before the field existed (no "discontinuity" in
+// its JSON) reads as having none.
+func TestPlaylistDiscontinuity(t *testing.T) {
+	m := playlistManifest()
+	rd := &m.Renditions[0]
+	rd.Segments[2].Discontinuity = true
+	url := func(d Digest) string { return d.String()[:2] }
+	for _, pl := range []string{MediaPlaylist(m, rd, url), EventPlaylist(m, rd, 4*time.Second, url)} {
+		if n := strings.Count(pl, "#EXT-X-DISCONTINUITY\n"); n != 1 ||
+			!strings.Contains(pl, "#EXTINF:4.200,\n03\n#EXT-X-DISCONTINUITY\n#EXTINF:4.300,\n04\n") {
+			t.Fatalf("%d discontinuities, want one before the third segment:\n%s", n, pl)
+		}
+	}
+	js, err := json.Marshal(playlistManifest())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(js), "discontinuity") {
+		t.Errorf("a segment without a discontinuity writes the field: %s", js)
+	}
+	var old Manifest
+	if err := json.Unmarshal([]byte(`{"renditions":[{"name":"source","segments":[{"digest":"`+rd.Segments[0].Digest.String()+`","size":1,"start":0,"duration":4000000000}]}]}`), &old); err != nil {
+		t.Fatal(err)
+	}
+	if old.Renditions[0].Segments[0].Discontinuity {
+		t.Error("an old manifest's segment reads as discontinuous")
 	}
 }

@@ -42,6 +42,28 @@ type RecordTracks struct {
 	AAC *mpeg4audio.AudioSpecificConfig
 	// OpusChannels, when positive, is Opus audio with that many channels.
 	OpusChannels int
+	// Kbps is the source's bitrate as declared or measured by the caller,
+	// 0 when unknown. The master playlist advertises it until the first
+	// segment is cut (a guess from the picture's height when 0); from then
+	// on the recorded segments' rate.
+	Kbps int
+}
+
+// guessKbps is a bitrate to advertise for a recording of height h whose
+// source declared none, before any segment is cut: the default ladder's
+// rate for that height (HLS asks for a BANDWIDTH a player can compare,
+// never 0).
+func guessKbps(h int) int {
+	switch {
+	case h <= 360:
+		return 800
+	case h <= 720:
+		return 2500
+	case h <= 1080:
+		return 5000
+	default:
+		return 12000
+	}
 }
 
 // recSample is one access unit waiting for its segment; times are in the
@@ -84,6 +106,11 @@ type Recording struct {
 	lastA     int64
 	haveA     bool
 	resume    bool // Resume: the next keyframe continues the timeline
+	// discSeq are the sequence numbers (r.seq when written) of the
+	// segments still to be written that start after a gap: each is
+	// marked Discontinuity.
+	discSeq   []uint32
+	declared  int // the source's declared kbps (RecordTracks.Kbps), or a guess
 	seq       uint32
 	rendition Rendition
 	bytes     int64
@@ -118,6 +145,10 @@ func (s *Service) StartRecording(title, description string, tracks RecordTracks)
 	r.segDur = int64(s.cfg.SegmentDuration.Seconds() * videoTimescale)
 	r.boundary = r.segDur
 	r.rendition = Rendition{Name: "source", Width: sps.Width(), Height: sps.Height()}
+	r.declared = tracks.Kbps
+	if r.declared <= 0 {
+		r.declared = guessKbps(sps.Height())
+	}
 
 	init := fmp4.Init{Tracks: []*fmp4.InitTrack{{
 		ID: videoTrackID, TimeScale: videoTimescale,
@@ -311,6 +342,11 @@ func (r *Recording) WriteVideo(pts, dts time.Duration, key bool, nalus [][]byte)
 			r.boundary += r.segDur
 		}
 	}
+	if resumed {
+		// The segment this keyframe starts comes after every pending cut's
+		// segment.
+		r.discSeq = append(r.discSeq, r.seq+uint32(len(r.cuts)))
+	}
 	return r.flush(false)
 }
 
@@ -426,6 +462,9 @@ func (r *Recording) writeSegment(idx int, endPTS int64) error {
 	}
 	ch.Start = time.Duration(r.segStart) * time.Second / videoTimescale
 	ch.Duration = time.Duration(endPTS-r.segStart) * time.Second / videoTimescale
+	if len(r.discSeq) > 0 && r.discSeq[0] == r.seq {
+		ch.Discontinuity, r.discSeq = true, r.discSeq[1:]
+	}
 	r.rendition.Segments = append(r.rendition.Segments, ch)
 	r.bytes += ch.Size
 	r.seq++
@@ -443,6 +482,11 @@ func (r *Recording) writeSegment(idx int, endPTS int64) error {
 func (r *Recording) manifest() *Manifest {
 	rd := r.rendition
 	rd.Segments = append([]Chunk(nil), rd.Segments...) // the recording goes on appending
+	if len(rd.Segments) == 0 {
+		// Nothing measured yet: the master playlist advertises what the
+		// source declared (or a guess), never BANDWIDTH=0.
+		rd.Kbps, rd.PeakKbps = r.declared, r.declared
+	}
 	return singleRenditionManifest(rd, r.bytes)
 }
 

@@ -55,6 +55,10 @@ type Chunk struct {
 	// section).
 	Start    time.Duration `json:"start"`
 	Duration time.Duration `json:"duration"`
+	// Discontinuity marks a segment that does not continue the one before
+	// it in encoding (a recorded publisher that dropped and came back):
+	// its playlist line follows an EXT-X-DISCONTINUITY. Absent is false.
+	Discontinuity bool `json:"discontinuity,omitempty"`
 }
 
 // Rendition is one rung of a title's ladder: an fMP4 HLS media playlist.
