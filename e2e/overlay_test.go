@@ -407,7 +407,10 @@ func TestOverlayRelayWithoutClusterSecretIsRefusedAndPlanAPIAnswers(t *testing.T
 	if !strings.Contains(out.Output(), "401") {
 		t.Errorf("ffprobe without secret: %q, want a 401", out.Output())
 	}
-	withSecret := "rtsp://" + url.UserPassword(overlay.RelayUser, clusterKey).String() + "@" + a.cfg.RTSP.Addr + "/live/cam1"
+	// A relay's credentials: user gradient.<node>, a password derived from
+	// the cluster secret for that user and path (RTSP Digest).
+	user := overlay.RelayUser + ".ops"
+	withSecret := "rtsp://" + url.UserPassword(user, overlay.RelayPassword(clusterKey, user, "live/cam1")).String() + "@" + a.cfg.RTSP.Addr + "/live/cam1"
 	ok := testutil.Start(t, "ffprobe", "-v", "error", "-rtsp_transport", "tcp", "-show_entries", "stream=width", "-of", "csv=p=0", withSecret)
 	if err := ok.Wait(t, 20*time.Second); err != nil || !strings.Contains(ok.Output(), "320") {
 		t.Fatalf("ffprobe with the cluster secret: %v %q", err, ok.Output())
