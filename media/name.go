@@ -57,6 +57,11 @@ func validateSegment(seg string) error {
 // validates both. The bare stream name ("live/cam1") is the source
 // rendition, returned as "".
 func ParsePath(path string) (stream, rendition string, err error) {
+	if len(path) > MaxNameLen {
+		// Before anything quotes it: a hostile name must not become a
+		// megabyte of error response and log.
+		return "", "", fmt.Errorf("%w: longer than %d bytes", ErrInvalidName, MaxNameLen)
+	}
 	stream, rendition, found := strings.Cut(path, "@")
 	if err := ValidateName(stream); err != nil {
 		return "", "", err

@@ -2,6 +2,8 @@ package media
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -32,5 +34,18 @@ func TestParsePathSplitsRendition(t *testing.T) {
 		if _, _, err := ParsePath(p); err == nil {
 			t.Errorf("ParsePath(%q) accepted", p)
 		}
+	}
+}
+
+// TestParsePathBoundsWhatItQuotes: a 500 KB rendition name is refused
+// without being echoed into the error (which responses and logs carry).
+func TestParsePathBoundsWhatItQuotes(t *testing.T) {
+	long := "live/cam1@" + strings.Repeat("x", 500<<10)
+	_, _, err := ParsePath(long)
+	if err == nil || len(err.Error()) > 200 {
+		t.Fatalf("ParsePath of a 500 KB path: error of %d bytes (%v)", len(fmt.Sprint(err)), err != nil)
+	}
+	if _, _, err := ParsePath("live/cam1@" + strings.Repeat("x", MaxNameLen-len("live/cam1@"))); err != nil {
+		t.Fatalf("a path of exactly MaxNameLen refused: %v", err)
 	}
 }
