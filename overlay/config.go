@@ -59,6 +59,11 @@ type Config struct {
 	// demand (and keeps its rendition relayed here) before its WHEP session
 	// starts. Default 30s.
 	WatchLease time.Duration `yaml:"watch_lease"`
+	// WatchLeasesPerClient bounds the /watch leases one client address
+	// holds at once: beyond it a /watch still redirects but counts no
+	// demand, so a script hitting /watch cannot make the cluster plan for
+	// thousands of phantom viewers. Default 4.
+	WatchLeasesPerClient int `yaml:"watch_leases_per_client"`
 }
 
 // LadderLevel is one rung of the ladder.
@@ -86,20 +91,21 @@ func DefaultConfig() Config {
 	m := DefaultMembershipConfig()
 	p := DefaultPlannerConfig()
 	return Config{
-		PricePerMbps:        0.01,
-		TranscodeCost:       0.001,
-		Ladder:              []LadderLevel{{"source", 2500}, {"360p", 800}},
-		DeviceClasses:       DefaultDeviceClasses(),
-		DefaultDevice:       "laptop",
-		LastMileCostPerMbps: 0.05,
-		PlannerDebounce:     p.Debounce,
-		PlannerInterval:     p.Interval,
-		RelayGrace:          DefaultRelayConfig().Grace,
-		ProbeInterval:       m.ProbeInterval,
-		ProbeTimeout:        m.ProbeTimeout,
-		SuspicionMult:       m.SuspicionMult,
-		PushPullInterval:    m.PushPullInterval,
-		WatchLease:          DefaultDemandConfig().WatchLease,
+		PricePerMbps:         0.01,
+		TranscodeCost:        0.001,
+		Ladder:               []LadderLevel{{"source", 2500}, {"360p", 800}},
+		DeviceClasses:        DefaultDeviceClasses(),
+		DefaultDevice:        "laptop",
+		LastMileCostPerMbps:  0.05,
+		PlannerDebounce:      p.Debounce,
+		PlannerInterval:      p.Interval,
+		RelayGrace:           DefaultRelayConfig().Grace,
+		ProbeInterval:        m.ProbeInterval,
+		ProbeTimeout:         m.ProbeTimeout,
+		SuspicionMult:        m.SuspicionMult,
+		PushPullInterval:     m.PushPullInterval,
+		WatchLease:           DefaultDemandConfig().WatchLease,
+		WatchLeasesPerClient: DefaultDemandConfig().LeasesPerClient,
 	}
 }
 
@@ -153,6 +159,7 @@ func (c Config) Validate() error {
 		{"suspicion_mult", c.SuspicionMult > 0},
 		{"push_pull_interval", c.PushPullInterval > 0},
 		{"watch_lease", c.WatchLease > 0},
+		{"watch_leases_per_client", c.WatchLeasesPerClient > 0},
 	}
 	for _, p := range pos {
 		if !p.ok {
@@ -203,5 +210,8 @@ func (c Config) Reconciler(secret string) ReconcilerConfig {
 func (c Config) Demand() DemandConfig {
 	d := DefaultDemandConfig()
 	d.DeviceClasses, d.DefaultDevice, d.WatchLease = c.DeviceClasses, c.DefaultDevice, c.WatchLease
+	if c.WatchLeasesPerClient > 0 {
+		d.LeasesPerClient = c.WatchLeasesPerClient
+	}
 	return d
 }

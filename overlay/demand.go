@@ -23,6 +23,9 @@ type DemandConfig struct {
 	// WatchLease is how long a viewer sent to a player by /watch counts
 	// before its session starts. Default 30 s.
 	WatchLease time.Duration `yaml:"watch_lease"`
+	// LeasesPerClient bounds the leases one client holds at once; a
+	// client's further leases count nothing. Default 4.
+	LeasesPerClient int `yaml:"leases_per_client"`
 	// Interval is how often the demand is counted and changes reported.
 	// Default 500 ms.
 	Interval time.Duration `yaml:"interval"`
@@ -38,7 +41,7 @@ type DemandConfig struct {
 // DefaultDemandConfig returns the tracker's defaults (no classes: the
 // caller names them).
 func DefaultDemandConfig() DemandConfig {
-	return DemandConfig{WatchLease: 30 * time.Second, Interval: 500 * time.Millisecond}
+	return DemandConfig{WatchLease: 30 * time.Second, LeasesPerClient: 4, Interval: 500 * time.Millisecond}
 }
 
 // Validate checks the config and names the bad field by its YAML key.
@@ -83,15 +86,16 @@ type DemandTracker struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	mu       sync.Mutex
-	sessions map[string]viewing   // session id → what it watches
-	polled   map[viewerKey]string // viewer counted by requests → its class
-	leases   []*Lease             // viewers sent to a player, not yet counted otherwise
-	reported map[string]map[string]int
-	used     map[string]int // transcode use last reported
-	started  bool
-	stop     chan struct{}
-	done     chan struct{}
+	mu         sync.Mutex
+	sessions   map[string]viewing   // session id → what it watches
+	polled     map[viewerKey]string // viewer counted by requests → its class
+	leases     []*Lease             // viewers sent to a player, not yet counted otherwise
+	voidLogged time.Time            // last log of a lease over the per-client cap
+	reported   map[string]map[string]int
+	used       map[string]int // transcode use last reported
+	started    bool
+	stop       chan struct{}
+	done       chan struct{}
 }
 
 type viewing struct{ path, class string }
@@ -103,7 +107,11 @@ type viewerKey struct{ path, client string }
 type Lease struct {
 	d             *DemandTracker
 	stream, class string
+	client        string
 	until         time.Time
+	// void: the client held LeasesPerClient leases already; this one
+	// counts nothing.
+	void bool
 	// taken is set when a viewer's session or request took the lease
 	// over: the viewer counts by itself from then on.
 	taken bool
@@ -153,11 +161,31 @@ func (d *DemandTracker) SessionClosed(id string) {
 
 // Lease counts a viewer of stream that /watch sends to a player, in the
 // class device names (or the default), for DemandConfig.WatchLease.
-func (d *DemandTracker) Lease(stream, device string) *Lease {
-	l := &Lease{d: d, stream: stream, class: d.Class(device)}
+// client is the requester's address: one holding LeasesPerClient leases
+// that still count gets a lease that counts nothing ("" is not capped).
+func (d *DemandTracker) Lease(stream, device, client string) *Lease {
+	l := &Lease{d: d, stream: stream, class: d.Class(device), client: client}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	l.until = d.now().Add(d.cfg.WatchLease)
+	now := d.now()
+	l.until = now.Add(d.cfg.WatchLease)
+	if client != "" {
+		held := 0
+		for _, x := range d.leases {
+			if x.client == client && x.until.After(now) {
+				held++
+			}
+		}
+		if held >= d.cfg.LeasesPerClient {
+			l.void = true
+			if d.voidLogged.IsZero() || now.Sub(d.voidLogged) > time.Minute {
+				d.voidLogged = now
+				d.log.Info("watch leases over the per-client cap count no demand (logged once a minute)",
+					"client", client, "cap", d.cfg.LeasesPerClient)
+			}
+			return l
+		}
+	}
 	d.leases = append(d.leases, l)
 	return l
 }
@@ -170,7 +198,7 @@ func (l *Lease) Renew() {
 	d := l.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if l.taken {
+	if l.taken || l.void {
 		return
 	}
 	if !slices.Contains(d.leases, l) {

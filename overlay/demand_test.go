@@ -76,7 +76,7 @@ func TestDemandCountsSessionsByTheirDeviceAndForgetsClosedOnes(t *testing.T) {
 
 func TestDemandLeaseCountsUntilTheSessionTakesItOver(t *testing.T) {
 	d := newTestDemand(t, nil)
-	d.Lease("live/cam1", "tv")
+	d.Lease("live/cam1", "tv", "")
 	wantCounts(t, "leased", d.Counts(), map[string]map[string]int{"live/cam1": {"tv": 1}})
 	// The player's session names no device: it takes the lease's class,
 	// and the lease is used up.
@@ -88,7 +88,7 @@ func TestDemandLeaseCountsUntilTheSessionTakesItOver(t *testing.T) {
 
 func TestDemandLeaseExpires(t *testing.T) {
 	d := newTestDemand(t, nil)
-	d.Lease("live/cam1", "phone")
+	d.Lease("live/cam1", "phone", "")
 	d.advance(31 * time.Second)
 	wantCounts(t, "expired lease", d.Counts(), map[string]map[string]int{})
 }
@@ -99,7 +99,7 @@ func TestDemandLeaseExpires(t *testing.T) {
 // session took it meanwhile, the renewal must not count the viewer again.
 func TestDemandLeaseExpiredWhileTheSessionStartsCountsTheViewerOnce(t *testing.T) {
 	d := newTestDemand(t, nil)
-	l := d.Lease("live/cam1", "phone")
+	l := d.Lease("live/cam1", "phone", "")
 	d.advance(31 * time.Second)
 	d.SessionOpened("s", "live/cam1", "phone")
 	l.Renew()
@@ -108,7 +108,7 @@ func TestDemandLeaseExpiredWhileTheSessionStartsCountsTheViewerOnce(t *testing.T
 
 func TestDemandLeaseExpiredWhileWaitingCountsAgainOnRenew(t *testing.T) {
 	d := newTestDemand(t, nil)
-	l := d.Lease("live/cam1", "phone")
+	l := d.Lease("live/cam1", "phone", "")
 	d.advance(31 * time.Second)
 	wantCounts(t, "expired", d.Counts(), map[string]map[string]int{})
 	l.Renew()
@@ -117,7 +117,7 @@ func TestDemandLeaseExpiredWhileWaitingCountsAgainOnRenew(t *testing.T) {
 
 func TestDemandPolledViewerKeepsTheClassItWasFirstCountedIn(t *testing.T) {
 	d := newTestDemand(t, nil)
-	d.Lease("live/cam1", "tv")
+	d.Lease("live/cam1", "tv", "")
 	d.setViewers(Viewer{Path: "live/cam1", Client: "1.2.3.4"})
 	wantCounts(t, "HLS viewer took the lease", d.Counts(), map[string]map[string]int{"live/cam1": {"tv": 1}})
 	wantCounts(t, "still tv", d.Counts(), map[string]map[string]int{"live/cam1": {"tv": 1}})
@@ -193,4 +193,22 @@ func TestDemandReportsTranscodeUseWhenItMoves(t *testing.T) {
 	if sink.use == nil || len(sink.use) != 0 {
 		t.Errorf("use that went to none reported as %v", sink.use)
 	}
+}
+
+// TestDemandLeasesPerClientAreCapped: a client hitting /watch thousands of
+// times counts as LeasesPerClient viewers at most; another client counts.
+func TestDemandLeasesPerClientAreCapped(t *testing.T) {
+	td := newTestDemand(t, nil)
+	for range 3000 {
+		td.Lease("live/cam1", "tv", "203.0.113.9").Renew()
+	}
+	td.Lease("live/cam1", "tv", "198.51.100.7")
+	wantCounts(t, "3000 hits from one client, one from another", td.Counts(),
+		map[string]map[string]int{"live/cam1": {"tv": 4 + 1}})
+	// Once the client's leases expired it counts again, within the cap.
+	td.advance(31 * time.Second)
+	for range 10 {
+		td.Lease("live/cam1", "tv", "203.0.113.9")
+	}
+	wantCounts(t, "after expiry", td.Counts(), map[string]map[string]int{"live/cam1": {"tv": 4}})
 }

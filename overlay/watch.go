@@ -3,6 +3,7 @@ package overlay
 import (
 	"context"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"time"
@@ -94,7 +95,11 @@ func (w *Watch) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	path := w.pickRendition(stream, class, info, known)
 	// The lease counts the viewer from now, and for WatchLease after the
 	// redirect below (the wait for the stream does not eat into it).
-	lease := w.demand.Lease(stream, class)
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		client = r.RemoteAddr
+	}
+	lease := w.demand.Lease(stream, class, client)
 	if w.rec != nil {
 		w.rec.Want(path, w.lease)
 	}
@@ -102,7 +107,7 @@ func (w *Watch) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	// or for its source when a local serverlet can make the rendition on
 	// subscribe.
 	ctx, cancel := context.WithTimeout(r.Context(), w.cfg.StreamWait)
-	_, err := w.hub.Wait(ctx, path, stream)
+	_, err = w.hub.Wait(ctx, path, stream)
 	cancel()
 	if r.Context().Err() != nil {
 		return
