@@ -44,13 +44,14 @@ func startNodeProc(b *testing.B) *nodeProc {
 	n.srtUDP = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b, "udp"))
 	args := []string{"node", "--name", "bench", "--http", n.http, "--rtsp", n.rtsp,
 		"--srt", n.srtUDP, "--ice-udp", "127.0.0.1:0", "--gossip", "off", "--data", b.TempDir(), "--log-level", "warn"}
-	if !benchGSO() {
-		cfg := filepath.Join(b.TempDir(), "node.yaml")
-		if err := os.WriteFile(cfg, []byte("webrtc:\n  gso: false\n"), 0o644); err != nil {
-			b.Fatal(err)
-		}
-		args = append(args, "--config", cfg)
+	// Every simulated viewer comes from 127.0.0.1: lift the per-client
+	// session cap that guards against one client opening hundreds.
+	yml := fmt.Sprintf("webrtc:\n  gso: %v\n  max_sessions_per_client: 100000\n", benchGSO())
+	cfg := filepath.Join(b.TempDir(), "node.yaml")
+	if err := os.WriteFile(cfg, []byte(yml), 0o644); err != nil {
+		b.Fatal(err)
 	}
+	args = append(args, "--config", cfg)
 	fmt.Printf("  node process: webrtc.gso %v\n", benchGSO())
 	n.proc = testutil.Start(b, gradientBinary(b), args...)
 	testutil.Eventually(b, 20*time.Second, "node answers /healthz", func() bool {

@@ -23,6 +23,10 @@ import (
 // ErrTooManySessions is returned when MaxSessions is reached.
 var ErrTooManySessions = errors.New("too many WebRTC sessions")
 
+// ErrTooManyClientSessions is returned when a client address holds
+// MaxSessionsPerClient sessions.
+var ErrTooManyClientSessions = errors.New("too many WebRTC sessions from this client")
+
 // WebRTC serves streams to WebRTC viewers over WHEP. Per stream path it
 // holds one hub reader and packetizes every access unit once; the same RTP
 // packets are then written to every session of the stream (each with its
@@ -290,6 +294,9 @@ func (w *WebRTC) addSession(s *whepSession) error {
 	if len(w.sessions) >= w.cfg.MaxSessions {
 		return ErrTooManySessions
 	}
+	if w.clientSessionsLocked(s.client) >= w.cfg.MaxSessionsPerClient {
+		return ErrTooManyClientSessions
+	}
 	f, ok := w.feeds[s.path]
 	if ok {
 		// A feed still draining a stream that ended (and may have been
@@ -321,6 +328,23 @@ func (w *WebRTC) addSession(s *whepSession) error {
 		}()
 	}
 	return nil
+}
+
+// clientSessions counts the sessions of a client address.
+func (w *WebRTC) clientSessions(client string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.clientSessionsLocked(client)
+}
+
+func (w *WebRTC) clientSessionsLocked(client string) int {
+	n := 0
+	for _, x := range w.sessions {
+		if x.client == client {
+			n++
+		}
+	}
+	return n
 }
 
 // removeSession unregisters s; the last session of a stream stops its feed.

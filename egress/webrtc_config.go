@@ -33,6 +33,10 @@ type WebRTCConfig struct {
 	// MaxSessions caps the concurrent sessions of this node; an offer
 	// beyond it is answered 503. Default 2000.
 	MaxSessions int `yaml:"max_sessions"`
+	// MaxSessionsPerClient caps the concurrent sessions of one client
+	// address, checked before any PeerConnection is built; an offer beyond
+	// it is answered 429. Default 20 (a household behind one NAT).
+	MaxSessionsPerClient int `yaml:"max_sessions_per_client"`
 
 	// PayloadMaxSize is the largest RTP payload sent, in bytes. Default 1200,
 	// which fits common tunnels and VPNs.
@@ -74,13 +78,14 @@ type WebRTCConfig struct {
 // DefaultWebRTCConfig returns the WebRTC egress defaults.
 func DefaultWebRTCConfig() WebRTCConfig {
 	return WebRTCConfig{
-		ICEUDPAddr:        ":8189",
-		SessionTimeout:    10 * time.Second,
-		MaxSessions:       2000,
-		PayloadMaxSize:    1200,
-		RetransmitPackets: 512,
-		LatencySamples:    4096,
-		GSO:               true,
+		ICEUDPAddr:           ":8189",
+		SessionTimeout:       10 * time.Second,
+		MaxSessions:          2000,
+		MaxSessionsPerClient: 20,
+		PayloadMaxSize:       1200,
+		RetransmitPackets:    512,
+		LatencySamples:       4096,
+		GSO:                  true,
 	}
 }
 
@@ -99,6 +104,8 @@ func (c WebRTCConfig) Validate() error {
 		return errors.New("session_timeout: must be > 0")
 	case c.MaxSessions <= 0:
 		return errors.New("max_sessions: must be > 0")
+	case c.MaxSessionsPerClient <= 0:
+		return errors.New("max_sessions_per_client: must be > 0")
 	case c.PayloadMaxSize < 100 || c.PayloadMaxSize > 1460:
 		return fmt.Errorf("payload_max_size: %d is not 100 to 1460 bytes", c.PayloadMaxSize)
 	case c.RetransmitPackets <= 0:

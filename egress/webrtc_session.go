@@ -23,6 +23,7 @@ type whepSession struct {
 	id     string
 	path   string
 	remote string
+	client string     // remote's address, for MaxSessionsPerClient
 	query  url.Values // of the offer's URL
 	w      *WebRTC
 	pc     *webrtc.PeerConnection

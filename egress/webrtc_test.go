@@ -457,6 +457,32 @@ func TestWHEPCloseEndsEverySession(t *testing.T) {
 	}
 }
 
+// TestWHEPRefusesOffersBeyondMaxSessionsPerClient: one client address
+// opening sessions in a loop gets 429 past its cap, and a session it
+// closes makes room again.
+func TestWHEPRefusesOffersBeyondMaxSessionsPerClient(t *testing.T) {
+	env := newWHEPEnv(t, webrtcConfig(func(c *egress.WebRTCConfig) { c.MaxSessionsPerClient = 2 }))
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
+	testutil.PublishFile(t, env.hub, "live/max", clip, false)
+	a := dial(t, env.url("live/max"), testutil.WHEPOptions{})
+	dial(t, env.url("live/max"), testutil.WHEPOptions{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := testutil.DialWHEP(ctx, env.url("live/max"), testutil.WHEPOptions{Loopback: true})
+	var we *testutil.WHEPError
+	if !errors.As(err, &we) || we.Status != http.StatusTooManyRequests {
+		t.Fatalf("third session from one client with a cap of 2: %v, want HTTP 429", err)
+	}
+	_ = a.Close()
+	testutil.Eventually(t, 10*time.Second, "room again once a session closed", func() bool {
+		s, err := testutil.DialWHEP(ctx, env.url("live/max"), testutil.WHEPOptions{Loopback: true})
+		if err == nil {
+			s.Close()
+		}
+		return err == nil
+	})
+}
+
 func TestWHEPRefusesOffersBeyondMaxSessions(t *testing.T) {
 	env := newWHEPEnv(t, webrtcConfig(func(c *egress.WebRTCConfig) { c.MaxSessions = 1 }))
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30, Seconds: 2})
@@ -537,7 +563,7 @@ func BenchmarkWHEPViewers(b *testing.B) {
 	if v := os.Getenv("GRADIENT_WHEP_VIEWERS"); v != "" {
 		fmt.Sscan(v, &n)
 	}
-	env := newWHEPEnv(b, egress.DefaultWebRTCConfig())
+	env := newWHEPEnv(b, webrtcConfig(func(c *egress.WebRTCConfig) { c.MaxSessionsPerClient = 100000 })) // one address: the swarm
 	clip := testutil.Clip(b, testutil.ClipOptions{Width: 640, Height: 360, FPS: 30, Seconds: 4, Bitrate: "2000k"})
 	testutil.PublishFile(b, env.hub, "live/bench", clip, false)
 	rss0 := rssBytes()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -155,6 +156,13 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 		return "", nil, &offerError{status: http.StatusBadRequest, reason: "offer has no video media section"}
 	}
 
+	// One client may not hold more than MaxSessionsPerClient sessions:
+	// checked before anything is built for it (and again when the session
+	// is added).
+	client := clientHost(r.RemoteAddr)
+	if w.clientSessions(client) >= w.cfg.MaxSessionsPerClient {
+		return "", nil, &offerError{status: http.StatusTooManyRequests, reason: fmt.Sprintf("this client holds %d WebRTC sessions, the most allowed", w.cfg.MaxSessionsPerClient)}
+	}
 	// Only a valid offer may start a rendition: the request is checked
 	// first, so anonymous junk cannot hold transcode slots.
 	st, ok := w.hub.Lookup(path)
@@ -191,7 +199,7 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 	if err != nil {
 		return "", nil, &offerError{status: http.StatusInternalServerError, reason: "create peer connection", err: err}
 	}
-	s := &whepSession{id: newSessionID(), path: path, remote: r.RemoteAddr, query: r.URL.Query(), w: w, pc: pc,
+	s := &whepSession{id: newSessionID(), path: path, remote: r.RemoteAddr, client: client, query: r.URL.Query(), w: w, pc: pc,
 		created: time.Now(), done: make(chan struct{}), opened: make(chan struct{})}
 	fail := func(e error) (string, *whepSession, error) {
 		_ = pc.Close()
@@ -236,6 +244,8 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 		switch {
 		case errors.Is(err, ErrTooManySessions):
 			return fail(&offerError{status: http.StatusServiceUnavailable, reason: "node is at its WebRTC session limit"})
+		case errors.Is(err, ErrTooManyClientSessions):
+			return fail(&offerError{status: http.StatusTooManyRequests, reason: fmt.Sprintf("this client holds %d WebRTC sessions, the most allowed", w.cfg.MaxSessionsPerClient)})
 		case errors.Is(err, ErrWebRTCClosed):
 			return fail(&offerError{status: http.StatusServiceUnavailable, reason: "webrtc egress not running"})
 		}
@@ -248,4 +258,12 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 	w.sessionOpened(s)
 	close(s.opened)
 	return pc.LocalDescription().SDP, s, nil
+}
+
+// clientHost is the address part of a request's remote address.
+func clientHost(remote string) string {
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		return h
+	}
+	return remote
 }
