@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +119,17 @@ func TestFillPrefillsTheTitleViewedElsewhereAndNotTheUnviewedOne(t *testing.T) {
 	// the time since the views.
 	if limit := float64(mbps) * 1e6 / 8 * (elapsed.Seconds() + 1); float64(st.BytesStarted) > limit {
 		t.Errorf("n1's fill started %d bytes in %v, over the %d Mbit/s budget", st.BytesStarted, elapsed, mbps)
+	}
+	// The metric counts what the fill fetched.
+	_, metrics := httpGet(t, "http://"+n1.HTTPAddr()+"/metrics")
+	var fetched float64
+	for _, l := range strings.Split(metrics, "\n") {
+		if v, ok := strings.CutPrefix(l, "gradient_vod_fill_bytes_total "); ok {
+			fetched, _ = strconv.ParseFloat(v, 64)
+		}
+	}
+	if fetched <= 0 || fetched > float64(cacheStatus(t, n1).Fill.BytesFetched) {
+		t.Errorf("gradient_vod_fill_bytes_total at n1 is %v, want the fill's fetched bytes (%d when read before)", fetched, st.BytesFetched)
 	}
 	// n0 holds both titles: it fills nothing.
 	if st0 := cacheStatus(t, n0).Fill; len(st0.Titles) != 0 || st0.BytesStarted != 0 {
