@@ -64,9 +64,10 @@ import (
 //
 // The fetch: the planned chunks in order through Fetcher.Prefetch (the
 // same verified, collapsed flights as a viewer's miss), paced by a token
-// bucket of vod.fill_mbps so that the bytes the fill starts never exceed
-// that rate, averaged over an interval, plus one second's burst. A pass
-// stops at the next interval; what it did not start is planned again.
+// bucket of vod.fill_mbps, kept from pass to pass, so that the bytes the
+// fill starts over any span never exceed that rate plus one second's
+// burst. A pass stops at the next interval; what it did not start is
+// planned again.
 //
 // Pinned chunks are never evicted for the fill: they live in the node's
 // store, which only a title's removal empties, and the fill only ever
@@ -338,6 +339,10 @@ type filler struct {
 	// cache yet.
 	started map[Digest]int64
 	status  FillStatus
+	// bucket paces the fill's fetches across passes (one second's burst),
+	// so that the budget holds over any span, not only within a pass.
+	// Only the fill goroutine uses it.
+	bucket *tokenBucket
 }
 
 func newFiller() filler {
@@ -368,6 +373,8 @@ func (s *Service) startFill() {
 	s.fl.mu.Lock()
 	s.fl.status = FillStatus{Enabled: s.fillEnabled(), BudgetMbps: max(0, s.cfg.FillMbps), ShareBytes: s.fillShare()}
 	s.fl.mu.Unlock()
+	rate := max(0, s.cfg.FillMbps) * 1e6 / 8
+	s.fl.bucket = newTokenBucket(rate, rate, time.Now())
 	s.wg.Add(1)
 	go s.fillLoop()
 }
@@ -414,10 +421,8 @@ func (s *Service) fillPass(ctx context.Context) {
 		return
 	}
 	s.log.Debug("fill planned", "titles", len(p.Titles), "chunks", len(p.Fetch), "bytes", p.FetchBytes)
-	rate := s.cfg.FillMbps * 1e6 / 8
-	tb := newTokenBucket(rate, rate, time.Now())
 	for _, c := range p.Fetch {
-		if wait := tb.reserve(time.Now(), c.Size); wait > 0 {
+		if wait := s.fl.bucket.reserve(time.Now(), c.Size); wait > 0 {
 			select {
 			case <-ctx.Done():
 				return

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -465,5 +466,31 @@ func TestFillViewsOfALocalTitleAreAnnouncedWhenTheyMove(t *testing.T) {
 	time.Sleep(5 * cfg.FillInterval)
 	if m, _ := last(); m != n {
 		t.Errorf("views unchanged: announced %d more times", m-n)
+	}
+}
+
+// TestFillConfigDefaultsAndValidation: the fill's defaults, and a bad
+// value named by its YAML key.
+func TestFillConfigDefaultsAndValidation(t *testing.T) {
+	d := DefaultConfig()
+	if d.FillMbps != 20 || d.FillInterval != 30*time.Second || d.FillPrefix != 2*time.Minute || d.FillCacheShare != 0.5 {
+		t.Errorf("fill defaults %v Mbit/s, %v, %v, %v", d.FillMbps, d.FillInterval, d.FillPrefix, d.FillCacheShare)
+	}
+	for key, edit := range map[string]func(*Config){
+		"fill_interval":    func(c *Config) { c.FillInterval = time.Millisecond },
+		"fill_prefix":      func(c *Config) { c.FillPrefix = -time.Second },
+		"fill_cache_share": func(c *Config) { c.FillCacheShare = 1.5 },
+	} {
+		c := DefaultConfig()
+		edit(&c)
+		if err := c.Validate(); err == nil || !strings.HasPrefix(err.Error(), key+":") {
+			t.Errorf("bad %s: %v", key, err)
+		}
+	}
+	// A negative budget turns the fill off; it is valid.
+	c := DefaultConfig()
+	c.FillMbps = -1
+	if err := c.Validate(); err != nil {
+		t.Errorf("fill_mbps -1: %v", err)
 	}
 }
