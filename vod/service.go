@@ -78,9 +78,9 @@ type Config struct {
 	// fills its cache with the first minutes of the other nodes' titles
 	// most likely to be asked for here.
 	//
-	// FillMbps bounds the fill's fetches, in Mbit/s averaged over an
-	// interval. Default 20; negative: no fill (0 takes the default, as
-	// every zero field does).
+	// FillMbps bounds the fill's fetches, in Mbit/s over any span (plus
+	// one second's burst). Default 20; negative: no fill (0 takes the
+	// default, as every zero field does).
 	FillMbps float64 `yaml:"fill_mbps"`
 	// FillInterval is how often the fill is planned, and how often a
 	// title's changed view count is announced to the cluster at most.
