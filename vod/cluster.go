@@ -95,6 +95,9 @@ type announceMark struct {
 	state    State
 	progress int
 	manifest Digest
+	// views is not in moved: a view count is announced by announceViews,
+	// at most once per vod.fill_interval.
+	views int64
 }
 
 // moved tells whether a title moved enough since mark was announced to be
@@ -180,10 +183,15 @@ func (s *Service) wakeAnnouncer() {
 // hook never holds up a job.
 func (s *Service) announcer() {
 	defer s.wg.Done()
+	views := time.NewTicker(s.cfg.FillInterval)
+	defer views.Stop()
 	for {
 		select {
 		case <-s.ctx.Done():
 			return
+		case <-views.C:
+			s.announceViews()
+			continue
 		case <-s.cl.wake:
 		}
 		s.cl.mu.Lock()
@@ -197,16 +205,42 @@ func (s *Service) announcer() {
 			if s.ctx.Err() != nil {
 				return
 			}
-			s.announce(id)
+			s.announce(id, false)
+		}
+	}
+}
+
+// announceViews announces again the local titles whose view count moved
+// since it was last announced, so that every node's fill planner sees the
+// cluster's views (fill.go). Called every vod.fill_interval: a title's
+// views are announced at most that often, and only when they changed.
+func (s *Service) announceViews() {
+	if s.OnTitleChange == nil {
+		return
+	}
+	ts, err := s.cat.List("")
+	if err != nil {
+		s.log.Warn("views not announced to the cluster: catalog unreadable", "err", err)
+		return
+	}
+	for _, t := range ts {
+		if t.Origin != "" || s.ctx.Err() != nil {
+			continue
+		}
+		s.cl.mu.Lock()
+		mark, was := s.cl.announced[t.ID]
+		s.cl.mu.Unlock()
+		if was && mark.views != t.Views {
+			s.announce(t.ID, true)
 		}
 	}
 }
 
 // announce tells OnTitleChange the entry of local title id if it moved
-// (state, 10 points of progress, the manifest chunk); a title that was
-// announced and is gone without a Delete (a recording that could not
-// start) is told to OnTitleRemoved.
-func (s *Service) announce(id string) {
+// (state, 10 points of progress, the manifest chunk), or if force (its
+// views moved); a title that was announced and is gone without a Delete
+// (a recording that could not start) is told to OnTitleRemoved.
+func (s *Service) announce(id string, force bool) {
 	t, err := s.cat.Get(id)
 	if errors.Is(err, ErrTitleNotFound) {
 		s.cl.mu.Lock()
@@ -233,10 +267,10 @@ func (s *Service) announce(id string) {
 			t.ManifestDigest = d
 		}
 	}
-	mark := announceMark{state: t.State, progress: t.Progress, manifest: t.ManifestDigest}
+	mark := announceMark{state: t.State, progress: t.Progress, manifest: t.ManifestDigest, views: t.Views}
 	s.cl.mu.Lock()
 	prev, was := s.cl.announced[id]
-	if was && !prev.moved(mark) {
+	if was && !force && !prev.moved(mark) {
 		s.cl.mu.Unlock()
 		return
 	}

@@ -53,6 +53,7 @@ func (s *Service) startChunks() error {
 	s.pinWake = make(chan struct{}, 1)
 	s.wg.Add(1)
 	go s.pinner()
+	s.startFill()
 	return nil
 }
 
@@ -435,6 +436,8 @@ type CacheStatus struct {
 	HitRatio     float64    `json:"hit_ratio"`
 	ByteHitRatio float64    `json:"byte_hit_ratio"`
 	Fetch        FetchStats `json:"fetch"`
+	// Fill is what the popularity-aware fill planner did (fill.go).
+	Fill FillStatus `json:"fill"`
 }
 
 func (s *Service) cacheStatus() CacheStatus {
@@ -443,6 +446,7 @@ func (s *Service) cacheStatus() CacheStatus {
 		return st
 	}
 	st.Cluster = true
+	st.Fill = s.fillStatus()
 	st.Cache = s.cache.Stats()
 	st.Fetch = s.fetch.Stats()
 	if n := st.Fetch.Hits + st.Fetch.Misses; n > 0 {
@@ -472,6 +476,7 @@ func (s *Service) Collector() prometheus.Collector {
 	return &serviceCollector{s: s, fc: newFetchCollector(nil),
 		bytes:  prometheus.NewDesc("gradient_vod_cache_bytes", "Bytes of other nodes' chunks in this node's VoD cache.", nil, nil),
 		chunks: prometheus.NewDesc("gradient_vod_cache_chunks", "Chunks in this node's VoD cache.", nil, nil),
+		fill:   prometheus.NewDesc("gradient_vod_fill_bytes_total", "Bytes the popularity-aware fill fetched into this node's VoD cache.", nil, nil),
 	}
 }
 
@@ -479,12 +484,14 @@ type serviceCollector struct {
 	s             *Service
 	fc            *fetchCollector // its descriptions; Collect uses the started fetcher
 	bytes, chunks *prometheus.Desc
+	fill          *prometheus.Desc
 }
 
 func (c *serviceCollector) Describe(ch chan<- *prometheus.Desc) {
 	c.fc.Describe(ch)
 	ch <- c.bytes
 	ch <- c.chunks
+	ch <- c.fill
 }
 
 func (c *serviceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -501,4 +508,5 @@ func (c *serviceCollector) Collect(ch chan<- prometheus.Metric) {
 	st := s.cache.Stats()
 	ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(st.Bytes))
 	ch <- prometheus.MustNewConstMetric(c.chunks, prometheus.GaugeValue, float64(st.Chunks))
+	ch <- prometheus.MustNewConstMetric(c.fill, prometheus.CounterValue, float64(s.fillStatus().BytesFetched))
 }

@@ -11,6 +11,22 @@
 // copy of the entries of the other nodes' titles (cluster.go): every node
 // lists every title of the cluster, and a removal anywhere is final.
 //
+// Every node of a cluster caches the chunks of the other nodes' titles
+// (cluster_chunks.go), and fills that cache ahead of its viewers by
+// popularity (fill.go, after CalVoD): each cache should hold the bytes
+// whose expected request rate at that cache is highest, which maximises
+// its expected hit bytes. Viewers watch prefixes (they drop off as a title
+// goes on), so every view reads a title's first minutes, and the expected
+// hits per byte of a prefix are the title's expected view rate at the
+// node. The planner scores each ready remote title as ½ × its share of the
+// node's own views (decayed, half-life 10 min) + ½ × its share of the
+// cluster's views (reported to the origin and gossiped with the title's
+// entry), and fills the first vod.fill_prefix of the best titles' lowest
+// rendition (then highest) within vod.fill_cache_share of the cache, paced
+// at vod.fill_mbps. A title no one viewed scores 0 and is never filled;
+// pinned replicas are in the store, which the cache's evictions never
+// touch.
+//
 // vod knows nothing of live streams: a Recording takes H.264 access units
 // and audio frames in its own terms; the node reads a stream from the hub
 // and writes them.

@@ -29,6 +29,7 @@ import (
 //	GET    /watch/vod/{id}?device=…                  302 to the title's player (on one node: this one)
 //	GET    /api/v1/vod/cache                         the cluster chunk cache: bytes, hit ratios, bytes by source
 //	GET    /internal/vod/chunks/{digest}             a chunk for another node (signed with the cluster secret)
+//	POST   /internal/vod/views/{id}/{seq}/{n}        another node served n views of a title of this node (signed)
 func (s *Service) Route(mux *http.ServeMux) {
 	mux.HandleFunc("GET /watch/vod/{id}", s.serveWatch)
 	mux.HandleFunc("POST /api/v1/vod/titles", s.serveAdd)
@@ -41,6 +42,7 @@ func (s *Service) Route(mux *http.ServeMux) {
 	mux.HandleFunc("GET /vod/chunks/{name}", s.serveChunk)
 	mux.HandleFunc("GET /internal/vod/chunks/{hex}", s.ServePeer)
 	mux.HandleFunc("GET /api/v1/vod/cache", s.serveCacheStatus)
+	mux.HandleFunc("POST /internal/vod/views/{id}/{seq}/{n}", s.serveViews)
 }
 
 // TitleJSON is a title as the API shows it.
@@ -254,6 +256,7 @@ func (s *Service) serveTitleFile(w http.ResponseWriter, r *http.Request) {
 			f.Flush()
 		}
 		if first {
+			s.noteView(t)
 			if err := s.cat.AddView(t.ID); err != nil {
 				s.log.Warn("view not counted", "id", t.ID, "err", err)
 			}

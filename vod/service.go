@@ -73,13 +73,33 @@ type Config struct {
 	// fill the cache from other nodes; others get only what the node
 	// already holds. Default empty: every viewer.
 	AllowNetworks []string `yaml:"allow_networks"`
+
+	// Popularity-aware fill (fill.go): between viewers' requests, a node
+	// fills its cache with the first minutes of the other nodes' titles
+	// most likely to be asked for here.
+	//
+	// FillMbps bounds the fill's fetches, in Mbit/s over any span (plus
+	// one second's burst). Default 20; negative: no fill (0 takes the
+	// default, as every zero field does).
+	FillMbps float64 `yaml:"fill_mbps"`
+	// FillInterval is how often the fill is planned, and how often a
+	// title's changed view count is announced to the cluster at most.
+	// Default 30s.
+	FillInterval time.Duration `yaml:"fill_interval"`
+	// FillPrefix is how much of each title's start the fill holds.
+	// Default 2m.
+	FillPrefix time.Duration `yaml:"fill_prefix"`
+	// FillCacheShare is the fraction of cache_size the fill may use, so
+	// that viewer-driven chunks keep the rest. Default 0.5.
+	FillCacheShare float64 `yaml:"fill_cache_share"`
 }
 
 // DefaultConfig returns the VoD defaults.
 func DefaultConfig() Config {
 	return Config{SegmentDuration: 4 * time.Second, MaxJobs: 1, MaxUpload: 16 << 30, MemoryCache: 256 << 20, Nice: 10,
 		Ladder: DefaultLadder(), RecordGrace: 10 * time.Second,
-		CacheSize: DefaultCacheBytes, Replicas: 2, PrefetchSegments: 3}
+		CacheSize: DefaultCacheBytes, Replicas: 2, PrefetchSegments: 3,
+		FillMbps: 20, FillInterval: 30 * time.Second, FillPrefix: 2 * time.Minute, FillCacheShare: 0.5}
 }
 
 // Validate names a bad field by its YAML key.
@@ -99,6 +119,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("cache_size: %d must be at least 1 MiB", c.CacheSize)
 	case c.Replicas < 1:
 		return fmt.Errorf("replicas: %d must be at least 1", c.Replicas)
+	case c.FillInterval < 100*time.Millisecond || c.FillInterval > time.Hour:
+		return fmt.Errorf("fill_interval: %v is outside 100ms … 1h", c.FillInterval)
+	case c.FillPrefix <= 0:
+		return fmt.Errorf("fill_prefix: %v must be positive", c.FillPrefix)
+	case c.FillCacheShare <= 0 || c.FillCacheShare > 1:
+		return fmt.Errorf("fill_cache_share: %v is outside (0, 1]", c.FillCacheShare)
 	}
 	if _, err := parseNetworks(c.AllowNetworks); err != nil {
 		return fmt.Errorf("allow_networks: %w", err)
@@ -161,6 +187,8 @@ type Service struct {
 	recordings map[string]*Recording
 	// cl is the cluster bookkeeping (cluster.go).
 	cl cluster
+	// fl is the fill planner's and the views' bookkeeping (fill.go).
+	fl filler
 
 	// In a cluster (cluster_chunks.go): the cache of other nodes' chunks,
 	// the fetcher that fills it, the viewer networks that may fill it, the
@@ -185,7 +213,7 @@ func NewService(cfg Config, dir string, log *slog.Logger) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{cfg: cfg, dir: dir, log: log.With("component", "vod"), ctx: ctx, cancel: cancel,
 		jobs: make(chan string, 1024), running: map[string]context.CancelFunc{}, putting: map[*recordingPutter]bool{}, views: newViewCounter(),
-		cl: newCluster()}, nil
+		cl: newCluster(), fl: newFiller()}, nil
 }
 
 func (s *Service) uploads() string { return filepath.Join(s.dir, "uploads") }
