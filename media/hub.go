@@ -37,6 +37,13 @@ type HubConfig struct {
 	// keyframe. Default 2048.
 	GOPCacheUnits int `yaml:"gop_cache_units"`
 
+	// GOPCacheBytes caps the payload bytes of those units, so that a
+	// publisher with huge frames (or a hostile one) cannot make the node
+	// hold GOPCacheUnits of them per stream. A GOP over it disables the
+	// cache until the next keyframe. Default 32 MiB (a 20 Mbit/s stream
+	// with 10 s between keyframes fits).
+	GOPCacheBytes int `yaml:"gop_cache_bytes"`
+
 	// Renditions, when set, is asked to produce a rendition
 	// ("live/cam1@360p") that a reader subscribes to and nobody publishes
 	// yet; see RenditionProvider. Default nil: only published paths are
@@ -46,7 +53,7 @@ type HubConfig struct {
 
 // DefaultHubConfig returns the defaults of every HubConfig field.
 func DefaultHubConfig() HubConfig {
-	return HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048}
+	return HubConfig{ReaderQueue: 512, GOPCacheUnits: 2048, GOPCacheBytes: 32 << 20}
 }
 
 // Validate checks the fields and names a bad one by its YAML key.
@@ -56,6 +63,9 @@ func (c HubConfig) Validate() error {
 	}
 	if c.GOPCacheUnits <= 0 {
 		return fmt.Errorf("gop_cache_units: %d must be > 0", c.GOPCacheUnits)
+	}
+	if c.GOPCacheBytes <= 0 {
+		return fmt.Errorf("gop_cache_bytes: %d must be > 0", c.GOPCacheBytes)
 	}
 	return nil
 }
@@ -108,6 +118,9 @@ func NewHub(cfg HubConfig, log *slog.Logger) (*Hub, error) {
 	}
 	if cfg.GOPCacheUnits == 0 {
 		cfg.GOPCacheUnits = def.GOPCacheUnits
+	}
+	if cfg.GOPCacheBytes == 0 {
+		cfg.GOPCacheBytes = def.GOPCacheBytes
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hub: %w", err)
@@ -268,7 +281,7 @@ func (h *Hub) Takeover(path string, desc Description, source string, allow func(
 	s.owner, s.source = p, source
 	// Readers joining now must wait for the new publisher's keyframe.
 	clear(s.gop)
-	s.gop, s.gopOK = s.gop[:0], false
+	s.gop, s.gopSize, s.gopOK = s.gop[:0], 0, false
 	s.mu.Unlock()
 	close(old.replaced)
 	h.log.Info("stream taken over", "stream", path, "source", source, "from", oldSource)
@@ -416,6 +429,7 @@ type Stream struct {
 	lastAt  time.Time // when the unit with lastPTS was written
 	readers map[*Reader]struct{}
 	gop     []*Unit // units since the last video keyframe
+	gopSize int     // payload bytes of gop
 	gopOK   bool    // gop starts at a keyframe and is complete
 	ended   bool
 }
@@ -482,15 +496,17 @@ func (s *Stream) write(p *Publisher, u *Unit) {
 	}
 	if u.Track == s.video && u.Key {
 		clear(s.gop)
-		s.gop = s.gop[:0]
+		s.gop, s.gopSize = s.gop[:0], 0
 		s.gopOK = true
 	}
 	if s.gopOK {
-		if len(s.gop) >= s.hub.cfg.GOPCacheUnits {
+		size := u.Size()
+		if len(s.gop) >= s.hub.cfg.GOPCacheUnits || s.gopSize+size > s.hub.cfg.GOPCacheBytes {
 			clear(s.gop)
-			s.gop, s.gopOK = s.gop[:0], false
+			s.gop, s.gopSize, s.gopOK = s.gop[:0], 0, false
 		} else {
 			s.gop = append(s.gop, u)
+			s.gopSize += size
 		}
 	}
 	for r := range s.readers {

@@ -391,3 +391,31 @@ func TestHubObserversSeeEndedBeforeTheRepublishedEvent(t *testing.T) {
 		t.Fatal("the last event of live/cam1 is Published, but it ended")
 	}
 }
+
+// TestHubGOPCacheIsBoundedInBytes: a GOP of few but huge units is not
+// kept for new readers past gop_cache_bytes; they wait for the next
+// keyframe instead.
+func TestHubGOPCacheIsBoundedInBytes(t *testing.T) {
+	h := newTestHub(t, HubConfig{GOPCacheBytes: 1 << 20})
+	p, _ := h.Publish("live/big", testDesc(), "a")
+	big := func(i int, key bool) *Unit {
+		u := video(i, key)
+		u.Data = [][]byte{append([]byte{0x65, byte(i)}, make([]byte, 400<<10)...)}
+		return u
+	}
+	for i := range 4 { // 1.6 MB since the keyframe
+		p.Write(big(i, i == 0))
+	}
+	r, err := h.Subscribe("live/big", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Write(big(4, false))
+	p.Write(video(5, true))
+	if u, _ := r.Read(); !u.Key || u.Data[0][1] != 5 {
+		t.Fatalf("first unit %d key=%v: the over-sized GOP was kept, want the next keyframe 5", u.Data[0][1], u.Key)
+	}
+	if got := h.cfg.GOPCacheBytes; got != 1<<20 {
+		t.Fatalf("gop_cache_bytes %d", got)
+	}
+}
