@@ -285,3 +285,26 @@ func TestBatchConnFallsBackWhenKernelRefusesGSO(t *testing.T) {
 		t.Fatalf("%d datagrams dropped", c.dropped.Load())
 	}
 }
+
+// TestNACKBudgetBoundsRetransmissions: a session NACKing everything gets
+// at most rate packets resent per second (one second in reserve).
+func TestNACKBudgetBoundsRetransmissions(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	b := newNACKBudget(500, t0)
+	if got := b.take(2000, t0); got != 500 {
+		t.Fatalf("a burst of 2000 NACKed packets: %d resent, want the 500 in reserve", got)
+	}
+	if got := b.take(100, t0); got != 0 {
+		t.Fatalf("more at once: %d resent, want 0", got)
+	}
+	total := 0
+	for i := 1; i <= 100; i++ { // 10 s of NACK floods every 100 ms
+		total += b.take(1000, t0.Add(time.Duration(i)*100*time.Millisecond))
+	}
+	if total < 4900 || total > 5000 {
+		t.Fatalf("10 s of flooding: %d resent, want ~5000 (500/s)", total)
+	}
+	if got := b.take(10, t0.Add(time.Hour)); got != 10 {
+		t.Fatalf("after an idle hour, 10 NACKed: %d resent", got)
+	}
+}

@@ -54,6 +54,7 @@ type WebRTC struct {
 	mRejected *prometheus.CounterVec
 
 	mGSOMessages, mGSOPackets prometheus.Counter
+	mNACKDropped              prometheus.Counter
 
 	latMu   sync.Mutex
 	latRing []time.Duration
@@ -100,8 +101,12 @@ func NewWebRTC(cfg WebRTCConfig, hub *media.Hub, log *slog.Logger) (*WebRTC, err
 	w.mGSOPackets = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "gradient_webrtc_gso_packets_total", Help: "Datagrams sent to WebRTC sessions inside UDP GSO messages.",
 	})
+	w.mNACKDropped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gradient_webrtc_nack_dropped_total",
+		Help: "Packets NACKed by WebRTC sessions and not resent: over the session's webrtc.retransmit_rate.",
+	})
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{w.mSessions, w.mLatency, w.mRejected, w.mGSOMessages, w.mGSOPackets} {
+		for _, c := range []prometheus.Collector{w.mSessions, w.mLatency, w.mRejected, w.mGSOMessages, w.mGSOPackets, w.mNACKDropped} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("webrtc egress metrics: %w", err)
 			}

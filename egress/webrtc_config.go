@@ -47,6 +47,13 @@ type WebRTCConfig struct {
 	// Default 512 (about 2 s at 2 Mbps).
 	RetransmitPackets int `yaml:"retransmit_packets"`
 
+	// RetransmitRate bounds the packets one session is resent in answer to
+	// its NACKs, per second (with a one-second burst): a viewer that NACKs
+	// everything cannot make the node send its stream many times over.
+	// Default 500 (a 4 Mbit/s stream is ~400 packets/s; real loss asks for
+	// a fraction of that).
+	RetransmitRate int `yaml:"retransmit_rate"`
+
 	// LatencySamples is the size of the ring of egress latency samples
 	// returned by EgressLatency. Default 4096.
 	LatencySamples int `yaml:"latency_samples"`
@@ -84,6 +91,7 @@ func DefaultWebRTCConfig() WebRTCConfig {
 		MaxSessionsPerClient: 20,
 		PayloadMaxSize:       1200,
 		RetransmitPackets:    512,
+		RetransmitRate:       500,
 		LatencySamples:       4096,
 		GSO:                  true,
 	}
@@ -108,6 +116,8 @@ func (c WebRTCConfig) Validate() error {
 		return errors.New("max_sessions_per_client: must be > 0")
 	case c.PayloadMaxSize < 100 || c.PayloadMaxSize > 1460:
 		return fmt.Errorf("payload_max_size: %d is not 100 to 1460 bytes", c.PayloadMaxSize)
+	case c.RetransmitRate <= 0:
+		return errors.New("retransmit_rate: must be > 0")
 	case c.RetransmitPackets <= 0:
 		return errors.New("retransmit_packets: must be > 0")
 	case c.LatencySamples <= 0:

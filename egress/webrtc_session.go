@@ -102,6 +102,7 @@ func (s *whepSession) watch() {
 // and answers NACKs from the feed's packet ring. It ends when the
 // PeerConnection closes.
 func (s *whepSession) readRTCP(sender *webrtc.RTPSender, video bool) {
+	budget := newNACKBudget(s.w.cfg.RetransmitRate, time.Now())
 	for {
 		pkts, _, err := sender.ReadRTCP()
 		if err != nil {
@@ -112,10 +113,38 @@ func (s *whepSession) readRTCP(sender *webrtc.RTPSender, video bool) {
 		}
 		for _, p := range pkts {
 			if n, ok := p.(interface{ PacketList() []uint16 }); ok {
-				if b := s.video.Load(); b != nil && s.feed != nil {
-					s.feed.retransmit(b, n.PacketList())
+				seqs := n.PacketList()
+				if allowed := budget.take(len(seqs), time.Now()); allowed < len(seqs) {
+					s.w.mNACKDropped.Add(float64(len(seqs) - allowed))
+					seqs = seqs[:allowed]
+				}
+				if b := s.video.Load(); b != nil && s.feed != nil && len(seqs) > 0 {
+					s.feed.retransmit(b, seqs)
 				}
 			}
 		}
 	}
+}
+
+// nackBudget is a token bucket of retransmitted packets: rate per second,
+// at most rate in reserve.
+type nackBudget struct {
+	rate   float64
+	tokens float64
+	last   time.Time
+}
+
+func newNACKBudget(rate int, now time.Time) *nackBudget {
+	return &nackBudget{rate: float64(rate), tokens: float64(rate), last: now}
+}
+
+// take returns how many of n packets may be resent now.
+func (b *nackBudget) take(n int, now time.Time) int {
+	if dt := now.Sub(b.last).Seconds(); dt > 0 {
+		b.tokens = min(b.rate, b.tokens+dt*b.rate)
+		b.last = now
+	}
+	k := min(n, int(b.tokens))
+	b.tokens -= float64(k)
+	return k
 }
