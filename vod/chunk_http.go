@@ -38,16 +38,8 @@ func (s *ChunkStore) ServeChunk(w http.ResponseWriter, r *http.Request, d Digest
 		return
 	}
 	defer rs.Close()
-	if contentType == "" {
-		contentType = "application/octet-stream"
-	}
 	h := w.Header()
-	h.Set("Content-Type", contentType)
-	h.Set("ETag", `"`+d.String()+`"`)
-	h.Set("Repr-Digest", d.ReprDigest())
-	h.Set("Cache-Control", chunkCacheControl)
-	h.Set("Accept-Ranges", "bytes")
-	h.Set("X-Content-Type-Options", "nosniff")
+	setChunkHeaders(h, d, contentType)
 	if m, ok := rs.(memChunk); ok && r.Header.Get("Range") == "" &&
 		r.Header.Get("If-None-Match") == "" && r.Header.Get("If-Match") == "" {
 		// The common request for a hot chunk: the whole of it, no

@@ -335,7 +335,9 @@ func (f *Fetcher) serveHeld(w http.ResponseWriter, r *http.Request, d Digest, co
 	return true
 }
 
-// setChunkHeaders are ChunkStore.ServeChunk's.
+// setChunkHeaders sets the headers of every chunk answer (ChunkStore's
+// and the fetcher's): the digest as ETag and Repr-Digest, immutable
+// caching, ranges.
 func setChunkHeaders(h http.Header, d Digest, contentType string) {
 	if contentType == "" {
 		contentType = "application/octet-stream"
