@@ -41,6 +41,12 @@ type FetcherConfig struct {
 	StallTimeout time.Duration
 	// ConnectTimeout bounds the TCP connect to a source (default 2s).
 	ConnectTimeout time.Duration
+	// Origin is the cluster's origin store when titles are kept in an
+	// object store (S3Origin): the last source of every flight, after the
+	// title's origin node, which may be gone or may never have kept the
+	// chunk. Nil (the default, titles in their origin node's data dir):
+	// none, the origin node is the last source.
+	Origin OriginStore
 }
 
 // ChunkCache is where fetched chunks are kept. *ChunkStore satisfies it.
@@ -63,11 +69,13 @@ const maxFetchBytes = 512 << 20
 // its cache, else from the cluster, filling the cache on the way.
 //
 // A chunk missing here is asked of its rendezvous owners (Owners over the
-// alive nodes), then of its origin, the node that packaged it. The first
-// cfg.Owners owners may fill from the origin (a second hop), so the
-// origin uploads a chunk once to its owners however many nodes want it,
-// and every other node reads it from an owner. A request from a peer
-// never makes this node ask another owner: at most two hops.
+// alive nodes), then of its origin, the node that packaged it, then of the
+// origin store (cfg.Origin) when there is one. The first cfg.Owners owners
+// may fill from the origin node or, when it does not hold the chunk or is
+// gone, from the origin store (a second hop), so the origin uploads a
+// chunk once to its owners however many nodes want it, and every other
+// node reads it from an owner. A request from a peer never makes this
+// node ask another owner: at most two hops.
 //
 // Concurrent requests for one missing chunk share one upstream fetch (a
 // flight) and stream its bytes as they arrive; the flight belongs to the
@@ -93,7 +101,7 @@ type Fetcher struct {
 	flights   map[Digest]*flight
 	est       map[string]*peerEstimate
 	served    map[string]uint64 // bytes by source
-	upstream  map[string]uint64 // requests by "peer"/"origin"
+	upstream  map[string]uint64 // requests by "peer"/"origin"/"store"
 	integrity map[string]uint64
 	hits      uint64
 	misses    uint64
@@ -196,12 +204,13 @@ func (f *Fetcher) ServeChunk(w http.ResponseWriter, r *http.Request, d Digest, c
 	f.serveFlight(w, r, fl, contentType)
 }
 
-// ServePeer answers GET /internal/vod/chunks/{hex}[?fill=1&origin=<node>]
+// ServePeer answers GET /internal/vod/chunks/{hex}[?fill=1[&origin=<node>]]
 // from another node: it checks the Gradient-Peer signature (401), serves
 // the chunk when this node holds it, and on a miss fetches it from the
-// origin only when asked to fill (this node is one of the chunk's first
-// owners); otherwise it answers 404 at once so that the asker tries its
-// next source. A fill never asks another owner: at most two hops.
+// origin node, then the origin store, only when asked to fill (this node
+// is one of the chunk's first owners); otherwise it answers 404 at once so
+// that the asker tries its next source. A fill never asks another owner:
+// at most two hops.
 func (f *Fetcher) ServePeer(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -386,24 +395,36 @@ func (f *Fetcher) count(update func()) {
 	f.mu.Unlock()
 }
 
-// source is one place a flight may read a chunk from.
+// source is one place a flight may read a chunk from: a node, or the
+// origin store (store set; peer.Name is then the store's Name).
 type source struct {
 	peer   Peer
 	fill   bool // the peer may fill from the origin (one of the first owners)
 	origin bool // the peer is the chunk's origin
+	store  bool // the origin store, cfg.Origin
 }
 
+// kind labels the source in the counters: "peer", "origin" (the node)
+// or "store" (the origin store).
 func (s source) kind() string {
-	if s.origin {
+	switch {
+	case s.store:
+		return "store"
+	case s.origin:
 		return "origin"
 	}
 	return "peer"
 }
 
+// url asks a filling owner to fill even when the origin node is unknown:
+// it may fill from the origin store.
 func (s source) url(d Digest, origin string) string {
 	u := strings.TrimRight(s.peer.HTTPBase, "/") + peerChunkPath + d.String()
-	if s.fill && !s.origin && origin != "" {
-		u += "?fill=1&origin=" + url.QueryEscape(origin)
+	if s.fill && !s.origin {
+		u += "?fill=1"
+		if origin != "" {
+			u += "&origin=" + url.QueryEscape(origin)
+		}
 	}
 	return u
 }
@@ -415,7 +436,9 @@ func (s source) url(d Digest, origin string) string {
 // change) — ranked by how fast each has been, then the origin if not
 // already listed. The origin comes last whatever its speed, so that its
 // upload is spent on the owners, once per chunk. For a peer's fill
-// (peerHop true): the origin only.
+// (peerHop true): the origin only. Either way the origin store, when
+// there is one, comes last: the origin node may be gone, or may not keep
+// the titles it packaged there.
 func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 	self := f.peers.Self()
 	alive := f.peers.Alive()
@@ -444,6 +467,9 @@ func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 	if p, ok := byName[origin]; ok && origin != self &&
 		!slices.ContainsFunc(out, func(s source) bool { return s.peer.Name == origin }) {
 		out = append(out, source{peer: p, origin: true})
+	}
+	if f.cfg.Origin != nil {
+		out = append(out, source{peer: Peer{Name: f.cfg.Origin.Name()}, store: true})
 	}
 	return out
 }
