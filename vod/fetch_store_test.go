@@ -7,11 +7,16 @@ import (
 	"fmt"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/minio/minio-go/v7"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
+
+// storeStall is long: no test here stalls a source on purpose, and a
+// fail-over caused by a loaded machine would be a second GET at S3.
+const storeStall = 10 * time.Second
 
 // storeOrigin starts a real S3 server behind a counting proxy and an
 // S3Origin that goes through the proxy.
@@ -75,7 +80,7 @@ func hasLabel(m *dto.Metric, name, value string) bool {
 // touch S3.
 func TestFetchFromOriginStoreThroughOwner(t *testing.T) {
 	s3, proxy, o := storeOrigin(t)
-	c := newTestCluster(t, FetcherConfig{Origin: o}, "edge", "owner")
+	c := newTestCluster(t, FetcherConfig{Origin: o, StallTimeout: storeStall}, "edge", "owner")
 	edge, owner := c.nodes["edge"], c.nodes["owner"]
 	client := testClient()
 
@@ -134,7 +139,7 @@ func TestFetchFromOriginStoreWhenNodesFail(t *testing.T) {
 	s3, proxy, o := storeOrigin(t)
 
 	t.Run("owner refuses", func(t *testing.T) {
-		c := newTestCluster(t, FetcherConfig{Origin: o}, "edge", "owner")
+		c := newTestCluster(t, FetcherConfig{Origin: o, StallTimeout: storeStall}, "edge", "owner")
 		edge, owner := c.nodes["edge"], c.nodes["owner"]
 		owner.wrap = func(w http.ResponseWriter, r *http.Request, next http.HandlerFunc) {
 			http.Error(w, "overloaded", http.StatusServiceUnavailable)
@@ -157,7 +162,7 @@ func TestFetchFromOriginStoreWhenNodesFail(t *testing.T) {
 	})
 
 	t.Run("owner cut mid-chunk", func(t *testing.T) {
-		c := newTestCluster(t, FetcherConfig{Origin: o}, "edge", "owner")
+		c := newTestCluster(t, FetcherConfig{Origin: o, StallTimeout: storeStall}, "edge", "owner")
 		edge, owner := c.nodes["edge"], c.nodes["owner"]
 		data := randomBytes(212, 2<<20)
 		d := putOrigin(t, o, data)
@@ -183,7 +188,7 @@ func TestFetchFromOriginStoreWhenNodesFail(t *testing.T) {
 	})
 
 	t.Run("altered in the bucket", func(t *testing.T) {
-		c := newTestCluster(t, FetcherConfig{Origin: o}, "edge", "owner")
+		c := newTestCluster(t, FetcherConfig{Origin: o, StallTimeout: storeStall}, "edge", "owner")
 		edge, owner := c.nodes["edge"], c.nodes["owner"]
 		data := randomBytes(213, 1<<20)
 		d := putOrigin(t, o, data)
@@ -214,7 +219,7 @@ func TestFetchFromOriginStoreWhenNodesFail(t *testing.T) {
 	})
 
 	t.Run("held nowhere", func(t *testing.T) {
-		c := newTestCluster(t, FetcherConfig{Origin: o}, "edge", "owner")
+		c := newTestCluster(t, FetcherConfig{Origin: o, StallTimeout: storeStall}, "edge", "owner")
 		res := viewerGet(testClient(), viewerURL(c.nodes["edge"], digestOf("held nowhere"), "gone"), nil)
 		if res.status != http.StatusNotFound {
 			t.Fatalf("status %d, want 404", res.status)

@@ -119,6 +119,7 @@ func readOrigin(o OriginStore, d Digest, offset int64) ([]byte, int64, error) {
 // never stored (or removed) is ErrChunkNotFound, and removing it again
 // is not an error.
 func TestS3OriginRoundTrip(t *testing.T) {
+	t.Parallel() // each has its own server; their ~10 s starts overlap
 	s3 := startTestS3(t, "titles/v1")
 	o, _ := newTestS3Origin(t, s3.cfg)
 	ctx := context.Background()
@@ -186,6 +187,7 @@ func TestS3OriginRoundTrip(t *testing.T) {
 // or fewer than announced, fail Put, and the server never completes the
 // object: a new key is not created, and a good copy is not overwritten.
 func TestS3OriginPutRefusesWrongBytes(t *testing.T) {
+	t.Parallel() // each has its own server; their ~10 s starts overlap
 	s3 := startTestS3(t, "")
 	o, _ := newTestS3Origin(t, s3.cfg)
 	ctx := context.Background()
@@ -228,6 +230,7 @@ func TestS3OriginPutRefusesWrongBytes(t *testing.T) {
 // an offset, before the reader has delivered all of it; it is reported
 // once in the log, and a Put of the right bytes repairs it.
 func TestS3OriginDetectsAlteredObject(t *testing.T) {
+	t.Parallel() // each has its own server; their ~10 s starts overlap
 	s3 := startTestS3(t, "p")
 	o, logs := newTestS3Origin(t, s3.cfg)
 	ctx := context.Background()
