@@ -59,7 +59,9 @@ fi
 weed_bin="$(go env GOPATH)/bin/weed-$weed_version"
 if [ -z "${GRADIENT_WEED:-}" ] && [ ! -x "$weed_bin" ]; then
   echo "setup: building SeaweedFS weed $weed_version (for the S3 origin tests; takes minutes)"
-  weed_src=$(GOFLAGS=-mod=mod GOWORK=off go mod download -json "github.com/seaweedfs/seaweedfs@$weed_version" |
+  # Downloaded from outside this module, so that our go.mod and go.sum are
+  # not touched.
+  weed_src=$(cd "${TMPDIR:-/tmp}" && GOFLAGS= GOWORK=off go mod download -json "github.com/seaweedfs/seaweedfs@$weed_version" |
     sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
   if [ -z "$weed_src" ] || [ ! -d "$weed_src/weed" ]; then
     echo "setup: could not download github.com/seaweedfs/seaweedfs@$weed_version" >&2
