@@ -138,6 +138,33 @@ func TestFetchFromOriginStoreThroughOwner(t *testing.T) {
 func TestFetchFromOriginStoreWhenNodesFail(t *testing.T) {
 	s3, proxy, o := storeOrigin(t)
 
+	t.Run("origin node without the chunk", func(t *testing.T) {
+		// The origin node is alive but kept nothing (or lost it): the
+		// filling owner asks it, then reads the store.
+		c := newTestCluster(t, FetcherConfig{Origin: o, StallTimeout: storeStall}, "edge", "n1", "n2")
+		data := randomBytes(210, 1<<20)
+		d := putOrigin(t, o, data)
+		r := c.roles(d, "edge")
+		owner, originNode, edge := r[0], r[1], c.nodes["edge"]
+		res := viewerGet(testClient(), viewerURL(edge, d, originNode.name), nil)
+		if res.err != nil || res.status != 200 || !bytes.Equal(res.body, data) {
+			t.Fatalf("GET: %d, %v, %d bytes\n%s", res.status, res.err, len(res.body), owner.logs)
+		}
+		if gets := proxy.gets(s3.cfg.Bucket, o.Key(d)); len(gets) != 1 {
+			t.Fatalf("GETs at S3: %+v", gets)
+		}
+		os := owner.f.Stats()
+		if os.UpstreamFetches["origin"] != 1 || os.UpstreamFetches["store"] != 1 || os.BytesServed["store"] != uint64(len(data)) {
+			t.Fatalf("owner stats: %+v", os)
+		}
+		if n := originNode.peerReqs.Load(); n != 1 {
+			t.Fatalf("%d requests at the origin node, want 1 (the owner's)", n)
+		}
+		if st := edge.f.Stats(); st.UpstreamFetches["peer"] != 1 || st.UpstreamFetches["store"] != 0 {
+			t.Fatalf("edge stats: %+v", st)
+		}
+	})
+
 	t.Run("owner refuses", func(t *testing.T) {
 		c := newTestCluster(t, FetcherConfig{Origin: o, StallTimeout: storeStall}, "edge", "owner")
 		edge, owner := c.nodes["edge"], c.nodes["owner"]

@@ -222,6 +222,25 @@ func TestS3OriginPutRefusesWrongBytes(t *testing.T) {
 	if o.Name() != "s3://"+s3.cfg.Bucket || o.Key(d) != d.String()[:2]+"/"+d.String() {
 		t.Fatalf("without a prefix: Name %q, Key %q", o.Name(), o.Key(d))
 	}
+
+	// Over 16 MiB minio-go uploads in parts: a bad last part aborts the
+	// whole upload, a good one completes it.
+	big := randomBytes(112, 17<<20+3)
+	bd := Digest(sha256.Sum256(big))
+	badBig := bytes.Clone(big)
+	badBig[len(badBig)-2] ^= 1
+	if err := o.Put(ctx, bd, bytes.NewReader(badBig), int64(len(badBig))); !errors.Is(err, ErrChunkCorrupt) {
+		t.Fatalf("multipart Put of wrong bytes: %v", err)
+	}
+	if ok, _ := o.Has(ctx, bd); ok {
+		t.Fatal("a refused multipart Put created the object")
+	}
+	if err := o.Put(ctx, bd, bytes.NewReader(big), int64(len(big))); err != nil {
+		t.Fatalf("multipart Put: %v", err)
+	}
+	if got, _, err := readOrigin(o, bd, 5<<20); err != nil || !bytes.Equal(got, big[5<<20:]) {
+		t.Fatalf("multipart chunk from 5 MiB: %d bytes, %v", len(got), err)
+	}
 }
 
 // TestS3OriginDetectsAlteredObject: an object overwritten in the bucket
