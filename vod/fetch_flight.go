@@ -55,10 +55,10 @@ func (fl *flight) avail() int {
 
 // flightFor joins the flight for d or starts one. A peer's fill (peerHop)
 // joins a viewer's flight only while that flight reads the origin node or
-// store (or is done): a viewer's flight here may be asking the very owner whose fill
-// this is, and joining would make the two wait on each other until the
-// stall timeout. It is refused with errBusy instead, and the asker goes
-// on to its next source.
+// store (or is done): a viewer's flight here may be asking the very owner
+// whose fill this is, and joining would make the two wait on each other
+// until the stall timeout. It is refused with errBusy instead, and the
+// asker goes on to its next source.
 func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, error) {
 	f.mu.Lock()
 	fl := f.flights[d]
@@ -167,10 +167,13 @@ func (f *Fetcher) fill(fl *flight, srcs []source) error {
 			return fmt.Errorf("chunk %s: %w", fl.d, errClosed)
 		}
 		n, err := f.attempt(fl, src, h)
-		if n > 0 && !slices.Contains(contributors, src.peer.Name) {
+		// The origin store's reader verifies its whole object, so bytes it
+		// sent to the end are good: a copy that still does not hash to d
+		// was spoilt by the peers before it, and only they are charged.
+		if n > 0 && !slices.Contains(contributors, src.peer.Name) && !(src.store && err == nil) {
 			contributors = append(contributors, src.peer.Name)
 		}
-		if err != nil && errors.Is(err, ErrChunkCorrupt) {
+		if err != nil && src.store && errors.Is(err, ErrChunkCorrupt) {
 			// The origin store's reader found its own copy bad (it hashes
 			// the whole object) and held back its last bytes: what it sent
 			// is dropped, and only the store is charged.

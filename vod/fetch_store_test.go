@@ -214,6 +214,37 @@ func TestFetchFromOriginStoreWhenNodesFail(t *testing.T) {
 		}
 	})
 
+	t.Run("owner sends a bad half", func(t *testing.T) {
+		// The owner's half is corrupt and the store sends the rest: the
+		// copy fails its digest, and only the owner is charged (the
+		// store's reader verified its whole object).
+		c := newTestCluster(t, FetcherConfig{Origin: o, StallTimeout: storeStall}, "edge", "owner")
+		edge, owner := c.nodes["edge"], c.nodes["owner"]
+		data := randomBytes(214, 1<<20)
+		d := putOrigin(t, o, data)
+		bad := bytes.Clone(data[:len(data)/2])
+		bad[100] ^= 0x10
+		owner.wrap = func(w http.ResponseWriter, r *http.Request, next http.HandlerFunc) {
+			setChunkHeaders(w.Header(), d, "")
+			w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+			w.WriteHeader(200)
+			w.Write(bad)
+			http.NewResponseController(w).Flush()
+			panic(http.ErrAbortHandler)
+		}
+		res := viewerGet(testClient(), viewerURL(edge, d, "gone"), nil)
+		if res.status == 200 && res.err == nil {
+			t.Fatalf("viewer got a whole response of %d bytes from a corrupt copy", len(res.body))
+		}
+		waitFor(t, "the flight to end", func() bool { return edge.f.Stats().FlightsInFlight == 0 })
+		if st := edge.f.Stats(); st.IntegrityFailures["owner"] != 1 || st.IntegrityFailures[o.Name()] != 0 || st.UpstreamFetches["store"] != 1 {
+			t.Fatalf("edge stats: %+v", st)
+		}
+		if edge.cache.Has(d) {
+			t.Fatal("a corrupt copy was cached")
+		}
+	})
+
 	t.Run("altered in the bucket", func(t *testing.T) {
 		c := newTestCluster(t, FetcherConfig{Origin: o, StallTimeout: storeStall}, "edge", "owner")
 		edge, owner := c.nodes["edge"], c.nodes["owner"]
