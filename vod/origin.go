@@ -1,6 +1,7 @@
 package vod
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -207,4 +208,39 @@ func (c ctxReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	return c.r.Read(p)
+}
+
+// OriginPutter is a ChunkPutter (what the packager writes to) over an
+// origin store, for titles packaged straight to it: each chunk is read
+// into memory to learn its digest (OriginStore.Put needs it first; a chunk
+// is a media segment of a few MB), then put. Ctx bounds every upload.
+type OriginPutter struct {
+	Ctx    context.Context
+	Origin OriginStore
+}
+
+var _ ChunkPutter = OriginPutter{}
+
+// Put stores the bytes of r under their SHA-256 and returns the chunk's
+// digest and size with zero media time.
+func (p OriginPutter) Put(r io.Reader) (Chunk, error) {
+	if r == nil {
+		return Chunk{}, errors.New("origin put: nil reader")
+	}
+	b, err := io.ReadAll(io.LimitReader(r, maxFetchBytes+1))
+	if err != nil {
+		return Chunk{}, fmt.Errorf("origin %s: put: read after %d bytes: %w", p.Origin.Name(), len(b), err)
+	}
+	if len(b) > maxFetchBytes {
+		return Chunk{}, fmt.Errorf("origin %s: put: chunk over the %d bytes a chunk may have", p.Origin.Name(), maxFetchBytes)
+	}
+	c := Chunk{Digest: sha256.Sum256(b), Size: int64(len(b))}
+	ctx := p.Ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if err := p.Origin.Put(ctx, c.Digest, bytes.NewReader(b), c.Size); err != nil {
+		return Chunk{}, err
+	}
+	return c, nil
 }

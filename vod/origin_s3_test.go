@@ -181,6 +181,17 @@ func TestS3OriginRoundTrip(t *testing.T) {
 	if got, _, err := readOrigin(o, Digest(sha256.Sum256(chunks[1])), 0); err != nil || !bytes.Equal(got, chunks[1]) {
 		t.Fatalf("other chunk: %d bytes, %v", len(got), err)
 	}
+
+	// The packager's ChunkPutter over the origin: the digest is learnt
+	// from the bytes, and the chunk is in the bucket when Put returns.
+	seg := randomBytes(103, 700<<10)
+	c, err := OriginPutter{Origin: o}.Put(io.MultiReader(bytes.NewReader(seg[:1000]), bytes.NewReader(seg[1000:])))
+	if err != nil || c.Digest != Digest(sha256.Sum256(seg)) || c.Size != int64(len(seg)) {
+		t.Fatalf("OriginPutter: %+v, %v", c, err)
+	}
+	if got, _, err := readOrigin(o, c.Digest, 0); err != nil || !bytes.Equal(got, seg) {
+		t.Fatalf("chunk put by OriginPutter: %d bytes, %v", len(got), err)
+	}
 }
 
 // TestS3OriginPutRefusesWrongBytes: bytes that do not hash to the digest,
@@ -398,6 +409,13 @@ func TestDirOriginRoundTrip(t *testing.T) {
 	}
 	if _, _, err := o.Open(ctx, d, 0); !errors.Is(err, ErrChunkNotFound) {
 		t.Fatalf("Open after Remove: %v", err)
+	}
+	c, err := OriginPutter{Origin: o}.Put(bytes.NewReader(data))
+	if err != nil || c.Digest != d || !store.Has(d) {
+		t.Fatalf("OriginPutter: %+v, %v", c, err)
+	}
+	if _, err := (OriginPutter{Origin: o}).Put(&failingReader{r: bytes.NewReader(data[:10]), err: errors.New("link down")}); err == nil {
+		t.Fatal("OriginPutter: a failing reader gave no error")
 	}
 	// An empty chunk verifies too.
 	e := Digest(sha256.Sum256(nil))
