@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -41,6 +39,12 @@ type FetcherConfig struct {
 	StallTimeout time.Duration
 	// ConnectTimeout bounds the TCP connect to a source (default 2s).
 	ConnectTimeout time.Duration
+	// Origin is the cluster's origin store when titles are kept in an
+	// object store (S3Origin): the last source of every flight, after the
+	// title's origin node, which may be gone or may never have kept the
+	// chunk. Nil (the default, titles in their origin node's data dir):
+	// none, the origin node is the last source.
+	Origin OriginStore
 }
 
 // ChunkCache is where fetched chunks are kept. *ChunkStore satisfies it.
@@ -63,11 +67,13 @@ const maxFetchBytes = 512 << 20
 // its cache, else from the cluster, filling the cache on the way.
 //
 // A chunk missing here is asked of its rendezvous owners (Owners over the
-// alive nodes), then of its origin, the node that packaged it. The first
-// cfg.Owners owners may fill from the origin (a second hop), so the
-// origin uploads a chunk once to its owners however many nodes want it,
-// and every other node reads it from an owner. A request from a peer
-// never makes this node ask another owner: at most two hops.
+// alive nodes), then of its origin, the node that packaged it, then of the
+// origin store (cfg.Origin) when there is one. The first cfg.Owners owners
+// may fill from the origin node or, when it does not hold the chunk or is
+// gone, from the origin store (a second hop), so the origin uploads a
+// chunk once to its owners however many nodes want it, and every other
+// node reads it from an owner. A request from a peer never makes this
+// node ask another owner: at most two hops.
 //
 // Concurrent requests for one missing chunk share one upstream fetch (a
 // flight) and stream its bytes as they arrive; the flight belongs to the
@@ -93,7 +99,7 @@ type Fetcher struct {
 	flights   map[Digest]*flight
 	est       map[string]*peerEstimate
 	served    map[string]uint64 // bytes by source
-	upstream  map[string]uint64 // requests by "peer"/"origin"
+	upstream  map[string]uint64 // requests by "peer"/"origin"/"store"
 	integrity map[string]uint64
 	hits      uint64
 	misses    uint64
@@ -196,12 +202,13 @@ func (f *Fetcher) ServeChunk(w http.ResponseWriter, r *http.Request, d Digest, c
 	f.serveFlight(w, r, fl, contentType)
 }
 
-// ServePeer answers GET /internal/vod/chunks/{hex}[?fill=1&origin=<node>]
+// ServePeer answers GET /internal/vod/chunks/{hex}[?fill=1[&origin=<node>]]
 // from another node: it checks the Gradient-Peer signature (401), serves
 // the chunk when this node holds it, and on a miss fetches it from the
-// origin only when asked to fill (this node is one of the chunk's first
-// owners); otherwise it answers 404 at once so that the asker tries its
-// next source. A fill never asks another owner: at most two hops.
+// origin node, then the origin store, only when asked to fill (this node
+// is one of the chunk's first owners); otherwise it answers 404 at once so
+// that the asker tries its next source. A fill never asks another owner:
+// at most two hops.
 func (f *Fetcher) ServePeer(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
@@ -386,66 +393,4 @@ func (f *Fetcher) count(update func()) {
 	f.mu.Lock()
 	update()
 	f.mu.Unlock()
-}
-
-// source is one place a flight may read a chunk from.
-type source struct {
-	peer   Peer
-	fill   bool // the peer may fill from the origin (one of the first owners)
-	origin bool // the peer is the chunk's origin
-}
-
-func (s source) kind() string {
-	if s.origin {
-		return "origin"
-	}
-	return "peer"
-}
-
-func (s source) url(d Digest, origin string) string {
-	u := strings.TrimRight(s.peer.HTTPBase, "/") + peerChunkPath + d.String()
-	if s.fill && !s.origin && origin != "" {
-		u += "?fill=1&origin=" + url.QueryEscape(origin)
-	}
-	return u
-}
-
-// sources lists where to fetch d, in order. For a viewer (peerHop false):
-// the chunk's rendezvous owners other than this node — the first
-// cfg.Owners of the whole order may fill, and up to as many more are
-// asked without filling (they may still hold it from before a membership
-// change) — ranked by how fast each has been, then the origin if not
-// already listed. The origin comes last whatever its speed, so that its
-// upload is spent on the owners, once per chunk. For a peer's fill
-// (peerHop true): the origin only.
-func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
-	self := f.peers.Self()
-	alive := f.peers.Alive()
-	byName := make(map[string]Peer, len(alive))
-	names := make([]string, 0, len(alive))
-	for _, p := range alive {
-		if _, dup := byName[p.Name]; dup || p.Name == "" {
-			continue
-		}
-		byName[p.Name] = p
-		names = append(names, p.Name)
-	}
-	var out []source
-	if !peerHop {
-		for i, n := range Owners(d, names) {
-			if len(out) >= 2*f.cfg.Owners {
-				break
-			}
-			if n == self {
-				continue
-			}
-			out = append(out, source{peer: byName[n], fill: i < f.cfg.Owners, origin: n == origin})
-		}
-		f.rank(out)
-	}
-	if p, ok := byName[origin]; ok && origin != self &&
-		!slices.ContainsFunc(out, func(s source) bool { return s.peer.Name == origin }) {
-		out = append(out, source{peer: p, origin: true})
-	}
-	return out
 }

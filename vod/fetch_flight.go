@@ -36,9 +36,10 @@ type flight struct {
 	gen      int
 	verified bool  // buf is the whole chunk and hashes to d
 	err      error // the flight failed: no source gave the chunk
-	// kind is where the current bytes come from ("peer", "origin");
-	// atOrigin is set while the origin is being read, which is when a
-	// peer's fill may join a viewer's flight (see flightFor).
+	// kind is where the current bytes come from ("peer", "origin",
+	// "store"); atOrigin is set while the origin node or the origin store
+	// is being read, which is when a peer's fill may join a viewer's
+	// flight (see flightFor).
 	kind     string
 	atOrigin bool
 }
@@ -53,11 +54,11 @@ func (fl *flight) avail() int {
 }
 
 // flightFor joins the flight for d or starts one. A peer's fill (peerHop)
-// joins a viewer's flight only while that flight reads the origin (or is
-// done): a viewer's flight here may be asking the very owner whose fill
-// this is, and joining would make the two wait on each other until the
-// stall timeout. It is refused with errBusy instead, and the asker goes
-// on to its next source.
+// joins a viewer's flight only while that flight reads the origin node or
+// store (or is done): a viewer's flight here may be asking the very owner
+// whose fill this is, and joining would make the two wait on each other
+// until the stall timeout. It is refused with errBusy instead, and the
+// asker goes on to its next source.
 func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, error) {
 	f.mu.Lock()
 	fl := f.flights[d]
@@ -166,8 +167,23 @@ func (f *Fetcher) fill(fl *flight, srcs []source) error {
 			return fmt.Errorf("chunk %s: %w", fl.d, errClosed)
 		}
 		n, err := f.attempt(fl, src, h)
-		if n > 0 && !slices.Contains(contributors, src.peer.Name) {
+		// The origin store's reader verifies its whole object, so bytes it
+		// sent to the end are good: a copy that still does not hash to d
+		// was spoilt by the peers before it, and only they are charged.
+		if n > 0 && !slices.Contains(contributors, src.peer.Name) && !(src.store && err == nil) {
 			contributors = append(contributors, src.peer.Name)
+		}
+		if err != nil && src.store && errors.Is(err, ErrChunkCorrupt) {
+			// The origin store's reader found its own copy bad (it hashes
+			// the whole object) and held back its last bytes: what it sent
+			// is dropped, and only the store is charged.
+			f.dropCopy(fl, []string{src.peer.Name})
+			f.log.Error("chunk corrupt in the origin store: dropped, trying the next source", "digest", fl.d.String(),
+				"store", src.peer.Name, "err", err)
+			errs = append(errs, err)
+			h.Reset()
+			contributors = nil
+			continue
 		}
 		if err != nil {
 			fl.mu.Lock()
@@ -194,18 +210,7 @@ func (f *Fetcher) fill(fl *flight, srcs []source) error {
 			fl.mu.Unlock()
 			return nil
 		}
-		fl.mu.Lock()
-		size := len(fl.buf)
-		fl.buf, fl.size, fl.verified = nil, -1, false
-		fl.gen++
-		fl.cond.Broadcast()
-		fl.mu.Unlock()
-		f.mu.Lock()
-		for _, p := range contributors {
-			f.integrity[p]++
-			f.estimate(p).fail()
-		}
-		f.mu.Unlock()
+		size := f.dropCopy(fl, contributors)
 		err = fmt.Errorf("chunk %s from %v: %d bytes hash to %s", fl.d, contributors, size, got)
 		f.log.Error("fetched chunk corrupt: dropped, fetching it again from the next source", "digest", fl.d.String(),
 			"peers", contributors, "bytes", size, "sha256", got.String())
@@ -220,21 +225,45 @@ func (f *Fetcher) fill(fl *flight, srcs []source) error {
 	return fmt.Errorf("chunk %s: every source failed: %w", fl.d, errors.Join(errs...))
 }
 
+// dropCopy discards the flight's bytes (a corrupt copy: viewers that
+// were sent some are cut off, see serveFlight) and charges the sources
+// that contributed them; it returns how many bytes were dropped.
+func (f *Fetcher) dropCopy(fl *flight, contributors []string) int {
+	fl.mu.Lock()
+	size := len(fl.buf)
+	fl.buf, fl.size, fl.verified = nil, -1, false
+	fl.gen++
+	fl.cond.Broadcast()
+	fl.mu.Unlock()
+	f.mu.Lock()
+	for _, p := range contributors {
+		f.integrity[p]++
+		if f.cfg.Origin == nil || p != f.cfg.Origin.Name() {
+			f.estimate(p).fail()
+		}
+	}
+	f.mu.Unlock()
+	return size
+}
+
 // errUpstreamNotFound is a source's 404.
 var errUpstreamNotFound = errors.New("source does not hold the chunk")
 
 // attempt reads the rest of the chunk from one source into fl.buf,
-// hashing it into h, and returns how many bytes it added. It asks for
-// bytes=<received>- when some are already in, and then requires a 206 of
-// the same representation (Repr-Digest or ETag naming d). The source is
-// abandoned when it sends nothing for cfg.StallTimeout. A nil error means
-// the source sent the chunk to its end (which fill then verifies).
+// hashing it into h, and returns how many bytes it added. From a node it
+// asks for bytes=<received>- when some are already in, and then requires
+// a 206 of the same representation (Repr-Digest or ETag naming d). The
+// origin store is read from the chunk's start even then: its reader
+// verifies the whole object, and the bytes already in are skipped here
+// (they keep the stall timer fed). The source is abandoned when it sends
+// nothing for cfg.StallTimeout. A nil error means the source sent the
+// chunk to its end (which fill then verifies).
 func (f *Fetcher) attempt(fl *flight, src source, h hash.Hash) (int64, error) {
 	name := src.peer.Name
 	fl.mu.Lock()
 	received := int64(len(fl.buf))
 	fl.kind = src.kind()
-	fl.atOrigin = src.origin
+	fl.atOrigin = src.origin || src.store
 	fl.mu.Unlock()
 
 	ctx, cancel := context.WithCancelCause(f.ctx)
@@ -247,46 +276,65 @@ func (f *Fetcher) attempt(fl *flight, src source, h hash.Hash) (int64, error) {
 		}
 		return fmt.Errorf("chunk %s from %s: %w", fl.d, name, err)
 	}
-
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src.url(fl.d, fl.origin), nil)
-	if err != nil {
-		return 0, wrap(err)
+	// Estimates are of peers (they rank the owners); the store is always
+	// last and is not ranked.
+	observe := func(ttfb time.Duration, n int64, body time.Duration, failed bool) {
+		if !src.store {
+			f.observe(name, ttfb, n, body, failed)
+		}
 	}
-	SignPeerRequest(req, f.cfg.Secret, f.peers.Self())
-	if received > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(received, 10)+"-")
-	}
-	start := time.Now()
-	f.count(func() { f.upstream[src.kind()]++ })
-	resp, err := f.client.Do(req)
-	if err != nil {
-		f.observeFailure(name)
-		return 0, wrap(err)
-	}
-	defer resp.Body.Close()
-	ttfb := time.Since(start)
-
-	size, err := checkUpstream(resp, fl.d, received)
-	if err != nil {
-		if resp.StatusCode != http.StatusNotFound {
+	observeFailure := func() {
+		if !src.store {
 			f.observeFailure(name)
 		}
-		if resp.StatusCode >= 300 {
-			// Read a short error body to the end so that the connection
-			// is kept for the next request.
-			io.CopyN(io.Discard, resp.Body, 4<<10)
-		}
-		return 0, wrap(err)
 	}
+
+	start := time.Now()
+	f.count(func() { f.upstream[src.kind()]++ })
+	var body io.ReadCloser
+	var size, skip int64
+	if src.store {
+		rc, n, err := f.cfg.Origin.Open(ctx, fl.d, 0)
+		if err != nil {
+			if errors.Is(err, ErrChunkNotFound) {
+				err = fmt.Errorf("%w: %w", errUpstreamNotFound, err)
+			}
+			return 0, wrap(err)
+		}
+		body, size, skip = rc, n, received
+	} else {
+		resp, err := f.request(ctx, fl, src, received)
+		if err != nil {
+			observeFailure()
+			return 0, wrap(err)
+		}
+		size, err = checkUpstream(resp, fl.d, received)
+		if err != nil {
+			if resp.StatusCode != http.StatusNotFound {
+				observeFailure()
+			}
+			if resp.StatusCode >= 300 {
+				// Read a short error body to the end so that the connection
+				// is kept for the next request.
+				io.CopyN(io.Discard, resp.Body, 4<<10)
+			}
+			resp.Body.Close()
+			return 0, wrap(err)
+		}
+		body = resp.Body
+	}
+	defer body.Close()
+	ttfb := time.Since(start)
+
 	fl.mu.Lock()
 	switch {
 	case fl.size >= 0 && size >= 0 && size != fl.size:
 		fl.mu.Unlock()
-		f.observeFailure(name)
+		observeFailure()
 		return 0, wrap(fmt.Errorf("size %d, earlier sources said %d", size, fl.size))
 	case size > maxFetchBytes:
 		fl.mu.Unlock()
-		f.observeFailure(name)
+		observeFailure()
 		return 0, wrap(fmt.Errorf("size %d is over the %d bytes a chunk may have", size, maxFetchBytes))
 	case size >= 0:
 		fl.size = size
@@ -302,14 +350,22 @@ func (f *Fetcher) attempt(fl *flight, src source, h hash.Hash) (int64, error) {
 	var n int64
 	bodyStart := time.Now()
 	for {
-		m, rerr := resp.Body.Read(p)
+		m, rerr := body.Read(p)
 		if m > 0 {
 			stall.Reset(f.cfg.StallTimeout)
+		}
+		if skip > 0 && m > 0 {
+			k := int(min(int64(m), skip))
+			skip -= int64(k)
+			copy(p, p[k:m])
+			m -= k
+		}
+		if m > 0 {
 			fl.mu.Lock()
 			total := int64(len(fl.buf)) + int64(m)
 			if (fl.size >= 0 && total > fl.size) || total > maxFetchBytes {
 				fl.mu.Unlock()
-				f.observeFailure(name)
+				observeFailure()
 				return n, wrap(fmt.Errorf("sent more than the %d bytes announced", fl.size))
 			}
 			h.Write(p[:m])
@@ -322,7 +378,7 @@ func (f *Fetcher) attempt(fl *flight, src source, h hash.Hash) (int64, error) {
 			break
 		}
 		if rerr != nil {
-			f.observe(name, ttfb, n, time.Since(bodyStart), true)
+			observe(ttfb, n, time.Since(bodyStart), true)
 			return n, wrap(fmt.Errorf("after %d bytes: %w", received+n, rerr))
 		}
 	}
@@ -330,11 +386,24 @@ func (f *Fetcher) attempt(fl *flight, src source, h hash.Hash) (int64, error) {
 	got, want := int64(len(fl.buf)), fl.size
 	fl.mu.Unlock()
 	if want >= 0 && got != want {
-		f.observe(name, ttfb, n, time.Since(bodyStart), true)
+		observe(ttfb, n, time.Since(bodyStart), true)
 		return n, wrap(fmt.Errorf("closed after %d of %d bytes", got, want))
 	}
-	f.observe(name, ttfb, n, time.Since(bodyStart), false)
+	observe(ttfb, n, time.Since(bodyStart), false)
 	return n, nil
+}
+
+// request asks a node for the chunk from byte received on.
+func (f *Fetcher) request(ctx context.Context, fl *flight, src source, received int64) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src.url(fl.d, fl.origin), nil)
+	if err != nil {
+		return nil, err
+	}
+	SignPeerRequest(req, f.cfg.Secret, f.peers.Self())
+	if received > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(received, 10)+"-")
+	}
+	return f.client.Do(req)
 }
 
 // checkUpstream validates a source's answer and returns the chunk's whole

@@ -124,17 +124,20 @@ func (f *Fetcher) rank(srcs []source) {
 type FetchStats struct {
 	// BytesServed counts body bytes sent to viewers and peers by where
 	// they came from: "local" (the node's own store), "cache", "peer",
-	// "origin" (through a flight).
+	// "origin" (the origin node), "store" (the origin store; these three
+	// through a flight).
 	BytesServed map[string]uint64 `json:"bytes_served"`
 	// UpstreamFetches counts requests to other nodes by whom they asked:
-	// "peer" (an owner), "origin".
+	// "peer" (an owner), "origin" (the origin node), and reads of the
+	// origin store, "store" (one per GET of an S3 origin).
 	UpstreamFetches map[string]uint64 `json:"upstream_fetches"`
 	// Hits are requests served from the store or cache; Misses the ones
 	// that needed a flight (started or joined).
 	Hits   uint64 `json:"hits"`
 	Misses uint64 `json:"misses"`
 	// IntegrityFailures counts, by peer, fetched copies that did not hash
-	// to their digest and that the peer contributed bytes to.
+	// to their digest and that the peer contributed bytes to; the origin
+	// store is counted under its Name ("s3://bucket/prefix").
 	IntegrityFailures map[string]uint64       `json:"integrity_failures"`
 	FlightsInFlight   int                     `json:"flights_in_flight"`
 	Peers             map[string]PeerEstimate `json:"peers"`
@@ -170,8 +173,8 @@ type fetchCollector struct {
 
 func newFetchCollector(f *Fetcher) *fetchCollector {
 	return &fetchCollector{f: f,
-		served:    prometheus.NewDesc("gradient_vod_bytes_served_total", "Chunk bytes served, by where they came from (local, cache, peer, origin).", []string{"source"}, nil),
-		upstream:  prometheus.NewDesc("gradient_vod_upstream_fetches_total", "Chunk requests made to other nodes, by whom (peer, origin).", []string{"from"}, nil),
+		served:    prometheus.NewDesc("gradient_vod_bytes_served_total", "Chunk bytes served, by where they came from (local, cache, peer, origin, store).", []string{"source"}, nil),
+		upstream:  prometheus.NewDesc("gradient_vod_upstream_fetches_total", "Chunk requests made to other nodes (peer, origin) and to the origin store (store).", []string{"from"}, nil),
 		hits:      prometheus.NewDesc("gradient_vod_hits_total", "Chunk requests served from the node's store or cache.", nil, nil),
 		misses:    prometheus.NewDesc("gradient_vod_misses_total", "Chunk requests that needed a fetch from the cluster.", nil, nil),
 		integrity: prometheus.NewDesc("gradient_vod_integrity_failures_total", "Fetched chunk copies that did not match their digest, by contributing peer.", []string{"peer"}, nil),
@@ -187,10 +190,10 @@ func (c *fetchCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *fetchCollector) Collect(ch chan<- prometheus.Metric) {
 	st := c.f.Stats()
-	for _, src := range []string{"local", "cache", "peer", "origin"} {
+	for _, src := range []string{"local", "cache", "peer", "origin", "store"} {
 		ch <- prometheus.MustNewConstMetric(c.served, prometheus.CounterValue, float64(st.BytesServed[src]), src)
 	}
-	for _, from := range []string{"peer", "origin"} {
+	for _, from := range []string{"peer", "origin", "store"} {
 		ch <- prometheus.MustNewConstMetric(c.upstream, prometheus.CounterValue, float64(st.UpstreamFetches[from]), from)
 	}
 	ch <- prometheus.MustNewConstMetric(c.hits, prometheus.CounterValue, float64(st.Hits))

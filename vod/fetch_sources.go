@@ -1,0 +1,86 @@
+package vod
+
+import (
+	"net/url"
+	"slices"
+	"strings"
+)
+
+// source is one place a flight may read a chunk from: a node, or the
+// origin store (store set; peer.Name is then the store's Name).
+type source struct {
+	peer   Peer
+	fill   bool // the peer may fill from the origin (one of the first owners)
+	origin bool // the peer is the chunk's origin
+	store  bool // the origin store, cfg.Origin
+}
+
+// kind labels the source in the counters: "peer", "origin" (the node)
+// or "store" (the origin store).
+func (s source) kind() string {
+	switch {
+	case s.store:
+		return "store"
+	case s.origin:
+		return "origin"
+	}
+	return "peer"
+}
+
+// url asks a filling owner to fill even when the origin node is unknown:
+// it may fill from the origin store.
+func (s source) url(d Digest, origin string) string {
+	u := strings.TrimRight(s.peer.HTTPBase, "/") + peerChunkPath + d.String()
+	if s.fill && !s.origin {
+		u += "?fill=1"
+		if origin != "" {
+			u += "&origin=" + url.QueryEscape(origin)
+		}
+	}
+	return u
+}
+
+// sources lists where to fetch d, in order. For a viewer (peerHop false):
+// the chunk's rendezvous owners other than this node — the first
+// cfg.Owners of the whole order may fill, and up to as many more are
+// asked without filling (they may still hold it from before a membership
+// change) — ranked by how fast each has been, then the origin if not
+// already listed. The origin comes last whatever its speed, so that its
+// upload is spent on the owners, once per chunk. For a peer's fill
+// (peerHop true): the origin only. Either way the origin store, when
+// there is one, comes last: the origin node may be gone, or may not keep
+// the titles it packaged there.
+func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
+	self := f.peers.Self()
+	alive := f.peers.Alive()
+	byName := make(map[string]Peer, len(alive))
+	names := make([]string, 0, len(alive))
+	for _, p := range alive {
+		if _, dup := byName[p.Name]; dup || p.Name == "" {
+			continue
+		}
+		byName[p.Name] = p
+		names = append(names, p.Name)
+	}
+	var out []source
+	if !peerHop {
+		for i, n := range Owners(d, names) {
+			if len(out) >= 2*f.cfg.Owners {
+				break
+			}
+			if n == self {
+				continue
+			}
+			out = append(out, source{peer: byName[n], fill: i < f.cfg.Owners, origin: n == origin})
+		}
+		f.rank(out)
+	}
+	if p, ok := byName[origin]; ok && origin != self &&
+		!slices.ContainsFunc(out, func(s source) bool { return s.peer.Name == origin }) {
+		out = append(out, source{peer: p, origin: true})
+	}
+	if f.cfg.Origin != nil {
+		out = append(out, source{peer: Peer{Name: f.cfg.Origin.Name()}, store: true})
+	}
+	return out
+}
