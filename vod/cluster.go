@@ -170,6 +170,7 @@ func (s *Service) titleChanged(id string) {
 	s.cl.pending[id] = true
 	s.cl.mu.Unlock()
 	s.wakeAnnouncer()
+	s.queueOrigin(id)
 }
 
 func (s *Service) wakeAnnouncer() {

@@ -45,7 +45,7 @@ func (s *Service) startChunks() error {
 		return err
 	}
 	s.allow, _ = parseNetworks(s.cfg.AllowNetworks) // checked by Validate
-	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, Owners: max(2, s.cfg.Replicas)}, s.store, s.cache, s.Peers, s.log)
+	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, Owners: max(2, s.cfg.Replicas), Origin: s.origin}, s.store, s.cache, s.Peers, s.log)
 	s.manifests = newManifestCache(64)
 	if s.FetchManifest == nil {
 		s.FetchManifest = s.fetchSmall

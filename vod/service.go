@@ -74,6 +74,14 @@ type Config struct {
 	// already holds. Default empty: every viewer.
 	AllowNetworks []string `yaml:"allow_networks"`
 
+	// Origin is where the titles packaged here are kept for the cluster:
+	// "dir" (the default: this node's data dir) or "s3://bucket/prefix",
+	// an S3-compatible bucket (S3 below) that every ready title's chunks
+	// are written to and that a chunk no node holds is fetched from.
+	Origin string `yaml:"origin"`
+	// S3 is the bucket's endpoint and credentials, for an s3:// Origin.
+	S3 S3Config `yaml:"s3"`
+
 	// Popularity-aware fill (fill.go): between viewers' requests, a node
 	// fills its cache with the first minutes of the other nodes' titles
 	// most likely to be asked for here.
@@ -98,7 +106,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{SegmentDuration: 4 * time.Second, MaxJobs: 1, MaxUpload: 16 << 30, MemoryCache: 256 << 20, Nice: 10,
 		Ladder: DefaultLadder(), RecordGrace: 10 * time.Second,
-		CacheSize: DefaultCacheBytes, Replicas: 2, PrefetchSegments: 3,
+		CacheSize: DefaultCacheBytes, Replicas: 2, PrefetchSegments: 3, Origin: "dir", S3: DefaultS3Config(),
 		FillMbps: 20, FillInterval: 30 * time.Second, FillPrefix: 2 * time.Minute, FillCacheShare: 0.5}
 }
 
@@ -128,6 +136,17 @@ func (c Config) Validate() error {
 	}
 	if _, err := parseNetworks(c.AllowNetworks); err != nil {
 		return fmt.Errorf("allow_networks: %w", err)
+	}
+	bucket, prefix, err := ParseOrigin(c.Origin)
+	if err != nil {
+		return err
+	}
+	if bucket != "" {
+		s3 := c.S3
+		s3.Bucket, s3.Prefix = bucket, prefix
+		if err := s3.Validate(); err != nil {
+			return err
+		}
 	}
 	return validateLadder(c.Ladder)
 }
@@ -198,6 +217,11 @@ type Service struct {
 	allow     []netip.Prefix
 	manifests *manifestCache
 	pinWake   chan struct{}
+
+	// origin is the S3 origin store (origin_sync.go), nil for "dir";
+	// originQ the local titles whose chunks are to be written to it.
+	origin  OriginStore
+	originQ chan string
 }
 
 // NewService builds the service for the folder dir (the node's
@@ -241,6 +265,9 @@ func (s *Service) Start() (err error) {
 	}
 	s.store.OnCorrupt = s.markDamaged
 	if err := s.startCluster(); err != nil {
+		return fmt.Errorf("vod: %w", err)
+	}
+	if err := s.startOrigin(); err != nil {
 		return fmt.Errorf("vod: %w", err)
 	}
 	if err := s.startChunks(); err != nil {
