@@ -597,6 +597,25 @@ func TestVoDClusterCorruptPeersAreDetectedAndCounted(t *testing.T) {
 	if wrong, err := fetchChunk(n2.base(), flippedPath); err != nil {
 		t.Fatalf("the chunk whose copy on n1 is corrupt, through n2 (wrong bytes: %v): %v", wrong, err)
 	}
+	// A replica's bad copy is n1's problem, not the title's: the title
+	// stays ready everywhere and plays through n1, and n1 pins the chunk
+	// again (from the cluster, verified).
+	for _, p := range ps {
+		var tj vod.TitleJSON
+		if getJSONInto(t, p.base()+"/api/v1/vod/titles/"+id, &tj); tj.State != vod.StateReady {
+			t.Errorf("after n1 found its replica of a chunk corrupt, %s lists the title %s (%s)", p.name, tj.State, tj.Error)
+		}
+	}
+	if wrong, err := fetchChunk(n1.base(), flippedPath); err != nil {
+		t.Errorf("the chunk through n1, whose copy was corrupt (wrong bytes: %v): %v", wrong, err)
+	}
+	if code, _ := httpText(t, n1.base()+"/vod/"+id+"/source.m3u8"); code != http.StatusOK {
+		t.Errorf("the title's playlist at n1 after its replica was found corrupt: %d", code)
+	}
+	testutil.Eventually(t, 20*time.Second, "n1 pins the chunk again", func() bool {
+		b, err := os.ReadFile(file)
+		return err == nil && vod.Digest(sha256.Sum256(b)) == flipped
+	})
 
 	// A member that sends wrong bytes despite that.
 	bad := startBadPeer(t, n0.gossip, n0.base())
