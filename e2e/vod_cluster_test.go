@@ -597,6 +597,26 @@ func TestVoDClusterCorruptPeersAreDetectedAndCounted(t *testing.T) {
 	if wrong, err := fetchChunk(n2.base(), flippedPath); err != nil {
 		t.Fatalf("the chunk whose copy on n1 is corrupt, through n2 (wrong bytes: %v): %v", wrong, err)
 	}
+	// The same chunk, now in n2's cache folder (fetched, never read back),
+	// gets a byte flipped too: n2 refuses its copy and fetches it again.
+	cfile := filepath.Join(n2.data, "vod", "cache", flipped.String()[:2], flipped.String())
+	testutil.Eventually(t, 5*time.Second, "n2 caches the chunk", func() bool {
+		_, err := os.Stat(cfile)
+		return err == nil
+	})
+	if b, err = os.ReadFile(cfile); err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(cfile, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := peerGet(t, n2, flipped); code == http.StatusOK && vod.Digest(sha256.Sum256(body)) != flipped {
+		t.Fatalf("n2 served its corrupt cached copy of %s to a peer", flipped)
+	}
+	if wrong, err := fetchChunk(n2.base(), flippedPath); err != nil {
+		t.Fatalf("the chunk whose cached copy on n2 is corrupt, through n2 (wrong bytes: %v): %v", wrong, err)
+	}
 	// A replica's bad copy is n1's problem, not the title's: the title
 	// stays ready everywhere and plays through n1, and n1 pins the chunk
 	// again (from the cluster, verified).
