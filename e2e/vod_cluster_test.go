@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -849,6 +850,10 @@ func TestVoDClusterKill9OfTheOriginLeavesEveryRenditionPlayable(t *testing.T) {
 				}
 			}
 		}
+	}
+	// The playlists too are served by the others alone.
+	if after := titleChunks(t, n2, id); !maps.EqualFunc(after, chunks, slices.Equal) {
+		t.Errorf("n2's playlists after the origin's kill name other chunks: %v, want %v", after, chunks)
 	}
 	out, err := exec.Command("ffprobe", "-v", "error", "-count_packets", "-select_streams", "v:0",
 		"-show_entries", "stream=nb_read_packets", "-of", "csv=p=0", n1.base()+"/vod/"+id+"/index.m3u8").CombinedOutput()
