@@ -220,6 +220,23 @@ func (s *Service) wakePinner() {
 	}
 }
 
+// replicaDamaged handles a chunk of title id found corrupt in the store
+// when the title is another node's: the copy was a replica pinned here,
+// and the title is whole on its origin and other owners. The title stays
+// as its origin says (failing it here would make it unplayable through
+// this node, and the pinner skip it, until its origin's entry changes);
+// the pinner is woken to pin the chunk again, verified. It reports
+// whether id is such a title.
+func (s *Service) replicaDamaged(id string, d Digest) bool {
+	t, err := s.cat.Get(id)
+	if err != nil || t.Origin == "" {
+		return false
+	}
+	s.log.Warn("replica chunk corrupt on disk: pinning it again from the cluster", "id", id, "origin", t.Origin, "digest", d.String())
+	s.wakePinner()
+	return true
+}
+
 // pinRetry is how often the pinner looks again without being woken (a
 // source that failed, a title whose manifest came late).
 const pinRetry = 30 * time.Second

@@ -323,6 +323,9 @@ func (s *Service) markDamaged(d Digest) {
 		return
 	}
 	for _, id := range ids {
+		if s.replicaDamaged(id, d) {
+			continue
+		}
 		s.log.Error("title damaged: one of its chunks no longer matches its digest", "id", id, "digest", d.String())
 		if err := s.cat.SetFailed(id, "damaged: chunk "+d.String()+" no longer matches its digest on disk"); err != nil {
 			s.log.Error("damaged title not marked", "id", id, "err", err)
