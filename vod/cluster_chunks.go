@@ -80,8 +80,14 @@ func (s *Service) MembersChanged() { s.wakePinner() }
 // serveDigest answers a request for chunk d: from the store, else (in a
 // cluster) through the fetcher.
 func (s *Service) serveDigest(w http.ResponseWriter, r *http.Request, d Digest, contentType string) {
-	if s.fetch == nil || s.store.Has(d) {
+	if s.fetch == nil {
 		s.store.ServeChunk(w, r, d, contentType)
+		return
+	}
+	// In a cluster every answer goes through the fetcher, held or not, so
+	// that its counters (bytes by source, hit ratios) cover all of them.
+	if s.store.Has(d) {
+		s.fetch.ServeChunk(w, r, d, contentType, "")
 		return
 	}
 	if !s.mayFill(r) && !s.cache.Has(d) {
