@@ -1,6 +1,13 @@
 package overlay
 
-import "encoding/json"
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"testing"
+	"time"
+)
 
 // forgeAs encodes entries as a member m would send them forging them: each
 // signed with m's own key (the only one it holds), whatever its owner.
@@ -17,3 +24,31 @@ func signedAs(m *Membership, es ...*entry) []byte { return forgeAs(m, es...) }
 
 // setEntryCap sets the per-owner cap of the live kinds.
 func setEntryCap(c *MembershipConfig, n int) { c.MaxEntriesPerOwner = n }
+
+// setVoDCap sets the per-owner cap of the VoD kinds.
+func setVoDCap(c *MembershipConfig, n int) { c.MaxVoDEntriesPerOwner = n }
+
+// signFresh signs e with a new key it carries, as a member inventing an
+// owner would.
+func signFresh(e *entry) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	e.signWith(priv, base64.StdEncoding.EncodeToString(pub))
+}
+
+// rotateKey gives m a new signing key and announces it, as a restart
+// would (without the restart).
+func rotateKey(t *testing.T, m *Membership) {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	p := base64.StdEncoding.EncodeToString(pub)
+	m.state.mu.Lock()
+	m.state.priv, m.state.pub = priv, p
+	m.state.mu.Unlock()
+	m.mu.Lock()
+	m.meta.Key = p
+	m.metaB, _ = json.Marshal(m.meta)
+	m.mu.Unlock()
+	if err := m.list().UpdateNode(time.Second); err != nil {
+		t.Fatal(err)
+	}
+}

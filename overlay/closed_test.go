@@ -321,3 +321,47 @@ func TestASignedTypicalVoDEntryTravelsByUDPGossip(t *testing.T) {
 	ms[0].SetVoDTitle("abcdefghijklmnop", typicalVoDEntry("abcdefghijklmnop"))
 	testutil.Eventually(t, 5*time.Second, "the title reaches n1 by UDP gossip", func() bool { return vodIDs(ms[1]) == "abcdefghijklmnop@n0" })
 }
+
+// TestVoDEntriesOfUnknownOwnersShareOneCap: a node takes a dead origin's
+// VoD entries it never saw the key of on the key they carry; names cost
+// nothing, so entries under invented owners share one cap instead of a cap
+// each.
+func TestVoDEntriesOfUnknownOwnersShareOneCap(t *testing.T) {
+	ms := startCluster(t, 2, func(i int, c *MembershipConfig) {
+		if i == 0 {
+			setVoDCap(c, 10)
+		}
+	})
+	waitAlive(t, ms)
+	n0, n1 := ms[0], ms[1]
+	v := uint64(time.Now().UnixNano())
+	var es []*entry
+	for i := 0; i < 30; i++ {
+		e := &entry{Kind: kindVoDTitle, Key: fmt.Sprintf("ghost-title-%02d", i), Owner: fmt.Sprintf("ghost%02d", i), Version: v, Data: rawJSON(`{}`)}
+		signFresh(e) // each invented owner with a key of its own
+		es = append(es, e)
+	}
+	b, _ := json.Marshal(es)
+	sendRaw(t, n1, n0, b)
+	testutil.Eventually(t, 5*time.Second, "n0 takes the first entries", func() bool { return len(n0.VoDTitles()) > 0 })
+	time.Sleep(500 * time.Millisecond)
+	if n := len(n0.VoDTitles()); n != 10 {
+		t.Fatalf("n0 holds %d titles of 30 invented owners, want the cap of 10", n)
+	}
+}
+
+// TestAMembersKeyChangeDropsWhatTheOldKeySigned: a member whose key
+// changes (a fast restart, or metadata forged by another member and then
+// refuted by the node) loses the live entries the old key signed; what it
+// signs with the new key is taken.
+func TestAMembersKeyChangeDropsWhatTheOldKeySigned(t *testing.T) {
+	ms := startCluster(t, 2, nil)
+	waitAlive(t, ms)
+	n0, n1 := ms[0], ms[1]
+	n1.SetStream(StreamInfo{Name: "live/k", Ladder: testLadder})
+	testutil.Eventually(t, 5*time.Second, "n0 has n1's stream", func() bool { _, ok := n0.Stream("live/k"); return ok })
+	rotateKey(t, n1)
+	testutil.Eventually(t, 5*time.Second, "n0 drops the stream the old key signed", func() bool { _, ok := n0.Stream("live/k"); return !ok })
+	n1.SetStream(StreamInfo{Name: "live/k2", Ladder: testLadder})
+	testutil.Eventually(t, 5*time.Second, "n0 takes what the new key signs", func() bool { _, ok := n0.Stream("live/k2"); return ok })
+}

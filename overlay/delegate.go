@@ -129,10 +129,11 @@ const (
 // key of the owner at all (it died before this node joined) is the
 // carried key taken on the relaying peer's word: nobody is left to
 // contradict it, and a member could publish the same title or removal
-// under its own name anyway.
-func (m *Membership) verifyEntry(e *entry) (string, error) {
+// under its own name anyway. Such entries (stranger) share one cap
+// whatever owner they name (state.strangers), for names cost nothing.
+func (m *Membership) verifyEntry(e *entry) (string, bool, error) {
 	if len(e.Sig) == 0 {
-		return "", fmt.Errorf("%w: unsigned", errSigner)
+		return "", false, fmt.Errorf("%w: unsigned", errSigner)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -144,22 +145,31 @@ func (m *Membership) verifyEntry(e *entry) (string, error) {
 	}
 	if !persistentKind(e.Kind) {
 		if cur == "" || !e.verifiedBy(cur) {
-			return "", fmt.Errorf("%w: signature does not verify against the owner's key", errSigner)
+			return "", false, fmt.Errorf("%w: signature does not verify against the owner's key", errSigner)
 		}
 		m.rememberKeyLocked(e.Owner, cur)
-		return cur, nil
+		if m.seenKey[e.Owner] == "" {
+			// What this key signs is dropped if it changes
+			// (dropReplacedKeys), even before a housekeeping round saw it.
+			m.seenKey[e.Owner] = cur
+		}
+		return cur, false, nil
 	}
 	known := m.knownKeys[e.Owner]
+	stranger := false
 	switch {
 	case e.PK == "" || !e.verifiedBy(e.PK):
-		return "", fmt.Errorf("%w: signature does not verify against the key it carries", errSigner)
+		return "", false, fmt.Errorf("%w: signature does not verify against the key it carries", errSigner)
 	case e.PK == cur || slices.Contains(known, e.PK):
 	case cur == "" && len(known) == 0:
+		// Taken on the relay's word; not remembered as the owner's key,
+		// so that the first stranger to name an owner does not decide it.
+		return e.PK, true, nil
 	default:
-		return "", fmt.Errorf("%w: signed by a key the owner never announced here", errSigner)
+		return "", false, fmt.Errorf("%w: signed by a key the owner never announced here", errSigner)
 	}
 	m.rememberKeyLocked(e.Owner, e.PK)
-	return e.PK, nil
+	return e.PK, stranger, nil
 }
 
 func (m *Membership) rememberKeyLocked(owner, key string) {

@@ -66,6 +66,9 @@ type entry struct {
 	PK string `json:"pk,omitempty"`
 
 	deletedAt time.Time
+	// stranger marks an entry taken on the key it carries alone (its owner
+	// unknown here, see verifyEntry).
+	stranger bool
 	// signer is the key (base64) the entry was verified with here, or
 	// this node's key for its own entries; "" when no verifier is set.
 	signer string
@@ -166,9 +169,11 @@ type state struct {
 	priv ed25519.PrivateKey
 	pub  string
 	// verify checks a remote entry's signature and returns the key it was
-	// verified with (verifyEntry); nil: every entry passes. It is called
-	// under mu, after the cheap checks, so that only news costs a check.
-	verify func(e *entry) (string, error)
+	// verified with, and whether that key is only the one the entry
+	// carries, its owner being unknown here (verifyEntry); nil: every
+	// entry passes. It is called under mu, after the cheap checks, so that
+	// only news costs a check.
+	verify func(e *entry) (signer string, stranger bool, err error)
 	// refused is told of every refused entry and why (logged,
 	// rate-limited); nil: not told. Called under mu.
 	refused func(e *entry, why string)
@@ -182,7 +187,11 @@ type state struct {
 	// owned counts the entries of each owner and kind (ownedKey), for the
 	// per-owner caps.
 	owned map[string]int
-	clock uint64
+	// strangers counts the entries taken on the key they carry (entry.
+	// stranger): owner names are free to invent, so these share one cap,
+	// maxVoDPerOwner, whatever owner they name.
+	strangers int
+	clock     uint64
 	// vodGen counts changes of the VoD kinds (VoDGeneration).
 	vodGen uint64
 }
@@ -197,11 +206,12 @@ func ownedKey(owner, kind string) string { return owner + "\x00" + kind }
 // putLocked stores e, replacing the entry of the same id, and keeps the
 // per-owner counts.
 func (s *state) putLocked(e *entry) {
-	if old, ok := s.entries[e.id()]; ok {
-		s.owned[ownedKey(old.Owner, old.Kind)]--
-	}
+	s.delLocked(e.id())
 	s.entries[e.id()] = e
 	s.owned[ownedKey(e.Owner, e.Kind)]++
+	if e.stranger {
+		s.strangers++
+	}
 }
 
 // delLocked drops the entry of id, if any, and keeps the counts.
@@ -210,6 +220,9 @@ func (s *state) delLocked(id string) {
 		k := ownedKey(old.Owner, old.Kind)
 		if s.owned[k]--; s.owned[k] <= 0 {
 			delete(s.owned, k)
+		}
+		if old.stranger {
+			s.strangers--
 		}
 		delete(s.entries, id)
 	}
@@ -317,7 +330,7 @@ func (s *state) merge(e *entry) (bool, *entry) {
 				c.Data = nil
 			}
 			if s.verify != nil {
-				signer, err := s.verify(e)
+				signer, _, err := s.verify(e)
 				if err != nil {
 					if !s.joining || e.PK == "" || !e.verifiedBy(e.PK) {
 						s.refuseLocked(e, "an entry in our name not signed by our key")
@@ -351,12 +364,16 @@ func (s *state) merge(e *entry) (bool, *entry) {
 	}
 	c := *e
 	if s.verify != nil {
-		signer, err := s.verify(e)
+		signer, stranger, err := s.verify(e)
 		if err != nil {
 			s.refuseLocked(e, err.Error())
 			return false, nil
 		}
-		c.signer = signer
+		if stranger && (!ok || !old.stranger) && s.strangers >= s.maxVoDPerOwner {
+			s.refuseLocked(e, fmt.Sprintf("%d entries of owners unknown here held, the cap", s.maxVoDPerOwner))
+			return false, nil
+		}
+		c.signer, c.stranger = signer, stranger
 	}
 	if c.Deleted {
 		c.deletedAt = time.Now()
