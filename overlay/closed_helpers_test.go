@@ -35,12 +35,33 @@ func signFresh(e *entry) {
 	e.signWith(priv, base64.StdEncoding.EncodeToString(pub))
 }
 
+type savedKey struct {
+	priv ed25519.PrivateKey
+	pub  string
+}
+
+func saveKey(m *Membership) savedKey {
+	m.state.mu.Lock()
+	defer m.state.mu.Unlock()
+	return savedKey{m.state.priv, m.state.pub}
+}
+
+// restoreKey gives m back a saved key and announces it.
+func restoreKey(t *testing.T, m *Membership, k savedKey) {
+	t.Helper()
+	setKey(t, m, k.priv, k.pub)
+}
+
 // rotateKey gives m a new signing key and announces it, as a restart
 // would (without the restart).
 func rotateKey(t *testing.T, m *Membership) {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	p := base64.StdEncoding.EncodeToString(pub)
+	setKey(t, m, priv, base64.StdEncoding.EncodeToString(pub))
+}
+
+func setKey(t *testing.T, m *Membership, priv ed25519.PrivateKey, p string) {
+	t.Helper()
 	m.state.mu.Lock()
 	m.state.priv, m.state.pub = priv, p
 	m.state.mu.Unlock()

@@ -365,3 +365,35 @@ func TestAMembersKeyChangeDropsWhatTheOldKeySigned(t *testing.T) {
 	n1.SetStream(StreamInfo{Name: "live/k2", Ladder: testLadder})
 	testutil.Eventually(t, 5*time.Second, "n0 takes what the new key signs", func() bool { _, ok := n0.Stream("live/k2"); return ok })
 }
+
+// TestAKeyChangedBackWasForgedAndAllItSignedIsDropped: a member's key goes
+// A → B → A, as when another member gossips forged metadata for it and the
+// node refutes it. Whatever B signed is dropped everywhere, VoD entries
+// included, and B is no longer taken as the member's.
+func TestAKeyChangedBackWasForgedAndAllItSignedIsDropped(t *testing.T) {
+	ms := startCluster(t, 2, nil)
+	waitAlive(t, ms)
+	n0, n1 := ms[0], ms[1]
+	n1.SetVoDTitle("genuine", []byte(`{}`))
+	testutil.Eventually(t, 5*time.Second, "n0 has n1's title", func() bool { return vodIDs(n0) == "genuine@n1" })
+	a := saveKey(n1)
+	rotateKey(t, n1)
+	time.Sleep(time.Second) // a housekeeping round at n0 sees key B
+	n1.SetVoDTitle("forged", []byte(`{}`))
+	n1.SetStream(StreamInfo{Name: "live/forged", Ladder: testLadder})
+	testutil.Eventually(t, 5*time.Second, "n0 takes what B signs", func() bool {
+		_, ok := n0.Stream("live/forged")
+		return ok && vodIDs(n0) == "forged@n1 genuine@n1"
+	})
+	restoreKey(t, n1, a)
+	testutil.Eventually(t, 5*time.Second, "n0 drops all B signed, keeps what A signed", func() bool {
+		_, ok := n0.Stream("live/forged")
+		return !ok && vodIDs(n0) == "genuine@n1"
+	})
+	// n1 still holds the B-signed title: its push/pull (2 s) offers it
+	// again, and n0 refuses it.
+	time.Sleep(2500 * time.Millisecond)
+	if got := vodIDs(n0); got != "genuine@n1" {
+		t.Errorf("n0 lists %q after a push/pull, want only the genuine title", got)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -710,15 +711,33 @@ func rttMoved(old, cur map[string]float64) bool {
 // since the last round (see state.forgetSigner): a fast restart (a new key
 // before the old life was declared dead), or forged metadata refuted by
 // the node it named.
+//
+// A change back to a key the member had before tells the second case: a
+// node draws a new key in each life and never returns to an old one, so
+// the key in between was another member's forgery (memberlist gossips
+// metadata, and a keyed member can gossip an alive message for another
+// node, which that node refutes as soon as it hears it). Then everything
+// that key signed is dropped, the VoD entries too, and the key is
+// forgotten as the member's.
 func (m *Membership) dropReplacedKeys() {
-	type change struct{ name, key string }
+	type change struct {
+		name, old, key string
+		forged         bool
+	}
 	var changes []change
 	m.mu.Lock()
 	for name, x := range m.nodes {
 		if old := m.seenKey[name]; old != "" && old != x.Meta.Key {
-			changes = append(changes, change{name, x.Meta.Key})
+			forged := slices.Contains(m.knownKeys[name], x.Meta.Key)
+			if forged {
+				m.knownKeys[name] = slices.DeleteFunc(m.knownKeys[name], func(k string) bool { return k == old })
+			}
+			changes = append(changes, change{name, old, x.Meta.Key, forged})
 		}
 		m.seenKey[name] = x.Meta.Key
+		if name != m.cfg.Name && validKey(x.Meta.Key) {
+			m.rememberKeyLocked(name, x.Meta.Key)
+		}
 	}
 	for name := range m.seenKey {
 		if _, ok := m.nodes[name]; !ok {
@@ -727,8 +746,14 @@ func (m *Membership) dropReplacedKeys() {
 	}
 	m.mu.Unlock()
 	for _, c := range changes {
-		n := m.state.forgetSigner(c.name, c.key)
-		m.log.Warn("member's signing key changed; its entries signed with the old one dropped", "node", c.name, "dropped", n)
+		var n int
+		if c.forged {
+			n = m.state.forgetKey(c.name, c.old)
+			m.log.Warn("member's signing key changed back: the one in between was forged; all it signed dropped", "node", c.name, "dropped", n)
+		} else {
+			n = m.state.forgetSigner(c.name, c.key)
+			m.log.Warn("member's signing key changed; its entries signed with the old one dropped", "node", c.name, "dropped", n)
+		}
 		if n > 0 {
 			m.changed()
 		}

@@ -415,6 +415,25 @@ func (s *state) forgetSigner(owner, key string) int {
 	return n
 }
 
+// forgetKey drops every entry of owner verified with key, the persistent
+// ones too: key was forged (see Membership.dropReplacedKeys). It returns
+// how many.
+func (s *state) forgetKey(owner, key string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for k, e := range s.entries {
+		if e.Owner == owner && owner != s.self && e.signer == key {
+			s.delLocked(k)
+			n++
+		}
+	}
+	if n > 0 {
+		s.vodGen++
+	}
+	return n
+}
+
 // gc forgets old tombstones.
 func (s *state) gc() {
 	s.mu.Lock()
