@@ -106,16 +106,17 @@ func (m *Membership) merge(b []byte) {
 
 // maxKnownKeys is how many keys of one owner knownKeys keeps (a node gets
 // a new key on each restart; the VoD entries of its recent lives stay
-// checkable), and maxKnownOwners how many owners: past it, the oldest
-// owners are forgotten at random (map order), which only makes their
-// persistent entries checkable by the key they carry, as for a stranger.
+// checkable), and maxKnownOwners how many owners: past it, an owner picked
+// at random (map order) is forgotten, which only makes its persistent
+// entries checkable by the key they carry, as a stranger's.
 const (
 	maxKnownKeys   = 8
 	maxKnownOwners = 10_000
 )
 
 // verifyEntry checks that a remote entry is signed by its owner, and
-// returns the key it verified with. It is state.verify, called under the
+// returns the key it verified with and whether that key is only the one
+// the entry carries (a stranger's). It is state.verify, called under the
 // state's lock.
 //
 // A live entry (stream, demand, plan, rtt, load) must verify against the
@@ -124,8 +125,8 @@ const (
 // one); its owner is alive, or the entry would not be taken. A persistent
 // entry (vodtitle, vodrm) carries its signer's key (entry.PK): it must
 // verify against it, and that key must be the owner's current one or one
-// this node verified the owner's entries with before (the origin may be
-// dead, or have restarted with a new key). Only when this node knows no
+// this node saw the owner announce, or verified its entries with, before
+// (the origin may be dead, or have restarted with a new key). Only when this node knows no
 // key of the owner at all (it died before this node joined) is the
 // carried key taken on the relaying peer's word: nobody is left to
 // contradict it, and a member could publish the same title or removal
@@ -156,7 +157,6 @@ func (m *Membership) verifyEntry(e *entry) (string, bool, error) {
 		return cur, false, nil
 	}
 	known := m.knownKeys[e.Owner]
-	stranger := false
 	switch {
 	case e.PK == "" || !e.verifiedBy(e.PK):
 		return "", false, fmt.Errorf("%w: signature does not verify against the key it carries", errSigner)
@@ -169,7 +169,7 @@ func (m *Membership) verifyEntry(e *entry) (string, bool, error) {
 		return "", false, fmt.Errorf("%w: signed by a key the owner never announced here", errSigner)
 	}
 	m.rememberKeyLocked(e.Owner, e.PK)
-	return e.PK, stranger, nil
+	return e.PK, false, nil
 }
 
 func (m *Membership) rememberKeyLocked(owner, key string) {

@@ -295,12 +295,15 @@ type Membership struct {
 	wg       sync.WaitGroup
 	bytesIn  uint64 // gossip user payload bytes received (state messages)
 	bytesOut uint64
-	// knownKeys holds, by owner, the keys (base64) this node verified the
-	// owner's entries with, newest last (at most maxKnownKeys): a dead
-	// owner's VoD entries are checked against them (verifyEntry).
+	// knownKeys holds, by owner, the keys (base64) this node saw the owner
+	// announce or verified its entries with, newest last (at most
+	// maxKnownKeys): a dead or restarted owner's VoD entries are checked
+	// against them (verifyEntry), and a change back to one of them tells a
+	// forged key (dropReplacedKeys).
 	knownKeys map[string][]string
-	// seenKey is each member's key at the last housekeeping round: when it
-	// changes, the live entries signed with the old one are dropped.
+	// seenKey is each member's key at the last housekeeping round (or
+	// first verification): when it changes, what the old key signed is
+	// dropped (dropReplacedKeys).
 	seenKey  map[string]string
 	refusals refusals
 }
