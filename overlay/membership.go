@@ -1,12 +1,16 @@
 package overlay
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,6 +46,48 @@ type NodeMeta struct {
 	// Leaving is set by a node on its way out (Close), just before it
 	// leaves: the others record a graceful leave rather than a death.
 	Leaving bool `json:"leaving,omitempty"`
+	// Key is the node's Ed25519 public key (base64, 44 characters): every
+	// state entry the node owns is signed with it, and its peers take an
+	// entry only if it verifies (see state.go). Set by NewMembership.
+	Key string `json:"pk,omitempty"`
+}
+
+// Sane ranges of the metadata numbers. A member advertising a value
+// outside them (or metadata that does not decode, or no valid key) is
+// ignored: listed by Members with the reason in Member.Ignored, left out of
+// Alive and so of plans and edge choice, with a log line (once a minute).
+// The bounds keep every link cost the planner builds under the
+// optimizer's MaxNumber (1e9): (1e6 + 1e6) / 2 × (1 + 10 s / RTTScale)
+// is 2.01e8 at the default 50 ms RTTScale.
+const (
+	// MaxPrice bounds NodeMeta.Price (per Mbps) and NodeMeta.TranscodeCost.
+	MaxPrice = 1e6
+	// MaxTranscodeSlots bounds NodeMeta.TranscodeSlots.
+	MaxTranscodeSlots = 4096
+	// MaxRTTMillis bounds a gossiped RTT estimate (10 s); a report beyond
+	// it (or negative) is dropped, the pair then counts DefaultRTT.
+	MaxRTTMillis = 10_000
+)
+
+// metaProblem names what is out of range in a member's metadata, "" when
+// nothing is.
+func metaProblem(meta NodeMeta) string {
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) && v >= 0 && v <= MaxPrice }
+	switch {
+	case !finite(meta.Price):
+		return fmt.Sprintf("price %v outside 0 … %v", meta.Price, float64(MaxPrice))
+	case !finite(meta.TranscodeCost):
+		return fmt.Sprintf("transcode cost %v outside 0 … %v", meta.TranscodeCost, float64(MaxPrice))
+	case meta.TranscodeSlots < 0 || meta.TranscodeSlots > MaxTranscodeSlots:
+		return fmt.Sprintf("transcode slots %d outside 0 … %d", meta.TranscodeSlots, MaxTranscodeSlots)
+	}
+	return ""
+}
+
+// validKey reports whether k is a base64 Ed25519 public key.
+func validKey(k string) bool {
+	b, err := base64.StdEncoding.DecodeString(k)
+	return err == nil && len(b) == ed25519.PublicKeySize
 }
 
 // MembershipConfig configures a node's membership and cluster state.
@@ -94,6 +140,22 @@ type MembershipConfig struct {
 	// Defaults 50 ms and 50 ms.
 	RTTScale   time.Duration `yaml:"rtt_scale"`
 	DefaultRTT time.Duration `yaml:"default_rtt"`
+	// MaxClockSkew is how far ahead of this node's clock a gossiped
+	// entry's version (a clock in ns) may be; a later one is refused, for
+	// it would win over every update of its key until then. Default 1 min.
+	MaxClockSkew time.Duration `yaml:"max_clock_skew"`
+	// MaxEntriesPerOwner caps the keys one member may hold of each live
+	// kind (streams it roots, their plans, its demand per stream); a new
+	// key beyond it is refused. Default 10000.
+	MaxEntriesPerOwner int `yaml:"max_entries_per_owner"`
+	// MaxVoDEntriesPerOwner caps the VoD titles, and separately the
+	// removal records, of one member. Default 100000.
+	MaxVoDEntriesPerOwner int `yaml:"max_vod_entries_per_owner"`
+	// SigningKey signs the node's state entries (Meta.Key is its public
+	// half). Default: a new key for each NewMembership; a key kept across
+	// restarts lets peers and late joiners check the node's VoD entries
+	// of earlier lives.
+	SigningKey ed25519.PrivateKey `yaml:"-"`
 
 	// wrapTransport, set by tests, wraps memberlist's network transport
 	// (to add delays between nodes).
@@ -114,6 +176,10 @@ func DefaultMembershipConfig() MembershipConfig {
 		DeadNodeReclaim:  5 * time.Second,
 		RTTScale:         50 * time.Millisecond,
 		DefaultRTT:       50 * time.Millisecond,
+		MaxClockSkew:     defaultMaxClockSkew,
+
+		MaxEntriesPerOwner:    defaultMaxEntriesPerOwner,
+		MaxVoDEntriesPerOwner: defaultMaxVoDEntriesPerOwner,
 	}
 }
 
@@ -148,6 +214,19 @@ func (c MembershipConfig) Validate() error {
 	if c.ProbeTimeout >= c.ProbeInterval {
 		return errors.New("probe_timeout: must be below probe_interval")
 	}
+	if c.MaxClockSkew <= 0 {
+		return errors.New("max_clock_skew: must be positive")
+	}
+	if c.MaxEntriesPerOwner <= 0 || c.MaxVoDEntriesPerOwner <= 0 {
+		return errors.New("max_entries_per_owner, max_vod_entries_per_owner: must be positive")
+	}
+	if c.SigningKey != nil && len(c.SigningKey) != ed25519.PrivateKeySize {
+		return fmt.Errorf("signing key: %d bytes, want an Ed25519 private key (%d)", len(c.SigningKey), ed25519.PrivateKeySize)
+	}
+	// The peers would ignore the node (metaProblem): say so at start.
+	if p := metaProblem(c.Meta); p != "" {
+		return fmt.Errorf("metadata (price_per_mbps, transcode_cost, transcode slots): %s", p)
+	}
 	return nil
 }
 
@@ -174,6 +253,10 @@ type Member struct {
 	// TranscodeByStream how many of them for each stream.
 	TranscodeUsed     int            `json:"transcode_used"`
 	TranscodeByStream map[string]int `json:"transcode_streams,omitempty"`
+	// Ignored says why the member is left out of Alive (and so of plans):
+	// its metadata is out of range (metaProblem), does not decode, or has
+	// no valid signing key. "" for a member in good standing.
+	Ignored string `json:"ignored,omitempty"`
 }
 
 // Membership is the node's view of the cluster: who is alive, their
@@ -212,6 +295,17 @@ type Membership struct {
 	wg       sync.WaitGroup
 	bytesIn  uint64 // gossip user payload bytes received (state messages)
 	bytesOut uint64
+	// knownKeys holds, by owner, the keys (base64) this node saw the owner
+	// announce or verified its entries with, newest last (at most
+	// maxKnownKeys): a dead or restarted owner's VoD entries are checked
+	// against them (verifyEntry), and a change back to one of them tells a
+	// forged key (dropReplacedKeys).
+	knownKeys map[string][]string
+	// seenKey is each member's key at the last housekeeping round (or
+	// first verification): when it changes, what the old key signed is
+	// dropped (dropReplacedKeys).
+	seenKey  map[string]string
+	refusals refusals
 }
 
 // NewMembership checks cfg and builds the membership; Start joins the
@@ -227,14 +321,31 @@ func NewMembership(cfg MembershipConfig, log *slog.Logger) (*Membership, error) 
 	log = log.With("component", "gossip")
 	host, portStr, _ := net.SplitHostPort(cfg.BindAddr)
 	port, _ := strconv.Atoi(portStr)
+	priv := cfg.SigningKey
+	if priv == nil {
+		_, k, err := ed25519.GenerateKey(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("gossip signing key: %w", err)
+		}
+		priv = k
+	}
+	pub := base64.StdEncoding.EncodeToString(priv.Public().(ed25519.PublicKey))
+	cfg.Meta.Key = pub
 	meta, err := json.Marshal(cfg.Meta)
 	if err != nil || len(meta) > memberlist.MetaMaxSize {
 		return nil, fmt.Errorf("gossip metadata too large (%d bytes)", len(meta))
 	}
 	m := &Membership{cfg: cfg, log: log, meta: cfg.Meta, metaB: meta, rtt: map[string]float64{},
 		alive: map[string]bool{cfg.Name: true}, nodes: map[string]Member{},
-		lastAck: map[string]time.Time{}, gone: map[string]Member{}, rttSamples: map[string][]float64{}, subs: map[chan struct{}]struct{}{}, stop: make(chan struct{})}
+		lastAck: map[string]time.Time{}, gone: map[string]Member{}, rttSamples: map[string][]float64{}, subs: map[chan struct{}]struct{}{}, stop: make(chan struct{}),
+		knownKeys: map[string][]string{}, seenKey: map[string]string{}}
 	m.state = newState(cfg.Name, cfg.TombstoneTTL, m.ownerAlive)
+	m.state.skew, m.state.maxPerOwner, m.state.maxVoDPerOwner = cfg.MaxClockSkew, cfg.MaxEntriesPerOwner, cfg.MaxVoDEntriesPerOwner
+	m.state.priv, m.state.pub = priv, pub
+	m.state.verify = m.verifyEntry
+	m.state.refused = func(e *entry, why string) {
+		m.refuse("gossip entry refused", e.Owner+"|"+why, "owner", e.Owner, "kind", e.Kind, "key", e.Key, "why", why)
+	}
 
 	mc := memberlist.DefaultLANConfig()
 	mc.Name = cfg.Name
@@ -323,7 +434,15 @@ func (m *Membership) Start() error {
 	m.mu.Unlock()
 	go m.housekeeping()
 	if len(m.cfg.Join) > 0 {
+		// The join's push/pull brings back our persistent entries of
+		// earlier lives (see state.merge); memberlist runs it within Join.
+		m.state.mu.Lock()
+		m.state.joining = true
+		m.state.mu.Unlock()
 		n, err := ml.Join(m.cfg.Join)
+		m.state.mu.Lock()
+		m.state.joining = false
+		m.state.mu.Unlock()
 		if err != nil {
 			m.log.Warn("join seeds", "seeds", m.cfg.Join, "joined", n, "err", err)
 		} else {
@@ -365,6 +484,11 @@ func (m *Membership) Members() []Member {
 		out = append(out, x)
 	}
 	m.mu.Unlock()
+	for _, x := range out {
+		if x.Ignored != "" && x.Name != m.cfg.Name && (x.State == "alive" || x.State == "suspect") {
+			m.refuse("member ignored: left out of plans", x.Name+"|"+x.Ignored, "node", x.Name, "why", x.Ignored)
+		}
+	}
 	for i := range out {
 		if out[i].State == "alive" || out[i].State == "suspect" {
 			out[i].TranscodeByStream = m.transcodeUse(out[i].Name)
@@ -392,17 +516,29 @@ func (m *Membership) suspectAfter(n int) time.Duration {
 // memberOf copies a memberlist node; called from the event delegate.
 func memberOf(n *memberlist.Node) Member {
 	mem := Member{Name: n.Name, Addr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), State: "alive"}
-	_ = json.Unmarshal(n.Meta, &mem.Meta)
+	err := json.Unmarshal(n.Meta, &mem.Meta)
 	mem.Meta = resolveMeta(mem.Meta, n.Addr.String())
+	switch {
+	case err != nil:
+		mem.Ignored = "metadata does not decode: " + err.Error()
+	case !validKey(mem.Meta.Key):
+		mem.Ignored = "no valid signing key in metadata"
+	default:
+		mem.Ignored = metaProblem(mem.Meta)
+	}
 	return mem
 }
 
 // Alive lists the members that are alive or suspected (not yet dead): the
 // ones plans may use. A leaving member is left out, so that plans move off
-// it before it goes.
+// it before it goes, and so is an ignored one (Member.Ignored), so that
+// one member's bad metadata cannot make planning fail for everyone.
 func (m *Membership) Alive() []Member {
 	var out []Member
 	for _, x := range m.Members() {
+		if x.Ignored != "" && x.Name != m.cfg.Name {
+			continue
+		}
 		if x.State == "alive" || x.State == "suspect" {
 			out = append(out, x)
 		}
@@ -546,6 +682,7 @@ func (m *Membership) housekeeping() {
 			last = cur
 			m.setLocal(kindRTT, m.cfg.Name, cur, false)
 		}
+		m.dropReplacedKeys()
 		m.state.gc()
 		m.mu.Lock()
 		for name, x := range m.gone {
@@ -571,4 +708,57 @@ func rttMoved(old, cur map[string]float64) bool {
 		}
 	}
 	return false
+}
+
+// dropReplacedKeys drops the live entries of members whose key changed
+// since the last round (see state.forgetSigner): a fast restart (a new key
+// before the old life was declared dead), or forged metadata refuted by
+// the node it named.
+//
+// A change back to a key the member had before tells the second case: a
+// node draws a new key in each life and never returns to an old one, so
+// the key in between was another member's forgery (memberlist gossips
+// metadata, and a keyed member can gossip an alive message for another
+// node, which that node refutes as soon as it hears it). Then everything
+// that key signed is dropped, the VoD entries too, and the key is
+// forgotten as the member's.
+func (m *Membership) dropReplacedKeys() {
+	type change struct {
+		name, old, key string
+		forged         bool
+	}
+	var changes []change
+	m.mu.Lock()
+	for name, x := range m.nodes {
+		if old := m.seenKey[name]; old != "" && old != x.Meta.Key {
+			forged := slices.Contains(m.knownKeys[name], x.Meta.Key)
+			if forged {
+				m.knownKeys[name] = slices.DeleteFunc(m.knownKeys[name], func(k string) bool { return k == old })
+			}
+			changes = append(changes, change{name, old, x.Meta.Key, forged})
+		}
+		m.seenKey[name] = x.Meta.Key
+		if name != m.cfg.Name && validKey(x.Meta.Key) {
+			m.rememberKeyLocked(name, x.Meta.Key)
+		}
+	}
+	for name := range m.seenKey {
+		if _, ok := m.nodes[name]; !ok {
+			delete(m.seenKey, name)
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range changes {
+		var n int
+		if c.forged {
+			n = m.state.forgetKey(c.name, c.old)
+			m.log.Warn("member's signing key changed back: the one in between was forged; all it signed dropped", "node", c.name, "dropped", n)
+		} else {
+			n = m.state.forgetSigner(c.name, c.key)
+			m.log.Warn("member's signing key changed; its entries signed with the old one dropped", "node", c.name, "dropped", n)
+		}
+		if n > 0 {
+			m.changed()
+		}
+	}
 }

@@ -43,7 +43,7 @@ func (s *state) acceptedLocked(e *entry) {
 		s.vodGen++
 	}
 	if e.Kind == kindVoDRm && !e.Deleted {
-		delete(s.entries, kindVoDTitle+"\x00"+e.Key)
+		s.delLocked(kindVoDTitle + "\x00" + e.Key)
 	}
 }
 
