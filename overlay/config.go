@@ -64,6 +64,14 @@ type Config struct {
 	// demand, so a script hitting /watch cannot make the cluster plan for
 	// thousands of phantom viewers. Default 4.
 	WatchLeasesPerClient int `yaml:"watch_leases_per_client"`
+
+	// Bounds on what members may gossip (see MembershipConfig): how far
+	// ahead of this node's clock an entry's version may be (default 1m),
+	// how many keys of each live kind one member may hold (default
+	// 10000), and how many VoD titles and removals (default 100000).
+	MaxClockSkew          time.Duration `yaml:"max_clock_skew"`
+	MaxEntriesPerOwner    int           `yaml:"max_entries_per_owner"`
+	MaxVoDEntriesPerOwner int           `yaml:"max_vod_entries_per_owner"`
 }
 
 // LadderLevel is one rung of the ladder.
@@ -91,21 +99,24 @@ func DefaultConfig() Config {
 	m := DefaultMembershipConfig()
 	p := DefaultPlannerConfig()
 	return Config{
-		PricePerMbps:         0.01,
-		TranscodeCost:        0.001,
-		Ladder:               []LadderLevel{{"source", 2500}, {"360p", 800}},
-		DeviceClasses:        DefaultDeviceClasses(),
-		DefaultDevice:        "laptop",
-		LastMileCostPerMbps:  0.05,
-		PlannerDebounce:      p.Debounce,
-		PlannerInterval:      p.Interval,
-		RelayGrace:           DefaultRelayConfig().Grace,
-		ProbeInterval:        m.ProbeInterval,
-		ProbeTimeout:         m.ProbeTimeout,
-		SuspicionMult:        m.SuspicionMult,
-		PushPullInterval:     m.PushPullInterval,
-		WatchLease:           DefaultDemandConfig().WatchLease,
-		WatchLeasesPerClient: DefaultDemandConfig().LeasesPerClient,
+		PricePerMbps:          0.01,
+		TranscodeCost:         0.001,
+		Ladder:                []LadderLevel{{"source", 2500}, {"360p", 800}},
+		DeviceClasses:         DefaultDeviceClasses(),
+		DefaultDevice:         "laptop",
+		LastMileCostPerMbps:   0.05,
+		PlannerDebounce:       p.Debounce,
+		PlannerInterval:       p.Interval,
+		RelayGrace:            DefaultRelayConfig().Grace,
+		ProbeInterval:         m.ProbeInterval,
+		ProbeTimeout:          m.ProbeTimeout,
+		SuspicionMult:         m.SuspicionMult,
+		PushPullInterval:      m.PushPullInterval,
+		WatchLease:            DefaultDemandConfig().WatchLease,
+		WatchLeasesPerClient:  DefaultDemandConfig().LeasesPerClient,
+		MaxClockSkew:          m.MaxClockSkew,
+		MaxEntriesPerOwner:    m.MaxEntriesPerOwner,
+		MaxVoDEntriesPerOwner: m.MaxVoDEntriesPerOwner,
 	}
 }
 
@@ -158,6 +169,9 @@ func (c Config) Validate() error {
 		{"probe_timeout", c.ProbeTimeout > 0 && c.ProbeTimeout < c.ProbeInterval},
 		{"suspicion_mult", c.SuspicionMult > 0},
 		{"push_pull_interval", c.PushPullInterval > 0},
+		{"max_clock_skew", c.MaxClockSkew > 0},
+		{"max_entries_per_owner", c.MaxEntriesPerOwner > 0},
+		{"max_vod_entries_per_owner", c.MaxVoDEntriesPerOwner > 0},
 		{"watch_lease", c.WatchLease > 0},
 		{"watch_leases_per_client", c.WatchLeasesPerClient > 0},
 	}
@@ -185,6 +199,7 @@ func (c Config) Membership() MembershipConfig {
 	m := DefaultMembershipConfig()
 	m.ProbeInterval, m.ProbeTimeout, m.SuspicionMult = c.ProbeInterval, c.ProbeTimeout, c.SuspicionMult
 	m.PushPullInterval = c.PushPullInterval
+	m.MaxClockSkew, m.MaxEntriesPerOwner, m.MaxVoDEntriesPerOwner = c.MaxClockSkew, c.MaxEntriesPerOwner, c.MaxVoDEntriesPerOwner
 	m.Meta.Price, m.Meta.TranscodeCost = c.PricePerMbps, c.TranscodeCost
 	return m
 }
