@@ -41,7 +41,8 @@ func (s source) url(d Digest, origin string) string {
 }
 
 // sources lists where to fetch d, in order. For a viewer (peerHop false):
-// the chunk's rendezvous owners other than this node — the first
+// the chunk's rendezvous owners among the members other than the origin,
+// this node left out — the first
 // cfg.Owners of the whole order may fill, and up to as many more are
 // asked without filling (they may still hold it from before a membership
 // change) — ranked by how fast each has been, then the origin if not
@@ -64,7 +65,12 @@ func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 	}
 	var out []source
 	if !peerHop {
-		for i, n := range Owners(d, names) {
+		// The owners are ranked among the members other than the origin
+		// (as the pinner ranks them): the origin, an owner of some chunks
+		// otherwise and often the fastest, would be asked first and upload
+		// each chunk once per edge rather than once per owner.
+		others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == origin })
+		for i, n := range Owners(d, others) {
 			if len(out) >= 2*f.cfg.Owners {
 				break
 			}
