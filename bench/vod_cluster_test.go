@@ -521,7 +521,8 @@ func (c *vodCluster) stop(b *testing.B) {
 	}
 	for _, n := range c.nodes {
 		if err := n.proc.Wait(b, 20*time.Second); err != nil {
-			fmt.Printf("    %s: %v\n", n.name, err)
+			out := n.proc.Output()
+			fmt.Printf("    %s stopped with %v; the end of its output: %s\n", n.name, err, out[max(0, len(out)-600):])
 		}
 	}
 }
@@ -839,8 +840,12 @@ func BenchmarkVodClusterOriginOffload(b *testing.B) {
 	fmt.Printf("VoD cluster: offload %.1f %% — target ≥ 95 %%: %s\n", 100*gHit, verdict(gHit >= 0.95))
 	fmt.Printf("VoD cluster: byte hit ratio %.3f = %.2f× Belady (one cache of all edges' bytes) — target ≥ 0.85: %s; LRU (one cache) %.3f — target above: %s\n",
 		gHit, gHit/beladyCluster, verdict(gHit >= 0.85*beladyCluster), lruCluster, verdict(gHit > lruCluster))
-	fmt.Printf("VoD cluster: origin bytes %.1f MB vs nginx %.1f MB (%.2f×) — target ≤ nginx: %s (load average after: %s)\n",
-		float64(g.originBytes)/1e6, float64(nOrigin)/1e6, float64(g.originBytes)/float64(max(nOrigin, 1)), verdict(g.originBytes <= nOrigin), loadAvg())
+	// nginx edges that kept max_size would evict LRU and admit every
+	// miss: the per-edge LRU figure.
+	nBounded := int64((1 - lruEdges) * float64(traceBytes))
+	fmt.Printf("VoD cluster: origin bytes %.1f MB vs nginx %.1f MB as measured (%.2f×; its caches over max_size) and %.1f MB with max_size kept (LRU per edge, offline; %.2f×) — target ≤ nginx: %s as measured, %s with the bound kept (load average after: %s)\n",
+		float64(g.originBytes)/1e6, float64(nOrigin)/1e6, float64(g.originBytes)/float64(max(nOrigin, 1)), float64(nBounded)/1e6, float64(g.originBytes)/float64(max(nBounded, 1)),
+		verdict(g.originBytes <= nOrigin), verdict(g.originBytes <= nBounded), loadAvg())
 	b.ReportMetric(100*gHit, "offload-%")
 	b.ReportMetric(gHit/beladyCluster, "x-belady")
 	b.ReportMetric(float64(g.originBytes)/1e6, "origin-MB")
