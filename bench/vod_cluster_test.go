@@ -515,11 +515,13 @@ func (c *vodCluster) edgeURLs() []string {
 	return out
 }
 
+// stop stops the nodes one at a time, the edges first: a node leaving
+// waits for the others to hear its leave, which they cannot if they are
+// stopping too.
 func (c *vodCluster) stop(b *testing.B) {
-	for _, n := range c.nodes {
+	for i := len(c.nodes) - 1; i >= 0; i-- {
+		n := c.nodes[i]
 		n.proc.Cmd.Process.Signal(syscall.SIGTERM)
-	}
-	for _, n := range c.nodes {
 		if err := n.proc.Wait(b, 20*time.Second); err != nil {
 			out := n.proc.Output()
 			fmt.Printf("    %s stopped with %v; the end of its output: %s\n", n.name, err, out[max(0, len(out)-600):])
