@@ -44,11 +44,17 @@ import (
 //   - the trace: viewers, each on an edge drawn uniformly, a title drawn by
 //     Zipf(0.8) over the catalog (rank = title number), watching a prefix
 //     drawn uniformly from 1…all segments: the init, then those segments
-//     in order. It is replayed by vodClusterConcurrency viewers at a time,
-//     each viewer's requests in order and back to back, then
-//     vodClusterProbe more viewers one request at a time (the probe), each
-//     request classified by the counters of the edge that answered it,
-//     for latency by source;
+//     in order. 2000 viewers are replayed 16 at a time, each viewer's
+//     requests in order and back to back, then 200 more one request at a
+//     time with the cluster settled between requests (the probe), each
+//     request classified by the edge's bytes_served counters (cache: a
+//     hit; peer: a flight from an owner; origin: a flight from the
+//     origin), for latency by source;
+//   - Belady and LRU are computed offline on the same trace (each viewer's
+//     requests back to back, viewers in order; the replay interleaves 16
+//     of them), per edge with an edge's cache size, and as one cache of
+//     all the edges' bytes over the whole trace: the bound of a
+//     cooperative cluster, which the targets are checked against;
 //   - nginx: one nginx process (a master and its workers) with E edge
 //     servers, each with its own proxy_cache zone (same max_size as a
 //     Gradient edge, proxy_cache_lock on, valid 1y), in front of one
