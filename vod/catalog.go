@@ -308,6 +308,23 @@ func (c *Catalog) SetProgress(id string, pct int) error {
 	return fmt.Errorf("vod catalog: progress of %q: title is %s: %w", id, state, ErrNotProcessing)
 }
 
+// Rename changes a local title's name and description.
+func (c *Catalog) Rename(id, title, description string) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	res, err := c.db.Exec(`UPDATE titles SET title = ?, description = ? WHERE id = ? AND origin = ''`, title, description, id)
+	if err != nil {
+		return fmt.Errorf("vod catalog: rename %q: %w", id, err)
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return fmt.Errorf("vod catalog: rename %q: %w", id, err)
+	} else if n == 0 {
+		return fmt.Errorf("vod catalog: rename %q: %w", id, ErrTitleNotFound)
+	}
+	c.notify(id)
+	return nil
+}
+
 // SetReady stores a title's manifest and poster (zero for none) and makes
 // it ready: progress 100, duration and bytes from the manifest, and the
 // chunks it references recorded, all in one transaction. Call it only once

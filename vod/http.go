@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"strconv"
@@ -129,8 +130,10 @@ func (s *Service) serveAdd(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	title, desc := q.Get("title"), q.Get("description")
 	body := io.Reader(r.Body)
+	var mr *multipart.Reader
 	if ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == "multipart/form-data" && params["boundary"] != "" {
-		mr, err := r.MultipartReader()
+		var err error
+		mr, err = r.MultipartReader()
 		if err != nil {
 			s.httpError(w, r, fmt.Errorf("%w: %v", ErrEmpty, err))
 			return
@@ -163,8 +166,44 @@ func (s *Service) serveAdd(w http.ResponseWriter, r *http.Request) {
 		s.httpError(w, r, err)
 		return
 	}
+	if mr != nil {
+		// Fields sent after the file (browsers send them in form order).
+		if title2, desc2, ok := trailingFields(mr, title, desc); ok {
+			if err := CheckTitle(title2, desc2); err != nil {
+				s.Delete(t.ID) // refused as a whole, as a bad title before the file is
+				s.httpError(w, r, err)
+				return
+			}
+			if err := s.cat.Rename(t.ID, title2, desc2); err != nil {
+				s.httpError(w, r, err)
+				return
+			}
+		}
+	}
 	w.Header().Set("Location", "/api/v1/vod/titles/"+t.ID)
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": t.ID, "state": t.State})
+}
+
+// trailingFields reads the title and description parts that follow the
+// file part of a multipart upload; ok when either was there.
+func trailingFields(mr *multipart.Reader, title, desc string) (string, string, bool) {
+	ok := false
+	for {
+		p, err := mr.NextPart()
+		if err != nil {
+			return title, desc, ok
+		}
+		switch p.FormName() {
+		case "title", "description":
+			b, _ := io.ReadAll(io.LimitReader(p, 6000))
+			if p.FormName() == "title" {
+				title = string(b)
+			} else {
+				desc = string(b)
+			}
+			ok = true
+		}
+	}
 }
 
 // serveWatch sends a viewer to the player of the node that serves the

@@ -362,3 +362,46 @@ func TestAMultipartUploadTakesItsFileAndTitle(t *testing.T) {
 		t.Errorf("title %q, want the form's", tj.Title)
 	}
 }
+
+// TestAMultipartUploadTakesFieldsSentAfterItsFile: a browser sends a form
+// in its order; the title and description after the file still name it.
+func TestAMultipartUploadTakesFieldsSentAfterItsFile(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 4, GOP: 25, Audio: "aac"})
+	e := newVoDEnv(t, nil)
+	b, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := func(title string) (int, map[string]any) {
+		var body bytes.Buffer
+		mw := multipart.NewWriter(&body)
+		fw, _ := mw.CreateFormFile("file", "clip.mkv")
+		fw.Write(b)
+		mw.WriteField("title", title)
+		mw.WriteField("description", "Sent after the file")
+		mw.Close()
+		resp, err := http.Post(e.srv.URL+"/api/v1/vod/titles", mw.FormDataContentType(), &body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v map[string]any
+		json.NewDecoder(resp.Body).Decode(&v)
+		return resp.StatusCode, v
+	}
+	code, v := post("After The File")
+	if code != http.StatusAccepted {
+		t.Fatalf("multipart POST: %d %v", code, v)
+	}
+	tj := e.waitReady(t, v["id"].(string))
+	if tj.Title != "After The File" || tj.Description != "Sent after the file" {
+		t.Errorf("title %q description %q, want the fields sent after the file", tj.Title, tj.Description)
+	}
+	// A bad title after the file refuses the upload as a whole.
+	if code, _ := post("bad\x01title"); code != http.StatusBadRequest {
+		t.Fatalf("a control character in a trailing title: %d, want 400", code)
+	}
+	if ts, _ := e.s.List(""); len(ts) != 1 {
+		t.Fatalf("%d titles after a refused upload, want the first one only", len(ts))
+	}
+}
