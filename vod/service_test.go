@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"mime/multipart"
 	"net"
@@ -16,6 +17,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -405,3 +408,68 @@ func TestAMultipartUploadTakesFieldsSentAfterItsFile(t *testing.T) {
 		t.Fatalf("%d titles after a refused upload, want the first one only", len(ts))
 	}
 }
+
+// TestPackagingOnAFullDiskFailsTheTitleAndLeavesNothing: the disk fills up
+// while a title is packaged: the title fails saying "no space", the
+// chunks it had stored and its upload are removed, and the service goes on
+// (a title that fits is packaged next).
+func TestPackagingOnAFullDiskFailsTheTitleAndLeavesNothing(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 12, GOP: 25, Audio: "aac"})
+	e := newVoDEnv(t, func(c *Config) { c.Ladder = []LadderRung{} })
+	var mu sync.Mutex
+	budget := 100 << 10 // bytes the disk takes before it is full
+	e.s.store.wrapTemp = func(w io.Writer) io.Writer {
+		return writerFunc(func(p []byte) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if len(p) > budget {
+				n, _ := w.Write(p[:budget])
+				budget = 0
+				return n, &os.PathError{Op: "write", Path: "chunk", Err: syscall.ENOSPC}
+			}
+			budget -= len(p)
+			return w.Write(p)
+		})
+	}
+	f, err := os.Open(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, v := e.post(t, "title=Too+Big", f)
+	f.Close()
+	if code != http.StatusAccepted {
+		t.Fatalf("upload: %d %v", code, v)
+	}
+	id := v["id"].(string)
+	var tj TitleJSON
+	testutil.Eventually(t, 60*time.Second, "the title fails", func() bool {
+		_, b := e.get(t, "/api/v1/vod/titles/"+id)
+		json.Unmarshal(b, &tj)
+		return tj.State == StateFailed
+	})
+	if !strings.Contains(tj.Error, "no space") {
+		t.Errorf("failed with %q, want it to say no space", tj.Error)
+	}
+	var files []string
+	filepath.WalkDir(e.s.store.Dir(), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			files = append(files, p)
+		}
+		return nil
+	})
+	if len(files) != 0 {
+		t.Errorf("chunks left on the full disk: %v", files)
+	}
+	if left := e.uploadsLeft(t); len(left) != 0 {
+		t.Errorf("upload files left: %v", left)
+	}
+	// Space again: the service packages the next title.
+	mu.Lock()
+	budget = 1 << 40
+	mu.Unlock()
+	e.waitReady(t, e.upload(t, clip))
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
