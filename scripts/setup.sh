@@ -3,7 +3,8 @@
 # FFmpeg's -dev libraries for go-astiav, the ffmpeg/ffprobe commands used by
 # tests, GStreamer (gst-launch-1.0 with x264enc and rtspclientsink) for the RTSP
 # interop tests, Chromium for browser tests, nginx (the anchor of the VoD
-# chunk-serving benchmark), and the player's npm packages.
+# chunk-serving benchmark), VLC (a second HLS player for VoD titles), and the
+# player's npm packages.
 # It is idempotent: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +13,7 @@ pkgs=(pkg-config libavcodec-dev libavformat-dev libavfilter-dev libavutil-dev
   libswscale-dev libswresample-dev libavdevice-dev ffmpeg chromium iproute2 procps
   gstreamer1.0-tools gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
-  nginx)
+  nginx vlc-bin vlc-plugin-base)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
