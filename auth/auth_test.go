@@ -254,3 +254,29 @@ func TestAuthJWTMethod(t *testing.T) {
 		t.Errorf("no token: %v, want ErrNoCredentials", err)
 	}
 }
+
+func TestAuthFromHTTPAndCarryRedirects(t *testing.T) {
+	r := httptest.NewRequest(http.MethodGet, "/live/x/index.m3u8?token=tq&user=u&pass=p", nil)
+	r.RemoteAddr = "[::ffff:198.51.100.9]:5555"
+	ar := FromHTTP(r, ActionRead, "live/x", "hls")
+	if ar.Token != "tq" || ar.User != "u" || ar.Pass != "p" || ar.IP != netip.MustParseAddr("198.51.100.9") {
+		t.Errorf("query credentials: %+v", ar)
+	}
+	r.Header.Set("Authorization", "Bearer th")
+	if ar := FromHTTP(r, ActionRead, "live/x", "hls"); ar.Token != "th" {
+		t.Errorf("Bearer: token %q, want th", ar.Token)
+	}
+	r.SetBasicAuth("bu", "bp")
+	if ar := FromHTTP(r, ActionAPI, "/api", "http"); ar.User != "bu" || ar.Pass != "bp" {
+		t.Errorf("Basic: %q %q", ar.User, ar.Pass)
+	}
+	h := CarryRedirects(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/live/x@360p/?device=phone", http.StatusFound)
+	}))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/watch/live/x?exp=9&sig=abc&other=1", nil))
+	loc, _ := url.Parse(w.Header().Get("Location"))
+	if q := loc.Query(); q.Get("exp") != "9" || q.Get("sig") != "abc" || q.Get("device") != "phone" || q.Has("other") {
+		t.Errorf("redirect to %s: want device, exp and sig only", loc)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -37,8 +38,11 @@ func signature(key []byte, streamPath, exp string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// verifySigned checks a signed URL's exp and sig for streamPath.
+// verifySigned checks a signed URL's exp and sig for streamPath. A
+// rendition ("live/cam1@360p") is covered by its stream's signature: /watch
+// sends a viewer of a signed link to the rendition its device wants.
 func (a *Authorizer) verifySigned(streamPath, exp, sig string) error {
+	streamPath, _, _ = strings.Cut(streamPath, "@")
 	e, err := strconv.ParseInt(exp, 10, 64)
 	if err != nil {
 		return fmt.Errorf("%w: signed URL without a valid exp", ErrBadCredentials)
