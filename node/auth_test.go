@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -213,5 +214,43 @@ func TestAuthNodeRelayUsersStillRead(t *testing.T) {
 			p.WaitFrames(t, 5, 320, 240, 10*time.Second)
 			p.Close()
 		})
+	}
+}
+
+// TestAuthREADMEMultiNodeExampleLoads loads the README's secure multi-node
+// auth example, so that its keys stay real.
+func TestAuthREADMEMultiNodeExampleLoads(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	i := strings.Index(s, "A secure multi-node setup")
+	if i < 0 {
+		t.Fatal("README has no secure multi-node auth example")
+	}
+	s = s[i:]
+	s = s[strings.Index(s, "```yaml\n")+len("```yaml\n"):]
+	s = s[:strings.Index(s, "```")]
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
+	s = strings.ReplaceAll(s, "<32 random bytes, base64>", key)
+	s = strings.ReplaceAll(s, "<long random password>", "pw")
+	f := t.TempDir() + "/node.yaml"
+	if err := os.WriteFile(f, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(f)
+	if err != nil {
+		t.Fatalf("README example: %v\n%s", err, s)
+	}
+	a, err := auth.New(cfg.Auth, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a.OpenDoors()) != 0 || a.NeedsClearPassword() {
+		t.Errorf("README example: open doors %q, clear passwords %v; want none", a.OpenDoors(), a.NeedsClearPassword())
+	}
+	if red := cfg.Redacted(); red.Auth.URLSigningKey != "<redacted>" || red.Auth.InternalUsers[0].Pass != "<redacted>" || cfg.Auth.InternalUsers[0].Pass != "pw" {
+		t.Errorf("Redacted: signing key %q, pass %q (original %q)", red.Auth.URLSigningKey, red.Auth.InternalUsers[0].Pass, cfg.Auth.InternalUsers[0].Pass)
 	}
 }
