@@ -112,16 +112,19 @@ func (a *Authorizer) Config() Config { return a.cfg }
 // ErrNoCredentials, ErrBadCredentials or ErrForbidden.
 func (a *Authorizer) Authorize(r Request) error {
 	r.IP = r.IP.Unmap()
+	var signErr error
 	if r.Action == ActionRead && a.sign != nil && r.Query.Has("sig") {
-		// A signed URL decides alone: the operator's site vouched for it.
-		err := a.verifySigned(r.Path, r.Query.Get("exp"), r.Query.Get("sig"))
-		if err != nil {
-			a.refused(r, err)
+		// A valid signed URL is enough: the operator's site vouched for it.
+		if signErr = a.verifySigned(r.Path, r.Query.Get("exp"), r.Query.Get("sig")); signErr == nil {
+			return nil
 		}
-		return err
 	}
 	err := a.m.authorize(r)
 	if err != nil {
+		if signErr != nil {
+			// The link is what the viewer came with: say what is wrong with it.
+			err = signErr
+		}
 		a.refused(r, err)
 	}
 	return err
@@ -149,6 +152,23 @@ func (a *Authorizer) refused(r Request, err error) {
 	a.mu.Unlock()
 	a.log.Info("request refused", "action", r.Action, "path", logText(r.Path), "protocol", r.Protocol,
 		"ip", r.IP.String(), "user", logText(r.User), "err", err)
+}
+
+// NeedsClearPassword reports whether some credential can be checked only
+// against the password itself (a hashed internal password, the http and
+// jwt methods), which RTSP Digest never sends: RTSP must then challenge
+// with Basic.
+func (a *Authorizer) NeedsClearPassword() bool {
+	in, ok := a.m.(*internal)
+	if !ok {
+		return true
+	}
+	for _, u := range in.users {
+		if u.pass.hashed() {
+			return true
+		}
+	}
+	return false
 }
 
 // OpenDoors lists, in words, what anybody may do without credentials from

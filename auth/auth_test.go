@@ -280,3 +280,11 @@ func TestAuthFromHTTPAndCarryRedirects(t *testing.T) {
 		t.Errorf("redirect to %s: want device, exp and sig only", loc)
 	}
 }
+
+func TestAuthStaleSignatureDoesNotShutAnOpenDoor(t *testing.T) {
+	a, _ := newTest(t, Config{URLSigningKey: "0123456789abcdef0123"}) // default users: anybody reads
+	q, _ := url.ParseQuery(SignQuery([]byte("0123456789abcdef0123"), "live/x", time.Now().Add(-time.Hour)))
+	if err := a.Authorize(Request{Action: ActionRead, Path: "live/x", IP: remote, Query: q}); err != nil {
+		t.Errorf("expired link where anybody may read: %v, want nil", err)
+	}
+}

@@ -117,8 +117,10 @@ func DefaultUsers() []User {
 	}
 }
 
-// Validate checks the fields and names a bad one by its YAML key.
+// Validate checks the fields and names a bad one by its YAML key. Zero
+// fields stand for their defaults.
 func (c Config) Validate() error {
+	c = c.withDefaults()
 	switch c.Method {
 	case MethodInternal:
 	case MethodHTTP:

@@ -254,3 +254,76 @@ func TestAuthREADMEMultiNodeExampleLoads(t *testing.T) {
 		t.Errorf("Redacted: signing key %q, pass %q (original %q)", red.Auth.URLSigningKey, red.Auth.InternalUsers[0].Pass, cfg.Auth.InternalUsers[0].Pass)
 	}
 }
+
+// TestAuthNodeSignedLinkPlaysHLSThroughWatch follows a signed /watch link
+// as a player does: the redirect, the player page, the multivariant
+// playlist, the media playlist and a segment all carry the signature and
+// are served; the same URLs without it are refused.
+func TestAuthNodeSignedLinkPlaysHLSThroughWatch(t *testing.T) {
+	key := "hls-signing-key-0123456789"
+	n, _ := authNode(t, func(c *Config) {
+		c.Auth.URLSigningKey = key
+		c.Auth.InternalUsers = []auth.User{{User: "cam", Pass: "c", Permissions: []auth.Permission{{Action: auth.ActionPublish}}}}
+	})
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 15, Seconds: 3})
+	stop := testutil.PublishFile(t, n.Hub, "live/cam1", clip, false)
+	defer stop()
+	base := "http://127.0.0.1:" + port(n.HTTPAddr())
+	q := auth.SignQuery([]byte(key), "live/cam1", time.Now().Add(time.Hour))
+	noFollow := &http.Client{Timeout: 20 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	get := func(u string) (int, string, http.Header) {
+		t.Helper()
+		resp, err := noFollow.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), resp.Header
+	}
+	code, _, h := get(base + "/watch/live/cam1?" + q)
+	loc := h.Get("Location")
+	if code != http.StatusFound || !strings.Contains(loc, "sig=") || !strings.Contains(loc, "exp=") {
+		t.Fatalf("/watch: %d to %q, want a redirect keeping exp and sig", code, loc)
+	}
+	if code, _, _ := get(base + loc); code != 200 {
+		t.Fatalf("player page %s: %d", loc, code)
+	}
+	code, master, _ := get(base + "/live/cam1/index.m3u8?" + q)
+	if code != 200 {
+		t.Fatalf("signed index.m3u8: %d %s", code, master)
+	}
+	var media string
+	for _, l := range strings.Split(master, "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			media = l
+			break
+		}
+	}
+	if !strings.Contains(media, "sig=") {
+		t.Fatalf("multivariant playlist lists %q without the signature:\n%s", media, master)
+	}
+	code, pl, _ := get(base + "/live/cam1/" + media)
+	if code != 200 {
+		t.Fatalf("media playlist %s: %d", media, code)
+	}
+	var seg string
+	for _, l := range strings.Split(pl, "\n") {
+		if l != "" && !strings.HasPrefix(l, "#") {
+			seg = l
+		}
+		if i := strings.Index(l, `URI="`); i >= 0 && seg == "" && strings.HasPrefix(l, "#EXT-X-MAP") {
+			seg = l[i+5 : strings.Index(l[i+5:], `"`)+i+5]
+		}
+	}
+	if !strings.Contains(seg, "sig=") {
+		t.Fatalf("media playlist lists %q without the signature:\n%s", seg, pl)
+	}
+	if code, _, _ := get(base + "/live/cam1/" + seg); code != 200 {
+		t.Errorf("segment %s: %d", seg, code)
+	}
+	bare, _, _ := strings.Cut(seg, "?")
+	if code, _, _ := get(base + "/live/cam1/" + bare); code != 401 {
+		t.Errorf("segment without the signature: %d, want 401", code)
+	}
+}
