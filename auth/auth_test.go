@@ -2,11 +2,14 @@ package auth
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -286,5 +289,52 @@ func TestAuthStaleSignatureDoesNotShutAnOpenDoor(t *testing.T) {
 	q, _ := url.ParseQuery(SignQuery([]byte("0123456789abcdef0123"), "live/x", time.Now().Add(-time.Hour)))
 	if err := a.Authorize(Request{Action: ActionRead, Path: "live/x", IP: remote, Query: q}); err != nil {
 		t.Errorf("expired link where anybody may read: %v, want nil", err)
+	}
+}
+
+func TestAuthJWTWithJWKS(t *testing.T) {
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fetches atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{
+			"kty": "RSA", "kid": "k1", "use": "sig",
+			"n": base64.RawURLEncoding.EncodeToString(priv.N.Bytes()),
+			"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(priv.E)).Bytes()),
+		}}})
+	}))
+	defer srv.Close()
+	a, _ := newTest(t, Config{Method: MethodJWT, JWTJWKS: srv.URL})
+	mk := func(method jwt.SigningMethod, kid string, key any) string {
+		tk := jwt.NewWithClaims(method, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(),
+			"gradient_permissions": []map[string]string{{"action": "publish", "path": "live/*"}}})
+		tk.Header["kid"] = kid
+		s, err := tk.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	pub := func(tok string) error {
+		return a.Authorize(Request{Action: ActionPublish, Path: "live/x", IP: remote, User: "enc", Pass: tok})
+	}
+	if err := pub(mk(jwt.SigningMethodRS256, "k1", priv)); err != nil {
+		t.Fatalf("RS256 token of the JWKS key: %v", err)
+	}
+	if err := pub(mk(jwt.SigningMethodRS256, "k1", priv)); err != nil || fetches.Load() != 1 {
+		t.Errorf("second token: %v after %d fetches, want the key cached (1 fetch)", err, fetches.Load())
+	}
+	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	if err := pub(mk(jwt.SigningMethodRS256, "k1", other)); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("token of another key: %v, want ErrBadCredentials", err)
+	}
+	if err := pub(mk(jwt.SigningMethodRS256, "k9", priv)); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("unknown kid: %v, want ErrBadCredentials", err)
+	}
+	if err := pub(mk(jwt.SigningMethodHS256, "k1", priv.N.Bytes())); !errors.Is(err, ErrBadCredentials) {
+		t.Errorf("HS256 token keyed with the public modulus: %v, want ErrBadCredentials", err)
 	}
 }

@@ -62,8 +62,13 @@ type Config struct {
 
 	// JWTKey verifies tokens with method jwt: an HMAC secret (HS256,
 	// HS384, HS512) or a PEM public key (RS256…, ES256…, EdDSA), inline
-	// or as "file:<path>". Required with method jwt.
+	// or as "file:<path>". Method jwt needs it or JWTJWKS.
 	JWTKey string `yaml:"jwt_key"`
+	// JWTJWKS is the URL of the issuer's JSON Web Key Set (RSA, EC or
+	// Ed25519 public keys, picked by the token's kid), instead of JWTKey.
+	// Fetched on first use, every 5 min, and when a token names an
+	// unknown key (at most every 30 s).
+	JWTJWKS string `yaml:"jwt_jwks"`
 	// JWTClaim is the claim that lists a token's permissions, as
 	// [{action: read, path: "live/*"}]. Default "gradient_permissions".
 	JWTClaim string `yaml:"jwt_claim"`
@@ -129,10 +134,15 @@ func (c Config) Validate() error {
 			return fmt.Errorf("http_address: %q must be an http(s) URL with method http", c.HTTPAddress)
 		}
 	case MethodJWT:
-		if c.JWTKey == "" {
-			return errors.New("jwt_key: required with method jwt")
+		if (c.JWTKey == "") == (c.JWTJWKS == "") {
+			return errors.New("jwt_key: one of jwt_key and jwt_jwks is required with method jwt")
 		}
-		if _, err := parseJWTKey(c.JWTKey); err != nil {
+		if c.JWTJWKS != "" {
+			u, err := url.Parse(c.JWTJWKS)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				return fmt.Errorf("jwt_jwks: %q must be an http(s) URL", c.JWTJWKS)
+			}
+		} else if _, err := parseJWTKey(c.JWTKey); err != nil {
 			return fmt.Errorf("jwt_key: %w", err)
 		}
 		if c.JWTClaim == "" {

@@ -14,7 +14,8 @@ import (
 // jwtMethod verifies a token signed with the configured key and reads its
 // permissions from the configured claim.
 type jwtMethod struct {
-	key    any // []byte (HMAC) or a public key
+	key    any   // []byte (HMAC) or a public key; nil with a JWKS
+	set    *jwks // the issuer's keys, with jwt_jwks
 	claim  string
 	parser *jwt.Parser
 }
@@ -48,7 +49,14 @@ func parseJWTKey(s string) (any, error) {
 	return []byte(s), nil
 }
 
+var asymmetricAlgs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
 func newJWTMethod(cfg Config) (*jwtMethod, error) {
+	if cfg.JWTJWKS != "" {
+		// A JWKS holds public keys only: no HMAC algorithm is accepted.
+		return &jwtMethod{set: newJWKS(cfg.JWTJWKS, cfg.HTTPTimeout), claim: cfg.JWTClaim,
+			parser: jwt.NewParser(jwt.WithValidMethods(asymmetricAlgs), jwt.WithExpirationRequired())}, nil
+	}
 	key, err := parseJWTKey(cfg.JWTKey)
 	if err != nil {
 		return nil, fmt.Errorf("jwt_key: %w", err)
@@ -58,7 +66,7 @@ func newJWTMethod(cfg Config) (*jwtMethod, error) {
 	case []byte:
 		algs = []string{"HS256", "HS384", "HS512"}
 	case crypto.PublicKey:
-		algs = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+		algs = asymmetricAlgs
 	}
 	// The algorithms follow the key's kind: a token cannot pick HS256
 	// with the RSA public key as its secret.
@@ -77,7 +85,14 @@ func (j *jwtMethod) authorize(r Request) error {
 		return ErrNoCredentials
 	}
 	claims := jwt.MapClaims{}
-	if _, err := j.parser.ParseWithClaims(tok, claims, func(*jwt.Token) (any, error) { return j.key, nil }); err != nil {
+	keyFunc := func(t *jwt.Token) (any, error) {
+		if j.set == nil {
+			return j.key, nil
+		}
+		kid, _ := t.Header["kid"].(string)
+		return j.set.key(kid)
+	}
+	if _, err := j.parser.ParseWithClaims(tok, claims, keyFunc); err != nil {
 		return fmt.Errorf("%w: token: %v", ErrBadCredentials, err)
 	}
 	raw, err := json.Marshal(claims[j.claim])
