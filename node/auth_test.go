@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	srt "github.com/datarhei/gosrt"
 
 	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/internal/testutil"
@@ -325,5 +327,43 @@ func TestAuthNodeSignedLinkPlaysHLSThroughWatch(t *testing.T) {
 	bare, _, _ := strings.Cut(seg, "?")
 	if code, _, _ := get(base + "/live/cam1/" + bare); code != 401 {
 		t.Errorf("segment without the signature: %d, want 401", code)
+	}
+}
+
+// TestAuthNodeSRTPublishNeedsCredentialsBeyondLoopback dials the node's
+// SRT port with gosrt: from the host's network address without
+// credentials the handshake is rejected REJX_UNAUTHORIZED, with a
+// configured user's stream-id credentials it is accepted, and from
+// loopback the default lets a bare stream id in.
+func TestAuthNodeSRTPublishNeedsCredentialsBeyondLoopback(t *testing.T) {
+	ip := nonLoopbackIP()
+	if ip == "" {
+		t.Skip("no non-loopback address on this host")
+	}
+	n, _ := authNode(t, func(c *Config) {
+		c.SRT.Addr = fmt.Sprintf("0.0.0.0:%d", testutil.FreePort(t, "udp"))
+		c.Auth.InternalUsers = append(auth.DefaultUsers(), auth.User{User: "cam", Pass: "c",
+			Permissions: []auth.Permission{{Action: auth.ActionPublish, Path: "live/*"}}})
+	})
+	sp := port(n.SRT.Addr().String())
+	dial := func(host, sid string) error {
+		conf := srt.DefaultConfig()
+		conf.StreamId = sid
+		conf.ConnectionTimeout = 5 * time.Second
+		c, err := srt.Dial("srt", host+":"+sp, conf)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	unauthorized := "REJECT (" + strconv.FormatUint(uint64(srt.REJX_UNAUTHORIZED), 32) + ")"
+	if err := dial(ip, "publish:live/a"); err == nil || !strings.Contains(err.Error(), unauthorized) {
+		t.Errorf("SRT from %s without credentials: %v, want %s", ip, err, unauthorized)
+	}
+	if err := dial(ip, "#!::r=live/b,m=publish,u=cam,s=c"); err != nil {
+		t.Errorf("SRT from %s with credentials: %v", ip, err)
+	}
+	if err := dial("127.0.0.1", "publish:live/c"); err != nil {
+		t.Errorf("SRT from loopback without credentials: %v", err)
 	}
 }
