@@ -2,6 +2,9 @@ package auth
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -297,6 +300,8 @@ func TestAuthJWTWithJWKS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	edPub, edPriv, _ := ed25519.GenerateKey(rand.Reader)
+	ecPriv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	var fetches atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fetches.Add(1)
@@ -304,6 +309,11 @@ func TestAuthJWTWithJWKS(t *testing.T) {
 			"kty": "RSA", "kid": "k1", "use": "sig",
 			"n": base64.RawURLEncoding.EncodeToString(priv.N.Bytes()),
 			"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(priv.E)).Bytes()),
+		}, {
+			"kty": "OKP", "kid": "k2", "crv": "Ed25519", "x": base64.RawURLEncoding.EncodeToString(edPub),
+		}, {
+			"kty": "EC", "kid": "k3", "crv": "P-256",
+			"x": base64.RawURLEncoding.EncodeToString(ecPriv.X.Bytes()), "y": base64.RawURLEncoding.EncodeToString(ecPriv.Y.Bytes()),
 		}}})
 	}))
 	defer srv.Close()
@@ -326,6 +336,12 @@ func TestAuthJWTWithJWKS(t *testing.T) {
 	}
 	if err := pub(mk(jwt.SigningMethodRS256, "k1", priv)); err != nil || fetches.Load() != 1 {
 		t.Errorf("second token: %v after %d fetches, want the key cached (1 fetch)", err, fetches.Load())
+	}
+	if err := pub(mk(jwt.SigningMethodEdDSA, "k2", edPriv)); err != nil {
+		t.Errorf("EdDSA token of the JWKS's Ed25519 key: %v", err)
+	}
+	if err := pub(mk(jwt.SigningMethodES256, "k3", ecPriv)); err != nil {
+		t.Errorf("ES256 token of the JWKS's P-256 key: %v", err)
 	}
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
 	if err := pub(mk(jwt.SigningMethodRS256, "k1", other)); !errors.Is(err, ErrBadCredentials) {
