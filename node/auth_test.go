@@ -367,3 +367,26 @@ func TestAuthNodeSRTPublishNeedsCredentialsBeyondLoopback(t *testing.T) {
 		t.Errorf("SRT from loopback without credentials: %v", err)
 	}
 }
+
+func TestAuthNodeConfigNamesTheAuthKey(t *testing.T) {
+	for _, c := range []struct {
+		edit func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Auth.Method = "ldap" }, "auth.method"},
+		{func(c *Config) { c.Auth.URLSigningKey = "short" }, "auth.url_signing_key"},
+		{func(c *Config) { c.Auth.InternalUsers = []auth.User{{User: "x"}} }, "auth.internal_users[0]: pass"},
+	} {
+		cfg := DefaultConfig()
+		c.edit(&cfg)
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v, want an error naming %s", err, c.want)
+		}
+	}
+	// A hand-built config without an auth section is the default.
+	cfg := DefaultConfig()
+	cfg.Auth = auth.Config{}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("empty auth section: %v", err)
+	}
+}
