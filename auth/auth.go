@@ -15,6 +15,8 @@ import (
 	"path"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Errors of Authorize. Protocols answer ErrNoCredentials and
@@ -65,6 +67,8 @@ type Authorizer struct {
 	sign []byte
 	log  *slog.Logger
 
+	refusals *prometheus.CounterVec
+
 	mu     sync.Mutex
 	logged map[string]time.Time // "ip action" → last refusal logged
 	now    func() time.Time
@@ -82,7 +86,8 @@ func New(cfg Config, log *slog.Logger) (*Authorizer, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	a := &Authorizer{cfg: cfg, log: log.With("component", "auth"), logged: map[string]time.Time{}, now: time.Now}
+	a := &Authorizer{cfg: cfg, log: log.With("component", "auth"), logged: map[string]time.Time{}, now: time.Now,
+		refusals: newRefusals()}
 	if cfg.URLSigningKey != "" {
 		a.sign = []byte(cfg.URLSigningKey)
 	}
@@ -133,6 +138,7 @@ func (a *Authorizer) Authorize(r Request) error {
 // refused logs a refusal once per client and action a minute: a player
 // retrying every second, or a scanner, must not flood the log.
 func (a *Authorizer) refused(r Request, err error) {
+	a.refusals.WithLabelValues(r.Action, r.Protocol, reason(err)).Inc()
 	key := r.IP.String() + " " + r.Action
 	now := a.now()
 	a.mu.Lock()

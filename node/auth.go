@@ -16,6 +16,7 @@ func (n *Node) buildAuth() (err error) {
 	if n.auth, err = auth.New(n.cfg.Auth, n.log); err != nil {
 		return err
 	}
+	n.reg.MustRegister(n.auth.Collector())
 	for _, d := range n.auth.OpenDoors() {
 		n.log.Warn("auth: open door", "what", d)
 	}

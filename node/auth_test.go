@@ -169,6 +169,20 @@ func TestAuthNodeUsersGuardAPIMetricsAndWatch(t *testing.T) {
 	if got := httpDo(t, "GET", base+"/watch/live/cam1?"+q, "", "").StatusCode; got != 404 {
 		t.Errorf("/watch with a signed link: %d, want 404 (let in, not live)", got)
 	}
+	resp, err := (&http.Client{}).Do(func() *http.Request {
+		r, _ := http.NewRequest("GET", base+"/metrics", nil)
+		r.SetBasicAuth("admin", "adm")
+		return r
+	}())
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `gradient_auth_refusals_total{action="metrics",protocol="http",reason="bad_credentials"} 1`) ||
+		!strings.Contains(string(metrics), `gradient_auth_refusals_total{action="metrics",protocol="http",reason="no_credentials"} 1`) {
+		t.Errorf("refusal counters missing from /metrics:\n%s", metrics)
+	}
 	if c := strings.Count(logs.String(), "request refused"); c > 4 {
 		t.Errorf("%d refusal lines from one client (≤ one per action a minute):\n%s", c, logs)
 	}
