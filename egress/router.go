@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -31,6 +32,14 @@ type Router struct {
 	HLS    StreamHandler
 	Player StreamHandler
 	Log    *slog.Logger
+
+	// Authorize, when set, is asked before a viewer request is served,
+	// with action "read" and the stream path; the node sets it from the
+	// auth section. An error is answered by auth.RefuseHTTP: 401 with a
+	// Bearer challenge, or 403. CORS preflights (OPTIONS) and WHEP session
+	// resources (whose unguessable URL the authorized offer got) are not
+	// asked. Default nil: everybody reads.
+	Authorize func(r *http.Request, action, path string) error
 }
 
 // ServeHTTP implements http.Handler.
@@ -41,7 +50,12 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if p != "" && !strings.HasSuffix(p, "/") && r.Method == http.MethodGet {
 			// "/live/cam1" → the player page at "/live/cam1/".
 			if _, _, err := media.ParsePath(p); err == nil {
-				http.Redirect(w, r, "/"+p+"/", http.StatusMovedPermanently)
+				target := "/" + p + "/"
+				if r.URL.RawQuery != "" {
+					// A token or a signed URL's exp and sig come along.
+					target += "?" + r.URL.RawQuery
+				}
+				http.Redirect(w, r, target, http.StatusMovedPermanently)
 				return
 			}
 		}
@@ -52,6 +66,15 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rt.logger().Info("rejected request for invalid stream path", "path", path, "remote", r.RemoteAddr, "err", err)
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
+	}
+	if rt.Authorize != nil && r.Method != http.MethodOptions && !strings.HasPrefix(rest, "whep/") {
+		if err := rt.Authorize(r, auth.ActionRead, path); err != nil {
+			// Browsers show a cross-origin player the refusal only with CORS.
+			w.Header().Set("Access-Control-Allow-Origin", "*")
+			w.Header().Set("Access-Control-Expose-Headers", "WWW-Authenticate")
+			auth.RefuseHTTP(w, err)
+			return
+		}
 	}
 	h.ServeStream(w, r, path, rest)
 }

@@ -5,16 +5,18 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
-	"github.com/bluenviron/gortsplib/v4/pkg/auth"
+	rtspauth "github.com/bluenviron/gortsplib/v4/pkg/auth"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/headers"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 
+	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -132,9 +134,12 @@ func NewRTSPServer(cfg RTSPConfig, hub *media.Hub, log *slog.Logger) (*RTSPServe
 			return ln, nil
 		},
 	}
-	if cfg.Credentials != nil {
-		// Digest only: Basic would send the password in clear.
-		s.srv.AuthMethods = []auth.VerifyMethod{auth.VerifyMethodDigestSHA256, auth.VerifyMethodDigestMD5}
+	if cfg.Credentials != nil || cfg.Authorize != nil {
+		// Digest only unless asked: Basic would send the password in clear.
+		s.srv.AuthMethods = []rtspauth.VerifyMethod{rtspauth.VerifyMethodDigestSHA256, rtspauth.VerifyMethodDigestMD5}
+		if cfg.Authorize != nil && cfg.BasicAuth {
+			s.srv.AuthMethods = []rtspauth.VerifyMethod{rtspauth.VerifyMethodBasic}
+		}
 	}
 	return s, nil
 }
@@ -249,6 +254,9 @@ func rtspStreamPath(p string) string { return strings.TrimPrefix(p, "/") }
 // authorize runs the Credentials hook for a request. It returns nil when
 // the request may go on, or the 401 answer.
 func (s *RTSPServer) authorize(req *base.Request, conn *gortsplib.ServerConn, path string, publish bool) (*base.Response, error) {
+	if s.cfg.Authorize != nil {
+		return s.authorizeRequest(req, conn, path, publish)
+	}
 	if s.cfg.Credentials == nil {
 		return nil, nil
 	}
@@ -276,6 +284,48 @@ func (s *RTSPServer) authorize(req *base.Request, conn *gortsplib.ServerConn, pa
 		s.log.Info("rtsp request refused: bad credentials", "path", path, "user", logText(user), "publish", publish,
 			"remote", conn.NetConn().RemoteAddr().String())
 	}
+	return &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
+}
+
+// authorizeRequest puts a request to the Authorize hook. The hook logs its
+// refusals (once per client a minute); the answers are RTSP's own: 401
+// with a challenge for missing or wrong credentials, 403 for a client that
+// may not do this.
+func (s *RTSPServer) authorizeRequest(req *base.Request, conn *gortsplib.ServerConn, path string, publish bool) (*base.Response, error) {
+	ar := auth.Request{Action: auth.ActionRead, Path: path, Protocol: "rtsp"}
+	if publish {
+		ar.Action = auth.ActionPublish
+	}
+	if a, ok := conn.NetConn().RemoteAddr().(*net.TCPAddr); ok {
+		ar.IP = a.AddrPort().Addr().Unmap()
+	}
+	if req.URL != nil {
+		ar.Query, _ = url.ParseQuery(req.URL.RawQuery)
+	}
+	if v, ok := req.Header["Authorization"]; ok {
+		var h headers.Authorization
+		if err := h.Unmarshal(v); err == nil && h.Username != "" {
+			ar.User = h.Username
+			switch {
+			case h.Method == headers.AuthMethodBasic && s.cfg.BasicAuth:
+				ar.Pass = h.BasicPass
+			case h.Method == headers.AuthMethodDigest:
+				user := h.Username
+				ar.VerifyPass = func(pass string) bool { return pass != "" && conn.VerifyCredentials(req, user, pass) }
+			}
+		}
+	}
+	err := s.cfg.Authorize(ar)
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.Is(err, auth.ErrForbidden):
+		return rtspReply(base.StatusForbidden, "not allowed to "+ar.Action+" "+path), nil
+	}
+	// The 401 carries the connection's Digest nonce, made here if no
+	// credentials were checked yet. With credentials (wrong ones),
+	// gortsplib answers 401 and closes the connection.
+	conn.VerifyCredentials(req, "\x00", "\x00")
 	return &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
 }
 

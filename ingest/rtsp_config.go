@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/internal/listenaddr"
 )
@@ -81,6 +82,23 @@ type RTSPConfig struct {
 	// refused request is answered 401 with a Digest challenge. Default nil:
 	// everybody is let in.
 	Credentials func(user, path string, publish bool) (pass string, open bool) `yaml:"-"`
+
+	// Authorize, when set, replaces Credentials: every publish (ANNOUNCE)
+	// and read (DESCRIBE, SETUP) is put to it as an auth.Request with the
+	// client's address and credentials: a Basic password in Pass, a
+	// Digest proof in VerifyPass (only a password known in clear can be
+	// checked so). ErrNoCredentials and ErrBadCredentials are answered 401
+	// with a challenge, ErrForbidden 403. The node sets it from the auth
+	// section, with relay users in front. Default nil.
+	Authorize func(auth.Request) error `yaml:"-"`
+
+	// BasicAuth challenges with Basic instead of Digest when Authorize is
+	// set. Hashed passwords and the http and jwt methods need the
+	// password itself, which Digest never sends; Basic sends it in clear,
+	// so use it on a trusted network or a tunnel. (Clients pick Digest
+	// whenever it is offered, so the two are not offered together.)
+	// Default false.
+	BasicAuth bool `yaml:"-"`
 }
 
 // DefaultRTSPConfig returns the defaults of every RTSPConfig field.

@@ -14,6 +14,7 @@ import (
 
 	srt "github.com/datarhei/gosrt"
 
+	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/internal/listenaddr"
 	"github.com/gradient-cdn/gradient/media"
@@ -58,6 +59,14 @@ type SRTConfig struct {
 	// publisher together (a publisher could otherwise open thousands of
 	// PIDs). Default 16 MiB.
 	MaxBufferedBytes int64 `yaml:"max_buffered_bytes"`
+
+	// Authorize, when set, is asked whether a publisher may publish, with
+	// the credentials of its stream id ("publish:<path>:<user>:<pass>" or
+	// "#!::r=<path>,m=publish,u=<user>,s=<pass>"). ErrNoCredentials and
+	// ErrBadCredentials are answered REJX_UNAUTHORIZED (1401),
+	// ErrForbidden REJX_FORBIDDEN (1403). The hook logs its refusals. The
+	// node sets it from the auth section. Default nil: everybody publishes.
+	Authorize func(auth.Request) error `yaml:"-"`
 }
 
 // DefaultSRTConfig returns the defaults of every SRTConfig field.
@@ -286,8 +295,15 @@ func (s *SRTServer) handle(req srt.ConnRequest) {
 		}
 	}()
 	remote := req.RemoteAddr().String()
-	sid := req.StreamId()
+	sid, user, pass := srtCredentials(req.StreamId())
 	path, rej := parseSRTStreamID(sid)
+	if rej == nil && s.cfg.Authorize != nil {
+		if rej = s.authorize(req, path, user, pass); rej != nil {
+			// The authorizer logged it, once per client a minute.
+			req.Reject(rej.code)
+			return
+		}
+	}
 	if rej == nil {
 		rej = s.checkEncryption(req)
 	}
@@ -363,6 +379,53 @@ func (s *SRTServer) release(path string) {
 	s.mu.Lock()
 	delete(s.paths, path)
 	s.mu.Unlock()
+}
+
+// authorize asks the Authorize hook whether this publisher may publish path.
+func (s *SRTServer) authorize(req srt.ConnRequest, path, user, pass string) *srtRejection {
+	ar := auth.Request{Action: auth.ActionPublish, Path: path, Protocol: "srt", User: user, Pass: pass}
+	if a, ok := req.RemoteAddr().(*net.UDPAddr); ok {
+		ar.IP = a.AddrPort().Addr().Unmap()
+	}
+	err := s.cfg.Authorize(ar)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, auth.ErrForbidden):
+		return &srtRejection{srt.REJX_FORBIDDEN, err.Error()}
+	}
+	return &srtRejection{srt.REJX_UNAUTHORIZED, err.Error()}
+}
+
+// srtCredentials takes the credentials out of a stream id and returns the
+// stream id without them, for parseSRTStreamID: "publish:<path>:<user>:<pass>"
+// (MediaMTX's form; the password may hold colons) and the u= and s= keys of
+// "#!::…" (which parseSRTStreamID ignores). Neither the user nor the
+// password is ever logged with the stream id.
+func srtCredentials(sid string) (rest, user, pass string) {
+	if body, ok := strings.CutPrefix(sid, "publish:"); ok {
+		if p, cred, ok := strings.Cut(body, ":"); ok {
+			user, pass, _ = strings.Cut(cred, ":")
+			return "publish:" + p, user, pass
+		}
+		return sid, "", ""
+	}
+	if body, ok := strings.CutPrefix(sid, "#!::"); ok {
+		var keep []string
+		for _, kv := range strings.Split(body, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch {
+			case k == "u" && user == "":
+				user = v
+			case k == "s" && pass == "":
+				pass = v
+			default: // a repeated u or s stays, for parseSRTStreamID to refuse
+				keep = append(keep, kv)
+			}
+		}
+		return "#!::" + strings.Join(keep, ","), user, pass
+	}
+	return sid, "", ""
 }
 
 // parseSRTStreamID returns the stream path a publisher asks for, or why it

@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/ingest"
 	"github.com/gradient-cdn/gradient/internal/listenaddr"
@@ -65,6 +66,10 @@ type Config struct {
 	Overlay overlay.Config `yaml:"overlay"`
 	// VoD is on-demand titles: uploads, packaging, the catalog; see vod.Config.
 	VoD vod.Config `yaml:"vod"`
+	// Auth decides who may publish, read, use the API and read /metrics,
+	// for every protocol; see auth.Config. Default: anybody reads,
+	// publishing, API writes and /metrics are for loopback clients.
+	Auth auth.Config `yaml:"auth"`
 }
 
 // GossipConfig configures cluster membership.
@@ -111,6 +116,7 @@ func DefaultConfig() Config {
 	c.Serverlets = serverlet.DefaultManagerConfig()
 	c.Overlay = overlay.DefaultConfig()
 	c.VoD = vod.DefaultConfig()
+	c.Auth = auth.DefaultConfig()
 	return c
 }
 
@@ -207,6 +213,9 @@ func (c Config) Validate() error {
 	if err := c.VoD.Validate(); err != nil {
 		return fmt.Errorf("vod.%w", err)
 	}
+	if err := c.Auth.Validate(); err != nil {
+		return fmt.Errorf("auth.%w", err)
+	}
 	return nil
 }
 
@@ -252,10 +261,23 @@ func loopbackAddr(addr string) bool {
 // --print-config and logs.
 func (c Config) Redacted() Config {
 	const r = "<redacted>"
-	for _, s := range []*string{&c.Gossip.Key, &c.Overlay.Secret, &c.SRT.Passphrase} {
+	for _, s := range []*string{&c.Gossip.Key, &c.Overlay.Secret, &c.SRT.Passphrase, &c.Auth.URLSigningKey} {
 		if *s != "" {
 			*s = r
 		}
+	}
+	if c.Auth.JWTKey != "" && !strings.Contains(c.Auth.JWTKey, "BEGIN") && !strings.HasPrefix(c.Auth.JWTKey, "file:") {
+		c.Auth.JWTKey = r // an HMAC secret; a public key or a file name is no secret
+	}
+	users := make([]auth.User, len(c.Auth.InternalUsers))
+	for i, u := range c.Auth.InternalUsers {
+		if u.Pass != "" && !strings.HasPrefix(u.Pass, "sha256:") && !strings.HasPrefix(u.Pass, "argon2:") {
+			u.Pass = r
+		}
+		users[i] = u
+	}
+	if len(users) > 0 {
+		c.Auth.InternalUsers = users
 	}
 	return c
 }

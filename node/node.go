@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/ingest"
 	"github.com/gradient-cdn/gradient/media"
@@ -46,6 +47,7 @@ type Node struct {
 	watch   *overlay.Watch
 	player  *egress.Player
 	record  *record.Recorder // live recordings into VoD titles
+	auth    *auth.Authorizer // every protocol's credentials and permissions
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -128,15 +130,20 @@ func (n *Node) build() (err error) {
 		return err
 	}
 	n.closers = append(n.closers, n.RTSPReader.Close)
+	if err := n.buildAuth(); err != nil {
+		return err
+	}
 	if cfg.RTSP.Addr != Off {
 		rc := cfg.RTSP
-		rc.Read, rc.Credentials = n.RTSPReader, overlay.RelayCredentials(cfg.clusterSecret(), false)
+		rc.Read, rc.Authorize, rc.BasicAuth = n.RTSPReader, n.authorizeRTSP, n.auth.NeedsClearPassword()
 		if n.RTSP, err = ingest.NewRTSPServer(rc, n.Hub, log); err != nil {
 			return err
 		}
 	}
 	if cfg.SRT.Addr != Off {
-		if n.SRT, err = ingest.NewSRTServer(cfg.SRT, n.Hub, log); err != nil {
+		sc := cfg.SRT
+		sc.Authorize = n.auth.Authorize
+		if n.SRT, err = ingest.NewSRTServer(sc, n.Hub, log); err != nil {
 			return err
 		}
 	}
@@ -200,7 +207,7 @@ func (n *Node) listen() error {
 	n.VoD.Route(mux)
 	n.record.Route(mux)
 	mux.Handle(egress.PlayerAssetsPrefix, egress.PlayerAssets())
-	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, HLS: n.HLS, Player: n.player, Log: log})
+	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, HLS: n.HLS, Player: n.player, Log: log, Authorize: n.authorizeHTTP})
 	var err error
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return fmt.Errorf("http on %s: %w", cfg.HTTP, err)
@@ -209,7 +216,7 @@ func (n *Node) listen() error {
 	// keep-alive connection is closed after 2 min: nobody holds one open
 	// for free. (No whole-request timeouts: uploads and LL-HLS blocking
 	// requests take as long as they take.)
-	n.httpSrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	n.httpSrv = &http.Server{Handler: n.guardHTTP(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug)}
 	go func() {
 		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {

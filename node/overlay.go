@@ -138,7 +138,7 @@ func (h sessionHooks) OnSessionClose(c *egress.SessionCloseCtx) {
 //	GET /api/v1/cluster                  members, RTTs, streams, demand, plans, local relays
 //	GET /api/v1/streams/<stream>/plan    the stream's current plan with its cost block
 func (n *Node) routeOverlay(mux *http.ServeMux) {
-	mux.Handle("GET /watch/{stream...}", n.watch)
+	mux.Handle("GET /watch/{stream...}", n.guardWatch(n.watch))
 	mux.HandleFunc("GET /api/v1/cluster", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, overlay.Status(n.cfg.Name, n.Members, n.rec))
 	})

@@ -43,6 +43,14 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	// Credentials in the address (http://ops:pw@host:8080) go as Basic
+	// auth, and never into a message.
+	if u := req.URL.User; u != nil {
+		pass, _ := u.Password()
+		req.SetBasicAuth(u.Username(), pass)
+		req.URL.User = nil
+		base = strings.TrimSuffix(req.URL.String(), "/api/v1/cluster")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return fmt.Errorf("cluster status from %s: %w", base, err)
@@ -51,6 +59,10 @@ func status(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return err
+	}
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		return fmt.Errorf("cluster status from %s: HTTP %d: the node wants a user with the api permission: --addr http://USER:PASS@HOST:8080",
+			base, resp.StatusCode)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("cluster status from %s: HTTP %d: %s", base, resp.StatusCode, strings.TrimSpace(string(body)))

@@ -91,7 +91,7 @@
       };
       await pc.setLocalDescription(await pc.createOffer());
       await iceGatheringComplete(pc);
-      const whep = new URL('whep', location.href);
+      const whep = carryAuth(new URL('whep', location.href));
       // The device class (/watch?device=phone) counts this viewer as demand.
       const device = new URLSearchParams(location.search).get('device');
       if (device) whep.searchParams.set('device', device);
@@ -144,8 +144,19 @@
   // viewer of that class; the server repeats the query on every playlist,
   // segment and part URL it lists.
   const hlsViewer = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('');
+  // carryAuth copies the page's token, or a signed link's exp and sig, to
+  // the WHEP and HLS URLs: a node with auth needs them there too (HLS
+  // playlists then carry them on to every segment).
+  function carryAuth(u) {
+    const page = new URLSearchParams(location.search);
+    for (const k of ['token', 'exp', 'sig']) {
+      const v = page.get(k);
+      if (v) u.searchParams.set(k, v);
+    }
+    return u;
+  }
   function startHLS(onFailure) {
-    const url = new URL('index.m3u8', location.href);
+    const url = carryAuth(new URL('index.m3u8', location.href));
     const device = new URLSearchParams(location.search).get('device');
     if (device) url.searchParams.set('device', device);
     url.searchParams.set('viewer', hlsViewer);
