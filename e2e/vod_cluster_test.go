@@ -424,10 +424,11 @@ func sourceFailsMidChunk(t *testing.T, kill bool) {
 	if peerHolds(t, edge, d) {
 		t.Fatalf("%s holds the segment before any viewer asked it for it", edge.name)
 	}
-	// The edge's first source: its first rendezvous owner other than
-	// itself (no fetch has ranked the peers yet).
+	// The edge's first source: its first rendezvous owner among the
+	// members other than the origin (n0), itself left out (no fetch has
+	// ranked the peers yet).
 	var srcName string
-	for _, o := range vod.Owners(d, names) {
+	for _, o := range vod.Owners(d, slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == "n0" })) {
 		if o != edge.name {
 			srcName = o
 			break
@@ -667,7 +668,7 @@ func TestVoDClusterCorruptPeersAreDetectedAndCounted(t *testing.T) {
 		// ranks it behind the others. Then the rest, in order.
 		var first, rest []string
 		for _, u := range paths {
-			for _, o := range vod.Owners(chunkDigest(t, u), []string{"n0", "n1", "n2", "bad"}) {
+			for _, o := range vod.Owners(chunkDigest(t, u), []string{"n1", "n2", "bad"}) { // the origin n0 is asked last
 				if o != edge.name {
 					if o == "bad" {
 						first = append(first, u)
