@@ -141,6 +141,9 @@ func TestPlannerCrossesADearRegionPairOnce(t *testing.T) {
 		c.Meta.Region = regions[i]
 		c.Meta.TranscodeCost = 0.001
 		c.RegionPrices = RegionPrices{{A: "eu", B: "us", Price: 10}}
+		// Loopback RTTs of a loaded machine (several ms under -race) must
+		// not blur the prices: RTT adds 1 % per 100 ms.
+		c.RTTScale = 10 * time.Second
 	})
 	testutil.Eventually(t, 10*time.Second, "4 nodes agree on membership", func() bool {
 		for _, m := range ms {
@@ -163,7 +166,7 @@ func TestPlannerCrossesADearRegionPairOnce(t *testing.T) {
 	region := map[string]string{"n0": "eu", "n1": "eu", "n2": "us", "n3": "us"}
 	pl := newTestPlanner(t, PlannerConfig{DeviceClasses: testClasses, Debounce: 50 * time.Millisecond, Interval: 500 * time.Millisecond}, ms[0])
 
-	// Every link of the problem: price 0.01 × (1 + loopback RTT / 50 ms)
+	// Every link of the problem: price 0.01 × (1 + loopback RTT / 10 s)
 	// within 10 %, times 10 across eu–us.
 	prob, _ := pl.Problem(StreamInfo{Name: "live/cam1", Root: "n0", Ladder: testLadder})
 	if len(prob.Links) != 6 {
