@@ -129,11 +129,17 @@ func (c RTSPConfig) Validate() error {
 				return fmt.Errorf("udp_rtp_addr: %w", err)
 			}
 			_, port, _ := net.SplitHostPort(c.UDPRTPAddr)
-			if p, _ := strconv.Atoi(port); p == 0 || p%2 != 0 {
+			p, _ := strconv.Atoi(port)
+			if p == 0 || p%2 != 0 {
 				return fmt.Errorf("udp_rtp_addr: %q: the RTP port must be even and not 0", c.UDPRTPAddr)
 			}
 			if err := listenaddr.Check(c.UDPRTCPAddr); err != nil {
 				return fmt.Errorf("udp_rtcp_addr: %w", err)
+			}
+			// gortsplib refuses a pair that is not consecutive at start.
+			_, rport, _ := net.SplitHostPort(c.UDPRTCPAddr)
+			if r, _ := strconv.Atoi(rport); r != p+1 {
+				return fmt.Errorf("udp_rtcp_addr: %q: the RTCP port must be the RTP port plus one (%d)", c.UDPRTCPAddr, p+1)
 			}
 		}
 	}

@@ -23,6 +23,17 @@ type Config struct {
 	// PricePerMbps is what relaying one Mbps through this node costs; link
 	// costs are built from it and the RTT (see LinkCost). Default 0.01.
 	PricePerMbps float64 `yaml:"price_per_mbps"`
+	// Region is the node's region (1 to 32 characters of a-z, 0-9, '-'),
+	// gossiped with it; "" (the default) is none. See RegionPrices.
+	Region string `yaml:"region"`
+	// RegionPrices multiplies the cost of a link between two members by
+	// the price of their pair of regions (symmetric; a pair not listed, or
+	// a link to a member with no region, costs 1×). Each node plans with
+	// its own table, which is not gossiped: every node should carry the
+	// same one; if two disagree, each plans and picks edges by its own
+	// view. Multipliers are > 0 and ≤ 1000; a pair may be listed once.
+	// Default none.
+	RegionPrices RegionPrices `yaml:"region_prices"`
 	// TranscodeCost is the cost of one rendition made here. Default 0.001.
 	TranscodeCost float64 `yaml:"transcode_cost"`
 	// Ladder is the rendition ladder of streams published into this node,
@@ -132,6 +143,14 @@ func (c Config) Validate() error {
 	if c.LastMileCostPerMbps < 0 {
 		return errors.New("last_mile_cost_per_mbps: must not be negative")
 	}
+	if c.Region != "" {
+		if err := ValidRegion(c.Region); err != nil {
+			return fmt.Errorf("region: %w", err)
+		}
+	}
+	if err := c.RegionPrices.Validate(); err != nil {
+		return err
+	}
 	if len(c.Ladder) == 0 {
 		return errors.New("ladder: needs at least the source rung")
 	}
@@ -201,6 +220,7 @@ func (c Config) Membership() MembershipConfig {
 	m.PushPullInterval = c.PushPullInterval
 	m.MaxClockSkew, m.MaxEntriesPerOwner, m.MaxVoDEntriesPerOwner = c.MaxClockSkew, c.MaxEntriesPerOwner, c.MaxVoDEntriesPerOwner
 	m.Meta.Price, m.Meta.TranscodeCost = c.PricePerMbps, c.TranscodeCost
+	m.Meta.Region, m.RegionPrices = c.Region, c.RegionPrices
 	return m
 }
 

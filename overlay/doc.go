@@ -18,7 +18,9 @@
 // unexported delegates (delegate.go, event_delegate.go, ping_delegate.go).
 //
 // Link costs (cost.go): cost_per_mbps(a, b) = (price(a) + price(b)) / 2 ×
-// (1 + RTT(a, b) / RTTScale), RTTScale 50 ms by default; see LinkCost.
+// (1 + RTT(a, b) / RTTScale) × region_price(region(a), region(b)),
+// RTTScale 50 ms by default, the region multiplier 1 unless the node's
+// overlay.region_prices lists the pair; see LinkCost and Membership.LinkCost.
 //
 // Cluster state (state.go): streams (name, root, ladder), demand (per edge
 // node and stream: viewers per device class), plans and RTT reports, each

@@ -46,6 +46,10 @@ type NodeMeta struct {
 	// Leaving is set by a node on its way out (Close), just before it
 	// leaves: the others record a graceful leave rather than a death.
 	Leaving bool `json:"leaving,omitempty"`
+	// Region is the node's region (overlay.region), "" for none: the link
+	// cost between two members is multiplied by this node's price of
+	// their pair of regions (MembershipConfig.RegionPrices, see LinkCost).
+	Region string `json:"rg,omitempty"`
 	// Key is the node's Ed25519 public key (base64, 44 characters): every
 	// state entry the node owns is signed with it, and its peers take an
 	// entry only if it verifies (see state.go). Set by NewMembership.
@@ -80,6 +84,8 @@ func metaProblem(meta NodeMeta) string {
 		return fmt.Sprintf("transcode cost %v outside 0 … %v", meta.TranscodeCost, float64(MaxPrice))
 	case meta.TranscodeSlots < 0 || meta.TranscodeSlots > MaxTranscodeSlots:
 		return fmt.Sprintf("transcode slots %d outside 0 … %d", meta.TranscodeSlots, MaxTranscodeSlots)
+	case meta.Region != "" && ValidRegion(meta.Region) != nil:
+		return fmt.Sprintf("region: %v", ValidRegion(meta.Region))
 	}
 	return ""
 }
@@ -140,6 +146,11 @@ type MembershipConfig struct {
 	// Defaults 50 ms and 50 ms.
 	RTTScale   time.Duration `yaml:"rtt_scale"`
 	DefaultRTT time.Duration `yaml:"default_rtt"`
+	// RegionPrices multiplies the link cost between members by their pair
+	// of regions (NodeMeta.Region); a pair not listed, or a member with no
+	// region, costs 1×. This node's own table: nodes do not gossip it.
+	// Default none.
+	RegionPrices RegionPrices `yaml:"-"`
 	// MaxClockSkew is how far ahead of this node's clock a gossiped
 	// entry's version (a clock in ns) may be; a later one is refused, for
 	// it would win over every update of its key until then. Default 1 min.
@@ -223,9 +234,12 @@ func (c MembershipConfig) Validate() error {
 	if c.SigningKey != nil && len(c.SigningKey) != ed25519.PrivateKeySize {
 		return fmt.Errorf("signing key: %d bytes, want an Ed25519 private key (%d)", len(c.SigningKey), ed25519.PrivateKeySize)
 	}
+	if err := c.RegionPrices.Validate(); err != nil {
+		return err
+	}
 	// The peers would ignore the node (metaProblem): say so at start.
 	if p := metaProblem(c.Meta); p != "" {
-		return fmt.Errorf("metadata (price_per_mbps, transcode_cost, transcode slots): %s", p)
+		return fmt.Errorf("metadata (price_per_mbps, transcode_cost, transcode slots, region): %s", p)
 	}
 	return nil
 }

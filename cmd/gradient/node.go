@@ -28,6 +28,7 @@ func runNode(ctx context.Context, args []string) error {
 	name := fs.String("name", "", "node name (default: host name)")
 	httpAddr := fs.String("http", "", "HTTP listen address: API, WHEP, HLS, player (default :8080)")
 	rtspAddr := fs.String("rtsp", "", "RTSP listen address, or off (default :8554)")
+	rtspUDP := fs.String("rtsp-udp", "", "RTSP UDP transport addresses RTP,RTCP (RTP port even, RTCP the next), or off for TCP only (default :8000,:8001)")
 	srtAddr := fs.String("srt", "", "SRT listen address (UDP), or off (default :8890)")
 	iceAddr := fs.String("ice-udp", "", "WebRTC ICE UDP address shared by all sessions (default :8189)")
 	gossipAddr := fs.String("gossip", "", "gossip listen address (TCP+UDP), or off (default 127.0.0.1:7946; beyond loopback needs gossip.key)")
@@ -57,6 +58,12 @@ func runNode(ctx context.Context, args []string) error {
 	override("name", &cfg.Name, *name)
 	override("http", &cfg.HTTP, *httpAddr)
 	override("rtsp", &cfg.RTSP.Addr, *rtspAddr)
+	if set["rtsp-udp"] {
+		var err error
+		if cfg.RTSP.UDPRTPAddr, cfg.RTSP.UDPRTCPAddr, err = parseRTSPUDP(*rtspUDP); err != nil {
+			return err
+		}
+	}
 	override("srt", &cfg.SRT.Addr, *srtAddr)
 	override("ice-udp", &cfg.WebRTC.ICEUDPAddr, *iceAddr)
 	override("gossip", &cfg.Gossip.Addr, *gossipAddr)
