@@ -27,6 +27,7 @@ func TestNodeCommandLogsEachListenerAndStopsOnSIGTERM(t *testing.T) {
 		"--http", httpAddr,
 		"--rtsp", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 		"--srt", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "udp")),
+		"--rtmp", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 		"--ice-udp", "127.0.0.1:0",
 		"--gossip", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 		"--data", t.TempDir(), "--config", writeYAML(t, fmt.Sprintf("rtsp:\n  udp_rtp_addr: 127.0.0.1:%d\n  udp_rtcp_addr: 127.0.0.1:%d\nhttp: 127.0.0.1:1\n", rtp, rtp+1)))

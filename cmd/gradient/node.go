@@ -15,7 +15,7 @@ import (
 )
 
 func init() {
-	register("node", "run a Gradient node (RTSP/SRT in, WebRTC/HLS/RTSP out)", runNode)
+	register("node", "run a Gradient node (RTSP/SRT/RTMP in, WebRTC/HLS/RTSP out)", runNode)
 }
 
 // runNode implements `gradient node`: the defaults, then the --config file,
@@ -29,6 +29,7 @@ func runNode(ctx context.Context, args []string) error {
 	httpAddr := fs.String("http", "", "HTTP listen address: API, WHEP, HLS, player (default :8080)")
 	rtspAddr := fs.String("rtsp", "", "RTSP listen address, or off (default :8554)")
 	srtAddr := fs.String("srt", "", "SRT listen address (UDP), or off (default :8890)")
+	rtmpAddr := fs.String("rtmp", "", "RTMP listen address, or off (default :1935)")
 	iceAddr := fs.String("ice-udp", "", "WebRTC ICE UDP address shared by all sessions (default :8189)")
 	gossipAddr := fs.String("gossip", "", "gossip listen address (TCP+UDP), or off (default 127.0.0.1:7946; beyond loopback needs gossip.key)")
 	join := fs.String("join", "", "comma-separated seed nodes host:port to join")
@@ -58,6 +59,7 @@ func runNode(ctx context.Context, args []string) error {
 	override("http", &cfg.HTTP, *httpAddr)
 	override("rtsp", &cfg.RTSP.Addr, *rtspAddr)
 	override("srt", &cfg.SRT.Addr, *srtAddr)
+	override("rtmp", &cfg.RTMP.Addr, *rtmpAddr)
 	override("ice-udp", &cfg.WebRTC.ICEUDPAddr, *iceAddr)
 	override("gossip", &cfg.Gossip.Addr, *gossipAddr)
 	override("data", &cfg.Data, *data)
