@@ -19,6 +19,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -565,5 +566,50 @@ func TestRTMPConfigValidateNamesKeys(t *testing.T) {
 	defer srv.Close()
 	if err := srv.Start(); err == nil || !strings.Contains(err.Error(), "tls_cert/tls_key") {
 		t.Fatalf("Start with a missing certificate = %v", err)
+	}
+}
+
+func TestRTMPSilentPublisherDroppedAfterReadTimeout(t *testing.T) {
+	t.Parallel()
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30})
+	env := newRTMPTestEnv(t, RTMPConfig{ReadTimeout: 2 * time.Second})
+	p := testutil.FFmpegPublish(t, clip, "flv", env.url("live/stall"))
+	counter := srtCount(t, env.waitStream(t, "live/stall"))
+	// Freeze ffmpeg: its TCP connection stays open, and silent.
+	if err := p.Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Cmd.Process.Signal(syscall.SIGCONT)
+	select {
+	case <-counter.done:
+	case <-time.After(8 * time.Second):
+		t.Fatal("stream of a silent publisher did not end")
+	}
+	testutil.Eventually(t, 5*time.Second, "drop logged with the reason", func() bool {
+		return env.logs.has("rtmp publisher dropped", "no data for 2s", "stream=live/stall")
+	})
+}
+
+func TestRTMPPublisherWithoutMediaDroppedAfterPublishTimeout(t *testing.T) {
+	t.Parallel()
+	env := newRTMPTestEnv(t, RTMPConfig{PublishTimeout: time.Second})
+	u, _ := url.Parse(env.url("live/idle"))
+	c := &gortmplib.Client{URL: u, Publish: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Handshake, connect and publish, then nothing.
+	if err := c.Initialize(ctx); err != nil {
+		t.Fatalf("RTMP client: %v", err)
+	}
+	defer c.Close()
+	testutil.Eventually(t, 8*time.Second, "idle publisher dropped", func() bool {
+		return env.logs.has("rtmp publisher dropped", "no H.264 IDR within 1s", "stream=live/idle")
+	})
+	// The name it held is free again.
+	env.srv.mu.Lock()
+	_, held := env.srv.paths["live/idle"]
+	env.srv.mu.Unlock()
+	if held {
+		t.Fatal("live/idle still held after the drop")
 	}
 }
