@@ -326,7 +326,9 @@ func (c *rtmpConn) run() error {
 		if c.pub == nil && publishBy.Before(deadline) {
 			deadline = publishBy
 		}
-		c.nc.SetReadDeadline(deadline)
+		// Write too: reading answers pings and acknowledges the bytes
+		// received, and those writes must not hit the publish deadline.
+		c.nc.SetDeadline(deadline)
 		if err := r.Read(); err != nil {
 			if cerr := rtmpCodecFromError(err); cerr != nil {
 				return cerr

@@ -613,3 +613,86 @@ func TestRTMPPublisherWithoutMediaDroppedAfterPublishTimeout(t *testing.T) {
 		t.Fatal("live/idle still held after the drop")
 	}
 }
+
+// TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements publishes
+// past PublishTimeout and past the 2.5 MB acknowledgement window the
+// publisher asks for (gortmplib's client does, as OBS does): the
+// acknowledgements the server writes while reading must not run into the
+// deadline of the publish phase.
+func TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements(t *testing.T) {
+	t.Parallel()
+	testutil.RequireTool(t, "ffmpeg")
+	// One big lossless IDR, sent over and over.
+	out := filepath.Join(t.TempDir(), "idr.h264")
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+		"testsrc2=size=1280x720:rate=30", "-frames:v", "1", "-c:v", "libx264", "-qp", "0", "-f", "h264", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("encode H.264: %v\n%s", err, b)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nalus h264.AnnexB
+	if err := nalus.Unmarshal(b); err != nil {
+		t.Fatal(err)
+	}
+	var sps, pps []byte
+	var au [][]byte
+	for _, n := range nalus {
+		switch h264.NALUType(n[0] & 0x1f) {
+		case h264.NALUTypeSPS:
+			sps = n
+		case h264.NALUTypePPS:
+			pps = n
+		case h264.NALUTypeIDR:
+			au = append(au, n)
+		}
+	}
+	size := 0
+	for _, n := range au {
+		size += len(n)
+	}
+	if sps == nil || pps == nil || size < 30000 {
+		t.Fatalf("IDR of %d bytes with SPS %v PPS %v: too small to cross the window quickly", size, sps != nil, pps != nil)
+	}
+
+	env := newRTMPTestEnv(t, RTMPConfig{PublishTimeout: 3 * time.Second})
+	u, _ := url.Parse(env.url("live/long"))
+	c := &gortmplib.Client{URL: u, Publish: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Initialize(ctx); err != nil {
+		t.Fatalf("RTMP client: %v", err)
+	}
+	defer c.Close()
+	track := &gortmplib.Track{Codec: &rtmpcodecs.H264{SPS: sps, PPS: pps}}
+	w := &gortmplib.Writer{Conn: c, Tracks: []*gortmplib.Track{track}}
+	if err := w.Initialize(); err != nil {
+		t.Fatal(err)
+	}
+	// Drain what the server writes (acknowledgements), as a real client does.
+	go io.Copy(io.Discard, c.NetConn())
+	need := uint64(3 << 20)
+	start := time.Now()
+	for i := 0; time.Since(start) < 6*time.Second || uint64(i*size) < need; i++ {
+		d := time.Duration(i) * time.Second / 30
+		if wait := time.Until(start.Add(d)); wait > 0 {
+			time.Sleep(wait)
+		}
+		c.NetConn().SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if err := w.WriteH264(track, d, d, au); err != nil {
+			t.Fatalf("frame %d (%v in, %d bytes sent): server hung up: %v", i, d, c.BytesSent(), err)
+		}
+		if i > 3000 {
+			t.Fatal("frames too small to cross the window")
+		}
+	}
+	s, ok := env.hub.Lookup("live/long")
+	if !ok {
+		t.Fatal("stream gone")
+	}
+	if in := s.Info().BytesIn; in < need {
+		t.Fatalf("only %d bytes reached the hub", in)
+	}
+}
