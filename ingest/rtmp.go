@@ -226,6 +226,24 @@ func (s *RTMPServer) claim(path string) error {
 	return nil
 }
 
+// rtmpMaxProbeBytes bounds what a publisher may send before its tracks
+// are known: 2 s of a 100 Mbit/s stream fit.
+const rtmpMaxProbeBytes = 64 << 20
+
+// rtmpProbeConn fails reads beyond limit bytes received until done.
+type rtmpProbeConn struct {
+	*gortmplib.ServerConn
+	limit uint64
+	done  bool
+}
+
+func (p *rtmpProbeConn) Read() (message.Message, error) {
+	if !p.done && p.BytesReceived() > p.limit {
+		return nil, fmt.Errorf("more than %d MiB before the tracks were known", rtmpMaxProbeBytes>>20)
+	}
+	return p.ServerConn.Read()
+}
+
 // rtmpRefusal is a publish refused before it started: the publisher gets
 // an onStatus error with code, and reason is logged.
 type rtmpRefusal struct {
@@ -308,10 +326,18 @@ func (c *rtmpConn) run() error {
 	c.claimed = true
 	c.log.Info("rtmp publisher connected", "tls", c.scheme == "rtmps")
 
-	// Initialize answers the publish command and then reads ahead (about
-	// 2 s of media) to learn the tracks; it replays what it read to Read.
-	r := &gortmplib.Reader{Conn: c.sc}
-	if err := r.Initialize(); err != nil {
+	// Initialize reads ahead (about 2 s of media timestamps) to learn the
+	// tracks and keeps what it read to replay it to Read. Timestamps are
+	// the publisher's word: the probe is bounded in bytes so that one that
+	// never advances them cannot make the node hold gigabytes.
+	if err := c.sc.AcceptAction(); err != nil {
+		return fmt.Errorf("rtmp publish %s: %w", path, err)
+	}
+	probe := &rtmpProbeConn{ServerConn: c.sc, limit: c.sc.BytesReceived() + rtmpMaxProbeBytes}
+	r := &gortmplib.Reader{Conn: probe}
+	err := r.Initialize()
+	probe.done = true
+	if err != nil {
 		if cerr := rtmpCodecFromError(err); cerr != nil {
 			return cerr
 		}

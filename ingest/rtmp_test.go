@@ -614,13 +614,10 @@ func TestRTMPPublisherWithoutMediaDroppedAfterPublishTimeout(t *testing.T) {
 	}
 }
 
-// TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements publishes
-// past PublishTimeout and past the 2.5 MB acknowledgement window the
-// publisher asks for (gortmplib's client does, as OBS does): the
-// acknowledgements the server writes while reading must not run into the
-// deadline of the publish phase.
-func TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements(t *testing.T) {
-	t.Parallel()
+// rtmpBigIDR encodes one lossless 1280x720 IDR (hundreds of KB) and returns
+// its parameter sets, its access unit and the unit's size.
+func rtmpBigIDR(t *testing.T) (sps, pps []byte, au [][]byte, size int) {
+	t.Helper()
 	testutil.RequireTool(t, "ffmpeg")
 	// One big lossless IDR, sent over and over.
 	out := filepath.Join(t.TempDir(), "idr.h264")
@@ -637,8 +634,6 @@ func TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements(t *testing.T) 
 	if err := nalus.Unmarshal(b); err != nil {
 		t.Fatal(err)
 	}
-	var sps, pps []byte
-	var au [][]byte
 	for _, n := range nalus {
 		switch h264.NALUType(n[0] & 0x1f) {
 		case h264.NALUTypeSPS:
@@ -649,7 +644,6 @@ func TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements(t *testing.T) 
 			au = append(au, n)
 		}
 	}
-	size := 0
 	for _, n := range au {
 		size += len(n)
 	}
@@ -657,20 +651,65 @@ func TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements(t *testing.T) 
 		t.Fatalf("IDR of %d bytes with SPS %v PPS %v: too small to cross the window quickly", size, sps != nil, pps != nil)
 	}
 
-	env := newRTMPTestEnv(t, RTMPConfig{PublishTimeout: 3 * time.Second})
-	u, _ := url.Parse(env.url("live/long"))
+	return sps, pps, au, size
+}
+
+// rtmpPublishClient connects gortmplib's client to path and announces one
+// H.264 track.
+func rtmpPublishClient(t *testing.T, env *rtmpTestEnv, path string, sps, pps []byte) (*gortmplib.Client, *gortmplib.Writer, *gortmplib.Track) {
+	t.Helper()
+	u, _ := url.Parse(env.url(path))
 	c := &gortmplib.Client{URL: u, Publish: true}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := c.Initialize(ctx); err != nil {
 		t.Fatalf("RTMP client: %v", err)
 	}
-	defer c.Close()
+	t.Cleanup(c.Close)
 	track := &gortmplib.Track{Codec: &rtmpcodecs.H264{SPS: sps, PPS: pps}}
 	w := &gortmplib.Writer{Conn: c, Tracks: []*gortmplib.Track{track}}
 	if err := w.Initialize(); err != nil {
 		t.Fatal(err)
 	}
+	return c, w, track
+}
+
+// TestRTMPProbeIsBoundedInBytes sends big frames that all say timestamp 0:
+// the library's track probe would wait for 2 s of timestamps forever, and
+// hold every byte; the server drops the publisher at its byte bound.
+func TestRTMPProbeIsBoundedInBytes(t *testing.T) {
+	t.Parallel()
+	sps, pps, au, _ := rtmpBigIDR(t)
+	env := newRTMPTestEnv(t, RTMPConfig{PublishTimeout: 60 * time.Second})
+	c, w, track := rtmpPublishClient(t, env, "live/flood", sps, pps)
+	start := time.Now()
+	for i := 0; ; i++ {
+		c.NetConn().SetWriteDeadline(time.Now().Add(10 * time.Second))
+		if err := w.WriteH264(track, 0, 0, au); err != nil {
+			break // the server hung up
+		}
+		if c.BytesSent() > 4*rtmpMaxProbeBytes {
+			t.Fatalf("server took %d bytes without tracks", c.BytesSent())
+		}
+	}
+	if d := time.Since(start); d > 30*time.Second {
+		t.Fatalf("hung up after %v, want at the byte bound, well before the publish timeout", d)
+	}
+	testutil.Eventually(t, 5*time.Second, "the drop is logged with its reason", func() bool {
+		return env.logs.has("rtmp publish failed", "before the tracks were known", "stream=live/flood")
+	})
+}
+
+// TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements publishes
+// past PublishTimeout and past the 2.5 MB acknowledgement window the
+// publisher asks for (gortmplib's client does, as OBS does): the
+// acknowledgements the server writes while reading must not run into the
+// deadline of the publish phase.
+func TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements(t *testing.T) {
+	t.Parallel()
+	sps, pps, au, size := rtmpBigIDR(t)
+	env := newRTMPTestEnv(t, RTMPConfig{PublishTimeout: 3 * time.Second})
+	c, w, track := rtmpPublishClient(t, env, "live/long", sps, pps)
 	// Drain what the server writes (acknowledgements), as a real client does.
 	go io.Copy(io.Discard, c.NetConn())
 	need := uint64(3 << 20)
