@@ -735,3 +735,50 @@ func TestRTMPPublishOutlastsThePublishTimeoutWithAcknowledgements(t *testing.T) 
 		t.Fatalf("only %d bytes reached the hub", in)
 	}
 }
+
+// TestRTMPLibraryPanicEndsOnlyThatConnection sends an enhanced-RTMP H.265
+// sequence start whose VPS is empty: gortmplib v1.0.1 indexes its first
+// byte and panics. The panic ends that connection; a publisher on another
+// connection, before and after, keeps being served.
+func TestRTMPLibraryPanicEndsOnlyThatConnection(t *testing.T) {
+	t.Parallel()
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30})
+	_, sps, pps, _ := rtmpHEVCParams(t)
+	env := newRTMPTestEnv(t, RTMPConfig{})
+	testutil.FFmpegPublish(t, clip, "flv", env.url("live/steady"))
+	counter := srtCount(t, env.waitStream(t, "live/steady"))
+
+	u, _ := url.Parse(env.url("live/poison"))
+	c := &gortmplib.Client{URL: u, Publish: true}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Initialize(ctx); err != nil {
+		t.Fatalf("RTMP client: %v", err)
+	}
+	defer c.Close()
+	track := &gortmplib.Track{Codec: &rtmpcodecs.H265{VPS: []byte{}, SPS: sps, PPS: pps}}
+	w := &gortmplib.Writer{Conn: c, Tracks: []*gortmplib.Track{track}}
+	w.Initialize() // the server may already be gone
+	testutil.Eventually(t, 10*time.Second, "the panic is logged for that connection", func() bool {
+		return env.logs.has("rtmp connection panic", "stream=live/poison")
+	})
+	c.NetConn().SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.Copy(io.Discard, c.NetConn()); err != nil {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatal("the panicking connection was not closed")
+		}
+	}
+	env.srv.mu.Lock()
+	_, held := env.srv.paths["live/poison"]
+	env.srv.mu.Unlock()
+	if held {
+		t.Fatal("live/poison still held after the panic")
+	}
+
+	before := counter.video.Load()
+	testutil.Eventually(t, 10*time.Second, "the other publisher still flowing", func() bool {
+		return counter.video.Load() >= before+30
+	})
+	testutil.FFmpegPublish(t, clip, "flv", env.url("live/next"))
+	srtWaitKeyframe(t, env.waitStream(t, "live/next"))
+}
