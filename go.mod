@@ -6,8 +6,9 @@ require (
 	github.com/abema/go-mp4 v1.7.1
 	github.com/asticode/go-astiav v0.16.0
 	github.com/bluenviron/gohlslib/v2 v2.4.2
+	github.com/bluenviron/gortmplib v1.0.1
 	github.com/bluenviron/gortsplib/v4 v4.16.2
-	github.com/bluenviron/mediacommon/v2 v2.9.2
+	github.com/bluenviron/mediacommon/v2 v2.9.3
 	github.com/chromedp/cdproto v0.0.0-20250724212937-08a3db8b4327
 	github.com/chromedp/chromedp v0.14.2
 	github.com/datarhei/gosrt v0.11.0
@@ -40,7 +41,7 @@ require (
 	git.sr.ht/~sbinet/gg v0.7.0 // indirect
 	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
 	github.com/asticode/go-astikit v0.42.0 // indirect
-	github.com/asticode/go-astits v1.15.0 // indirect
+	github.com/asticode/go-astits v1.16.0 // indirect
 	github.com/benburkert/openpgp v0.0.0-20160410205803-c2471f86866c // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect

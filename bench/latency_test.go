@@ -54,7 +54,7 @@ func BenchmarkLatencyTestPatternToWHEP(b *testing.B) {
 	cfg.HTTP = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b, "tcp"))
 	cfg.RTSP.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b, "tcp"))
 	cfg.RTSP.UDPRTPAddr, cfg.RTSP.UDPRTCPAddr = node.Off, node.Off
-	cfg.SRT.Addr, cfg.Gossip.Addr = node.Off, node.Off
+	cfg.SRT.Addr, cfg.RTMP.Addr, cfg.Gossip.Addr = node.Off, node.Off, node.Off
 	cfg.WebRTC.ICEUDPAddr = "127.0.0.1:0"
 	n, err := node.New(cfg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {

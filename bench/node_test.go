@@ -43,7 +43,7 @@ func startNodeProc(b *testing.B) *nodeProc {
 	}
 	n.srtUDP = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(b, "udp"))
 	args := []string{"node", "--name", "bench", "--http", n.http, "--rtsp", n.rtsp,
-		"--srt", n.srtUDP, "--ice-udp", "127.0.0.1:0", "--gossip", "off", "--data", b.TempDir(), "--log-level", "warn"}
+		"--srt", n.srtUDP, "--rtmp", "off", "--ice-udp", "127.0.0.1:0", "--gossip", "off", "--data", b.TempDir(), "--log-level", "warn"}
 	// Every simulated viewer comes from 127.0.0.1: lift the per-client
 	// session cap that guards against one client opening hundreds.
 	yml := fmt.Sprintf("webrtc:\n  gso: %v\n  max_sessions_per_client: 100000\n", benchGSO())

@@ -170,7 +170,7 @@ func startVodClusterNode(b *testing.B, bin, name string, cacheSize int64, prefet
 	if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	args := []string{"node", "--name", name, "--http", n.http, "--rtsp", "off", "--srt", "off",
+	args := []string{"node", "--name", name, "--http", n.http, "--rtsp", "off", "--srt", "off", "--rtmp", "off",
 		"--ice-udp", "127.0.0.1:0", "--gossip", n.gossip, "--data", n.data, "--log-level", "warn", "--config", cfg}
 	if join != "" {
 		args = append(args, "--join", join)

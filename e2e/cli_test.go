@@ -27,12 +27,13 @@ func TestNodeCommandLogsEachListenerAndStopsOnSIGTERM(t *testing.T) {
 		"--http", httpAddr,
 		"--rtsp", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 		"--srt", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "udp")),
+		"--rtmp", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 		"--ice-udp", "127.0.0.1:0",
 		"--gossip", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 		"--data", t.TempDir(), "--config", writeYAML(t, fmt.Sprintf("rtsp:\n  udp_rtp_addr: 127.0.0.1:%d\n  udp_rtcp_addr: 127.0.0.1:%d\nhttp: 127.0.0.1:1\n", rtp, rtp+1)))
 	testutil.Eventually(t, 20*time.Second, "node ready", func() bool { return strings.Contains(p.Output(), "node ready") })
 	out := p.Output()
-	for _, want := range []string{"rtsp server listening", "srt listening", "webrtc egress listening", "service=http addr=" + httpAddr, "service=gossip"} {
+	for _, want := range []string{"rtsp server listening", "srt listening", "rtmp listening", "webrtc egress listening", "service=http addr=" + httpAddr, "service=gossip"} {
 		if strings.Count(out, want) != 1 {
 			t.Errorf("want exactly one %q line in:\n%s", want, out)
 		}

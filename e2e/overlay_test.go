@@ -512,6 +512,7 @@ data: %s
 http: "%s"
 rtsp: {addr: "%s", udp_rtp_addr: "off", udp_rtcp_addr: "off"}
 srt: {addr: "off"}
+rtmp: {addr: "off"}
 webrtc: {ice_udp_addr: "127.0.0.1:0"}
 gossip:
   addr: "%s"
@@ -715,6 +716,7 @@ data: %s
 http: "%s:8080"
 rtsp: {addr: "%s:8554", udp_rtp_addr: "off", udp_rtcp_addr: "off"}
 srt: {addr: "off"}
+rtmp: {addr: "off"}
 webrtc: {ice_udp_addr: "%s:8189"}
 gossip:
   addr: "%s:7946"

@@ -36,6 +36,7 @@ func startNodeWith(t testing.TB, edit func(*node.Config)) *testNode {
 	rtp, rtcp := freeRTPPair(t)
 	cfg.RTSP.UDPRTPAddr, cfg.RTSP.UDPRTCPAddr = fmt.Sprintf("127.0.0.1:%d", rtp), fmt.Sprintf("127.0.0.1:%d", rtcp)
 	cfg.SRT.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "udp"))
+	cfg.RTMP.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
 	cfg.WebRTC.ICEUDPAddr = "127.0.0.1:0"
 	cfg.Gossip.Addr = node.Off
 	edit(&cfg)

@@ -59,6 +59,7 @@ data: %s
 http: "%s"
 rtsp: {addr: "%s", udp_rtp_addr: "off", udp_rtcp_addr: "off"}
 srt: {addr: "off"}
+rtmp: {addr: "off"}
 webrtc: {ice_udp_addr: "127.0.0.1:0"}
 gossip:
   addr: "%s"

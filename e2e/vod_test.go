@@ -103,7 +103,7 @@ func TestVoDKill9DuringPackagingLeavesNoHalfTitle(t *testing.T) {
 	data := t.TempDir()
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
 	start := func() *testutil.Process {
-		p := testutil.Start(t, bin, "node", "--name", "vod1", "--http", httpAddr, "--rtsp", "off", "--srt", "off",
+		p := testutil.Start(t, bin, "node", "--name", "vod1", "--http", httpAddr, "--rtsp", "off", "--srt", "off", "--rtmp", "off",
 			"--gossip", "off", "--ice-udp", "127.0.0.1:0", "--data", data)
 		testutil.Eventually(t, 20*time.Second, "the node answers /healthz", func() bool {
 			r, err := http.Get("http://" + httpAddr + "/healthz")

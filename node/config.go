@@ -50,6 +50,9 @@ type Config struct {
 	RTSP ingest.RTSPConfig `yaml:"rtsp"`
 	// SRT is SRT publish; "addr: off" disables SRT.
 	SRT ingest.SRTConfig `yaml:"srt"`
+	// RTMP is RTMP publish (OBS, ffmpeg -f flv), RTMPS with
+	// tls_cert/tls_key; "addr: off" disables RTMP.
+	RTMP ingest.RTMPConfig `yaml:"rtmp"`
 	// WebRTC is WHEP playback; see egress.WebRTCConfig.
 	WebRTC egress.WebRTCConfig `yaml:"webrtc"`
 	// HLS is HLS and LL-HLS playback; see egress.HLSConfig.
@@ -108,6 +111,7 @@ func DefaultConfig() Config {
 		HTTP:     ":8080",
 		RTSP:     ingest.DefaultRTSPConfig(),
 		SRT:      ingest.DefaultSRTConfig(),
+		RTMP:     ingest.DefaultRTMPConfig(),
 		WebRTC:   egress.DefaultWebRTCConfig(),
 		HLS:      egress.DefaultHLSConfig(),
 		Hub:      media.DefaultHubConfig(),
@@ -176,6 +180,11 @@ func (c Config) Validate() error {
 	if c.SRT.Addr != Off {
 		if err := c.SRT.Validate(); err != nil {
 			return fmt.Errorf("srt.%w", err)
+		}
+	}
+	if c.RTMP.Addr != Off {
+		if err := c.RTMP.Validate(); err != nil {
+			return fmt.Errorf("rtmp.%w", err)
 		}
 	}
 	if err := c.Hub.Validate(); err != nil {

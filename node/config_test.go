@@ -135,3 +135,29 @@ func TestRedactedHidesEverySecret(t *testing.T) {
 		t.Error("Redacted changed the config it was called on")
 	}
 }
+
+func TestLoadConfigRTMPSection(t *testing.T) {
+	if d := DefaultConfig().RTMP; d.Addr != ":1935" || d.PublishTimeout != 10*time.Second || d.ReadTimeout != 10*time.Second {
+		t.Fatalf("rtmp defaults = %+v, want :1935, 10 s, 10 s", d)
+	}
+	cfg, err := LoadConfig(writeConfig(t, "rtmp:\n  addr: \"off\"\n"))
+	if err != nil || cfg.RTMP.Addr != Off {
+		t.Fatalf("rtmp off: %+v %v", cfg.RTMP, err)
+	}
+	cfg, err = LoadConfig(writeConfig(t, "rtmp:\n  addr: 127.0.0.1:1936\n  tls_cert: c.pem\n  tls_key: k.pem\n  read_timeout: 3s\n"))
+	if err != nil || cfg.RTMP.Addr != "127.0.0.1:1936" || cfg.RTMP.TLSKey != "k.pem" || cfg.RTMP.ReadTimeout != 3*time.Second ||
+		cfg.RTMP.PublishTimeout != 10*time.Second {
+		t.Fatalf("rtmp section: %+v %v", cfg.RTMP, err)
+	}
+	for body, field := range map[string]string{
+		"rtmp:\n  addr: nonsense\n":       "rtmp.addr",
+		"rtmp:\n  tls_cert: c.pem\n":      "rtmp.tls_cert and tls_key",
+		"rtmp:\n  publish_timeout: -1s\n": "rtmp.publish_timeout",
+		"rtmp:\n  read_timeout: -1s\n":    "rtmp.read_timeout",
+	} {
+		_, err := LoadConfig(writeConfig(t, body))
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("config %q: error %v, want one naming %s", body, err, field)
+		}
+	}
+}

@@ -35,6 +35,7 @@ type Node struct {
 	RTSP       *ingest.RTSPServer
 	RTSPReader *egress.RTSPReader
 	SRT        *ingest.SRTServer
+	RTMP       *ingest.RTMPServer // nil with rtmp.addr off
 	WebRTC     *egress.WebRTC
 	HLS        *egress.HLS
 	Members    *overlay.Membership // nil with gossip off
@@ -147,6 +148,11 @@ func (n *Node) build() (err error) {
 			return err
 		}
 	}
+	if cfg.RTMP.Addr != Off {
+		if n.RTMP, err = ingest.NewRTMPServer(cfg.RTMP, n.Hub, log); err != nil {
+			return err
+		}
+	}
 	wcfg := cfg.WebRTC
 	wcfg.Registerer, wcfg.Handler = n.reg, sessionHooks{n}
 	if n.WebRTC, err = egress.NewWebRTC(wcfg, n.Hub, log); err != nil {
@@ -191,6 +197,12 @@ func (n *Node) listen() error {
 			return err
 		}
 		n.closers = append(n.closers, n.SRT.Close)
+	}
+	if n.RTMP != nil {
+		if err := n.RTMP.Start(); err != nil {
+			return err
+		}
+		n.closers = append(n.closers, n.RTMP.Close)
 	}
 	if err := n.WebRTC.Start(); err != nil {
 		return err

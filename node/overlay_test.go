@@ -47,6 +47,7 @@ func testOverlayConfig(t *testing.T, name, key string, join []string) Config {
 	cfg.RTSP.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
 	cfg.RTSP.UDPRTPAddr, cfg.RTSP.UDPRTCPAddr = Off, Off
 	cfg.SRT.Addr = Off
+	cfg.RTMP.Addr = Off
 	cfg.WebRTC.ICEUDPAddr = "127.0.0.1:0"
 	cfg.Gossip.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
 	cfg.Gossip.Key = key

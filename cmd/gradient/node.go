@@ -15,7 +15,7 @@ import (
 )
 
 func init() {
-	register("node", "run a Gradient node (RTSP/SRT in, WebRTC/HLS/RTSP out)", runNode)
+	register("node", "run a Gradient node (RTSP/SRT/RTMP in, WebRTC/HLS/RTSP out)", runNode)
 }
 
 // runNode implements `gradient node`: the defaults, then the --config file,
@@ -30,6 +30,7 @@ func runNode(ctx context.Context, args []string) error {
 	rtspAddr := fs.String("rtsp", "", "RTSP listen address, or off (default :8554)")
 	rtspUDP := fs.String("rtsp-udp", "", "RTSP UDP transport addresses RTP,RTCP (RTP port even, RTCP the next), or off for TCP only (default :8000,:8001)")
 	srtAddr := fs.String("srt", "", "SRT listen address (UDP), or off (default :8890)")
+	rtmpAddr := fs.String("rtmp", "", "RTMP listen address, or off (default :1935)")
 	iceAddr := fs.String("ice-udp", "", "WebRTC ICE UDP address shared by all sessions (default :8189)")
 	gossipAddr := fs.String("gossip", "", "gossip listen address (TCP+UDP), or off (default 127.0.0.1:7946; beyond loopback needs gossip.key)")
 	join := fs.String("join", "", "comma-separated seed nodes host:port to join")
@@ -65,6 +66,7 @@ func runNode(ctx context.Context, args []string) error {
 		}
 	}
 	override("srt", &cfg.SRT.Addr, *srtAddr)
+	override("rtmp", &cfg.RTMP.Addr, *rtmpAddr)
 	override("ice-udp", &cfg.WebRTC.ICEUDPAddr, *iceAddr)
 	override("gossip", &cfg.Gossip.Addr, *gossipAddr)
 	override("data", &cfg.Data, *data)
