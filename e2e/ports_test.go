@@ -17,7 +17,7 @@ import (
 
 // TestTwoNodesOnOneHostWithAPortFlagEach runs two `gradient node`
 // processes on one host, every listener of each set by flag (--http,
-// --rtsp, --rtsp-udp, --srt, --ice-udp, --gossip): both start, answer
+// --rtsp, --rtsp-udp, --srt, --rtmp, --ice-udp, --gossip): both start, answer
 // /healthz, log their own RTSP UDP ports, and join one cluster where each
 // sees the other's overlay.region.
 func TestTwoNodesOnOneHostWithAPortFlagEach(t *testing.T) {
@@ -41,6 +41,7 @@ func TestTwoNodesOnOneHostWithAPortFlagEach(t *testing.T) {
 			"--rtsp", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 			"--rtsp-udp", fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d", n.rtp, n.rtp+1),
 			"--srt", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "udp")),
+			"--rtmp", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
 			"--ice-udp", fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "udp")),
 			"--gossip", n.gossip}
 		if i > 0 {

@@ -21,6 +21,7 @@ import (
 	"github.com/bluenviron/gortmplib/pkg/message"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
+	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -297,6 +298,24 @@ type rtmpConn struct {
 	startErr     error // why the hub refused the stream, if it did
 }
 
+// authorize asks the Authorize hook whether this publisher may publish
+// path, with the credentials of its stream key's query.
+func (c *rtmpConn) authorize(path string) *rtmpRefusal {
+	if c.s.cfg.Authorize == nil {
+		return nil
+	}
+	q := c.sc.URL.Query()
+	ar := auth.Request{Action: auth.ActionPublish, Path: path, Protocol: "rtmp",
+		User: q.Get("user"), Pass: q.Get("pass"), Token: q.Get("token")}
+	if a, ok := c.nc.RemoteAddr().(*net.TCPAddr); ok {
+		ar.IP = a.AddrPort().Addr().Unmap()
+	}
+	if err := c.s.cfg.Authorize(ar); err != nil {
+		return &rtmpRefusal{"NetStream.Publish.Unauthorized", err.Error()}
+	}
+	return nil
+}
+
 func (c *rtmpConn) run() error {
 	cfg := c.s.cfg
 	// The whole way to the first IDR is bounded by one deadline.
@@ -320,6 +339,9 @@ func (c *rtmpConn) run() error {
 	}
 	c.path = path
 	c.log = c.log.With("stream", path)
+	if rej := c.authorize(path); rej != nil {
+		return c.refuse(rej)
+	}
 	if err := c.s.claim(path); err != nil {
 		return c.refuse(&rtmpRefusal{"NetStream.Publish.BadName", err.Error()})
 	}

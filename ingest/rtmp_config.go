@@ -3,6 +3,7 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"github.com/gradient-cdn/gradient/auth"
 	"time"
 
 	"github.com/gradient-cdn/gradient/internal/defaults"
@@ -34,6 +35,12 @@ type RTMPConfig struct {
 	// ReadTimeout drops a publisher that sends nothing for this long, and
 	// ends its stream. Default 10 s.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
+
+	// Authorize, when set, is asked whether a publisher may publish, with
+	// the credentials of its stream key's query (MediaMTX's form:
+	// "cam1?user=cam&pass=secret", or "?token=…"). A refused publisher
+	// is told why and disconnected. Default nil: everybody publishes.
+	Authorize func(auth.Request) error `yaml:"-"`
 }
 
 // DefaultRTMPConfig returns the defaults of every RTMPConfig field.

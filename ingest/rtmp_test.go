@@ -27,6 +27,7 @@ import (
 	rtmpcodecs "github.com/bluenviron/gortmplib/pkg/codecs"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
+	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/internal/testutil"
 	"github.com/gradient-cdn/gradient/media"
 )
@@ -781,4 +782,38 @@ func TestRTMPLibraryPanicEndsOnlyThatConnection(t *testing.T) {
 	})
 	testutil.FFmpegPublish(t, clip, "flv", env.url("live/next"))
 	srtWaitKeyframe(t, env.waitStream(t, "live/next"))
+}
+
+// TestRTMPPublishIsAuthorizedWithTheStreamKeysCredentials: the Authorize
+// hook gets the user and password of the stream key's query; a publisher
+// without them (or with wrong ones) is refused and told why, the right
+// ones publish.
+func TestRTMPPublishIsAuthorizedWithTheStreamKeysCredentials(t *testing.T) {
+	t.Parallel()
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 30})
+	env := newRTMPTestEnv(t, RTMPConfig{Authorize: func(r auth.Request) error {
+		switch {
+		case r.Action != auth.ActionPublish || r.Protocol != "rtmp" || !r.IP.IsLoopback():
+			return fmt.Errorf("unexpected request %+v", r)
+		case r.User == "":
+			return auth.ErrNoCredentials
+		case r.User != "cam" || r.Pass != "secret":
+			return auth.ErrBadCredentials
+		}
+		return nil
+	}})
+	for _, key := range []string{"cam1", "cam1?user=cam&pass=wrong"} {
+		p := testutil.FFmpegPublish(t, clip, "flv", "rtmp://"+env.addr()+"/live", "-rtmp_app", "live", "-rtmp_playpath", key)
+		if err := p.Wait(t, 15*time.Second); err == nil {
+			t.Fatalf("publisher with key %q was not refused", key)
+		}
+	}
+	if _, ok := env.hub.Lookup("live/cam1"); ok {
+		t.Fatal("a refused publisher's stream is in the hub")
+	}
+	if !env.logs.has("Unauthorized") {
+		t.Errorf("no refusal logged:\n%s", env.logs)
+	}
+	testutil.FFmpegPublish(t, clip, "flv", "rtmp://"+env.addr()+"/live", "-rtmp_app", "live", "-rtmp_playpath", "cam1?user=cam&pass=secret")
+	srtWaitKeyframe(t, env.waitStream(t, "live/cam1"))
 }

@@ -149,7 +149,9 @@ func (n *Node) build() (err error) {
 		}
 	}
 	if cfg.RTMP.Addr != Off {
-		if n.RTMP, err = ingest.NewRTMPServer(cfg.RTMP, n.Hub, log); err != nil {
+		mc := cfg.RTMP
+		mc.Authorize = n.auth.Authorize
+		if n.RTMP, err = ingest.NewRTMPServer(mc, n.Hub, log); err != nil {
 			return err
 		}
 	}
