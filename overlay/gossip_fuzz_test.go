@@ -3,9 +3,12 @@ package overlay
 import (
 	"encoding/json"
 	"log/slog"
+	"net"
 	"sort"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/gradient-cdn/gradient/optimizer"
 )
@@ -177,5 +180,60 @@ func FuzzGossipPlan(f *testing.F) {
 		if err != nil || string(b1) != string(b2) {
 			t.Fatalf("plan not stable:\n%s\n%s (%v)", b1, b2, err)
 		}
+	})
+}
+
+// FuzzPeerPlanning: what peers control — their metadata (price, slots,
+// transcode cost, addresses) and the state they gossip (streams and
+// their ladders, demand, RTTs, transcode use) — goes into the problem the
+// planner of a stream builds. It never panics; the problem it builds
+// either fails validation (then planStream reports the error) or solves
+// into a plan that passes Check.
+func FuzzPeerPlanning(f *testing.F) {
+	meta, _ := json.Marshal(NodeMeta{ID: "a", HTTP: ":8080", RTSP: "0.0.0.0:8554", Price: 0.02, TranscodeSlots: 2, TranscodeCost: 0.1})
+	stream, _ := json.Marshal(StreamInfo{Name: "live/x", Root: "a", Ladder: []optimizer.Level{{Name: "src", Kbps: 3000}, {Name: "360p", Kbps: 800}}})
+	demand, _ := json.Marshal(Demand{Node: "a", Stream: "live/x", Viewers: map[string]int{"phone": 3, "tv": 1}})
+	state, _ := json.Marshal([]*entry{
+		{Kind: kindStream, Key: "live/x", Owner: "a", Version: 5, Data: stream},
+		{Kind: kindDemand, Key: "a|live/x", Owner: "a", Version: 7, Data: demand},
+		{Kind: kindRTT, Key: "a", Owner: "a", Version: 8, Data: json.RawMessage(`{"self":12.5}`)},
+		{Kind: kindLoad, Key: "a", Owner: "a", Version: 9, Data: json.RawMessage(`{"live/y":1}`)},
+	})
+	f.Add(meta, state)
+	f.Add([]byte(`{"price":-1,"slots":-5,"tcost":1e308,"http":"[::]:1"}`), state)
+	f.Add([]byte(`{"price":1e308}`), []byte(`{"k":"rtt","key":"a","o":"a","v":1,"data":{"self":-1e308}}`))
+	f.Add([]byte(`null`), []byte(`{"k":"stream","key":"s","o":"a","v":1,"data":{"name":"s","ladder":[{"name":"","kbps":-1},{"name":"","kbps":0}]}}`))
+	f.Add([]byte(`{}`), []byte(`{"k":"demand","key":"a|s","o":"a","v":1,"data":{"stream":"s","viewers":{"x":-9223372036854775808}}}`))
+	f.Fuzz(func(t *testing.T, meta, gossip []byte) {
+		m := fuzzMembership(t)
+		self, _ := json.Marshal(m.meta)
+		ed := &eventDelegate{m}
+		ed.NotifyJoin(&memberlist.Node{Name: "self", Addr: net.IPv4(127, 0, 0, 1), Port: 7946, Meta: self})
+		ed.NotifyJoin(&memberlist.Node{Name: "a", Addr: net.IPv4(127, 0, 0, 2), Port: 7946, Meta: meta})
+		m.merge(gossip)
+		m.Members()
+		p, err := NewPlanner(PlannerConfig{DeviceClasses: map[string]map[string]float64{
+			"phone": {"src": 1, "360p": 2}, "tv": {"src": 5, "360p": 1}}}, m, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range m.Streams() {
+			prob, groups := p.Problem(s)
+			if len(prob.Demands) != len(groups) {
+				t.Fatalf("%d demands, %d groups", len(prob.Demands), len(groups))
+			}
+			if prob.Validate() != nil || len(prob.Levels) > 8 || len(prob.Demands) > 50 {
+				continue
+			}
+			sol, err := optimizer.Solve("primal-dual", prob)
+			if err != nil {
+				t.Fatalf("valid problem from peer state, Solve: %v", err)
+			}
+			if err := prob.Check(sol); err != nil {
+				t.Fatalf("infeasible plan from peer state: %v", err)
+			}
+		}
+		ed.NotifyLeave(&memberlist.Node{Name: "a", Addr: net.IPv4(127, 0, 0, 2), Port: 7946, Meta: meta})
+		m.Members()
 	})
 }
