@@ -1,10 +1,13 @@
 package vod
 
 import (
+	"context"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -159,6 +162,58 @@ func FuzzFTSQuery(f *testing.F) {
 		var n int
 		if err := db.QueryRow(`SELECT count(*) FROM fts WHERE fts MATCH ?`, q).Scan(&n); err != nil {
 			t.Fatalf("FTS5 refuses ftsQuery(%q) = %q: %v", s, q, err)
+		}
+	})
+}
+
+// FuzzMergeRemoteTitle: a title entry as a peer gossips it (JSON, id and
+// origin from the gossip entry) is merged into a started service, as
+// node.mergeVoD does. It never panics; a second merge of the same entry
+// gives the same outcome; a merged title reads back with the entry's id
+// and origin, and the catalog can still be listed and searched.
+func FuzzMergeRemoteTitle(f *testing.F) {
+	d := sha256.Sum256([]byte("m"))
+	f.Add("t1", "peer", []byte(`{"id":"t1","origin":"peer","title":"Big Buck Bunny","description":"A rabbit.","state":"processing","progress":40,"created":"2024-01-01T00:00:00Z","duration":60000000000,"bytes":1000,"views":3}`))
+	f.Add("t2", "peer", []byte(`{"title":"x","state":"ready","manifest_digest":"`+hex.EncodeToString(d[:])+`","poster":"zz"}`))
+	f.Add("t3", "peer", []byte(`{"title":"x","state":"failed","error":"`+strings.Repeat("e", 500)+`","renditions":[{}]}`))
+	f.Add("../t4", "p\x00eer", []byte(`{"title":"\u0000","state":"bogus","progress":-1,"duration":-9223372036854775808,"created":"0001-01-01T00:00:00Z"}`))
+	f.Add("", "peer", []byte(`{}`))
+	f.Add("t5", "", []byte(`null`))
+	dir := f.TempDir()
+	s, err := NewService(DefaultConfig(), dir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		f.Fatal(err)
+	}
+	s.SetNodeName("self")
+	s.FetchManifest = func(ctx context.Context, d Digest, origin string) ([]byte, error) {
+		return nil, errors.New("no manifest in the fuzz test")
+	}
+	if err := s.Start(); err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { s.Close() })
+	f.Fuzz(func(t *testing.T, id, origin string, data []byte) {
+		var e TitleEntry
+		if json.Unmarshal(data, &e) != nil {
+			return
+		}
+		e.ID, e.Origin = id, origin
+		err1 := s.MergeRemoteTitle(e)
+		err2 := s.MergeRemoteTitle(e)
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("merging twice: %v, then %v", err1, err2)
+		}
+		if err1 == nil && id != "" && origin != "" && origin != "self" {
+			got, err := s.Get(id)
+			if err == nil && (got.ID != id || got.Origin != origin) {
+				t.Fatalf("merged %q of %q, read back %q of %q", id, origin, got.ID, got.Origin)
+			}
+		}
+		if _, err := s.List(""); err != nil {
+			t.Fatalf("List after a merge: %v", err)
+		}
+		if _, err := s.List(e.Title); err != nil {
+			t.Fatalf("search for %q after a merge: %v", e.Title, err)
 		}
 	})
 }
