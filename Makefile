@@ -27,7 +27,7 @@ vet: setup
 test: setup
 	$(GO) vet ./...
 	$(GO) test -race -timeout 60m ./...
-	@GO=$(GO) FUZZTIME=$(TEST_FUZZTIME) bash scripts/fuzz.sh
+	@GO=$(GO) FUZZTIME=$(TEST_FUZZTIME) FUZZJOBS=3 FUZZPARALLEL=1 bash scripts/fuzz.sh
 
 fuzz: setup
 	@GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh

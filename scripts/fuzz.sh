@@ -5,7 +5,7 @@
 # one. Arguments, if any, are regular expressions: only the targets whose
 # "package:FuzzX" matches one of them run.
 #
-#   FUZZTIME=1s  bash scripts/fuzz.sh            # what `make test` does
+#   FUZZTIME=1s FUZZJOBS=3 FUZZPARALLEL=1 bash scripts/fuzz.sh   # `make test`
 #   FUZZTIME=10m bash scripts/fuzz.sh            # `make fuzz FUZZTIME=10m`
 #   FUZZTIME=1m  bash scripts/fuzz.sh Gossip ^./vod:
 #
@@ -28,32 +28,58 @@ while IFS=: read -r file line; do
   targets+=("./$(dirname "$file"):$name")
 done < <(grep -rE --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(f \*testing\.F\)' . | sed 's|^\./||' | sort)
 
-failed=()
-ran=0
-start=$SECONDS
+# FUZZJOBS targets run at once, each with FUZZPARALLEL workers (go test's
+# -parallel; default GOMAXPROCS). For short runs most of a target's time
+# is start-up (build cache, worker processes, the cached corpus), so
+# `make test` runs several at once with one worker each.
+FUZZJOBS=${FUZZJOBS:-1}
+FUZZPARALLEL=${FUZZPARALLEL:-}
+
+selected=()
 for t in "${targets[@]}"; do
   if (($#)); then
     match=0
     for re in "$@"; do [[ $t =~ $re ]] && match=1; done
     ((match)) || continue
   fi
-  pkg=${t%%:*} name=${t##*:}
-  t0=$SECONDS
-  if out=$($GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$MINTIME" "$pkg" 2>&1); then
-    echo "fuzz: ok   $t ($((SECONDS - t0))s)"
-  else
-    echo "fuzz: FAIL $t ($((SECONDS - t0))s)"
-    echo "$out" | grep -v '^fuzz: elapsed' | sed 's/^/    /'
-    failed+=("$t")
-  fi
-  ran=$((ran + 1))
+  selected+=("$t")
 done
-echo "fuzz: $ran targets, ${FUZZTIME} each, $((SECONDS - start))s"
-if ((${#failed[@]})); then
-  echo "fuzz: failed: ${failed[*]}"
+if ((${#selected[@]} == 0)); then
+  echo "fuzz: no target matched $*"
   exit 1
 fi
-if ((ran == 0)); then
-  echo "fuzz: no target matched $*"
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+start=$SECONDS
+
+run_one() { # index target
+  local i=$1 t=$2 pkg=${2%%:*} name=${2##*:} t0=$SECONDS rc=0
+  $GO test -run '^$' -fuzz "^${name}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$MINTIME" \
+    ${FUZZPARALLEL:+-parallel "$FUZZPARALLEL"} "$pkg" >"$tmp/$i.out" 2>&1 || rc=$?
+  echo "$rc $((SECONDS - t0))" >"$tmp/$i.rc"
+}
+
+for i in "${!selected[@]}"; do
+  while (($(jobs -rp | wc -l) >= FUZZJOBS)); do wait -n || true; done
+  run_one "$i" "${selected[$i]}" &
+done
+wait
+
+failed=()
+for i in "${!selected[@]}"; do
+  t=${selected[$i]}
+  read -r rc secs <"$tmp/$i.rc"
+  if ((rc == 0)); then
+    echo "fuzz: ok   $t (${secs}s)"
+  else
+    echo "fuzz: FAIL $t (${secs}s)"
+    grep -v '^fuzz: elapsed' "$tmp/$i.out" | sed 's/^/    /'
+    failed+=("$t")
+  fi
+done
+echo "fuzz: ${#selected[@]} targets, ${FUZZTIME} each, ${FUZZJOBS} at a time, $((SECONDS - start))s"
+if ((${#failed[@]})); then
+  echo "fuzz: failed: ${failed[*]}"
   exit 1
 fi
