@@ -18,8 +18,9 @@ import (
 )
 
 // FuzzParseDigest: an accepted digest is 64 hex digits and its String is
-// the input in lower case; a refusal is bounded (it quotes at most the 64
-// characters it checked).
+// the input in lower case; a refusal is bounded whatever the input's
+// length: it quotes the input only when it has the 64 bytes of a digest,
+// which %q writes in at most 4*64 bytes.
 func FuzzParseDigest(f *testing.F) {
 	d := sha256.Sum256([]byte("x"))
 	f.Add(hex.EncodeToString(d[:]))
@@ -27,10 +28,11 @@ func FuzzParseDigest(f *testing.F) {
 	f.Add(strings.Repeat("g", 64))
 	f.Add("")
 	f.Add(strings.Repeat("\xff", 64))
+	f.Add(strings.Repeat("\xff", 1000))
 	f.Fuzz(func(t *testing.T, s string) {
 		d, err := ParseDigest(s)
 		if err != nil {
-			if len(err.Error()) > 400 {
+			if len(err.Error()) > 4*64+200 {
 				t.Fatalf("refusal of %d bytes", len(err.Error()))
 			}
 			return
@@ -168,8 +170,8 @@ func FuzzFTSQuery(f *testing.F) {
 
 // FuzzMergeRemoteTitle: a title entry as a peer gossips it (JSON, id and
 // origin from the gossip entry) is merged into a started service, as
-// node.mergeVoD does. It never panics; a second merge of the same entry
-// gives the same outcome; a merged title reads back with the entry's id
+// node.mergeVoD does. It never panics; a second merge of an entry merged
+// without error succeeds too; a merged title reads back with the entry's id
 // and origin, and the catalog can still be listed and searched.
 func FuzzMergeRemoteTitle(f *testing.F) {
 	d := sha256.Sum256([]byte("m"))
@@ -200,8 +202,10 @@ func FuzzMergeRemoteTitle(f *testing.F) {
 		e.ID, e.Origin = id, origin
 		err1 := s.MergeRemoteTitle(e)
 		err2 := s.MergeRemoteTitle(e)
-		if (err1 == nil) != (err2 == nil) {
-			t.Fatalf("merging twice: %v, then %v", err1, err2)
+		// A failed merge (no verified manifest) is retried only after
+		// manifestRetry: the second merge is then skipped, without error.
+		if err1 == nil && err2 != nil {
+			t.Fatalf("merging twice: ok, then %v", err2)
 		}
 		if err1 == nil && id != "" && origin != "" && origin != "self" {
 			got, err := s.Get(id)
