@@ -1,12 +1,16 @@
 # Gradient — live-streaming overlay CDN.
 #   make run    install what is missing, build, start a node with a test pattern
-#   make test   install what is missing, run the whole suite with -race
+#   make test   install what is missing, run the whole suite with -race,
+#               then every fuzz target for TEST_FUZZTIME (1s) each
+#   make fuzz   every fuzz target for FUZZTIME each (make fuzz FUZZTIME=10m)
 #   make bench  print the benchmark figures beside their anchors
 
 GO ?= go
 BIN := bin/gradient
+FUZZTIME ?= 1m
+TEST_FUZZTIME ?= 1s
 
-.PHONY: setup build run test bench vet clean
+.PHONY: setup build run test fuzz bench vet clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +27,10 @@ vet: setup
 test: setup
 	$(GO) vet ./...
 	$(GO) test -race -timeout 60m ./...
+	@GO=$(GO) FUZZTIME=$(TEST_FUZZTIME) FUZZJOBS=3 FUZZPARALLEL=1 bash scripts/fuzz.sh
+
+fuzz: setup
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) bash scripts/fuzz.sh
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./bench/... ./media/... ./optimizer/...

@@ -114,36 +114,29 @@ func (w *WebRTC) serveOffer(rw http.ResponseWriter, r *http.Request, path string
 	_, _ = io.WriteString(rw, answer)
 }
 
-// acceptOffer validates the offer, negotiates a PeerConnection and joins
-// it to its stream's feed.
-func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path string) (string, *whepSession, error) {
-	w.mu.Lock()
-	api, closed := w.api, w.closed
-	w.mu.Unlock()
-	if api == nil || closed {
-		return "", nil, &offerError{status: http.StatusServiceUnavailable, reason: "webrtc egress not running"}
+// checkOfferType refuses a Content-Type other than application/sdp (an
+// absent one is accepted).
+func checkOfferType(ct string) *offerError {
+	if ct == "" {
+		return nil
 	}
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/sdp" {
-			return "", nil, &offerError{status: http.StatusUnsupportedMediaType, reason: fmt.Sprintf("content type %q is not application/sdp", ct)}
-		}
+	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/sdp" {
+		return &offerError{status: http.StatusUnsupportedMediaType, reason: fmt.Sprintf("content type %q is not application/sdp", ct)}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, MaxOfferSize))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return "", nil, &offerError{status: http.StatusRequestEntityTooLarge, reason: fmt.Sprintf("offer larger than %d bytes", MaxOfferSize)}
-		}
-		return "", nil, &offerError{status: http.StatusBadRequest, reason: "read offer", err: err}
-	}
+	return nil
+}
+
+// checkOffer parses an offer body (already bounded by MaxOfferSize) and
+// says which media sections it has; an offer without a video section, or
+// one that is not SDP, is refused with a 400.
+func checkOffer(body []byte) (hasVideo, hasAudio bool, oe *offerError) {
 	if len(strings.TrimSpace(string(body))) == 0 {
-		return "", nil, &offerError{status: http.StatusBadRequest, reason: "empty offer: POST an SDP offer"}
+		return false, false, &offerError{status: http.StatusBadRequest, reason: "empty offer: POST an SDP offer"}
 	}
 	var parsed sdp.SessionDescription
 	if err := parsed.UnmarshalString(string(body)); err != nil {
-		return "", nil, &offerError{status: http.StatusBadRequest, reason: "malformed SDP offer", err: err}
+		return false, false, &offerError{status: http.StatusBadRequest, reason: "malformed SDP offer", err: err}
 	}
-	hasVideo, hasAudio := false, false
 	for _, m := range parsed.MediaDescriptions {
 		switch m.MediaName.Media {
 		case "video":
@@ -153,7 +146,34 @@ func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path strin
 		}
 	}
 	if !hasVideo {
-		return "", nil, &offerError{status: http.StatusBadRequest, reason: "offer has no video media section"}
+		return false, false, &offerError{status: http.StatusBadRequest, reason: "offer has no video media section"}
+	}
+	return hasVideo, hasAudio, nil
+}
+
+// acceptOffer validates the offer, negotiates a PeerConnection and joins
+// it to its stream's feed.
+func (w *WebRTC) acceptOffer(rw http.ResponseWriter, r *http.Request, path string) (string, *whepSession, error) {
+	w.mu.Lock()
+	api, closed := w.api, w.closed
+	w.mu.Unlock()
+	if api == nil || closed {
+		return "", nil, &offerError{status: http.StatusServiceUnavailable, reason: "webrtc egress not running"}
+	}
+	if oe := checkOfferType(r.Header.Get("Content-Type")); oe != nil {
+		return "", nil, oe
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, MaxOfferSize))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return "", nil, &offerError{status: http.StatusRequestEntityTooLarge, reason: fmt.Sprintf("offer larger than %d bytes", MaxOfferSize)}
+		}
+		return "", nil, &offerError{status: http.StatusBadRequest, reason: "read offer", err: err}
+	}
+	_, hasAudio, oe := checkOffer(body)
+	if oe != nil {
+		return "", nil, oe
 	}
 
 	// One client may not hold more than MaxSessionsPerClient sessions:

@@ -135,7 +135,7 @@ func sameTree(a, b *Plan) bool {
 		}
 		s += "|"
 		for _, v := range p.Plan.Served {
-			if v.Demand < len(p.Groups) {
+			if v.Demand >= 0 && v.Demand < len(p.Groups) {
 				g := p.Groups[v.Demand]
 				s += g.Node + "/" + g.Class + "=" + v.Level + ";"
 			}

@@ -25,7 +25,9 @@ func (d Digest) ReprDigest() string {
 func ParseDigest(s string) (Digest, error) {
 	var d Digest
 	if len(s) != 2*sha256.Size {
-		return d, fmt.Errorf("digest %q: want %d hex characters", s, 2*sha256.Size)
+		// Not quoted: the text comes from URLs and peers, and a hostile
+		// one must not become a megabyte of log line.
+		return d, fmt.Errorf("digest of %d bytes: want %d hex characters", len(s), 2*sha256.Size)
 	}
 	if _, err := hex.Decode(d[:], []byte(s)); err != nil {
 		return d, fmt.Errorf("digest %q: %w", s, err)
