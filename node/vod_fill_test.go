@@ -33,7 +33,11 @@ func TestFillPrefillsTheTitleViewedElsewhereAndNotTheUnviewedOne(t *testing.T) {
 	n0 := testOverlayNodeWith(t, "n0", key, nil, edit)
 	seed := []string{n0.Config().Gossip.Addr}
 	n1 := testOverlayNodeWith(t, "n1", key, seed, edit)
-	n2 := testOverlayNodeWith(t, "n2", key, seed, edit)
+	// n2, where the viewers are, would fill the title too, through its
+	// owners (n1 among them, which would then hold the chunks before its
+	// own fill ran): its fill is off, so n1's cache holds what n1's fill
+	// fetched.
+	n2 := testOverlayNodeWith(t, "n2", key, seed, func(c *Config) { edit(c); c.VoD.FillMbps = -1 })
 	nodes := []*Node{n0, n1, n2}
 	testutil.Eventually(t, 10*time.Second, "3 nodes alive everywhere", func() bool {
 		for _, n := range nodes {
