@@ -718,6 +718,11 @@ rtsp: {addr: "%s:8554", udp_rtp_addr: "off", udp_rtcp_addr: "off"}
 srt: {addr: "off"}
 rtmp: {addr: "off"}
 webrtc: {ice_udp_addr: "%s:8189"}
+auth:              # a lab network of its own: its hosts publish and read the API
+  internal_users:
+    - user: any
+      ips: ["10.0.0.0/8"]
+      permissions: [{action: publish}, {action: read}, {action: api}, {action: metrics}]
 gossip:
   addr: "%s:7946"
   key: "%s"
