@@ -21,16 +21,16 @@ import (
 )
 
 // WeedVersion is the SeaweedFS module version whose `weed` binary the S3
-// tests run. scripts/setup.sh reads it from here (one place to bump): it
+// tests run. scripts/setup-test.sh reads it from here (one place to bump): it
 // is the only version the Go module proxy resolves for the module, whose
 // go.mod has replace directives, so `go install …@version` refuses it and
-// setup.sh builds it from the module cache instead.
+// setup-test.sh builds it from the module cache instead.
 const WeedVersion = "v0.0.0-20261109003541-7506e5f91cd6"
 
 // S3Bucket is the bucket StartS3 creates.
 const S3Bucket = "gradient-test"
 
-// WeedBinary is where scripts/setup.sh installs weed:
+// WeedBinary is where scripts/setup-test.sh installs weed:
 // $GRADIENT_WEED when set, else $(go env GOPATH)/bin/weed-<WeedVersion>.
 func WeedBinary() string {
 	if p := os.Getenv("GRADIENT_WEED"); p != "" {
@@ -59,12 +59,12 @@ func WeedBinary() string {
 // its log is printed when the test failed.
 //
 // A missing binary fails the test (it is not skipped): run
-// scripts/setup.sh (make setup), which builds it.
+// scripts/setup-test.sh (make test runs it), which builds it.
 func StartS3(t testing.TB) (endpoint, accessKey, secretKey, bucket string) {
 	t.Helper()
 	bin := WeedBinary()
 	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("SeaweedFS weed %s not found at %s: run scripts/setup.sh (make setup), which builds it (or set GRADIENT_WEED): %v",
+		t.Fatalf("SeaweedFS weed %s not found at %s: run scripts/setup-test.sh (make test runs it), which builds it (or set GRADIENT_WEED): %v",
 			WeedVersion, bin, err)
 	}
 	dir := t.TempDir()
