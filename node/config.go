@@ -73,6 +73,16 @@ type Config struct {
 	// for every protocol; see auth.Config. Default: anybody reads,
 	// publishing, API writes and /metrics are for loopback clients.
 	Auth auth.Config `yaml:"auth"`
+	// Dashboard tunes the dashboard page.
+	Dashboard DashboardConfig `yaml:"dashboard"`
+}
+
+// DashboardConfig tunes the dashboard page.
+type DashboardConfig struct {
+	// DemoURL is the control endpoint of a `gradient demo` that started
+	// this node (http://127.0.0.1:PORT, which serves POST /kill?node=NAME).
+	// Empty (the default): not part of a demo.
+	DemoURL string `yaml:"demo_url"`
 }
 
 // GossipConfig configures cluster membership.

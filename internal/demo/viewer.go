@@ -1,0 +1,319 @@
+package demo
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
+	"github.com/pion/logging"
+	"github.com/pion/webrtc/v4"
+)
+
+// viewer is one synthetic viewer: a device class, a home node it enters
+// the cluster at through /watch, and a player (WHEP or HLS).
+type viewer struct {
+	d     *demo
+	id    int
+	class string
+	home  int
+	hls   bool
+	http  *http.Client
+	bytes atomic.Uint64
+}
+
+// Device classes: phones at the last node, TVs at the middle one, laptops
+// spread over every node; every fourth viewer plays HLS, the others WHEP.
+func (d *demo) newViewer(i int) *viewer {
+	n := d.cfg.Nodes
+	v := &viewer{d: d, id: i, hls: i%4 == 3,
+		http: &http.Client{Timeout: 20 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+	switch i % 3 {
+	case 0:
+		v.class, v.home = "phone", n-1
+	case 1:
+		v.class, v.home = "tv", n/2
+	default:
+		v.class, v.home = "laptop", (i/3)%n
+	}
+	return v
+}
+
+var errNodeDown = errors.New("node unreachable")
+
+// run watches until ctx ends, starting again after any failure; a viewer
+// whose node does not answer goes to the next one (as a person would try
+// another link after a node died).
+func (v *viewer) run(ctx context.Context) {
+	node := v.home
+	for ctx.Err() == nil {
+		err := v.watch(ctx, node)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errNodeDown) {
+			node = (node + 1) % v.d.cfg.Nodes
+		}
+		v.d.log.Debug("viewer stopped, starting again", "viewer", v.id, "class", v.class, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// watch enters at node through /watch/<stream>?device=CLASS, follows its
+// redirects to the player page it names, and plays that path.
+func (v *viewer) watch(ctx context.Context, node int) error {
+	u, err := url.Parse(fmt.Sprintf("http://%s/watch/%s?device=%s", v.d.httpAddr(node), Stream, v.class))
+	if err != nil {
+		return err
+	}
+	for hops := 0; ; hops++ {
+		if hops > 4 {
+			return fmt.Errorf("too many redirects from %s", u)
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+		resp, err := v.http.Do(req)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) || strings.Contains(err.Error(), "connection refused") {
+				return fmt.Errorf("%w: %v", errNodeDown, err)
+			}
+			return err
+		}
+		io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<16))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound {
+			return fmt.Errorf("GET %s: HTTP %d", u, resp.StatusCode)
+		}
+		next, err := u.Parse(resp.Header.Get("Location"))
+		if err != nil {
+			return err
+		}
+		u = next
+		if !strings.HasPrefix(u.Path, "/watch/") {
+			break
+		}
+	}
+	// u is the player page, /<path>/?device=CLASS.
+	page := strings.TrimSuffix(u.Path, "/") + "/"
+	if v.hls {
+		token := make([]byte, 8)
+		rand.Read(token)
+		q := url.Values{"device": {v.class}, "viewer": {hex.EncodeToString(token)}}
+		return v.playHLS(ctx, u.Scheme+"://"+u.Host+page+"index.m3u8?"+q.Encode())
+	}
+	return v.playWHEP(ctx, u.Scheme+"://"+u.Host+page+"whep?"+url.Values{"device": {v.class}}.Encode())
+}
+
+// playHLS fetches the playlists and the newest segment once a second,
+// as a player does, until ctx ends or the node stops answering.
+func (v *viewer) playHLS(ctx context.Context, playlist string) error {
+	fails := 0
+	for ctx.Err() == nil {
+		if err := v.hlsRound(ctx, playlist); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if fails++; fails >= 3 {
+				return err
+			}
+		} else {
+			fails = 0
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+func (v *viewer) hlsRound(ctx context.Context, playlist string) error {
+	u, _ := url.Parse(playlist)
+	for depth := 0; depth < 2; depth++ {
+		body, err := v.get(ctx, u.String())
+		if err != nil {
+			return err
+		}
+		var uris []string
+		variant := false
+		sc := bufio.NewScanner(strings.NewReader(string(body)))
+		for sc.Scan() {
+			line := strings.TrimSpace(sc.Text())
+			switch {
+			case strings.HasPrefix(line, "#EXT-X-STREAM-INF"):
+				variant = true
+			case line != "" && !strings.HasPrefix(line, "#"):
+				uris = append(uris, line)
+			}
+		}
+		if len(uris) == 0 {
+			return nil // no segment yet
+		}
+		if variant {
+			if u, err = u.Parse(uris[0]); err != nil {
+				return err
+			}
+			continue
+		}
+		seg, err := u.Parse(uris[len(uris)-1])
+		if err != nil {
+			return err
+		}
+		_, err = v.get(ctx, seg.String())
+		return err
+	}
+	return nil
+}
+
+func (v *viewer) get(ctx context.Context, u string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	req.Header.Set("User-Agent", fmt.Sprintf("gradient-demo-viewer/%d", v.id))
+	resp, err := v.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 32<<20))
+	v.bytes.Add(uint64(len(b)))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("GET %s: HTTP %d", u, resp.StatusCode)
+	}
+	return b, nil
+}
+
+// playWHEP opens a receive-only WebRTC session (H.264 and Opus) at the
+// WHEP endpoint, reads its media until the session fails or ctx ends, then
+// DELETEs it.
+func (v *viewer) playWHEP(ctx context.Context, endpoint string) error {
+	api, err := whepAPI()
+	if err != nil {
+		return err
+	}
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return err
+	}
+	defer pc.Close()
+	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
+		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+			return err
+		}
+	}
+	ended := make(chan struct{})
+	var once atomic.Bool
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed {
+			if once.CompareAndSwap(false, true) {
+				close(ended)
+			}
+		}
+	})
+	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		buf := make([]byte, 1500)
+		for {
+			n, _, err := tr.Read(buf)
+			if err != nil {
+				return
+			}
+			v.bytes.Add(uint64(n))
+		}
+	})
+	gathered := webrtc.GatheringCompletePromise(pc)
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return err
+	}
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return err
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return nil
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(pc.LocalDescription().SDP))
+	req.Header.Set("Content-Type", "application/sdp")
+	resp, err := v.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errNodeDown, err)
+	}
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("WHEP %s: HTTP %d: %s", endpoint, resp.StatusCode, strings.TrimSpace(string(answer)))
+	}
+	resource, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		return err
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)}); err != nil {
+		v.delete(resource.String())
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		v.delete(resource.String())
+		return nil
+	case <-ended:
+		v.delete(resource.String())
+		return errors.New("WebRTC session ended")
+	}
+}
+
+func (v *viewer) delete(resource string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, resource, nil)
+	if resp, err := v.http.Do(req); err == nil {
+		resp.Body.Close()
+	}
+}
+
+// whepAPI is a browser-like receiver on loopback: UDP over IPv4 loopback
+// candidates only, quick to notice a node that died.
+func whepAPI() (*webrtc.API, error) {
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterDefaultCodecs(); err != nil {
+		return nil, err
+	}
+	ir := &interceptor.Registry{}
+	rr, err := report.NewReceiverInterceptor()
+	if err != nil {
+		return nil, err
+	}
+	ir.Add(rr)
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelDisabled
+	se := webrtc.SettingEngine{LoggerFactory: lf}
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	se.SetICETimeouts(3*time.Second, 6*time.Second, time.Second)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
