@@ -263,6 +263,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	d := &demo{cfg: cfg, tmp: tmp, log: cfg.Log.With("component", "demo")}
+	fmt.Fprintf(cfg.Out, "logs and data in %s (removed at exit)\n", tmp)
 	defer func() {
 		if err := os.RemoveAll(tmp); err != nil {
 			d.log.Warn("removing the temporary folder", "dir", tmp, "err", err)
