@@ -1,5 +1,7 @@
 # Gradient — live-streaming overlay CDN.
-#   make run    install what is missing, build, start a node with a test pattern
+#   make run    install what is missing, build, run the demo: 5 nodes on this host,
+#               a test pattern, synthetic viewers (bin/gradient demo; Ctrl-C stops)
+#   make run-node  one node with a test pattern (scripts/run.sh)
 #   make test   install what is missing, run the whole suite with -race,
 #               then every fuzz target for TEST_FUZZTIME (1s) each
 #   make fuzz   every fuzz target for FUZZTIME each (make fuzz FUZZTIME=10m)
@@ -9,8 +11,9 @@ GO ?= go
 BIN := bin/gradient
 FUZZTIME ?= 1m
 TEST_FUZZTIME ?= 1s
+DEMO_FLAGS ?=
 
-.PHONY: setup build run test fuzz bench vet clean
+.PHONY: setup build run run-node test fuzz bench vet clean
 
 setup:
 	@bash scripts/setup.sh
@@ -19,6 +22,9 @@ build: setup
 	$(GO) build -o $(BIN) ./cmd/gradient
 
 run: build
+	@$(BIN) demo $(DEMO_FLAGS)
+
+run-node: build
 	@bash scripts/run.sh $(BIN)
 
 vet: setup
