@@ -290,7 +290,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// demo-0 first: the others join its gossip port, and a node that finds
 	// no seed at start stays alone.
-	for i := 0; i < cfg.Nodes; i++ {
+	for i := 0; i < cfg.Nodes && ctx.Err() == nil; i++ {
 		ch, err := d.startNode(i)
 		if err != nil {
 			return err
