@@ -113,7 +113,7 @@ func httpAction(r *http.Request) string {
 	case strings.HasPrefix(p, "/api/") && !read:
 		return auth.ActionAPI
 	case p == "/api/v1/streams", strings.HasPrefix(p, "/api/v1/streams/"), p == "/api/v1/cluster",
-		p == "/", strings.HasPrefix(p, "/debug/"):
+		p == "/api/v1/events", p == "/", strings.HasPrefix(p, "/debug/"):
 		return auth.ActionAPI
 	}
 	return ""
