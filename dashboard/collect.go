@@ -100,10 +100,12 @@ type PlanCosts struct {
 // PlanEvent is the "plan" event of one stream. Removed is set (and the
 // rest empty) when the stream's plan is gone.
 type PlanEvent struct {
-	Stream     string                       `json:"stream"`
-	Removed    bool                         `json:"removed,omitempty"`
-	Root       string                       `json:"root,omitempty"`
-	Version    uint64                       `json:"version,omitempty"`
+	Stream  string `json:"stream"`
+	Removed bool   `json:"removed,omitempty"`
+	Root    string `json:"root,omitempty"`
+	// Version is a string in JSON: plan versions pass 2^53, beyond
+	// what a JavaScript number holds exactly.
+	Version    uint64                       `json:"version,omitempty,string"`
 	Made       time.Time                    `json:"made,omitzero"`
 	Algorithm  string                       `json:"algorithm,omitempty"`
 	Levels     []optimizer.Level            `json:"levels,omitempty"`

@@ -46,10 +46,9 @@
     cy = window.cytoscape({
       container: $("graph"),
       elements: [],
-      wheelSensitivity: 0.3,
       style: [
         { selector: "node", style: {
-          "label": "data(label)", "text-wrap": "wrap", "text-valign": "bottom", "text-margin-y": 6,
+          "label": "data(label)", "text-wrap": "wrap", "text-valign": "center", "text-halign": "right", "text-margin-x": 8,
           "color": "#d8dee4", "font-size": 10, "background-color": "data(color)", "width": 34, "height": 34,
           "border-width": 2, "border-color": "#0b0e11", "text-background-color": "#101418", "text-background-opacity": 0.7,
           "text-background-padding": 2 } },
@@ -139,7 +138,7 @@
       S.layoutKey = key;
       if (plan && !cy.getElementById("n:" + plan.root).empty()) {
         cy.elements("node, edge.arc").layout({ name: "breadthfirst", directed: true, roots: cy.getElementById("n:" + plan.root),
-          spacingFactor: 1.1, padding: 30, animate: false }).run();
+          spacingFactor: 1.4, padding: 30, animate: false }).run();
       } else {
         cy.nodes().layout({ name: "circle", padding: 40, animate: false }).run();
       }
@@ -208,11 +207,11 @@
       const l = S.load[m.name];
       let h = `<div class="node" data-node="${esc(m.name)}"><h3>${esc(m.name)}<span class="state ${esc(m.state)}">${esc(m.state)}</span>` +
         `<span class="muted">${esc(m.region || "no region")} · $${m.price} · slots ${m.slots_used}/${m.slots}` +
-        (l && !l.error ? ` · cpu ${Math.round(l.cpu * 100)}% · load ${l.loadavg.toFixed(2)}` : "") + `</span>`;
+        (l && !l.error && m.state !== "dead" && m.state !== "left" ? ` · cpu ${Math.round(l.cpu * 100)}% · load ${l.loadavg.toFixed(2)}` : "") + `</span>`;
       if (S.demoURL && (m.state === "alive" || m.state === "suspect"))
         h += `<button class="kill" data-kill="${esc(m.name)}">kill</button>`;
       h += "</h3>";
-      if (l && l.error) h += `<div class="muted">load: ${esc(l.error)}</div>`;
+      if (l && l.error && (m.state === "alive" || m.state === "suspect")) h += `<div class="muted">load: ${esc(l.error)}</div>`;
       if (l && l.streams && l.streams.length) {
         h += "<table><tr><th>stream</th><th>in kbps</th><th>out kbps (est)</th><th>readers</th><th></th></tr>";
         for (const s of l.streams) {
