@@ -96,6 +96,7 @@ func TestDashboardEventsSnapshotThenPlanPushedByGossip(t *testing.T) {
 	b := testOverlayNodeWith(t, "b", "", []string{a.Config().Gossip.Addr}, func(c *Config) {
 		c.Overlay.WatchLease = time.Minute // the watch below stays demand for the whole test
 		c.Dashboard.MaxClients = 2
+		c.Dashboard.DemoURL = "http://127.0.0.1:9"
 	})
 	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 15, Seconds: 3})
 	stop := testutil.PublishFile(t, a.Hub, "live/cam1", clip, false)
@@ -112,7 +113,7 @@ func TestDashboardEventsSnapshotThenPlanPushedByGossip(t *testing.T) {
 		Node    string `json:"node"`
 		DemoURL string `json:"demo_url"`
 	}
-	if err := json.Unmarshal(c.next(t, 5*time.Second, "hello", nil), &hello); err != nil || hello.Node != "b" {
+	if err := json.Unmarshal(c.next(t, 5*time.Second, "hello", nil), &hello); err != nil || hello.Node != "b" || hello.DemoURL != "http://127.0.0.1:9" {
 		t.Fatalf("hello: %+v %v", hello, err)
 	}
 	c.next(t, 5*time.Second, "members", func(d []byte) bool {
@@ -145,10 +146,13 @@ func TestDashboardEventsSnapshotThenPlanPushedByGossip(t *testing.T) {
 		}
 		return false
 	})
+	arrived := time.Now()
 	var ev dashboard.PlanEvent
 	if err := json.Unmarshal(data, &ev); err != nil {
 		t.Fatal(err)
 	}
+	// Made is the root's clock, the same machine's.
+	t.Logf("FIGURE plan made at a to its event at b's client: %v (brief's target: < 1 s)", arrived.Sub(ev.Made).Round(time.Millisecond))
 	var api overlay.Plan
 	if code := getJSON(t, base+"/api/v1/streams/live/cam1/plan", &api); code != 200 {
 		t.Fatalf("plan API: HTTP %d", code)
@@ -224,7 +228,8 @@ func TestDashboardEventsSnapshotThenPlanPushedByGossip(t *testing.T) {
 	defer resp.Body.Close()
 	var sb strings.Builder
 	bufio.NewReader(resp.Body).WriteTo(&sb)
-	if resp.StatusCode != 200 || !strings.Contains(sb.String(), "/_dashboard/dashboard.js") || !strings.Contains(sb.String(), `data-node="b"`) {
+	if resp.StatusCode != 200 || !strings.Contains(sb.String(), "/_dashboard/dashboard.js") || !strings.Contains(sb.String(), `data-node="b"`) ||
+		!strings.Contains(sb.String(), `data-demo-url="http://127.0.0.1:9"`) {
 		t.Fatalf("page: HTTP %d %.200s", resp.StatusCode, sb.String())
 	}
 }
