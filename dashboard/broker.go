@@ -291,6 +291,7 @@ func (b *Broker) Serve(w http.ResponseWriter, r *http.Request, hello any) {
 	}
 	hb := time.NewTicker(b.cfg.Heartbeat)
 	defer hb.Stop()
+	defer rc.SetWriteDeadline(time.Time{})
 	for {
 		// A write that blocks longer than this means the client does
 		// not read: give up on it.

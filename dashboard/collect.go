@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"net/http"
 	"sort"
@@ -55,8 +56,11 @@ type MemberView struct {
 	TCost     float64 `json:"transcode_cost"`
 	HTTP      string  `json:"http,omitempty"`
 	RTTMillis float64 `json:"rtt_ms,omitempty"`
-	Ignored   string  `json:"ignored,omitempty"`
-	Self      bool    `json:"self,omitempty"`
+	// CPU and LoadAvg are from the member's last load (see NodeLoad).
+	CPU     float64 `json:"cpu"`
+	LoadAvg float64 `json:"loadavg"`
+	Ignored string  `json:"ignored,omitempty"`
+	Self    bool    `json:"self,omitempty"`
 }
 
 // LinkView is an overlay link between two live members and its cost per
@@ -177,6 +181,10 @@ type Collector struct {
 
 	mu    sync.Mutex
 	cache map[string]cachedCosts // by stream: baselines of one plan version and demand
+	cpu   map[string][2]float64  // by member: CPU and load average of the last load
+	// pub serializes building and publishing, so that an older view never
+	// follows a newer one.
+	pub sync.Mutex
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -222,8 +230,11 @@ func (c *Collector) run() {
 		defer cancel()
 		changes = ch
 	}
-	load := time.NewTicker(c.b.cfg.LoadInterval)
-	defer load.Stop()
+	// Load is read in its own loop: it asks the other nodes over HTTP,
+	// which must not hold up a plan on its way to the page.
+	loadWake := make(chan struct{}, 1)
+	c.wg.Add(1)
+	go c.loadLoop(loadWake)
 	// Member states that change without a gossip event (suspect after
 	// missed probes) are seen by a slow poll.
 	slow := time.NewTicker(time.Second)
@@ -233,16 +244,35 @@ func (c *Collector) run() {
 		case <-c.stop:
 			return
 		case <-changes:
-			c.Refresh()
 		case <-slow.C:
-			c.Refresh()
 		case <-c.b.wake:
-			c.Refresh()
-			c.RefreshLoad()
-		case <-load.C:
-			if c.b.Clients() > 0 {
-				c.RefreshLoad()
+			select {
+			case loadWake <- struct{}{}:
+			default:
 			}
+		}
+		// With nobody watching there is nothing to compute: the first
+		// client wakes the loop, and the changes since the last refresh
+		// follow its (older) snapshot at once.
+		if c.b.Clients() > 0 {
+			c.Refresh()
+		}
+	}
+}
+
+func (c *Collector) loadLoop(wake <-chan struct{}) {
+	defer c.wg.Done()
+	t := time.NewTicker(c.b.cfg.LoadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-wake:
+		case <-t.C:
+		}
+		if c.b.Clients() > 0 {
+			c.RefreshLoad()
 		}
 	}
 }
@@ -250,6 +280,8 @@ func (c *Collector) run() {
 // Refresh publishes members, plans and demand as they are now; the broker
 // sends only what changed.
 func (c *Collector) Refresh() {
+	c.pub.Lock()
+	defer c.pub.Unlock()
 	if c.src.Members != nil {
 		c.b.Publish("members", "members", c.members())
 	}
@@ -291,6 +323,9 @@ func round(v float64, digits int) float64 {
 
 func (c *Collector) members() MembersEvent {
 	ms := c.src.Members()
+	c.mu.Lock()
+	cpu := c.cpu
+	c.mu.Unlock()
 	ev := MembersEvent{Self: c.src.Self, Members: make([]MemberView, 0, len(ms)), Links: []LinkView{}}
 	var live []overlay.Member
 	for _, m := range ms {
@@ -298,7 +333,8 @@ func (c *Collector) members() MembersEvent {
 			Slots: m.Meta.TranscodeSlots, SlotsUsed: m.TranscodeUsed, TCost: m.Meta.TranscodeCost, HTTP: m.Meta.HTTP,
 			// RTTs move by fractions of a millisecond: round them so that
 			// the event is not re-sent for noise.
-			RTTMillis: round(m.RTTMillis, 0), Ignored: m.Ignored, Self: m.Name == c.src.Self})
+			RTTMillis: round(m.RTTMillis, 0), Ignored: m.Ignored, Self: m.Name == c.src.Self,
+			CPU: cpu[m.Name][0], LoadAvg: cpu[m.Name][1]})
 		if m.State == "alive" || m.State == "suspect" {
 			live = append(live, m)
 		}
@@ -368,7 +404,10 @@ func (c *Collector) planEvent(p *overlay.Plan) PlanEvent {
 	}
 	gb, _ := json.Marshal(groups)
 	pb, _ := json.Marshal(prob.Links)
-	key := fmt.Sprintf("%d|%s|%x", p.Version, gb, len(pb))
+	h := fnv.New64a()
+	h.Write(gb)
+	h.Write(pb)
+	key := fmt.Sprintf("%d|%x", p.Version, h.Sum64())
 	c.mu.Lock()
 	cc, hit := c.cache[p.Stream]
 	c.mu.Unlock()
@@ -460,7 +499,21 @@ func (c *Collector) RefreshLoad() {
 		wg.Wait()
 	}
 	sort.Slice(ev.Nodes, func(i, j int) bool { return ev.Nodes[i].Node < ev.Nodes[j].Node })
+	cpu := map[string][2]float64{}
+	for _, l := range ev.Nodes {
+		if l.Error == "" {
+			cpu[l.Node] = [2]float64{round(l.CPU, 2), l.LoadAvg}
+		}
+	}
+	c.mu.Lock()
+	c.cpu = cpu
+	c.mu.Unlock()
+	c.pub.Lock()
+	defer c.pub.Unlock()
 	c.b.Publish("load", "load", ev)
+	if c.src.Members != nil {
+		c.b.Publish("members", "members", c.members())
+	}
 }
 
 func (c *Collector) fetchLoad(m overlay.Member) NodeLoad {
