@@ -95,8 +95,9 @@ type PlanCosts struct {
 	Naive        *optimizer.Cost `json:"naive,omitempty"`
 	SavesVsMST   *float64        `json:"saves_vs_mst_pct,omitempty"`
 	SavesVsNaive *float64        `json:"saves_vs_naive_pct,omitempty"`
-	// SameDemand is false when the demand changed since the plan was made
-	// (the baselines are for today's demand, the plan's cost for its own).
+	// SameDemand is false when the demand changed since the plan was
+	// made: the plan is then evaluated with its services matched to
+	// today's groups (see Baselines).
 	SameDemand bool   `json:"same_demand"`
 	Error      string `json:"error,omitempty"`
 }
@@ -424,16 +425,34 @@ func (c *Collector) planEvent(p *overlay.Plan) PlanEvent {
 
 // Baselines solves prob (the plan's stream's problem as it is now, with
 // groups its demand groups) with the MST and naive baselines and compares
-// them with the plan. When the demand is still the plan's, the plan is
-// evaluated on prob too, so that the three costs are on the same links.
+// them with the plan evaluated on prob too, so that the three costs are
+// for the same demand and links. When the demand changed since the plan
+// was made, the plan's services are matched to today's groups by node and
+// device class (a new group is unserved); if the plan does not fit today's
+// problem its published cost is shown and no saving is computed.
 func Baselines(p *overlay.Plan, prob *optimizer.Problem, groups []overlay.Group) PlanCosts {
 	pc := PlanCosts{Plan: p.Plan.Cost, SameDemand: sameGroups(p.Groups, groups)}
-	if pc.SameDemand {
-		bare := p.Plan
-		bare.Cost = nil
-		if c, err := prob.Evaluate(&bare); err == nil {
-			pc.Plan = &c
+	bare := p.Plan
+	bare.Cost = nil
+	if !pc.SameDemand {
+		idx := map[overlay.Group]int{}
+		for i, g := range groups {
+			idx[overlay.Group{Node: g.Node, Class: g.Class}] = i
 		}
+		bare.Served = nil
+		for _, s := range p.Plan.Served {
+			if s.Demand < 0 || s.Demand >= len(p.Groups) {
+				continue
+			}
+			g := p.Groups[s.Demand]
+			if i, ok := idx[overlay.Group{Node: g.Node, Class: g.Class}]; ok {
+				bare.Served = append(bare.Served, optimizer.Service{Demand: i, Level: s.Level})
+			}
+		}
+	}
+	comparable := false
+	if c, err := prob.Evaluate(&bare); err == nil {
+		pc.Plan, comparable = &c, true
 	}
 	var errs []string
 	if sol, err := optimizer.Solve("mst", prob); err == nil {
@@ -446,9 +465,12 @@ func Baselines(p *overlay.Plan, prob *optimizer.Problem, groups []overlay.Group)
 	} else {
 		errs = append(errs, "naive: "+err.Error())
 	}
+	if !comparable {
+		errs = append(errs, "the plan does not fit today's problem: no saving computed")
+	}
 	pc.Error = strings.Join(errs, "; ")
 	saves := func(base *optimizer.Cost) *float64 {
-		if pc.Plan == nil || base == nil || base.Total == 0 {
+		if !comparable || base == nil || base.Total == 0 {
 			return nil
 		}
 		v := round((base.Total-pc.Plan.Total)/math.Abs(base.Total)*100, 1)

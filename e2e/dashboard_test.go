@@ -166,7 +166,8 @@ func TestDashboardShowsTheClusterAndTheTreeAndFollowsAKill9(t *testing.T) {
 	})
 
 	page := testutil.Chromium(t)
-	if err := chromedp.Run(page, chromedp.Navigate(ps[0].url(""))); err != nil {
+	// A screen large enough for the drawing and the node list.
+	if err := chromedp.Run(page, chromedp.EmulateViewport(1440, 1000), chromedp.Navigate(ps[0].url(""))); err != nil {
 		t.Fatal(err)
 	}
 	var st pageState

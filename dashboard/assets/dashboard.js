@@ -162,7 +162,7 @@
       `<b>${esc(plan.stream)}</b> v${plan.version} (${esc(plan.algorithm || "")}, root ${esc(plan.root)}): ` +
       `this tree <b>${fmtCost(c.plan)}</b> · MST ${fmtCost(c.mst)} · naive ${fmtCost(c.naive)}` +
       saves(c.saves_vs_mst_pct, "MST") + saves(c.saves_vs_naive_pct, "naive") +
-      (c.same_demand === false ? ' <span class="muted">(baselines on today\'s demand)</span>' : "") +
+      (c.same_demand === false ? ' <span class="muted">(the demand moved since the plan: all three on today\'s)</span>' : "") +
       (c.error ? ` <span class="muted">${esc(c.error)}</span>` : "");
   }
 
