@@ -285,6 +285,10 @@ func (c *Collector) Refresh() {
 	defer c.pub.Unlock()
 	if c.src.Members != nil {
 		c.b.Publish("members", "members", c.members())
+	} else {
+		// Gossip off: the node alone.
+		c.b.Publish("members", "members", MembersEvent{Self: c.src.Self, Links: []LinkView{},
+			Members: []MemberView{{Name: c.src.Self, State: "alive", Self: true}}})
 	}
 	if c.src.Demands != nil {
 		d := c.src.Demands()

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -248,5 +250,31 @@ func TestDashboardConfigRefusesABadDemoURL(t *testing.T) {
 	cfg.Dashboard.DemoURL = "javascript:alert(1)"
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "dashboard.demo_url") {
 		t.Fatalf("Validate: %v, want a dashboard.demo_url error", err)
+	}
+}
+
+// TestDashboardREADMEExampleLoads loads the README's dashboard section.
+func TestDashboardREADMEExampleLoads(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(readme)
+	i := strings.Index(s, "```yaml\ndashboard:")
+	if i < 0 {
+		t.Fatal("README has no dashboard example")
+	}
+	s = s[i+len("```yaml\n"):]
+	s = s[:strings.Index(s, "```")]
+	file := filepath.Join(t.TempDir(), "node.yaml")
+	if err := os.WriteFile(file, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := LoadConfig(file)
+	if err != nil {
+		t.Fatalf("README example: %v\n%s", err, s)
+	}
+	if cfg.Dashboard != dashboard.DefaultConfig() {
+		t.Errorf("README example %+v is not the defaults %+v", cfg.Dashboard, dashboard.DefaultConfig())
 	}
 }
