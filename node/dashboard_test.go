@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -277,4 +280,40 @@ func TestDashboardREADMEExampleLoads(t *testing.T) {
 	if cfg.Dashboard != dashboard.DefaultConfig() {
 		t.Errorf("README example %+v is not the defaults %+v", cfg.Dashboard, dashboard.DefaultConfig())
 	}
+}
+
+// A client of a node's event stream that stops reading is dropped once it
+// lags queue_len events; the node goes on serving the others.
+func TestDashboardDropsASlowEventClient(t *testing.T) {
+	n := testOverlayNodeWith(t, "solo", "", nil, func(c *Config) { c.Dashboard.QueueLen = 4 })
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return serr
+	}}
+	slow, err := d.Dial("tcp", n.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	fmt.Fprintf(slow, "GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+	testutil.Eventually(t, 5*time.Second, "the slow client is connected", func() bool { return n.dash.broker.Clients() == 1 })
+	// Large events fill the slow client's socket, then its queue. Publish
+	// never waits for it: the loop ends.
+	big := strings.Repeat("x", 64<<10)
+	for i := range 400 {
+		n.dash.broker.Publish(fmt.Sprintf("test%d", i), "test", map[string]any{"i": i, "pad": big})
+		if n.dash.broker.Dropped() == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	testutil.Eventually(t, 10*time.Second, "the slow client is dropped", func() bool {
+		return n.dash.broker.Dropped() == 1 && n.dash.broker.Clients() == 0
+	})
+	c, code := dialEvents(t, "http://"+n.HTTPAddr()+"/api/v1/events")
+	if code != http.StatusOK {
+		t.Fatalf("a new client after the drop: HTTP %d", code)
+	}
+	c.next(t, 5*time.Second, "members", func(d []byte) bool { return strings.Contains(string(d), `"solo"`) })
 }
