@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"sort"
 	"strconv"
@@ -15,6 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/node"
 	"github.com/gradient-cdn/gradient/overlay"
 )
 
@@ -269,4 +271,52 @@ func TestDashboardShowsTheClusterAndTheTreeAndFollowsAKill9(t *testing.T) {
 	t.Logf("new plan v%d arcs %+v", plan.Version, plan.Plan.Arcs)
 	time.Sleep(500 * time.Millisecond)
 	testutil.Screenshot(t, page, "after-kill")
+}
+
+// TestDashboardKillButtonPostsToTheDemoURL: with dashboard.demo_url set,
+// the page of a two-node cluster shows a kill button per live node, and a
+// click POSTs demo_url/kill?node=NAME (here to a recording HTTP server
+// standing where `gradient demo` serves /kill).
+func TestDashboardKillButtonPostsToTheDemoURL(t *testing.T) {
+	kills := make(chan string, 4)
+	demo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		if r.Method == http.MethodPost && r.URL.Path == "/kill" {
+			kills <- r.URL.Query().Get("node")
+		}
+	}))
+	defer demo.Close()
+	a := startNodeWith(t, func(c *node.Config) {
+		c.Name = "ka"
+		c.Gossip.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
+		c.Dashboard.DemoURL = demo.URL
+	})
+	startNodeWith(t, func(c *node.Config) {
+		c.Name = "kb"
+		c.Gossip.Addr = fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))
+		c.Gossip.Join = []string{a.Config().Gossip.Addr}
+	})
+	page := testutil.Chromium(t)
+	if err := chromedp.Run(page, chromedp.Navigate(a.httpURL(""))); err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, 20*time.Second, "the page shows a kill button for both nodes", func() bool {
+		var n int
+		c, cancel := context.WithTimeout(page, 5*time.Second)
+		defer cancel()
+		return chromedp.Run(c, chromedp.Evaluate(`document.querySelectorAll('button.kill').length`, &n)) == nil && n == 2
+	})
+	c, cancel := context.WithTimeout(page, 10*time.Second)
+	defer cancel()
+	if err := chromedp.Run(c, chromedp.Click(`button.kill[data-kill="kb"]`, chromedp.ByQuery)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-kills:
+		if got != "kb" {
+			t.Fatalf("POST /kill?node=%q, want kb", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the kill button did not POST to the demo URL")
+	}
 }

@@ -88,7 +88,8 @@ func (n *Node) guardWatch(h http.Handler) http.Handler {
 // guardHTTP puts the node's own HTTP surface to the authorizer: /metrics
 // needs "metrics"; API writes (any method but GET and HEAD under /api/),
 // the API reads that show clients' and nodes' addresses (streams with
-// their sources, the cluster, plans), the dashboard and pprof need "api".
+// their sources, the cluster, plans), the dashboard with its event stream
+// (/api/v1/events) and pprof need "api".
 // Viewer URLs are the Router's, /internal/ has the cluster secret.
 func (n *Node) guardHTTP(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
