@@ -190,3 +190,26 @@ func TestConfigValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// An idle stream carries a heartbeat comment every Heartbeat.
+func TestBrokerSendsHeartbeats(t *testing.T) {
+	_, srv := testBroker(t, Config{Heartbeat: 50 * time.Millisecond})
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "text/event-stream" || resp.Header.Get("Cache-Control") != "no-cache" {
+		t.Fatalf("headers %v", resp.Header)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	beats := 0
+	for beats < 3 && sc.Scan() {
+		if sc.Text() == ": heartbeat" {
+			beats++
+		}
+	}
+	if beats < 3 {
+		t.Fatalf("%d heartbeats before the stream ended: %v", beats, sc.Err())
+	}
+}
