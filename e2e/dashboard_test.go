@@ -319,4 +319,28 @@ func TestDashboardKillButtonPostsToTheDemoURL(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the kill button did not POST to the demo URL")
 	}
+
+	// Two streams: "(all streams)" shows both plans' costs at once.
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 15, Seconds: 3})
+	defer testutil.PublishFile(t, a.Hub, "live/one", clip, false)()
+	defer testutil.PublishFile(t, a.Hub, "live/two", clip, false)()
+	testutil.Eventually(t, 20*time.Second, "the page offers both streams and all", func() bool {
+		var opts string
+		c, cancel := context.WithTimeout(page, 5*time.Second)
+		defer cancel()
+		return chromedp.Run(c, chromedp.Evaluate(`Array.from(document.querySelectorAll('#stream option')).map(o => o.value).join(',')`, &opts)) == nil &&
+			opts == "live/one,live/two,*"
+	})
+	var costs string
+	c2, cancel2 := context.WithTimeout(page, 10*time.Second)
+	defer cancel2()
+	if err := chromedp.Run(c2, chromedp.SetValue("#stream", "*", chromedp.ByQuery),
+		chromedp.Evaluate(`document.getElementById('stream').dispatchEvent(new Event('change'))`, nil),
+		chromedp.Sleep(300*time.Millisecond), chromedp.Text("#costs", &costs, chromedp.ByQuery)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(costs, "live/one") || !strings.Contains(costs, "live/two") {
+		t.Errorf("all streams: cost lines %q lack a stream", costs)
+	}
+	testutil.Screenshot(t, page, "two-streams")
 }

@@ -46,6 +46,8 @@
     cy = window.cytoscape({
       container: $("graph"),
       elements: [],
+      maxZoom: 1.4,
+      minZoom: 0.2,
       style: [
         { selector: "node", style: {
           "label": "data(label)", "text-wrap": "wrap", "text-valign": "center", "text-halign": "right", "text-margin-x": 8,
@@ -58,7 +60,7 @@
           "width": 1.5, "line-color": "data(color)", "opacity": 0.35, "curve-style": "straight",
           "label": "data(label)", "font-size": 8, "color": "#8894a0", "text-opacity": 0.7 } },
         { selector: "edge.arc", style: {
-          "width": "data(width)", "line-color": "#7cc4ff", "target-arrow-color": "#7cc4ff", "target-arrow-shape": "triangle",
+          "width": "data(width)", "line-color": "data(color)", "target-arrow-color": "data(color)", "target-arrow-shape": "triangle",
           "curve-style": "bezier", "label": "data(label)", "font-size": 10, "color": "#e6edf3",
           "text-background-color": "#101418", "text-background-opacity": 0.85, "text-background-padding": 2, "z-index": 10 } },
       ],
@@ -76,7 +78,15 @@
     return "rgb(" + c.join(",") + ")";
   }
 
-  function nodeLabel(m, plan) {
+  const palette = ["#7cc4ff", "#f0a8ff", "#ffd166", "#8ce99a", "#ff9f7c", "#b4a7ff"];
+  // shown lists the plans the graph and the cost line show: the chosen
+  // stream's, or every stream's with "(all streams)".
+  function shown() {
+    if (S.selected === "*") return Object.keys(S.plans).sort().map((k) => S.plans[k]);
+    return S.plans[S.selected] ? [S.plans[S.selected]] : [];
+  }
+
+  function nodeLabel(m, plans) {
     const l = S.load[m.name];
     const parts = [m.name];
     const info = [];
@@ -85,18 +95,20 @@
     info.push("slots " + (m.slots_used || 0) + "/" + (m.slots || 0));
     info.push("$" + (m.price || 0));
     parts.push(info.join(" · "));
-    if (plan) {
+    for (const plan of plans) {
+      const pre = plans.length > 1 ? plan.stream + ": " : "";
       const tx = (plan.transcodes || {})[m.name];
-      if (tx && tx.length) parts.push("transcodes " + tx.join(", "));
+      if (tx && tx.length) parts.push(pre + "transcodes " + tx.join(", "));
       const v = (plan.viewers || {})[m.name];
-      if (v) parts.push("viewers " + Object.entries(v).map(([c, n]) => c + " " + n).join(", "));
+      if (v) parts.push(pre + "viewers " + Object.entries(v).map(([c, n]) => c + " " + n).join(", "));
     }
     return parts.join("\n");
   }
 
   function drawGraph() {
     if (!cy) return;
-    const plan = S.plans[S.selected];
+    const plans = shown();
+    const roots = new Set(plans.map((p) => p.root));
     const want = new Set();
     cy.batch(() => {
       for (const m of S.members) {
@@ -104,9 +116,9 @@
         want.add(id);
         let n = cy.getElementById(id);
         if (n.empty()) n = cy.add({ group: "nodes", data: { id: id, name: m.name } });
-        n.data("label", nodeLabel(m, plan));
+        n.data("label", nodeLabel(m, plans));
         n.data("color", stateColor[m.state] || "#555e68");
-        n.toggleClass("root", !!plan && plan.root === m.name);
+        n.toggleClass("root", roots.has(m.name));
         n.toggleClass("self", m.name === S.self);
       }
       const costs = S.links.map((l) => l.cost);
@@ -119,25 +131,28 @@
         e.data("color", lerpColor(hi > lo ? (l.cost - lo) / (hi - lo) : 0));
         e.data("label", l.cost.toFixed(2));
       }
-      if (plan) {
+      plans.forEach((plan, i) => {
+        const color = palette[i % palette.length];
         for (const a of plan.arcs || []) {
           if (!want.has("n:" + a.from) || !want.has("n:" + a.to)) continue;
-          const id = "a:" + a.from + ">" + a.to;
+          const id = "a:" + plan.stream + ":" + a.from + ">" + a.to;
           want.add(id);
           let e = cy.getElementById(id);
           if (e.empty()) e = cy.add({ group: "edges", classes: "arc", data: { id: id, source: "n:" + a.from, target: "n:" + a.to } });
-          e.data("label", (a.renditions || []).join("+") + " · " + Math.round(a.kbps) + " kbps");
+          e.data("label", (plans.length > 1 ? plan.stream + " " : "") + (a.renditions || []).join("+") + " · " + Math.round(a.kbps) + " kbps");
           e.data("width", 2 + Math.min(6, (a.kbps || 0) / 1000));
+          e.data("color", color);
         }
-      }
+      });
       cy.elements().forEach((e) => { if (!want.has(e.id())) e.remove(); });
     });
     // Lay out again only when the node set or the tree changed.
-    const key = S.members.map((m) => m.name).join(",") + "|" + (plan ? plan.root + ":" + (plan.arcs || []).map((a) => a.from + ">" + a.to).sort().join(",") : "");
+    const key = S.members.map((m) => m.name).join(",") + "|" + plans.map((p) => p.root + ":" + (p.arcs || []).map((a) => a.from + ">" + a.to).sort().join(",")).join(";");
     if (key !== S.layoutKey) {
       S.layoutKey = key;
-      if (plan && !cy.getElementById("n:" + plan.root).empty()) {
-        cy.elements("node, edge.arc").layout({ name: "breadthfirst", directed: true, roots: cy.getElementById("n:" + plan.root),
+      const rootNodes = cy.nodes().filter((n) => roots.has(n.data("name")));
+      if (rootNodes.length > 0) {
+        cy.elements("node, edge.arc").layout({ name: "breadthfirst", directed: true, roots: rootNodes,
           spacingFactor: 1.4, padding: 30, animate: false }).run();
       } else {
         cy.nodes().layout({ name: "circle", padding: 40, animate: false }).run();
@@ -155,11 +170,14 @@
   }
 
   function drawCosts() {
-    const plan = S.plans[S.selected];
-    if (!plan) { $("costs").innerHTML = S.selected ? "" : '<span class="muted">no stream has a plan yet</span>'; return; }
+    const plans = shown();
+    if (!plans.length) { $("costs").innerHTML = '<span class="muted">no stream has a plan yet</span>'; return; }
+    $("costs").innerHTML = plans.map(costLine).join("<br>");
+  }
+
+  function costLine(plan) {
     const c = plan.cost || {};
-    $("costs").innerHTML =
-      `<b>${esc(plan.stream)}</b> v${plan.version} (${esc(plan.algorithm || "")}, root ${esc(plan.root)}): ` +
+    return `<b>${esc(plan.stream)}</b> v${plan.version} (${esc(plan.algorithm || "")}, root ${esc(plan.root)}): ` +
       `this tree <b>${fmtCost(c.plan)}</b> · MST ${fmtCost(c.mst)} · naive ${fmtCost(c.naive)}` +
       saves(c.saves_vs_mst_pct, "MST") + saves(c.saves_vs_naive_pct, "naive") +
       (c.same_demand === false ? ' <span class="muted">(the demand moved since the plan: all three on today\'s)</span>' : "") +
@@ -249,10 +267,12 @@
   function drawSelect() {
     const sel = $("stream");
     const paths = Object.keys(S.plans).sort();
-    if (!S.plans[S.selected]) S.selected = paths[0] || "";
+    if (!S.plans[S.selected] && S.selected !== "*") S.selected = paths[0] || "";
+    if (S.selected === "*" && paths.length === 0) S.selected = "";
+    const opts = paths.length > 1 ? paths.concat(["*"]) : paths;
     const have = Array.from(sel.options).map((o) => o.value).join(",");
-    if (have !== paths.join(",")) {
-      sel.innerHTML = paths.map((p) => `<option>${esc(p)}</option>`).join("");
+    if (have !== opts.join(",")) {
+      sel.innerHTML = opts.map((p) => `<option value="${esc(p)}">${p === "*" ? "(all streams)" : esc(p)}</option>`).join("");
     }
     sel.value = S.selected;
   }
