@@ -2,7 +2,6 @@ package node
 
 import (
 	"encoding/json"
-	"html/template"
 	"net/http"
 	"net/http/pprof"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/gradient-cdn/gradient/media"
-	"github.com/gradient-cdn/gradient/overlay"
 	"github.com/gradient-cdn/gradient/serverlet"
 )
 
@@ -21,6 +19,7 @@ import (
 //	GET /api/v1/streams   live streams with tracks, readers and bitrate
 //	GET /api/v1/cluster   members as gossip sees them (routed in node/overlay.go)
 //	GET /api/v1/serverlets  transcode slots, running serverlets (fps, CPU, latency), the ladder
+//	GET /, /api/v1/events, /api/v1/load  the dashboard (node/dashboard.go)
 func (n *Node) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("GET /api/v1/node", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{
@@ -53,7 +52,7 @@ func (n *Node) routeAPI(mux *http.ServeMux) {
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /{$}", n.serveDashboard)
+	n.routeDashboard(mux)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -61,30 +60,6 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
-}
-
-var dashboard = template.Must(template.New("dash").Parse(`<!doctype html>
-<html><head><meta charset="utf-8"><title>Gradient {{.Name}}</title>
-<meta http-equiv="refresh" content="5">
-<style>body{font:14px system-ui,sans-serif;background:#111;color:#ddd;margin:2em}a{color:#7cf}
-table{border-collapse:collapse}td,th{padding:4px 12px;border-bottom:1px solid #333;text-align:left}</style></head>
-<body><h1>Gradient node {{.Name}}</h1>
-<h2>Live streams</h2>
-{{if .Streams}}<table><tr><th>stream</th><th>source</th><th>tracks</th><th>readers</th><th>kbps</th><th>watch</th></tr>
-{{range .Streams}}<tr><td>{{.Path}}</td><td>{{.Source}}</td><td>{{range .Tracks}}{{.}} {{end}}</td><td>{{.Readers}}</td>
-<td>{{printf "%.0f" .Kbps}}</td><td><a href="/{{.Path}}/">player</a> · <a href="/{{.Path}}/index.m3u8">HLS</a></td></tr>{{end}}</table>
-{{else}}<p>No stream yet. Publish one: <code>ffmpeg -re -i in.mp4 -c copy -f rtsp rtsp://HOST:8554/live/cam1</code></p>{{end}}
-<h2>Cluster</h2><table><tr><th>node</th><th>address</th><th>state</th></tr>
-{{range .Members}}<tr><td>{{.Name}}</td><td>{{.Addr}}</td><td>{{.State}}</td></tr>{{end}}</table>
-<p><a href="/api/v1/streams">API</a> · <a href="/metrics">metrics</a></p></body></html>`))
-
-func (n *Node) serveDashboard(w http.ResponseWriter, r *http.Request) {
-	var members []overlay.Member
-	if n.Members != nil {
-		members = n.Members.Members()
-	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	dashboard.Execute(w, map[string]any{"Name": n.cfg.Name, "Streams": n.Hub.Streams(), "Members": members})
 }
 
 // hubCollector exports the hub's streams as Prometheus metrics.

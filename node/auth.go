@@ -88,7 +88,8 @@ func (n *Node) guardWatch(h http.Handler) http.Handler {
 // guardHTTP puts the node's own HTTP surface to the authorizer: /metrics
 // needs "metrics"; API writes (any method but GET and HEAD under /api/),
 // the API reads that show clients' and nodes' addresses (streams with
-// their sources, the cluster, plans), the dashboard and pprof need "api".
+// their sources, the cluster, plans), the dashboard with its event stream
+// (/api/v1/events) and pprof need "api".
 // Viewer URLs are the Router's, /internal/ has the cluster secret.
 func (n *Node) guardHTTP(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -113,7 +114,7 @@ func httpAction(r *http.Request) string {
 	case strings.HasPrefix(p, "/api/") && !read:
 		return auth.ActionAPI
 	case p == "/api/v1/streams", strings.HasPrefix(p, "/api/v1/streams/"), p == "/api/v1/cluster",
-		p == "/", strings.HasPrefix(p, "/debug/"):
+		p == "/api/v1/events", p == "/", strings.HasPrefix(p, "/debug/"):
 		return auth.ActionAPI
 	}
 	return ""

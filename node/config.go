@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gradient-cdn/gradient/auth"
+	"github.com/gradient-cdn/gradient/dashboard"
 	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/ingest"
 	"github.com/gradient-cdn/gradient/internal/listenaddr"
@@ -73,16 +74,11 @@ type Config struct {
 	// for every protocol; see auth.Config. Default: anybody reads,
 	// publishing, API writes and /metrics are for loopback clients.
 	Auth auth.Config `yaml:"auth"`
-	// Dashboard tunes the dashboard page.
-	Dashboard DashboardConfig `yaml:"dashboard"`
-}
-
-// DashboardConfig tunes the dashboard page.
-type DashboardConfig struct {
-	// DemoURL is the control endpoint of a `gradient demo` that started
-	// this node (http://127.0.0.1:PORT, which serves POST /kill?node=NAME).
-	// Empty (the default): not part of a demo.
-	DemoURL string `yaml:"demo_url"`
+	// Dashboard tunes the live dashboard at GET / and its event stream
+	// GET /api/v1/events; see dashboard.Config. demo_url (default "")
+	// makes the page show a "kill" button per node that POSTs
+	// demo_url + "/kill?node=NAME" (served by `gradient demo`).
+	Dashboard dashboard.Config `yaml:"dashboard"`
 }
 
 // GossipConfig configures cluster membership.
@@ -131,6 +127,7 @@ func DefaultConfig() Config {
 	c.Overlay = overlay.DefaultConfig()
 	c.VoD = vod.DefaultConfig()
 	c.Auth = auth.DefaultConfig()
+	c.Dashboard = dashboard.DefaultConfig()
 	return c
 }
 
@@ -231,6 +228,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.VoD.Validate(); err != nil {
 		return fmt.Errorf("vod.%w", err)
+	}
+	if err := c.Dashboard.Validate(); err != nil {
+		return fmt.Errorf("dashboard.%w", err)
 	}
 	if err := c.Auth.Validate(); err != nil {
 		return fmt.Errorf("auth.%w", err)

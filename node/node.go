@@ -44,6 +44,7 @@ type Node struct {
 
 	planner *overlay.Planner    // nil with gossip off
 	rec     *overlay.Reconciler // nil with gossip off
+	dash    *dashParts          // the dashboard page and its event stream
 	demand  *overlay.DemandTracker
 	watch   *overlay.Watch
 	player  *egress.Player
@@ -95,6 +96,7 @@ func New(cfg Config, log *slog.Logger) (n *Node, err error) {
 	if err := n.startOverlay(); err != nil {
 		return nil, err
 	}
+	n.startDashboard()
 	if err := n.listen(); err != nil {
 		return nil, err
 	}
@@ -178,6 +180,9 @@ func (n *Node) build() (err error) {
 	}
 	if err := n.buildOverlay(rend); err != nil {
 		return err
+	}
+	if err := n.buildDashboard(); err != nil {
+		return fmt.Errorf("dashboard.%w", err)
 	}
 	n.wireVoD()
 	n.reg.MustRegister(n.VoD.Collector())

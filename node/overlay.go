@@ -126,10 +126,12 @@ type sessionHooks struct{ n *Node }
 
 func (h sessionHooks) OnSessionOpen(c *egress.SessionOpenCtx) {
 	h.n.demand.SessionOpened(c.ID, c.Path, c.Device)
+	h.n.dashSessionOpened(c.ID, c.Path)
 }
 
 func (h sessionHooks) OnSessionClose(c *egress.SessionCloseCtx) {
 	h.n.demand.SessionClosed(c.ID)
+	h.n.dashSessionClosed(c.ID)
 }
 
 // routeOverlay mounts the viewer entry point and the cluster API.

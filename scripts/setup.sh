@@ -40,3 +40,17 @@ if [ -f egress/player/package.json ]; then
     cp egress/player/node_modules/hls.js/dist/hls.min.js egress/player/vendor/hls.min.js
   fi
 fi
+
+# The dashboard's graph library (cytoscape) likewise: npm installs the
+# pinned version and the minified build goes to dashboard/assets/vendor/.
+if [ -f dashboard/assets/package.json ]; then
+  if [ ! -f dashboard/assets/node_modules/cytoscape/dist/cytoscape.min.js ] ||
+    [ dashboard/assets/package-lock.json -nt dashboard/assets/node_modules/.package-lock.json ]; then
+    echo "setup: npm ci (dashboard)"
+    (cd dashboard/assets && npm ci --no-audit --no-fund --silent)
+  fi
+  if ! cmp -s dashboard/assets/node_modules/cytoscape/dist/cytoscape.min.js dashboard/assets/vendor/cytoscape.min.js; then
+    echo "setup: vendoring cytoscape.min.js into dashboard/assets/vendor/"
+    cp dashboard/assets/node_modules/cytoscape/dist/cytoscape.min.js dashboard/assets/vendor/cytoscape.min.js
+  fi
+fi

@@ -142,11 +142,8 @@ func printStatus(out io.Writer, st overlay.ClusterStatus) {
 			fmt.Fprintf(tw, ": total %.4f, links %.4f, regret %.4f", p.Cost.Total, p.Cost.Links, p.Cost.Regret)
 		}
 		fmt.Fprintln(tw)
-		for _, a := range p.Arcs {
-			fmt.Fprintf(tw, "  %s -> %s\t%s\n", a.From, a.To, strings.Join(a.Levels, ","))
-		}
-		for _, x := range p.Transcodes {
-			fmt.Fprintf(tw, "  transcode at %s\t%s -> %s\n", x.Node, x.From, x.To)
+		for _, l := range planTree(p, st) {
+			fmt.Fprintln(tw, "  "+l)
 		}
 	}
 	fmt.Fprintln(tw)
@@ -160,4 +157,94 @@ func printStatus(out io.Writer, st overlay.ClusterStatus) {
 	}
 	fmt.Fprintf(tw, "\ngossip state bytes in/out: %d/%d\n", st.GossipBytesIn, st.GossipBytesOut)
 	tw.Flush()
+}
+
+// planTree draws a plan's delivery tree, one node a line, children
+// indented below their parent: the renditions (and their bitrate) the arc
+// into the node carries, the transcodes the node runs and its viewers by
+// device class. Nodes with viewers that the tree does not reach follow.
+func planTree(p overlay.PlanSummary, st overlay.ClusterStatus) []string {
+	kbps := map[string]float64{}
+	for _, s := range st.Streams {
+		if s.Name == p.Stream {
+			for _, l := range s.Ladder {
+				kbps[l.Name] = l.Kbps
+			}
+		}
+	}
+	viewers := map[string]string{}
+	for _, d := range st.Demand {
+		if d.Stream != p.Stream {
+			continue
+		}
+		classes := make([]string, 0, len(d.Viewers))
+		for c := range d.Viewers {
+			classes = append(classes, c)
+		}
+		sort.Strings(classes)
+		var parts []string
+		for _, c := range classes {
+			parts = append(parts, fmt.Sprintf("%s=%d", c, d.Viewers[c]))
+		}
+		viewers[d.Node] = strings.Join(parts, " ")
+	}
+	kids := map[string][]int{}
+	for i, a := range p.Arcs {
+		kids[a.From] = append(kids[a.From], i)
+	}
+	for _, k := range kids {
+		sort.Slice(k, func(i, j int) bool { return p.Arcs[k[i]].To < p.Arcs[k[j]].To })
+	}
+	describe := func(node string) string {
+		var s string
+		for _, x := range p.Transcodes {
+			if x.Node == node {
+				s += fmt.Sprintf("  transcode at %s: %s -> %s", node, x.From, x.To)
+			}
+		}
+		if v := viewers[node]; v != "" {
+			s += "  viewers " + v
+		}
+		return s
+	}
+	reached := map[string]bool{p.Root: true}
+	lines := []string{p.Root + " (root)" + describe(p.Root)}
+	var walk func(node, indent string)
+	walk = func(node, indent string) {
+		for i, ai := range kids[node] {
+			a := p.Arcs[ai]
+			if reached[a.To] {
+				continue // a malformed plan with a cycle: draw each node once
+			}
+			reached[a.To] = true
+			branch, next := "├─ ", "│  "
+			if i == len(kids[node])-1 {
+				branch, next = "└─ ", "   "
+			}
+			var rends []string
+			total := 0.0
+			for _, l := range a.Levels {
+				rends = append(rends, l)
+				total += kbps[l]
+			}
+			rate := ""
+			if total > 0 {
+				rate = fmt.Sprintf(" %.0f kbps", total)
+			}
+			lines = append(lines, fmt.Sprintf("%s%s%s [%s%s]%s", indent, branch, a.To, strings.Join(rends, "+"), rate, describe(a.To)))
+			walk(a.To, indent+next)
+		}
+	}
+	walk(p.Root, "")
+	var unreached []string
+	for node, v := range viewers {
+		if !reached[node] {
+			unreached = append(unreached, node+" "+v)
+		}
+	}
+	sort.Strings(unreached)
+	for _, u := range unreached {
+		lines = append(lines, "not reached: "+u)
+	}
+	return lines
 }
