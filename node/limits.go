@@ -35,6 +35,13 @@ func (n *Node) httpListener(ln net.Listener) net.Listener {
 // refuseHTTP answers a connection beyond its client's limit.
 func refuseHTTP(c net.Conn) {
 	io.WriteString(c, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 45\r\n\r\ntoo many connections from this client address")
+	// Half-close and read what the client sent (within the refusal's
+	// deadline): closing with its request unread would reset the
+	// connection, and the client might lose the answer.
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 }
 
 func (n *Node) httpScheme() string {
