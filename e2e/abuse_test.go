@@ -41,8 +41,18 @@ const squatSDP = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=squat\r\nc=IN IP4 0.0.0.0
 // rtspAnnounce sends an ANNOUNCE of path on c and returns the status line.
 func rtspAnnounce(t *testing.T, c net.Conn, r *bufio.Reader, addr, path string) string {
 	t.Helper()
-	fmt.Fprintf(c, "ANNOUNCE rtsp://%s/%s RTSP/1.0\r\nCSeq: 1\r\nContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
-		addr, path, len(squatSDP), squatSDP)
+	return rtspAnnounceAuth(t, c, r, addr, path, "")
+}
+
+// rtspAnnounceAuth is rtspAnnounce with an Authorization header (if any).
+func rtspAnnounceAuth(t *testing.T, c net.Conn, r *bufio.Reader, addr, path, authorization string) string {
+	t.Helper()
+	h := ""
+	if authorization != "" {
+		h = "Authorization: " + authorization + "\r\n"
+	}
+	fmt.Fprintf(c, "ANNOUNCE rtsp://%s/%s RTSP/1.0\r\nCSeq: 1\r\n%sContent-Type: application/sdp\r\nContent-Length: %d\r\n\r\n%s",
+		addr, path, h, len(squatSDP), squatSDP)
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	line, err := r.ReadString('\n')
 	if err != nil {
