@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"io"
 	"net"
 	"time"
@@ -32,12 +33,23 @@ func (n *Node) httpListener(ln net.Listener) net.Listener {
 	return ln
 }
 
-// refuseHTTP answers a connection beyond its client's limit.
+// refuseHTTP answers a connection beyond its client's limit: it reads the
+// request head first (within the refusal's 1 s deadline; a client such as
+// Go's takes an answer that comes before its request for a broken
+// connection), answers 429, half-closes and reads what else the client
+// sent, since closing with its request unread would reset the connection
+// and the client might lose the answer.
 func refuseHTTP(c net.Conn) {
+	head := make([]byte, 0, 4096)
+	buf := make([]byte, 1024)
+	for len(head) < 16<<10 && !bytes.Contains(head, []byte("\r\n\r\n")) {
+		k, err := c.Read(buf)
+		head = append(head, buf[:k]...)
+		if err != nil {
+			break
+		}
+	}
 	io.WriteString(c, "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: 45\r\n\r\ntoo many connections from this client address")
-	// Half-close and read what the client sent (within the refusal's
-	// deadline): closing with its request unread would reset the
-	// connection, and the client might lose the answer.
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		cw.CloseWrite()
 	}

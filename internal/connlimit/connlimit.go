@@ -33,12 +33,16 @@ type Config struct {
 // its limit as soon as they are accepted.
 type Listener struct {
 	net.Listener
-	cfg     Config
-	mu      sync.Mutex
-	open    map[string]int
-	logged  *Every
-	refused atomic.Int64
+	cfg      Config
+	mu       sync.Mutex
+	open     map[string]int
+	logged   *Every
+	refused  atomic.Int64
+	refusing atomic.Int32
 }
+
+// maxRefusing bounds the refusals being answered at once.
+const maxRefusing = 256
 
 // Wrap returns ln bounded by cfg.
 func Wrap(ln net.Listener, cfg Config) *Listener {
@@ -104,12 +108,18 @@ func (l *Listener) refuse(c net.Conn, ip string, limit int) {
 	if l.logged.Allow(ip) {
 		l.cfg.Log.Warn("connection refused: too many from one address", "listener", l.cfg.What, "ip", ip, "limit", limit)
 	}
-	if l.cfg.Refuse == nil {
+	// Answer without holding up Accept; at most maxRefusing answers at
+	// once, so that a flood of connections costs bounded goroutines
+	// (beyond, a connection is closed unanswered).
+	if l.cfg.Refuse == nil || l.refusing.Add(1) > maxRefusing {
+		if l.cfg.Refuse != nil {
+			l.refusing.Add(-1)
+		}
 		c.Close()
 		return
 	}
-	// Answer without holding up Accept.
 	go func() {
+		defer l.refusing.Add(-1)
 		c.SetDeadline(time.Now().Add(time.Second))
 		l.cfg.Refuse(c)
 		c.Close()
