@@ -8,7 +8,7 @@ import (
 )
 
 // rejectLog lets one "publish rejected" line a minute through per
-// server, client address, code and reason: a publisher retrying with a wrong key
+// server, client address, code and reason (SRT: and stream id): a publisher retrying with a wrong key
 // or a scanner must not flood the log (refusals are counted in metrics).
 var rejectLog = connlimit.NewEvery(time.Minute)
 
