@@ -292,8 +292,8 @@ func TestAbuseConnectionsPerIPAreCapped(t *testing.T) {
 }
 
 // A client may start at most serverlets.max_starts_per_client renditions a
-// minute: beyond, 429; a rendition already running costs nothing, and
-// another client still starts one.
+// minute: beyond, HTTP (HLS, WHEP) answers 429 and RTSP 403; a rendition
+// already running costs nothing, and another client still starts one.
 func TestAbuseRenditionStartsPerClientAreCapped(t *testing.T) {
 	n := startAbuseNode(t, map[string]string{
 		"serverlets":     `{slots: 2, max_starts_per_client: 1}`,
@@ -326,6 +326,18 @@ func TestAbuseRenditionStartsPerClientAreCapped(t *testing.T) {
 	status, _, _ := testutil.PostWHEP(context.Background(), n.url("live/cam1@240p/whep"), "application/sdp", []byte("v=0"))
 	if status != http.StatusTooManyRequests {
 		t.Fatalf("WHEP start beyond the budget: %d, want 429", status)
+	}
+	// And an RTSP DESCRIBE of a rendition not running: 403.
+	c, err := dialFrom("127.0.0.1", n.rtsp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(c, "DESCRIBE rtsp://%s/live/cam1@240p RTSP/1.0\r\nCSeq: 1\r\n\r\n", n.rtsp)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, _ := bufio.NewReader(c).ReadString('\n')
+	c.Close()
+	if !strings.Contains(line, " 403 ") {
+		t.Fatalf("RTSP DESCRIBE start beyond the budget: %q, want 403", line)
 	}
 	if s := get("127.0.0.2", "live/cam1@240p/index.m3u8"); s != 200 {
 		t.Fatalf("another client's start: %d, want 200", s)
@@ -373,15 +385,15 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 func TestAbuseHTTPSOnTheHTTPPort(t *testing.T) {
 	cert, key, pool := selfSigned(t)
 	n := startAbuseNode(t, map[string]string{"http_tls_cert": cert, "http_tls_key": key})
-	n.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	n.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	n.waitHealthy(t)
 	r, err := n.client.Get(n.url("healthz"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	r.Body.Close()
-	if r.TLS == nil || r.StatusCode != 200 {
-		t.Fatalf("/healthz over HTTPS: %s, TLS %v", r.Status, r.TLS != nil)
+	if r.TLS == nil || r.StatusCode != 200 || r.ProtoMajor != 2 {
+		t.Fatalf("/healthz over HTTPS: %s %s, TLS %v; want 200 over HTTP/2 and TLS", r.Proto, r.Status, r.TLS != nil)
 	}
 	if r, err := http.Get("http://" + n.http + "/healthz"); err == nil {
 		b, _ := io.ReadAll(r.Body)
