@@ -105,7 +105,7 @@ func (w *WebRTC) serveOffer(rw http.ResponseWriter, r *http.Request, path string
 		}
 		w.mRejected.WithLabelValues(strconv.Itoa(oe.status)).Inc()
 		// Logged once a minute per client and status: a flood of bogus
-		// offers is counted (gradient_whep_rejected_total), not logged each.
+		// offers is counted (gradient_webrtc_rejected_offers_total), not logged each.
 		if rejectLog.Allow(fmt.Sprintf("%p %s %d", w, clientHost(r.RemoteAddr), oe.status)) {
 			w.log.Info("rejected whep offer", "stream", path, "remote", r.RemoteAddr, "status", oe.status, "reason", oe.Error())
 		}
