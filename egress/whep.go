@@ -14,6 +14,7 @@ import (
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/gradient-cdn/gradient/internal/connlimit"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -103,7 +104,11 @@ func (w *WebRTC) serveOffer(rw http.ResponseWriter, r *http.Request, path string
 			rw.Header().Set("Retry-After", "5")
 		}
 		w.mRejected.WithLabelValues(strconv.Itoa(oe.status)).Inc()
-		w.log.Info("rejected whep offer", "stream", path, "remote", r.RemoteAddr, "status", oe.status, "reason", oe.Error())
+		// Logged once a minute per client and status: a flood of bogus
+		// offers is counted (gradient_webrtc_rejected_offers_total), not logged each.
+		if rejectLog.Allow(fmt.Sprintf("%p %s %d", w, clientHost(r.RemoteAddr), oe.status)) {
+			w.log.Info("rejected whep offer", "stream", path, "remote", r.RemoteAddr, "status", oe.status, "reason", oe.Error())
+		}
 		http.Error(rw, oe.Error(), oe.status)
 		return
 	}
@@ -126,6 +131,13 @@ func checkOfferType(ct string) *offerError {
 	return nil
 }
 
+// rejectLog lets one line a minute through per node, client and status.
+var rejectLog = connlimit.NewEvery(time.Minute)
+
+// MaxOfferMedia is the most media sections (m= lines) a WHEP offer may
+// have; beyond, it is refused with 400.
+const MaxOfferMedia = 4
+
 // checkOffer parses an offer body (already bounded by MaxOfferSize) and
 // says which media sections it has; an offer without a video section, or
 // one that is not SDP, is refused with a 400.
@@ -136,6 +148,11 @@ func checkOffer(body []byte) (hasVideo, hasAudio bool, oe *offerError) {
 	var parsed sdp.SessionDescription
 	if err := parsed.UnmarshalString(string(body)); err != nil {
 		return false, false, &offerError{status: http.StatusBadRequest, reason: "malformed SDP offer", err: err}
+	}
+	if n := len(parsed.MediaDescriptions); n > MaxOfferMedia {
+		// A viewer receives one video and one audio track: an offer with
+		// dozens of sections would only cost the node transceivers.
+		return false, false, &offerError{status: http.StatusBadRequest, reason: fmt.Sprintf("offer has %d media sections, at most %d allowed", n, MaxOfferMedia)}
 	}
 	for _, m := range parsed.MediaDescriptions {
 		switch m.MediaName.Media {

@@ -532,7 +532,11 @@ func (c *rtmpConn) logEnd(err error) {
 	case errors.As(err, &codecErr):
 		c.log.Warn("rtmp publish refused", "codec", codecErr.codec, "err", err)
 	case errors.As(err, &rej):
-		c.log.Info("rtmp publish rejected", "reason", rej.reason, "code", rej.code)
+		// Once a minute per client, code and reason: a publisher retrying
+		// with a wrong key must not flood the log.
+		if rejectLog.Allow(fmt.Sprintf("%p %s %s %s", c.s, hostOf(c.remote), rej.code, rej.reason)) {
+			c.log.Info("rtmp publish rejected", "reason", rej.reason, "code", rej.code)
+		}
 	case c.path == "" && errors.As(err, &ne) && ne.Timeout():
 		c.log.Info("rtmp connection dropped",
 			"reason", fmt.Sprintf("no publish command within %v", c.s.cfg.PublishTimeout), "bytes_in", bytesIn)

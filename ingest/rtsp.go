@@ -17,6 +17,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 
 	"github.com/gradient-cdn/gradient/auth"
+	"github.com/gradient-cdn/gradient/internal/connlimit"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -128,6 +129,13 @@ func NewRTSPServer(cfg RTSPConfig, hub *media.Hub, log *slog.Logger) (*RTSPServe
 				return nil, err
 			}
 			s.ln = ln
+			if cfg.MaxConnsPerIP > 0 {
+				lc := connlimit.Config{PerIP: cfg.MaxConnsPerIP, Log: s.log, What: "rtsp"}
+				if cfg.LimitLoopback {
+					lc.PerLoopback = cfg.MaxConnsPerIP
+				}
+				ln = connlimit.Wrap(ln, lc)
+			}
 			if cfg.WriteCoalesce > 0 {
 				return newCoalescingListener(ln, cfg.WriteCoalesce), nil
 			}

@@ -52,6 +52,16 @@ type RTSPConfig struct {
 	// for as long as it stays open. Default 10 s.
 	SetupTimeout time.Duration `yaml:"setup_timeout"`
 
+	// MaxConnsPerIP is how many connections one client address may hold
+	// open; a connection beyond is closed at once (the refusal is logged
+	// once a minute per address). Loopback clients are exempt unless
+	// LimitLoopback. Default 64; negative: no limit.
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+
+	// LimitLoopback applies MaxConnsPerIP to loopback clients too (the
+	// node sets it from its limit_loopback). Default false.
+	LimitLoopback bool `yaml:"-"`
+
 	// WriteQueueSize is how many packets may wait for each reader session;
 	// a reader whose queue is full is dropped, so that it never slows the
 	// others. Must be a power of two. Default 512.
@@ -110,6 +120,7 @@ func DefaultRTSPConfig() RTSPConfig {
 		ReadTimeout:    10 * time.Second,
 		WriteTimeout:   10 * time.Second,
 		SetupTimeout:   10 * time.Second,
+		MaxConnsPerIP:  64,
 		WriteQueueSize: 512,
 		WriteCoalesce:  5 * time.Millisecond,
 	}

@@ -312,7 +312,9 @@ func (s *SRTServer) handle(req srt.ConnRequest) {
 	}
 	if rej != nil {
 		req.Reject(rej.code)
-		s.log.Info("srt publish rejected", "stream_id", sid, "remote", remote, "reason", rej.reason, "code", int(rej.code))
+		if rejectLog.Allow(fmt.Sprintf("%p %s %d %s %q", s, hostOf(remote), rej.code, rej.reason, sid)) { // once a minute per client, stream id and reason
+			s.log.Info("srt publish rejected", "stream_id", sid, "remote", remote, "reason", rej.reason, "code", int(rej.code))
+		}
 		return
 	}
 	// s.claim reserved path and counted the connection's goroutine.

@@ -3,6 +3,7 @@ package node
 import (
 	"crypto/subtle"
 	"net/http"
+	"net/netip"
 	"strings"
 
 	"github.com/gradient-cdn/gradient/auth"
@@ -47,11 +48,11 @@ func (n *Node) authorizeRTSP(r auth.Request) error {
 		}
 		return nil
 	}
-	if secret != "" && r.Action == auth.ActionRead && !r.HasCredentials() {
-		// With a cluster secret, RTSP reading is for relays and for
-		// readers the operator gave credentials: anonymous viewers watch
-		// over WHEP or HLS, as before the auth section existed.
-		return auth.ErrNoCredentials
+	// Anybody else, anonymous viewers included, is the operator's to
+	// decide: the cluster secret guards only the relay users above, so a
+	// viewer's RTSP read is as open as its WHEP or HLS read.
+	if r.Action == auth.ActionRead && !n.takeStart(r.IP, r.Path) {
+		return auth.ErrForbidden
 	}
 	return n.auth.Authorize(r)
 }
@@ -116,6 +117,63 @@ func httpAction(r *http.Request) string {
 	case p == "/api/v1/streams", strings.HasPrefix(p, "/api/v1/streams/"), p == "/api/v1/cluster",
 		p == "/api/v1/events", p == "/", strings.HasPrefix(p, "/debug/"):
 		return auth.ActionAPI
+	}
+	return ""
+}
+
+// takeStart counts a read of path by ip against the client's rendition
+// starts (serverlets.max_starts_per_client a minute) when the read would
+// start a rendition: path names one ("live/cam1@360p") that is not live
+// yet. Loopback clients are exempt unless limit_loopback is set. It
+// reports whether the read may go on.
+func (n *Node) takeStart(ip netip.Addr, path string) bool {
+	if n.starts == nil || !strings.Contains(path, "@") {
+		return true
+	}
+	if ip.IsLoopback() && !n.cfg.LimitLoopback {
+		return true
+	}
+	if _, live := n.Hub.Lookup(path); live {
+		return true
+	}
+	if n.starts.Take(ip.String()) {
+		return true
+	}
+	if n.startsLogged.Allow(ip.String()) {
+		n.log.Warn("rendition start refused: too many from one client", "ip", ip.String(), "path", path,
+			"max_starts_per_client", n.cfg.Serverlets.MaxStartsPerClient)
+	}
+	return false
+}
+
+// guardStarts answers 429 to a WHEP offer or an HLS playlist request that
+// would start one rendition too many for its client this minute.
+func (n *Node) guardStarts(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if path := startingPath(r); path != "" {
+			ip := auth.FromHTTP(r, auth.ActionRead, path, "http").IP
+			if !n.takeStart(ip, path) {
+				w.Header().Set("Retry-After", "60")
+				http.Error(w, "too many rendition starts from this client: try again in a minute", http.StatusTooManyRequests)
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// startingPath is the stream path of a request that may start a
+// rendition (a WHEP offer, an HLS playlist), "" for any other.
+func startingPath(r *http.Request) string {
+	p := strings.TrimPrefix(r.URL.Path, "/")
+	i := strings.LastIndexByte(p, '/')
+	if i <= 0 || !strings.Contains(p[:i], "@") {
+		return ""
+	}
+	last := p[i+1:]
+	switch {
+	case last == "whep" && r.Method == http.MethodPost, strings.HasSuffix(last, ".m3u8") && r.Method == http.MethodGet:
+		return p[:i]
 	}
 	return ""
 }

@@ -191,20 +191,27 @@ func TestAuthNodeUsersGuardAPIMetricsAndWatch(t *testing.T) {
 	}
 }
 
-// TestAuthNodeRelayUsersStillRead reads over RTSP as another node's relay
-// does (user gradient.<node>, the password derived from the cluster
-// secret), with Digest and, when a hashed password makes the node
-// challenge with Basic, with Basic; anonymous RTSP readers stay refused.
+// TestAuthNodeRelayUsersStillRead: with a cluster secret, a relay user reads
+// over RTSP as the overlay's relays do (user gradient.<node>, the password
+// derived from the cluster secret), with Digest and, when a hashed
+// password makes the node challenge with Basic, with Basic. The secret
+// decides for relay users only: anonymous RTSP readers read when the auth
+// section lets anybody read (the default), and are asked for credentials
+// when it does not.
 func TestAuthNodeRelayUsersStillRead(t *testing.T) {
 	sum := sha256.Sum256([]byte("x"))
-	for _, hashed := range []bool{false, true} {
-		t.Run(fmt.Sprintf("basic=%v", hashed), func(t *testing.T) {
+	for _, mode := range []string{"open", "closed", "closed-basic"} {
+		t.Run(mode, func(t *testing.T) {
 			n, _ := authNode(t, func(c *Config) {
 				c.Overlay.Secret = "relay-secret-0123456789"
-				if hashed {
+				switch mode {
+				case "closed":
+					c.Auth.InternalUsers = []auth.User{
+						{User: "cam", Pass: "x", Permissions: []auth.Permission{{Action: auth.ActionPublish}}},
+					}
+				case "closed-basic":
 					c.Auth.InternalUsers = []auth.User{
 						{User: "cam", Pass: "sha256:" + base64.StdEncoding.EncodeToString(sum[:]), Permissions: []auth.Permission{{Action: auth.ActionPublish}}},
-						{User: auth.AnyUser, Permissions: []auth.Permission{{Action: auth.ActionRead}}},
 					}
 				}
 			})
@@ -213,10 +220,18 @@ func TestAuthNodeRelayUsersStillRead(t *testing.T) {
 			defer stop()
 			addr := "127.0.0.1:" + port(n.RTSP.Addr().String())
 			opts := testutil.RTSPPlayOptions{Transport: gortsplib.TransportTCP, ReadTimeout: 5 * time.Second}
-			_, err := testutil.RTSPPlay(t, "rtsp://"+addr+"/live/cam1", opts)
+			anon, err := testutil.RTSPPlay(t, "rtsp://"+addr+"/live/cam1", opts)
+			if mode == "open" {
+				if err != nil {
+					t.Fatalf("anonymous RTSP reader with a cluster secret and reading open: %v, want it to read", err)
+				}
+				anon.WaitFrames(t, 5, 320, 240, 10*time.Second)
+				anon.Close()
+				return
+			}
 			var bad liberrors.ErrClientBadStatusCode
 			if !errors.As(err, &bad) || bad.Code != base.StatusUnauthorized {
-				t.Fatalf("anonymous RTSP reader with a cluster secret: %v, want 401", err)
+				t.Fatalf("anonymous RTSP reader with reading closed: %v, want 401", err)
 			}
 			user := overlay.RelayUser + ".peer"
 			pass := overlay.RelayPassword("relay-secret-0123456789", user, "live/cam1")

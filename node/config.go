@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -41,6 +42,24 @@ type Config struct {
 	// HTTP is the listen address of the API, HLS, WHEP, player page,
 	// dashboard and /metrics. Default ":8080".
 	HTTP string `yaml:"http"`
+
+	// HTTPTLSCert and HTTPTLSKey are PEM files (the certificate chain and
+	// its key): with both set the HTTP port speaks HTTPS only (HTTP/1.1
+	// and HTTP/2). Default empty: plain HTTP.
+	HTTPTLSCert string `yaml:"http_tls_cert"`
+	HTTPTLSKey  string `yaml:"http_tls_key"`
+
+	// HTTPMaxConnsPerIP is how many connections one client address may
+	// hold open on the HTTP port; a connection beyond is answered 429 and
+	// closed. Loopback clients are exempt unless LimitLoopback.
+	// Default 256; 0 or negative: no limit.
+	HTTPMaxConnsPerIP int `yaml:"http_max_conns_per_ip"`
+
+	// LimitLoopback applies the per-client limits (http_max_conns_per_ip,
+	// rtsp.max_conns_per_ip, serverlets.max_starts_per_client) to
+	// loopback clients too. Default false: local tools, and a reverse
+	// proxy on the same host, come from loopback.
+	LimitLoopback bool `yaml:"limit_loopback"`
 
 	// PProf serves Go's profiler at /debug/pprof/ on the HTTP port. Off by
 	// default: that port is public, and a profile costs CPU.
@@ -111,17 +130,18 @@ func DefaultConfig() Config {
 		host = "gradient"
 	}
 	c := Config{
-		Name:     host,
-		Data:     "./data",
-		LogLevel: "info",
-		HTTP:     ":8080",
-		RTSP:     ingest.DefaultRTSPConfig(),
-		SRT:      ingest.DefaultSRTConfig(),
-		RTMP:     ingest.DefaultRTMPConfig(),
-		WebRTC:   egress.DefaultWebRTCConfig(),
-		HLS:      egress.DefaultHLSConfig(),
-		Hub:      media.DefaultHubConfig(),
-		Gossip:   GossipConfig{Addr: "127.0.0.1:7946"},
+		Name:              host,
+		Data:              "./data",
+		LogLevel:          "info",
+		HTTP:              ":8080",
+		HTTPMaxConnsPerIP: 256,
+		RTSP:              ingest.DefaultRTSPConfig(),
+		SRT:               ingest.DefaultSRTConfig(),
+		RTMP:              ingest.DefaultRTMPConfig(),
+		WebRTC:            egress.DefaultWebRTCConfig(),
+		HLS:               egress.DefaultHLSConfig(),
+		Hub:               media.DefaultHubConfig(),
+		Gossip:            GossipConfig{Addr: "127.0.0.1:7946"},
 	}
 	c.Serverlets = serverlet.DefaultManagerConfig()
 	c.Overlay = overlay.DefaultConfig()
@@ -177,6 +197,14 @@ func (c Config) Validate() error {
 		}
 		if err := listenaddr.Check(a.v); err != nil {
 			return fmt.Errorf("%s: %w", a.field, err)
+		}
+	}
+	if (c.HTTPTLSCert == "") != (c.HTTPTLSKey == "") {
+		return errors.New("http_tls_cert and http_tls_key: set both or neither")
+	}
+	if c.HTTPTLSCert != "" {
+		if _, err := tls.LoadX509KeyPair(c.HTTPTLSCert, c.HTTPTLSKey); err != nil {
+			return fmt.Errorf("http_tls_cert, http_tls_key: %w", err)
 		}
 	}
 	if c.RTSP.Addr != Off {

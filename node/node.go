@@ -18,6 +18,7 @@ import (
 	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/ingest"
+	"github.com/gradient-cdn/gradient/internal/connlimit"
 	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/overlay"
 	"github.com/gradient-cdn/gradient/record"
@@ -50,6 +51,9 @@ type Node struct {
 	player  *egress.Player
 	record  *record.Recorder // live recordings into VoD titles
 	auth    *auth.Authorizer // every protocol's credentials and permissions
+
+	starts       *connlimit.Rate  // rendition starts per client a minute; nil: no limit
+	startsLogged *connlimit.Every // one "refused" line per client a minute
 
 	httpLn  net.Listener
 	httpSrv *http.Server
@@ -136,9 +140,11 @@ func (n *Node) build() (err error) {
 	if err := n.buildAuth(); err != nil {
 		return err
 	}
+	n.buildLimits()
 	if cfg.RTSP.Addr != Off {
 		rc := cfg.RTSP
 		rc.Read, rc.Authorize, rc.BasicAuth = n.RTSPReader, n.authorizeRTSP, n.auth.NeedsClearPassword()
+		rc.LimitLoopback = cfg.LimitLoopback
 		if n.RTSP, err = ingest.NewRTSPServer(rc, n.Hub, log); err != nil {
 			return err
 		}
@@ -231,18 +237,23 @@ func (n *Node) listen() error {
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return fmt.Errorf("http on %s: %w", cfg.HTTP, err)
 	}
+	ln := n.httpListener(n.httpLn)
 	// A client must send its request head within 10 s, and an idle
 	// keep-alive connection is closed after 2 min: nobody holds one open
 	// for free. (No whole-request timeouts: uploads and LL-HLS blocking
 	// requests take as long as they take.)
-	n.httpSrv = &http.Server{Handler: n.guardHTTP(mux), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+	n.httpSrv = &http.Server{Handler: n.guardHTTP(n.guardStarts(mux)), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		ErrorLog: slog.NewLogLogger(log.With("component", "http").Handler(), slog.LevelDebug)}
 	go func() {
-		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := func() error { return n.httpSrv.Serve(ln) }
+		if cfg.HTTPTLSCert != "" {
+			serve = func() error { return n.httpSrv.ServeTLS(ln, cfg.HTTPTLSCert, cfg.HTTPTLSKey) }
+		}
+		if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			log.Error("http server stopped", "err", err)
 		}
 	}()
-	log.Info("listening", "service", "http", "addr", n.httpLn.Addr().String())
+	log.Info("listening", "service", n.httpScheme(), "addr", n.httpLn.Addr().String())
 	return nil
 }
 

@@ -34,6 +34,12 @@ type ManagerConfig struct {
 	// that a request for a rendition cannot hold a transcode slot with
 	// nothing to show for it. Default 15 s.
 	StartTimeout time.Duration `yaml:"start_timeout"`
+	// MaxStartsPerClient is how many renditions that are not running yet
+	// one client address may cause to start a minute (over WHEP, HLS or
+	// RTSP); beyond, HTTP answers 429 and RTSP 403. The node enforces it
+	// where the request comes in; loopback clients are exempt unless the
+	// node's limit_loopback is set. Default 8; negative: no limit.
+	MaxStartsPerClient int `yaml:"max_starts_per_client"`
 
 	// Encoder tunes libx264; its keys sit in the section itself (preset,
 	// threads).
@@ -79,10 +85,11 @@ type EncoderConfig struct {
 // 15 s start timeout and libx264 "veryfast" on one thread.
 func DefaultManagerConfig() ManagerConfig {
 	return ManagerConfig{
-		Slots:        runtime.NumCPU(),
-		IdleStop:     10 * time.Second,
-		StartTimeout: 15 * time.Second,
-		Encoder:      EncoderConfig{Preset: "veryfast", Threads: 1},
+		Slots:              runtime.NumCPU(),
+		IdleStop:           10 * time.Second,
+		StartTimeout:       15 * time.Second,
+		MaxStartsPerClient: 8,
+		Encoder:            EncoderConfig{Preset: "veryfast", Threads: 1},
 	}
 }
 
