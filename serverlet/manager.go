@@ -49,16 +49,16 @@ type Manager struct {
 	hub *media.Hub
 	log *slog.Logger
 
-	mu      sync.Mutex
-	ladder  map[string]Serverlet // set by Start
-	specs   map[string]string    // set by Start
-	runs    map[string]*run
+	mu     sync.Mutex
+	ladder map[string]Serverlet // set by Start
+	specs  map[string]string    // set by Start
+	runs   map[string]*run
 	// decoders are the shared decoders by source stream (shared_decode).
 	decoders map[string]*decoder
-	closed  bool
-	wg      sync.WaitGroup // run goroutines and their reapers
-	failed  uint64
-	refused uint64
+	closed   bool
+	wg       sync.WaitGroup // run goroutines and their reapers
+	failed   uint64
+	refused  uint64
 }
 
 // NewManager validates cfg (its zero fields take DefaultManagerConfig's

@@ -181,14 +181,22 @@ func TestLadderSharesOneDecoderAndRungsJoinAndLeave(t *testing.T) {
 }
 
 func TestLadderRungFailureEndsOnlyThatRung(t *testing.T) {
-	restore := serverlet.SetEncodeHook(func(rendition string) {
-		if strings.HasSuffix(rendition, "@boom") {
-			panic("test: encoder output of the boom rung")
-		}
-	})
-	defer restore()
-	hub, m, logs := newTestManager(t, serverlet.ManagerConfig{Slots: 8, Ladder: map[string]string{
-		"boom": "scale x180 250k",
+	// A Go serverlet (as an operator's plugin would be) whose frame
+	// function panics on its tenth frame, after its encoder started.
+	reg := serverlet.NewRegistry()
+	if err := reg.Register("boom", func(serverlet.Args) (serverlet.Serverlet, error) {
+		n := 0
+		return serverlet.FrameFunc(func(*serverlet.Frame) error {
+			if n++; n == 10 {
+				panic("test: the boom rung")
+			}
+			return nil
+		}), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	hub, m, logs := newTestManager(t, serverlet.ManagerConfig{Slots: 8, Registry: reg, Ladder: map[string]string{
+		"boom": "scale x180 250k | boom",
 		"odd":  "scale 321x181 300k", // libx264 refuses odd sizes in 4:2:0
 	}})
 	publishClip(t, hub, "live/cam1", testutil.ClipOptions{Width: 640, Height: 360, FPS: 25, Seconds: 4})
@@ -211,7 +219,7 @@ func TestLadderRungFailureEndsOnlyThatRung(t *testing.T) {
 		t.Logf("@%s: %v", rend, err)
 	}
 	testutil.Eventually(t, 10*time.Second, "both failures counted", func() bool { return m.Stats().Failed >= 2 })
-	for _, want := range []string{"serverlet panicked", "open libx264"} {
+	for _, want := range []string{"frame function panicked: test: the boom rung", "open libx264"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q", want)
 		}

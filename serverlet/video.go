@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/asticode/go-astiav"
@@ -12,10 +11,6 @@ import (
 
 	"github.com/gradient-cdn/gradient/media"
 )
-
-// encodeHook, set by tests only, runs on a rung's goroutine for every
-// packet out of its encoder (to make one rung panic).
-var encodeHook atomic.Pointer[func(rendition string)]
 
 // videoClock is the time base of video timestamps inside the runtime.
 const videoClock = 90000
@@ -234,9 +229,6 @@ func (v *videoPath) openEncoder(f *astiav.Frame) (*astiav.CodecContext, error) {
 // emit writes one libx264 packet to the rendition, stamped with the
 // arrival and capture time of the source frame it came from.
 func (v *videoPath) emit(pkt *astiav.Packet) error {
-	if h := encodeHook.Load(); h != nil {
-		(*h)(v.run.path)
-	}
 	var au h264.AnnexB
 	if err := au.Unmarshal(pkt.Data()); err != nil {
 		return fmt.Errorf("libx264 output: %w", err)
