@@ -1,6 +1,7 @@
 package serverlet_test
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"sync"
@@ -112,6 +113,20 @@ func TestLadderSharesOneDecoderAndRungsJoinAndLeave(t *testing.T) {
 		t.Fatalf("decoders %+v: want one, of live/cam1, feeding 360p 480p 720p", st.Decoders)
 	}
 	started := st.Decoders[0].Started
+	// As GET /api/v1/serverlets shows it (node/api.go encodes Stats).
+	raw, _ := json.Marshal(st)
+	var api struct {
+		Decoders []struct {
+			Source string   `json:"source"`
+			Rungs  []string `json:"rungs"`
+			Frames uint64   `json:"frames"`
+			FPS    float64  `json:"fps"`
+		} `json:"decoders"`
+	}
+	if err := json.Unmarshal(raw, &api); err != nil || len(api.Decoders) != 1 || len(api.Decoders[0].Rungs) != 3 ||
+		api.Decoders[0].Frames == 0 || api.Decoders[0].FPS <= 0 {
+		t.Errorf("stats JSON %s: want one decoder with 3 rungs, frames and fps", raw)
+	}
 	for _, s := range st.Serverlets {
 		if !s.SharedDecode {
 			t.Errorf("%s does not use the shared decoder", s.Rendition)
@@ -265,4 +280,51 @@ func TestSharedDecodeOffDecodesPerServerlet(t *testing.T) {
 	}
 	checkDecodes(t, cs["240p"], 426, 240)
 	checkDecodes(t, cs["180p"], 320, 180)
+}
+
+// A rung whose frame function writes into its pictures must not change
+// what the other rungs of the shared decoder see: the pictures are shared
+// by reference, and a frame function gets its own copy.
+func TestSharedPicturesAreCopiedBeforeAFrameFunctionWrites(t *testing.T) {
+	reg := serverlet.NewRegistry()
+	if err := reg.Register("flat", func(serverlet.Args) (serverlet.Serverlet, error) {
+		return serverlet.FrameFunc(func(f *serverlet.Frame) error {
+			f.Fill(1, 128)
+			f.Fill(2, 128)
+			return nil
+		}), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Neither rung scales (the source is 640x360): both filter graphs pass
+	// the decoder's pictures through.
+	hub, m, _ := newTestManager(t, serverlet.ManagerConfig{Registry: reg, Ladder: map[string]string{
+		"flat": "flat", "same": "scale x360 800k"}})
+	publishClip(t, hub, "live/cam1", testutil.ClipOptions{Width: 640, Height: 360, FPS: 25, Seconds: 4})
+	flat := collect(t, hub, "live/cam1@flat")
+	same := collect(t, hub, "live/cam1@same")
+	testutil.Eventually(t, 20*time.Second, "both rungs output 40 frames", func() bool { return flat.video() >= 40 && same.video() >= 40 })
+	if st := m.Stats(); len(st.Decoders) != 1 || len(st.Decoders[0].Rungs) != 2 {
+		t.Fatalf("decoders %+v: want one feeding both rungs", st.Decoders)
+	}
+	// How many decoded pictures have a flat chroma plane (U within 4 values).
+	flatFrames := func(c *collector) (flat, all int) {
+		frames := decodeVideo(t, c.r.Description(), c.units())
+		for _, f := range frames {
+			lo, hi := 255, 0
+			for _, v := range f.U {
+				lo, hi = min(lo, int(v)), max(hi, int(v))
+			}
+			if hi-lo <= 4 {
+				flat++
+			}
+		}
+		return flat, len(frames)
+	}
+	if n, all := flatFrames(flat); n != all || all < 30 {
+		t.Errorf("@flat: %d of %d pictures have a flat chroma, want all", n, all)
+	}
+	if n, all := flatFrames(same); n != 0 || all < 30 {
+		t.Errorf("@same: %d of %d pictures have a flat chroma: the other rung's frame function wrote into the shared pictures", n, all)
+	}
 }
