@@ -41,6 +41,13 @@ type ManagerConfig struct {
 	// node's limit_loopback is set. Default 8; negative: no limit.
 	MaxStartsPerClient int `yaml:"max_starts_per_client"`
 
+	// SharedDecode makes the renditions of one source that transcode video
+	// share one decoder: its pictures go by reference to each rung's
+	// filters and encoder, as in one `ffmpeg -filter_complex split=N`
+	// command. Off (false), every serverlet decodes its source itself.
+	// Default true.
+	SharedDecode *bool `yaml:"shared_decode"`
+
 	// Encoder tunes libx264; its keys sit in the section itself (preset,
 	// threads).
 	Encoder EncoderConfig `yaml:",inline"`
@@ -82,7 +89,7 @@ type EncoderConfig struct {
 
 // DefaultManagerConfig returns the configuration of a Manager that is
 // given none: the default ladder, one slot per CPU, a 10 s idle stop, a
-// 15 s start timeout and libx264 "veryfast" on one thread.
+// 15 s start timeout, libx264 "veryfast" on one thread and shared decode.
 func DefaultManagerConfig() ManagerConfig {
 	return ManagerConfig{
 		Slots:              runtime.NumCPU(),
@@ -90,6 +97,7 @@ func DefaultManagerConfig() ManagerConfig {
 		StartTimeout:       15 * time.Second,
 		MaxStartsPerClient: 8,
 		Encoder:            EncoderConfig{Preset: "veryfast", Threads: 1},
+		SharedDecode:       func() *bool { b := true; return &b }(),
 	}
 }
 

@@ -35,15 +35,27 @@ func TestManagerConfigValidateNamesTheYAMLKey(t *testing.T) {
 
 func TestManagerConfigKeepsTheServerletsYAMLKeys(t *testing.T) {
 	var c serverlet.ManagerConfig
-	in := "ladder:\n  gray: grayscale\nslots: 3\nidle_stop: 2s\npreset: fast\nthreads: 2\nplugin_dir: /p\nplugins: [gray]\n"
+	in := "ladder:\n  gray: grayscale\nslots: 3\nidle_stop: 2s\npreset: fast\nthreads: 2\nplugin_dir: /p\nplugins: [gray]\nshared_decode: false\n"
 	dec := yaml.NewDecoder(strings.NewReader(in))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
 		t.Fatal(err)
 	}
 	if c.Ladder["gray"] != "grayscale" || c.Slots != 3 || c.IdleStop != 2*time.Second || c.Encoder.Preset != "fast" ||
-		c.Encoder.Threads != 2 || c.PluginDir != "/p" || len(c.Plugins) != 1 {
+		c.Encoder.Threads != 2 || c.PluginDir != "/p" || len(c.Plugins) != 1 || c.SharedDecode == nil || *c.SharedDecode {
 		t.Errorf("decoded %+v from\n%s", c, in)
+	}
+}
+
+func TestSharedDecodeIsOnUnlessTurnedOff(t *testing.T) {
+	if d := serverlet.DefaultManagerConfig().SharedDecode; d == nil || !*d {
+		t.Errorf("DefaultManagerConfig().SharedDecode = %v, want true", d)
+	}
+	// Each default is its own: turning one off leaves the next default on.
+	c := serverlet.DefaultManagerConfig()
+	*c.SharedDecode = false
+	if !*serverlet.DefaultManagerConfig().SharedDecode {
+		t.Error("turning shared_decode off in one config turned off the default")
 	}
 }
 

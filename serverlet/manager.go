@@ -49,14 +49,16 @@ type Manager struct {
 	hub *media.Hub
 	log *slog.Logger
 
-	mu      sync.Mutex
-	ladder  map[string]Serverlet // set by Start
-	specs   map[string]string    // set by Start
-	runs    map[string]*run
-	closed  bool
-	wg      sync.WaitGroup // run goroutines and their reapers
-	failed  uint64
-	refused uint64
+	mu     sync.Mutex
+	ladder map[string]Serverlet // set by Start
+	specs  map[string]string    // set by Start
+	runs   map[string]*run
+	// decoders are the shared decoders by source stream (shared_decode).
+	decoders map[string]*decoder
+	closed   bool
+	wg       sync.WaitGroup // run goroutines and their reapers
+	failed   uint64
+	refused  uint64
 }
 
 // NewManager validates cfg (its zero fields take DefaultManagerConfig's
@@ -77,7 +79,7 @@ func NewManager(cfg ManagerConfig, hub *media.Hub, log *slog.Logger) (*Manager, 
 	if cfg.Registry == nil {
 		cfg.Registry = NewRegistry()
 	}
-	m := &Manager{cfg: cfg, hub: hub, log: log.With("component", "serverlet"), runs: map[string]*run{}}
+	m := &Manager{cfg: cfg, hub: hub, log: log.With("component", "serverlet"), runs: map[string]*run{}, decoders: map[string]*decoder{}}
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(newCollector(m)); err != nil {
 			return nil, fmt.Errorf("serverlet metrics: %w", err)
@@ -205,11 +207,41 @@ func (m *Manager) start(path, stream, rend string, s Serverlet) (*run, error) {
 		m.log.Warn("serverlet refused: no capacity", "rendition", path, "slots", m.cfg.Slots)
 		return nil, fmt.Errorf("serverlet %s: %w (%d of %d slots in use)", path, ErrNoCapacity, len(m.runs), m.cfg.Slots)
 	}
-	reader, err := hub.Subscribe(stream, "serverlet "+path)
-	if err != nil {
-		return nil, fmt.Errorf("serverlet %s: %w", path, err)
+	var r *run
+	if *m.cfg.SharedDecode && pipe.TranscodesVideo() {
+		// The rung joins the source's decoder, or starts one.
+		d := m.decoders[stream]
+		r = newRun(hub, nil, srcStream.Description(), path, m.specs[rend], pipe, m.cfg.Encoder, m.cfg.IdleStop, m.cfg.StartTimeout, m.log)
+		if d != nil && d.attach(r) {
+			r.srcDesc = d.srcDesc
+		} else {
+			if d, err = newDecoder(hub, stream, m.cfg.Encoder.Threads, m.log); err != nil {
+				r.cancel()
+				return nil, fmt.Errorf("serverlet %s: %w", path, err)
+			}
+			r.srcDesc = d.srcDesc
+			d.attach(r)
+			m.decoders[stream] = d
+			m.wg.Add(1)
+			go func() {
+				defer m.wg.Done()
+				d.loop(func() {
+					m.mu.Lock()
+					if m.decoders[stream] == d {
+						delete(m.decoders, stream)
+					}
+					m.mu.Unlock()
+				})
+			}()
+			m.log.Info("shared decoder started", "source", stream)
+		}
+	} else {
+		reader, err := hub.Subscribe(stream, "serverlet "+path)
+		if err != nil {
+			return nil, fmt.Errorf("serverlet %s: %w", path, err)
+		}
+		r = newRun(hub, reader, reader.Description(), path, m.specs[rend], pipe, m.cfg.Encoder, m.cfg.IdleStop, m.cfg.StartTimeout, m.log)
 	}
-	r := newRun(hub, reader, path, m.specs[rend], pipe, m.cfg.Encoder, m.cfg.IdleStop, m.cfg.StartTimeout, m.log)
 	m.runs[path] = r
 	m.log.Info("serverlet started", "rendition", path, "spec", r.spec, "out", fmt.Sprintf("%dx%d", pipe.Width, pipe.Height))
 	m.wg.Add(2)
@@ -274,6 +306,9 @@ type Stats struct {
 	Failed     uint64     `json:"failed"`
 	Refused    uint64     `json:"refused"`
 	Serverlets []RunStats `json:"serverlets"`
+	// Decoders are the shared decoders (serverlets.shared_decode): one per
+	// source with running video rungs, sorted by source.
+	Decoders []DecoderStats `json:"decoders"`
 }
 
 // Stats returns a snapshot.
@@ -283,8 +318,18 @@ func (m *Manager) Stats() Stats {
 	for _, r := range m.runs {
 		runs = append(runs, r)
 	}
-	st := Stats{Slots: m.cfg.Slots, Used: len(m.runs), Failed: m.failed, Refused: m.refused}
+	decs := make([]*decoder, 0, len(m.decoders))
+	for _, d := range m.decoders {
+		decs = append(decs, d)
+	}
+	st := Stats{Slots: m.cfg.Slots, Used: len(m.runs), Failed: m.failed, Refused: m.refused, Decoders: []DecoderStats{}}
 	m.mu.Unlock()
+	for _, d := range decs {
+		ds := d.stats()
+		st.CPULoad += ds.CPULoad
+		st.Decoders = append(st.Decoders, ds)
+	}
+	sort.Slice(st.Decoders, func(i, j int) bool { return st.Decoders[i].Source < st.Decoders[j].Source })
 	for _, r := range runs {
 		rs := r.stats()
 		// r.pub is set before published is closed: check the channel first.

@@ -7,6 +7,7 @@ type collector struct {
 	m                                        *Manager
 	slots, used, load, failed, refused       *prometheus.Desc
 	fps, cpu, framesOut, latP50, latP99, rdr *prometheus.Desc
+	decoders, decFrames                      *prometheus.Desc
 }
 
 func newCollector(m *Manager) *collector {
@@ -23,11 +24,13 @@ func newCollector(m *Manager) *collector {
 		latP50:    prometheus.NewDesc("gradient_serverlet_latency_p50_seconds", "Median delay a serverlet adds (decoder in to encoder out).", l, nil),
 		latP99:    prometheus.NewDesc("gradient_serverlet_latency_p99_seconds", "99th percentile of the delay a serverlet adds.", l, nil),
 		rdr:       prometheus.NewDesc("gradient_serverlet_readers", "Readers of a serverlet's rendition.", l, nil),
+		decoders:  prometheus.NewDesc("gradient_serverlet_shared_decoders", "Shared decoders running (one per source with video rungs).", nil, nil),
+		decFrames: prometheus.NewDesc("gradient_serverlet_shared_decoder_frames_total", "Pictures a source's shared decoder decoded.", []string{"source"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.slots, c.used, c.load, c.failed, c.refused, c.fps, c.cpu, c.framesOut, c.latP50, c.latP99, c.rdr} {
+	for _, d := range []*prometheus.Desc{c.slots, c.used, c.load, c.failed, c.refused, c.fps, c.cpu, c.framesOut, c.latP50, c.latP99, c.rdr, c.decoders, c.decFrames} {
 		ch <- d
 	}
 }
@@ -39,6 +42,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.load, prometheus.GaugeValue, st.CPULoad)
 	ch <- prometheus.MustNewConstMetric(c.failed, prometheus.CounterValue, float64(st.Failed))
 	ch <- prometheus.MustNewConstMetric(c.refused, prometheus.CounterValue, float64(st.Refused))
+	ch <- prometheus.MustNewConstMetric(c.decoders, prometheus.GaugeValue, float64(len(st.Decoders)))
+	for _, d := range st.Decoders {
+		ch <- prometheus.MustNewConstMetric(c.decFrames, prometheus.CounterValue, float64(d.Frames), d.Source)
+	}
 	for _, s := range st.Serverlets {
 		ch <- prometheus.MustNewConstMetric(c.fps, prometheus.GaugeValue, s.FPS, s.Rendition)
 		ch <- prometheus.MustNewConstMetric(c.cpu, prometheus.CounterValue, s.CPUSeconds, s.Rendition)

@@ -19,11 +19,16 @@ import (
 // the serverlet's.
 type run struct {
 	path, spec string
+	rend       string // "360p"
 	pipe       *Pipeline
 	enc        EncoderConfig
 	hub        *media.Hub
-	src        *media.Reader
+	src        *media.Reader // the source, when this run decodes it itself
 	srcDesc    media.Description
+	// dec and feed, with shared decode: the source's decoder and the
+	// queue it fills for this run (set by decoder.attach).
+	dec        *decoder
+	feed       chan feedItem
 	log        *slog.Logger
 	idleStop   time.Duration
 	startLimit time.Duration // no output by then: the run ends
@@ -51,10 +56,13 @@ type run struct {
 	latPos    int
 }
 
-func newRun(hub *media.Hub, src *media.Reader, path, spec string, pipe *Pipeline, enc EncoderConfig, idleStop, startLimit time.Duration, log *slog.Logger) *run {
+// newRun makes a run reading src, or (src nil) fed by a shared decoder
+// it is attached to next.
+func newRun(hub *media.Hub, src *media.Reader, srcDesc media.Description, path, spec string, pipe *Pipeline, enc EncoderConfig, idleStop, startLimit time.Duration, log *slog.Logger) *run {
 	ctx, cancel := context.WithCancel(context.Background())
+	_, rend, _ := media.ParsePath(path)
 	return &run{
-		path: path, spec: spec, pipe: pipe, enc: enc, hub: hub, src: src, srcDesc: src.Description(),
+		path: path, rend: rend, spec: spec, pipe: pipe, enc: enc, hub: hub, src: src, srcDesc: srcDesc,
 		log: log.With("rendition", path), idleStop: idleStop, startLimit: startLimit, ctx: ctx, cancel: cancel,
 		published: make(chan struct{}), done: make(chan struct{}), started: time.Now(),
 	}
@@ -103,15 +111,26 @@ func (r *run) process(cpu0 time.Duration) error {
 	tick := time.NewTicker(max(10*time.Millisecond, min(r.idleStop/4, 500*time.Millisecond)))
 	defer tick.Stop()
 	var idleSince time.Time
+	var srcC <-chan *media.Unit
+	if r.src != nil {
+		srcC = r.src.C()
+	}
 	for {
 		select {
 		case <-r.ctx.Done():
 			return r.ctx.Err()
-		case u, ok := <-r.src.C():
+		case u, ok := <-srcC:
 			if !ok {
 				return fmt.Errorf("source %w", media.ErrStreamEnded)
 			}
 			if err := r.unit(u); err != nil {
+				return err
+			}
+		case it, ok := <-r.feed:
+			if !ok {
+				return r.dec.ended()
+			}
+			if err := r.item(it); err != nil {
 				return err
 			}
 		case now := <-tick.C:
@@ -217,6 +236,19 @@ func (r *run) unit(u *media.Unit) error {
 	return nil
 }
 
+// item takes one thing from the shared decoder: a picture for the video
+// path, or a unit of another track.
+func (r *run) item(it feedItem) error {
+	if it.frame == nil {
+		return r.unit(it.unit)
+	}
+	defer it.free()
+	if r.video == nil {
+		return nil
+	}
+	return r.video.decoded(it)
+}
+
 func (r *run) write(u *media.Unit) {
 	if r.pub != nil {
 		r.pub.Write(u)
@@ -225,7 +257,12 @@ func (r *run) write(u *media.Unit) {
 
 // close frees everything and ends the rendition in the hub.
 func (r *run) close() {
-	r.src.Close()
+	if r.src != nil {
+		r.src.Close()
+	}
+	if r.dec != nil {
+		r.dec.detach(r)
+	}
 	if r.pub != nil {
 		r.pub.Close()
 	}

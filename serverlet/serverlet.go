@@ -9,6 +9,9 @@
 // Pipeline, and the runtime builds decode → filters → frame functions →
 // encode (libx264, zerolatency, no B-frames; libopus for audio) from it.
 // Serverlets chain: "scale x360 800k | annotate text=LIVE" runs both.
+// The renditions of one source share one decoder (shared.go): its
+// pictures go by reference to each rendition's filters, frame functions
+// and encoder, each on its own goroutine.
 //
 // Built-ins register by name at init (scale, fps, annotate, audio);
 // operators add their own as Go plugins (see LoadPlugin and

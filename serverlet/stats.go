@@ -66,6 +66,11 @@ type RunStats struct {
 	LatencyP50Ms float64 `json:"latency_p50_ms"`
 	LatencyP99Ms float64 `json:"latency_p99_ms"`
 	Readers      int     `json:"readers"`
+	// SharedDecode tells that the serverlet takes its pictures from its
+	// source's shared decoder (Stats.Decoders); Dropped counts the frames
+	// and units it lost there by falling more than a second behind.
+	SharedDecode bool   `json:"shared_decode"`
+	Dropped      uint64 `json:"dropped"`
 }
 
 func (r *run) stats() RunStats {
@@ -83,6 +88,10 @@ func (r *run) stats() RunStats {
 	}
 	if s.CPUSeconds > 0 {
 		s.FramesPerCPUSecond = float64(r.framesOut) / s.CPUSeconds
+	}
+	if r.dec != nil {
+		s.SharedDecode = true
+		s.Dropped = r.dec.droppedFor(r)
 	}
 	if n := len(r.latencies); n > 0 {
 		l := append([]time.Duration(nil), r.latencies...)

@@ -88,6 +88,12 @@ func newTranscoder(spec transcoderSpec, d decoderOptions) (c *transcoder, err er
 	return c, nil
 }
 
+// newFilterEncoder is a transcoder without a decoder: its frames come from
+// a shared decoder through filter.
+func newFilterEncoder(spec transcoderSpec) *transcoder {
+	return &transcoder{spec: spec, encPkt: astiav.AllocPacket(), filt: astiav.AllocFrame()}
+}
+
 // decode feeds one compressed access unit through the whole transcoder.
 func (c *transcoder) decode(data []byte, pts, dts int64, key bool) error {
 	if err := c.pkt.FromData(data); err != nil {

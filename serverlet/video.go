@@ -36,29 +36,29 @@ type videoPath struct {
 }
 
 func (v *videoPath) open() (err error) {
-	v.tc, err = newTranscoder(transcoderSpec{
-		decodes: "H.264", encodes: "H.264", clock: videoClock,
-		graph: v.graph, openEncoder: v.openEncoder, frame: v.frame, onPacket: v.emit,
-		decoded: func() { v.run.countFrame(true, 0) },
-	}, decoderOptions{id: astiav.CodecIDH264, threads: v.run.enc.Threads, lowDelay: true})
+	v.tc, err = newTranscoder(v.spec(), decoderOptions{id: astiav.CodecIDH264, threads: v.run.enc.Threads, lowDelay: true})
 	return err
 }
 
+func (v *videoPath) spec() transcoderSpec {
+	return transcoderSpec{
+		decodes: "H.264", encodes: "H.264", clock: videoClock,
+		graph: v.graph, openEncoder: v.openEncoder, frame: v.frame, onPacket: v.emit,
+		decoded: func() { v.run.countFrame(true, 0) },
+	}
+}
+
+// unit decodes a source access unit itself (serverlets.shared_decode off).
 func (v *videoPath) unit(u *media.Unit) error {
 	if v.tc == nil {
 		if err := v.open(); err != nil {
 			return err
 		}
 	}
-	au := u.Data
-	if u.Key {
-		au = media.WithParameterSets(au, v.srcTrack.SPS, v.srcTrack.PPS)
-	}
-	b, err := h264.AnnexB(au).Marshal()
+	b, pts, err := annexBPacket(u, v.srcTrack)
 	if err != nil {
-		return fmt.Errorf("source access unit: %w", err)
+		return err
 	}
-	pts := media.DurationToTicks(u.PTS, videoClock)
 	if u.Key {
 		v.keys = append(v.keys, pts)
 	}
@@ -66,11 +66,29 @@ func (v *videoPath) unit(u *media.Unit) error {
 	if t, ok := media.CaptureTime(u.Data); ok {
 		in.capture = t
 	}
+	v.remember(in)
+	return v.tc.decode(b, pts, media.DurationToTicks(u.DTS, videoClock), u.Key)
+}
+
+// decoded takes a picture from the shared decoder through the filters and
+// the encoder; the caller frees it.
+func (v *videoPath) decoded(it feedItem) error {
+	if v.tc == nil {
+		v.tc = newFilterEncoder(v.spec())
+	}
+	v.run.countFrame(true, 0)
+	if it.key {
+		v.keys = append(v.keys, it.info.pts)
+	}
+	v.remember(it.info)
+	return v.tc.filter(it.frame)
+}
+
+func (v *videoPath) remember(in inFrame) {
 	v.pending = append(v.pending, in)
 	if len(v.pending) > 256 { // a decoder that swallows frames must not grow this forever
 		v.pending = v.pending[1:]
 	}
-	return v.tc.decode(b, pts, media.DurationToTicks(u.DTS, videoClock), u.Key)
 }
 
 // graph is the pipeline's filter graph after a buffer source of the

@@ -1,0 +1,215 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/asticode/go-astiav"
+
+	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/media"
+	"github.com/gradient-cdn/gradient/serverlet"
+)
+
+// Shared-decode ladder benchmark from issue 14. Anchor: one
+// `ffmpeg -filter_complex split=4` command making the same four rungs
+// (720p, 480p, 360p, 240p) of a 1080p30 source with the same libx264
+// settings, paced in real time (-re) like a live source; the figure is
+// ladder frames (source frames turned into all four rungs) per CPU-second
+// of the whole process. Target: the serverlet manager with shared decode
+// >= 1.0 x ffmpeg; shown beside it, the same manager with
+// serverlets.shared_decode off (one decoder per rung, as before).
+
+// ladderRungs are the benchmark's rungs with the default ladder's specs and
+// the sizes they give a 1920x1080 source.
+var ladderRungs = []struct {
+	name, spec string
+	w, h       int
+	kbps       int
+}{
+	{"720p", "scale x720 2500k", 1280, 720, 2500},
+	{"480p", "scale x480 1200k", 854, 480, 1200},
+	{"360p", "scale x360 800k", 640, 360, 800},
+	{"240p", "scale x240 400k", 426, 240, 400},
+}
+
+const (
+	ladderWindow = 15 * time.Second
+	ladderRounds = 2
+)
+
+// ladderClip is a 1080p30 H.264 clip (testsrc2, libx264, 5 Mbit/s, an IDR
+// every 2 s), made once and cached under the system temp folder.
+func ladderClip(b *testing.B) string {
+	return testutil.Clip(b, testutil.ClipOptions{Width: 1920, Height: 1080, FPS: 30, Seconds: 20, Bitrate: "5M", GOP: 60})
+}
+
+// ladderResult is one side's measurement.
+type ladderResult struct {
+	frames     float64 // ladder frames: source frames turned into every rung
+	cpu        float64 // process CPU-s
+	threadsCPU float64 // decoder + rung threads' CPU-s (serverlet side)
+	wall       float64 // s
+	decoders   int
+	dropped    uint64
+}
+
+func (r ladderResult) rate() float64 { return r.frames / r.cpu }
+
+func (r *ladderResult) add(o ladderResult) {
+	r.frames += o.frames
+	r.cpu += o.cpu
+	r.threadsCPU += o.threadsCPU
+	r.wall += o.wall
+	r.decoders = max(r.decoders, o.decoders)
+	r.dropped += o.dropped
+}
+
+// cpuPerLadderSecond is the CPU a ladder costs per second of video.
+func (r ladderResult) cpuPerLadderSecond() float64 { return r.cpu / (r.frames / 30) }
+
+// ffmpegLadder runs the anchor command paced (-re) for seconds and returns
+// its frames and CPU time.
+func ffmpegLadder(b *testing.B, clip string, seconds int) ladderResult {
+	var fc strings.Builder
+	fc.WriteString("[0:v]split=4")
+	for i := range ladderRungs {
+		fmt.Fprintf(&fc, "[s%d]", i)
+	}
+	for i, r := range ladderRungs {
+		fmt.Fprintf(&fc, ";[s%d]scale=%d:%d:flags=bicubic,format=yuv420p[o%d]", i, r.w, r.h, i)
+	}
+	args := []string{"-hide_banner", "-nostats", "-threads", "1", "-re", "-stream_loop", "-1", "-t", strconv.Itoa(seconds),
+		"-i", clip, "-filter_threads", "1", "-filter_complex_threads", "1", "-filter_complex", fc.String()}
+	for i, r := range ladderRungs {
+		k := strconv.Itoa(r.kbps) + "k"
+		args = append(args, "-map", fmt.Sprintf("[o%d]", i), "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency",
+			"-b:v", k, "-maxrate", k, "-bufsize", k, "-bf", "0", "-threads", "1", "-force_key_frames", "source",
+			"-x264-params", "keyint=infinite:scenecut=0:repeat-headers=1", "-f", "null", "-")
+	}
+	ff := exec.Command("ffmpeg", args...)
+	out := &cappedBuffer{}
+	ff.Stdout, ff.Stderr = out, out
+	t0 := time.Now()
+	if err := ff.Run(); err != nil {
+		b.Fatalf("ffmpeg: %v\n%s", err, out.String())
+	}
+	frames := regexp.MustCompile(`frame=\s*(\d+)`).FindAllStringSubmatch(out.String(), -1)
+	if len(frames) == 0 {
+		b.Fatalf("no frame count in ffmpeg's output:\n%s", out.String())
+	}
+	n, _ := strconv.Atoi(frames[len(frames)-1][1])
+	return ladderResult{frames: float64(n), cpu: (ff.ProcessState.UserTime() + ff.ProcessState.SystemTime()).Seconds(),
+		wall: time.Since(t0).Seconds()}
+}
+
+// serverletLadder runs the four rungs through a serverlet manager (with
+// or without shared decode) on a hub where the clip is published in real
+// time, and measures a window after a warm-up.
+func serverletLadder(b *testing.B, clip string, shared bool) ladderResult {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var m *serverlet.Manager
+	hub, err := media.NewHub(media.HubConfig{
+		Renditions: ensureFunc(func(ctx context.Context, path string) error { return m.Ensure(ctx, path) })}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer hub.Close()
+	ladder := map[string]string{}
+	for _, r := range ladderRungs {
+		ladder[r.name] = r.spec
+	}
+	m, err = serverlet.NewManager(serverlet.ManagerConfig{Ladder: ladder, Slots: 8, SharedDecode: &shared}, hub, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := m.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	stop := testutil.PublishFile(b, hub, "live/bench", clip, false)
+	defer stop()
+	for _, r := range ladderRungs {
+		rd, err := hub.Subscribe("live/bench@"+r.name, "bench")
+		if err != nil {
+			b.Fatal(err)
+		}
+		go drain(rd)
+		defer rd.Close()
+	}
+	time.Sleep(3 * time.Second) // warm-up: a benchmark, not a test condition
+	// Ladder frames: the rungs' output frames over the number of rungs (a
+	// rung that lost frames to a full queue counts for what it made).
+	sum := func(st serverlet.Stats) (frames float64, cpu float64) {
+		for _, s := range st.Serverlets {
+			frames += float64(s.FramesOut) / float64(len(ladderRungs))
+			cpu += s.CPUSeconds
+		}
+		for _, d := range st.Decoders {
+			cpu += d.CPUSeconds
+		}
+		return frames, cpu
+	}
+	st0, cpu0, t0 := m.Stats(), selfCPU(), time.Now()
+	time.Sleep(ladderWindow)
+	st1, cpu1, el := m.Stats(), selfCPU(), time.Since(t0)
+	if len(st1.Serverlets) != len(ladderRungs) {
+		b.Fatalf("%d serverlets run, want %d: %+v", len(st1.Serverlets), len(ladderRungs), st1)
+	}
+	f0, c0 := sum(st0)
+	f1, c1 := sum(st1)
+	res := ladderResult{frames: f1 - f0, cpu: (cpu1 - cpu0).Seconds(), threadsCPU: c1 - c0, wall: el.Seconds(), decoders: len(st1.Decoders)}
+	for _, s := range st1.Serverlets {
+		res.dropped += s.Dropped
+	}
+	return res
+}
+
+func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
+	header(b, "ladder of a 1080p30 source: 720p+480p+360p+240p, libx264 veryfast zerolatency, 1 thread per codec")
+	clip := ladderClip(b)
+	astiav.SetLogLevel(astiav.LogLevelError) // libx264's banner per rung
+	fmt.Printf("  load average before: %s\n", loadAvg())
+	// The machine is shared and its load drifts: the three sides take
+	// turns, ladderRounds times, and their sums are compared.
+	var ff, sh, un ladderResult
+	for round := 1; round <= ladderRounds; round++ {
+		f := ffmpegLadder(b, clip, int(ladderWindow/time.Second))
+		s := serverletLadder(b, clip, true)
+		u := serverletLadder(b, clip, false)
+		fmt.Printf("  round %d: ffmpeg %.1f, shared %.1f, per-rung decoders %.1f ladder frames per CPU-second (load average %s)\n",
+			round, f.rate(), s.rate(), u.rate(), loadAvg())
+		ff.add(f)
+		sh.add(s)
+		un.add(u)
+	}
+	ffRate := ff.rate()
+	fmt.Printf("ffmpeg -filter_complex split=4, -re (anchor): %.0f ladder frames in %.2f CPU-s = %.1f ladder frames per CPU-second\n",
+		ff.frames, ff.cpu, ffRate)
+	for _, s := range []struct {
+		name string
+		r    ladderResult
+	}{{"shared decode (serverlets.shared_decode: true)", sh}, {"one decoder per rung (shared_decode: false)", un}} {
+		fmt.Printf("serverlets, %s: %d decoder(s), %.0f ladder frames in %.2f CPU-s of the process = %.1f per CPU-second = %.2f x ffmpeg (target >= 1.0 shared); "+
+			"decoder+rung threads %.2f CPU-s = %.2f x ffmpeg; %.1f fps, %d frames dropped\n",
+			s.name, s.r.decoders, s.r.frames, s.r.cpu, s.r.rate(), s.r.rate()/ffRate,
+			s.r.threadsCPU, (s.r.frames/s.r.threadsCPU)/ffRate, s.r.frames/s.r.wall, s.r.dropped)
+	}
+	fmt.Printf("shared decode vs one decoder per rung: %.2f x the ladder frames per CPU-second\n", sh.rate()/un.rate())
+	cores := float64(runtime.NumCPU())
+	fmt.Printf("ladders in real time on %.0f cores (estimate: cores / CPU-s per ladder-second): ffmpeg %.1f, shared %.1f, per-rung decoders %.1f "+
+		"(%.3f, %.3f, %.3f CPU-s per ladder-second)\n",
+		cores, cores/ff.cpuPerLadderSecond(), cores/sh.cpuPerLadderSecond(), cores/un.cpuPerLadderSecond(),
+		ff.cpuPerLadderSecond(), sh.cpuPerLadderSecond(), un.cpuPerLadderSecond())
+	b.ReportMetric(sh.rate()/ffRate, "x-ffmpeg-shared")
+	b.ReportMetric(un.rate()/ffRate, "x-ffmpeg-unshared")
+}
