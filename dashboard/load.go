@@ -25,7 +25,9 @@ type Meter struct {
 
 // NewMeter builds a meter.
 func NewMeter() *Meter {
-	return &Meter{bytes: map[string]uint64{}, at2: map[string]time.Time{}, kbps: map[string]float64{}}
+	// The first CPU() measures from here: a page opened on a fresh
+	// dashboard shows the node's CPU at once, not 0 % for one interval.
+	return &Meter{bytes: map[string]uint64{}, at2: map[string]time.Time{}, kbps: map[string]float64{}, at: time.Now(), cpu: processCPU()}
 }
 
 func processCPU() time.Duration {
@@ -37,18 +39,14 @@ func processCPU() time.Duration {
 }
 
 // CPU returns the process's CPU use since the previous call (1 = one
-// core busy); the first call returns 0. Calls less than 500 ms apart
-// return the previous figure.
+// core busy), the first call since NewMeter. Calls less than 500 ms
+// apart return the previous figure.
 func (m *Meter) CPU() float64 {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now, cpu := time.Now(), processCPU()
-	if m.at.IsZero() {
-		m.at, m.cpu = now, cpu
-		return 0
-	}
 	el := now.Sub(m.at)
-	if el < 500*time.Millisecond {
+	if el < 500*time.Millisecond && (m.lastCPU != 0 || el < 50*time.Millisecond) {
 		return m.lastCPU
 	}
 	m.lastCPU = (cpu - m.cpu).Seconds() / el.Seconds()
