@@ -1,0 +1,173 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/gradient-cdn/gradient/internal/testutil"
+)
+
+// publishWHIP publishes the WHIP clip (H.264 320x240 + Opus) to path.
+func publishWHIP(t *testing.T, n *testNode, path string) *testutil.WHIPPublisher {
+	t.Helper()
+	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := testutil.PublishWHIP(ctx, n.httpURL(path+"/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg})
+	if err != nil {
+		t.Fatalf("WHIP publish %s: %v", path, err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// TestWHIPPublishPlaysOverWHEPAndHLSWithOpus: a Go (pion) WHIP client
+// publishes H.264 and Opus; a WHEP viewer decodes its video, FFmpeg
+// decodes video and Opus audio from fMP4 HLS; a second publisher of the
+// name is refused with 409; DELETE unpublishes.
+func TestWHIPPublishPlaysOverWHEPAndHLSWithOpus(t *testing.T) {
+	n := startNode(t)
+	p := publishWHIP(t, n, "live/cam1")
+	n.waitStream(t, "live/cam1")
+
+	st, _ := n.Hub.Lookup("live/cam1")
+	desc := st.Description()
+	if desc.AudioTrack() < 0 || desc.Tracks[desc.AudioTrack()].Codec != "Opus" {
+		t.Fatalf("published tracks %v, want H264 and Opus", desc.Tracks)
+	}
+	if src := st.Info().Source; !strings.HasPrefix(src, "whip ") {
+		t.Errorf("stream source %q, want whip <addr>", src)
+	}
+
+	sizes, _ := whepFrames(t, n.httpURL("live/cam1/whep"), 60)
+	assertFrames(t, "WHEP read of WHIP publish", sizes, 60, "320x240")
+
+	hls := ffmpegDecode(t, n.httpURL("live/cam1/index.m3u8"), 60)
+	assertFrames(t, "HLS read of WHIP publish", hls, 60, "320x240")
+
+	// The audio of the HLS stream is Opus, and decodes.
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-nostats", "-i", n.httpURL("live/cam1/index.m3u8"),
+		"-map", "0:a", "-t", "2", "-af", "astats=metadata=1:reset=0", "-f", "null", "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg HLS audio: %v\n%s", err, tailString(string(out), 3000))
+	}
+	if !strings.Contains(string(out), "Audio: opus") {
+		t.Fatalf("HLS audio is not Opus:\n%s", tailString(string(out), 3000))
+	}
+	if !strings.Contains(string(out), "Number of samples") {
+		t.Fatalf("no Opus audio decoded from HLS:\n%s", tailString(string(out), 3000))
+	}
+
+	// The keyframes HLS needs are asked for (PLI), as browsers only send
+	// them on request.
+	if p.PLIs() == 0 {
+		t.Errorf("the node sent the publisher no PLI")
+	}
+
+	// One publisher per name: a second WHIP publisher is refused.
+	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel2()
+	_, err = testutil.PublishWHIP(ctx2, n.httpURL("live/cam1/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg})
+	var we *testutil.WHEPError
+	if !errors.As(err, &we) || we.Status != 409 {
+		t.Fatalf("second WHIP publisher: %v, want HTTP 409", err)
+	}
+
+	// DELETE ends the session and the stream.
+	if code, err := p.Delete(ctx); err != nil || code != 200 {
+		t.Fatalf("DELETE %s: %d %v", p.Resource(), code, err)
+	}
+	testutil.Eventually(t, 10*time.Second, "stream unpublished after DELETE", func() bool {
+		_, ok := n.Hub.Lookup("live/cam1")
+		return !ok
+	})
+	if n.WHIP.Sessions() != 0 {
+		t.Errorf("%d WHIP sessions after DELETE, want 0", n.WHIP.Sessions())
+	}
+}
+
+// TestWHIPRefusesBadOffers: a VP8-only offer is refused naming VP8,
+// malformed SDP and a wrong content type are refused, and the node serves on.
+func TestWHIPRefusesBadOffers(t *testing.T) {
+	n := startNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	// A VP8-only publisher (pion offering VP8 only).
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, PayloadType: 96}, webrtc.RTPCodecTypeVideo); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, body, err := testutil.PostWHEP(ctx, n.httpURL("live/vp8/whip"), "application/sdp", []byte(offer.SDP))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 406 || !strings.Contains(body, "VP8") {
+		t.Fatalf("VP8-only offer: %d %q, want 406 naming VP8", code, body)
+	}
+
+	for _, tc := range []struct {
+		name, ctype, body string
+		want              int
+	}{
+		{"malformed SDP", "application/sdp", "this is not SDP\r\n", 400},
+		{"empty offer", "application/sdp", "", 400},
+		{"wrong content type", "text/plain", offer.SDP, 415},
+	} {
+		code, body, err := testutil.PostWHEP(ctx, n.httpURL("live/bad/whip"), tc.ctype, []byte(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.want {
+			t.Errorf("%s: %d %q, want %d", tc.name, code, body, tc.want)
+		}
+	}
+	code, body, err = testutil.PostWHEP(ctx, n.httpURL("live/c!am/whip"), "application/sdp", []byte(offer.SDP))
+	if err != nil || code != 400 {
+		t.Errorf("invalid stream name: %d %q %v, want 400", code, body, err)
+	}
+	if n.WHIP.Sessions() != 0 {
+		t.Errorf("%d WHIP sessions after refused offers", n.WHIP.Sessions())
+	}
+	// The node still takes a good publisher.
+	publishWHIP(t, n, "live/good")
+	n.waitStream(t, "live/good")
+}
+
+// TestWHIPSilentPublisherIsDropped: a publisher that stops sending media
+// is dropped after the media timeout and its stream ends.
+func TestWHIPSilentPublisherIsDropped(t *testing.T) {
+	n := startNode(t)
+	p := publishWHIP(t, n, "live/quiet")
+	n.waitStream(t, "live/quiet")
+	p.Stop()
+	testutil.Eventually(t, 30*time.Second, "silent WHIP publisher dropped", func() bool {
+		_, ok := n.Hub.Lookup("live/quiet")
+		return !ok && n.WHIP.Sessions() == 0
+	})
+	if !strings.Contains(n.logs.String(), "no media for") {
+		t.Errorf("log does not say why the publisher was dropped")
+	}
+}
