@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/gradient-cdn/gradient/internal/testutil"
@@ -170,4 +173,91 @@ func TestWHIPSilentPublisherIsDropped(t *testing.T) {
 	if !strings.Contains(n.logs.String(), "no media for") {
 		t.Errorf("log does not say why the publisher was dropped")
 	}
+}
+
+// publisherState is what the publish page shows on window.gradientPublisher.
+type publisherState struct {
+	State      string  `json:"state"`
+	Source     string  `json:"source"`
+	VideoCodec string  `json:"videoCodec"`
+	AudioCodec string  `json:"audioCodec"`
+	Width      int     `json:"width"`
+	Height     int     `json:"height"`
+	Kbps       float64 `json:"kbps"`
+	FramesSent int     `json:"framesSent"`
+	Error      string  `json:"error"`
+}
+
+func waitPublisher(t *testing.T, ctx context.Context, d time.Duration, what string, ok func(publisherState) bool) publisherState {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var st publisherState
+	for {
+		var raw string
+		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := chromedp.Run(ectx, chromedp.Evaluate(`JSON.stringify(window.gradientPublisher || {})`, &raw))
+		cancel()
+		if err == nil {
+			st = publisherState{}
+			if err := json.Unmarshal([]byte(raw), &st); err != nil {
+				t.Fatalf("window.gradientPublisher %q: %v", raw, err)
+			}
+			if ok(st) {
+				return st
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v the publish page has not %s: %+v (last evaluate error: %v)", d, what, st, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestBrowserPublishesOverWHIPAndAnotherBrowserWatches: headless Chromium
+// with a fake camera and microphone opens the publish page, which sends
+// H.264 and Opus over WHIP; a second browser plays the stream on the
+// player page over WebRTC, and FFmpeg decodes it from HLS.
+func TestBrowserPublishesOverWHIPAndAnotherBrowserWatches(t *testing.T) {
+	n := startNode(t)
+	pub := testutil.Chromium(t, testutil.FakeMediaDevices...)
+	if err := chromedp.Run(pub, chromedp.Navigate(n.httpURL("live/cam1/publish"))); err != nil {
+		t.Fatal(err)
+	}
+	st := waitPublisher(t, pub, 45*time.Second, "sent H.264 at a bitrate", func(s publisherState) bool {
+		return s.State == "live" && s.Kbps > 0 && s.FramesSent > 30
+	})
+	t.Logf("publisher: %+v", st)
+	if st.VideoCodec != "H264" || st.AudioCodec != "opus" {
+		t.Errorf("publisher sends %q + %q, want H264 + opus", st.VideoCodec, st.AudioCodec)
+	}
+	n.waitStream(t, "live/cam1")
+	s, _ := n.Hub.Lookup("live/cam1")
+	t.Logf("published: %v", s.Info().Tracks)
+	if d := s.Description(); d.AudioTrack() < 0 {
+		t.Errorf("published without audio: %v", s.Info().Tracks)
+	}
+	var href string
+	if err := chromedp.Run(pub, chromedp.AttributeValue("#watch", "href", &href, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if href != n.httpURL("live/cam1/") {
+		t.Errorf("publish page links to %q, want the player %q", href, n.httpURL("live/cam1/"))
+	}
+	testutil.Screenshot(t, pub, "whip-publish")
+
+	view := testutil.Chromium(t)
+	if err := chromedp.Run(view, chromedp.Navigate(href)); err != nil {
+		t.Fatal(err)
+	}
+	ps := testutil.WaitPlayer(t, view, 45*time.Second, "played more than 30 webrtc frames of the browser's publish", func(s testutil.PlayerState) bool {
+		return s.Mode == "webrtc" && s.Frames > 30
+	})
+	if ps.Width != st.Width || ps.Height != st.Height {
+		t.Errorf("player shows %dx%d, publisher sends %dx%d", ps.Width, ps.Height, st.Width, st.Height)
+	}
+	t.Logf("player: %s", ps)
+	testutil.Screenshot(t, view, "whip-watch")
+
+	size := fmt.Sprintf("%dx%d", st.Width, st.Height)
+	assertFrames(t, "HLS read of the browser's publish", ffmpegDecode(t, n.httpURL("live/cam1/index.m3u8"), 30), 30, size)
 }
