@@ -261,3 +261,34 @@ func TestBrowserPublishesOverWHIPAndAnotherBrowserWatches(t *testing.T) {
 	size := fmt.Sprintf("%dx%d", st.Width, st.Height)
 	assertFrames(t, "HLS read of the browser's publish", ffmpegDecode(t, n.httpURL("live/cam1/index.m3u8"), 30), 30, size)
 }
+
+// TestAACRenditionOfWHIPOpusPlaysOverRTSP: @aac makes AAC of a WHIP
+// publisher's Opus, for players that take AAC only; an RTSP reader
+// (FFmpeg) gets AAC and decodes it.
+func TestAACRenditionOfWHIPOpusPlaysOverRTSP(t *testing.T) {
+	n := startNode(t)
+	publishWHIP(t, n, "live/cam1")
+	n.waitStream(t, "live/cam1")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-nostats", "-rtsp_transport", "tcp",
+		"-i", n.rtspURL("live/cam1@aac"), "-map", "0:a", "-t", "2", "-af", "astats=metadata=1:reset=0", "-f", "null", "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg RTSP @aac: %v\n%s", err, tailString(string(out), 3000))
+	}
+	if !strings.Contains(string(out), "Audio: aac") {
+		t.Fatalf("RTSP @aac audio is not AAC:\n%s", tailString(string(out), 3000))
+	}
+	if !strings.Contains(string(out), "Number of samples") {
+		t.Fatalf("no AAC audio decoded:\n%s", tailString(string(out), 3000))
+	}
+	st, ok := n.Hub.Lookup("live/cam1@aac")
+	if !ok {
+		t.Fatal("live/cam1@aac not running")
+	}
+	d := st.Description()
+	if a := d.AudioTrack(); a < 0 || d.Tracks[a].Codec != "AAC" {
+		t.Fatalf("@aac tracks %v, want AAC audio", d.Tracks)
+	}
+	t.Logf("@aac: %v", st.Info().Tracks)
+}

@@ -155,8 +155,13 @@ func (r *run) setup() error {
 				r.video = &videoPath{run: r, srcTrack: t}
 			}
 		case r.pipe.Audio == AudioDrop:
-		case r.pipe.Audio == AudioOpus && t.Codec == media.CodecAAC:
-			a, err := openAudioPath(r, t, r.pipe.OpusBitrate)
+		case r.pipe.Audio == AudioOpus && t.Codec == media.CodecAAC,
+			r.pipe.Audio == AudioAAC && t.Codec == media.CodecOpus:
+			open := openAudioPath
+			if r.pipe.Audio == AudioAAC {
+				open = openAACPath
+			}
+			a, err := open(r, t, r.pipe.OpusBitrate+r.pipe.AACBitrate)
 			if err != nil {
 				return err
 			}
