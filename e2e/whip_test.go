@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -13,7 +14,9 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/pion/webrtc/v4"
 
+	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/node"
 )
 
 // publishWHIP publishes the WHIP clip (H.264 320x240 + Opus) to path.
@@ -85,6 +88,15 @@ func TestWHIPPublishPlaysOverWHEPAndHLSWithOpus(t *testing.T) {
 		t.Fatalf("second WHIP publisher: %v, want HTTP 409", err)
 	}
 
+	// Trickle ICE is not taken: the offer carries every candidate.
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPatch, p.Resource(), strings.NewReader("a=candidate:x"))
+	req.Header.Set("Content-Type", "application/trickle-ice-sdpfrag")
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 405 {
+		t.Errorf("PATCH %s: %v %v, want 405", p.Resource(), resp, err)
+	} else {
+		resp.Body.Close()
+	}
+
 	// DELETE ends the session and the stream.
 	if code, err := p.Delete(ctx); err != nil || code != 200 {
 		t.Fatalf("DELETE %s: %d %v", p.Resource(), code, err)
@@ -150,6 +162,10 @@ func TestWHIPRefusesBadOffers(t *testing.T) {
 	code, body, err = testutil.PostWHEP(ctx, n.httpURL("live/c!am/whip"), "application/sdp", []byte(offer.SDP))
 	if err != nil || code != 400 {
 		t.Errorf("invalid stream name: %d %q %v, want 400", code, body, err)
+	}
+	code, body, err = testutil.PostWHEP(ctx, n.httpURL("live/cam1@360p/whip"), "application/sdp", []byte(offer.SDP))
+	if err != nil || code != 400 || !strings.Contains(body, "rendition") {
+		t.Errorf("WHIP to a rendition: %d %q %v, want 400 naming the rendition", code, body, err)
 	}
 	if n.WHIP.Sessions() != 0 {
 		t.Errorf("%d WHIP sessions after refused offers", n.WHIP.Sessions())
@@ -291,4 +307,46 @@ func TestAACRenditionOfWHIPOpusPlaysOverRTSP(t *testing.T) {
 		t.Fatalf("@aac tracks %v, want AAC audio", d.Tracks)
 	}
 	t.Logf("@aac: %v", st.Info().Tracks)
+}
+
+// TestWHIPNeedsPublishPermission: with internal users, a WHIP offer needs
+// the publish permission (401 without credentials, 403 for a reader);
+// the publisher's credentials let it in, and anybody reads it.
+func TestWHIPNeedsPublishPermission(t *testing.T) {
+	n := startNodeWith(t, func(c *node.Config) {
+		c.Auth.InternalUsers = []auth.User{
+			{User: "cam", Pass: "c", Permissions: []auth.Permission{{Action: auth.ActionPublish}}},
+			{User: "viewer", Pass: "v", Permissions: []auth.Permission{{Action: auth.ActionRead}}},
+			{User: auth.AnyUser, Permissions: []auth.Permission{{Action: auth.ActionRead}}},
+		}
+	})
+	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tc := range []struct {
+		query string
+		want  int
+	}{{"", 401}, {"?user=cam&pass=wrong", 401}, {"?user=viewer&pass=v", 403}} {
+		_, err := testutil.PublishWHIP(ctx, n.httpURL("live/cam1/whip"+tc.query), testutil.WHIPOptions{H264File: h264, OggFile: ogg})
+		var we *testutil.WHEPError
+		if !errors.As(err, &we) || we.Status != tc.want {
+			t.Errorf("WHIP offer with %q: %v, want HTTP %d", tc.query, err, tc.want)
+		}
+	}
+	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/cam1/whip?user=cam&pass=c"), testutil.WHIPOptions{H264File: h264, OggFile: ogg})
+	if err != nil {
+		t.Fatalf("WHIP with the publisher's credentials: %v", err)
+	}
+	defer p.Close()
+	n.waitStream(t, "live/cam1")
+	sizes, _ := whepFrames(t, n.httpURL("live/cam1/whep"), 30)
+	assertFrames(t, "anonymous WHEP read of an authorized WHIP publish", sizes, 30, "320x240")
+
+	// A publisher that goes away without DELETE (its PeerConnection
+	// closes) ends its stream.
+	p.Close()
+	testutil.Eventually(t, 30*time.Second, "stream unpublished after the publisher's connection closed", func() bool {
+		_, ok := n.Hub.Lookup("live/cam1")
+		return !ok && n.WHIP.Sessions() == 0
+	})
 }

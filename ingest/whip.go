@@ -371,6 +371,12 @@ func (s *WHIPServer) acceptOffer(rw http.ResponseWriter, r *http.Request, path s
 		}
 		return "", nil, refuse(http.StatusBadRequest, "read offer: %v", err)
 	}
+	if _, rendition, err := media.ParsePath(path); err != nil {
+		return "", nil, refuse(http.StatusBadRequest, "%v", err)
+	} else if rendition != "" {
+		// Renditions ("live/cam1@360p") are made inside the network.
+		return "", nil, refuse(http.StatusBadRequest, "publishing a rendition is not allowed: publish the source stream")
+	}
 	oc, we := parseOffer(body)
 	if we != nil {
 		return "", nil, we
