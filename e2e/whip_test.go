@@ -350,3 +350,27 @@ func TestWHIPNeedsPublishPermission(t *testing.T) {
 		return !ok && n.WHIP.Sessions() == 0
 	})
 }
+
+// TestBrowserWithoutCameraPublishesTestPattern: without camera and
+// microphone the publish page sends a canvas test pattern and a WebAudio
+// tone, and the stream is live with H.264 and Opus.
+func TestBrowserWithoutCameraPublishesTestPattern(t *testing.T) {
+	n := startNode(t)
+	pub := testutil.Chromium(t)
+	if err := chromedp.Run(pub, chromedp.Navigate(n.httpURL("live/pattern/publish"))); err != nil {
+		t.Fatal(err)
+	}
+	st := waitPublisher(t, pub, 45*time.Second, "sent the test pattern", func(s publisherState) bool {
+		return s.State == "live" && s.FramesSent > 30
+	})
+	t.Logf("publisher: %+v", st)
+	if !strings.HasPrefix(st.Source, "test pattern") || st.Width != 640 || st.Height != 360 {
+		t.Errorf("publisher source %q %dx%d, want the 640x360 test pattern", st.Source, st.Width, st.Height)
+	}
+	n.waitStream(t, "live/pattern")
+	s, _ := n.Hub.Lookup("live/pattern")
+	if tr := s.Info().Tracks; len(tr) != 2 || !strings.HasPrefix(tr[0], "H264 640x360") || !strings.HasPrefix(tr[1], "Opus") {
+		t.Errorf("published tracks %v, want H264 640x360 and Opus", tr)
+	}
+	assertFrames(t, "HLS read of the test pattern", ffmpegDecode(t, n.httpURL("live/pattern/index.m3u8"), 30), 30, "640x360")
+}
