@@ -15,6 +15,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/gradient-cdn/gradient/auth"
+	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/internal/testutil"
 	"github.com/gradient-cdn/gradient/node"
 )
@@ -373,4 +374,24 @@ func TestBrowserWithoutCameraPublishesTestPattern(t *testing.T) {
 		t.Errorf("published tracks %v, want H264 640x360 and Opus", tr)
 	}
 	assertFrames(t, "HLS read of the test pattern", ffmpegDecode(t, n.httpURL("live/pattern/index.m3u8"), 30), 30, "640x360")
+}
+
+// TestAACRenditionOfWHIPOpusPlaysOverMPEGTSHLS: MPEG-TS HLS cannot carry
+// Opus; its @aac rendition carries the WHIP publisher's audio as AAC.
+func TestAACRenditionOfWHIPOpusPlaysOverMPEGTSHLS(t *testing.T) {
+	n := startNodeWith(t, func(c *node.Config) { c.HLS.Variant = egress.HLSVariantMPEGTS })
+	publishWHIP(t, n, "live/cam1")
+	n.waitStream(t, "live/cam1")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ffmpeg", "-hide_banner", "-nostats", "-i", n.httpURL("live/cam1@aac/index.m3u8"),
+		"-map", "0:a", "-map", "0:v", "-t", "2", "-af", "astats=metadata=1:reset=0", "-f", "null", "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg MPEG-TS HLS @aac: %v\n%s", err, tailString(string(out), 3000))
+	}
+	for _, want := range []string{"Audio: aac", "Video: h264", "Number of samples"} {
+		if !strings.Contains(string(out), want) {
+			t.Fatalf("MPEG-TS HLS @aac: no %q in\n%s", want, tailString(string(out), 3000))
+		}
+	}
 }
