@@ -395,3 +395,32 @@ func TestAACRenditionOfWHIPOpusPlaysOverMPEGTSHLS(t *testing.T) {
 		}
 	}
 }
+
+// TestWHIPVideoLossWaitsForKeyframe: a publisher whose network loses
+// video packets is detected (every lost packet counted), asked for a
+// keyframe, and viewers get only video that decodes.
+func TestWHIPVideoLossWaitsForKeyframe(t *testing.T) {
+	n := startNode(t)
+	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/lossy/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg, DropVideoEvery: 150})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	n.waitStream(t, "live/lossy")
+	sizes, _ := whepFrames(t, n.httpURL("live/lossy/whep"), 90)
+	assertFrames(t, "WHEP read of a lossy WHIP publish", sizes, 90, "320x240")
+	d := p.Dropped()
+	if d == 0 {
+		t.Fatal("the publisher dropped nothing")
+	}
+	testutil.Eventually(t, 10*time.Second, "the node counted every dropped packet", func() bool {
+		return n.WHIP.LostPackets() >= uint64(d)
+	})
+	if lost, dropped := n.WHIP.LostPackets(), p.Dropped(); lost > uint64(dropped) {
+		t.Errorf("node counted %d lost packets, the publisher dropped %d", lost, dropped)
+	}
+	t.Logf("dropped %d video packets, %d PLIs received", d, p.PLIs())
+}

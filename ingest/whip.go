@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/interceptor"
@@ -77,6 +78,8 @@ type WHIPServer struct {
 	sessions map[string]*whipSession
 	byPath   map[string]*whipSession
 	wg       sync.WaitGroup
+
+	lost atomic.Uint64 // RTP packets found missing, every session
 }
 
 // NewWHIPServer returns a WHIP ingest publishing into hub, or the config's
@@ -168,6 +171,10 @@ func (s *WHIPServer) Sessions() int {
 	defer s.mu.Unlock()
 	return len(s.sessions)
 }
+
+// LostPackets counts the RTP packets of every session found missing (by
+// their sequence numbers) since the start.
+func (s *WHIPServer) LostPackets() uint64 { return s.lost.Load() }
 
 // whipError is a refused offer: status and reason, logged and sent.
 type whipError struct {

@@ -119,16 +119,15 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 		}
 	}()
 	var (
-		started  bool
-		ext      int64 // unwrapped timestamp, relative to first
-		lastTS   uint32
-		offset   int64 // the first packet's arrival after the session start, in clock ticks
-		nextSeq  uint16
-		clock    = int64(tr.Codec().ClockRate)
-		buf      = make([]byte, 1500)
-		pkt      rtp.Packet
-		isVideo  = t != nil && t == x.video
-		lostPkts uint64
+		started bool
+		ext     int64 // unwrapped timestamp, relative to first
+		lastTS  uint32
+		offset  int64 // the first packet's arrival after the session start, in clock ticks
+		nextSeq uint16
+		clock   = int64(tr.Codec().ClockRate)
+		buf     = make([]byte, 1500)
+		pkt     rtp.Packet
+		isVideo = t != nil && t == x.video
 	)
 	if clock <= 0 {
 		clock = 90000
@@ -155,7 +154,7 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 				if gap < 0 {
 					continue // late or duplicate: its access unit is gone
 				}
-				lostPkts += uint64(gap)
+				x.s.lost.Add(uint64(gap))
 				if isVideo {
 					x.depay.Lost(uint64(gap))
 					x.requestKeyframe()

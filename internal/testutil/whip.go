@@ -23,6 +23,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/logging"
 	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
@@ -71,8 +72,40 @@ type WHIPOptions struct {
 	H264File string // Annex-B H.264, sent at FPS frames per second, looped
 	FPS      int    // default 30
 	OggFile  string // Opus in Ogg, one packet per page (optional), looped
+	// DropVideoEvery drops every n-th H.264 RTP packet before it is sent
+	// (0: none), a lossy network in the test process.
+	DropVideoEvery int
 	// HTTPClient makes the WHIP requests. Default http.DefaultClient.
 	HTTPClient *http.Client
+}
+
+// dropFactory is an interceptor dropping every n-th outgoing video packet.
+type dropFactory struct {
+	every   int
+	dropped *atomic.Int64
+}
+
+func (f dropFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &dropInterceptor{f: f}, nil
+}
+
+type dropInterceptor struct {
+	interceptor.NoOp
+	f dropFactory
+}
+
+func (d *dropInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !strings.EqualFold(info.MimeType, webrtc.MimeTypeH264) {
+		return w
+	}
+	var n atomic.Int64
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if n.Add(1)%int64(d.f.every) == 0 {
+			d.f.dropped.Add(1)
+			return len(payload), nil
+		}
+		return w.Write(h, payload, a)
+	})
 }
 
 // WHIPPublisher is a Go (pion) WHIP client sending a clip as RTP.
@@ -83,6 +116,7 @@ type WHIPPublisher struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	pli      atomic.Int64
+	dropped  atomic.Int64
 	sentAUs  atomic.Int64
 	done     chan struct{}
 	doneOnce sync.Once
@@ -124,12 +158,16 @@ func PublishWHIP(ctx context.Context, endpoint string, o WHIPOptions) (*WHIPPubl
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, err
 	}
+	p := &WHIPPublisher{client: client, done: make(chan struct{})}
+	if o.DropVideoEvery > 0 {
+		ir.Add(dropFactory{every: o.DropVideoEvery, dropped: &p.dropped})
+	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		return nil, err
 	}
-	p := &WHIPPublisher{pc: pc, client: client, done: make(chan struct{})}
+	p.pc = pc
 	fail := func(err error) (*WHIPPublisher, error) {
 		_ = pc.Close()
 		return nil, err
@@ -329,6 +367,9 @@ func (p *WHIPPublisher) sendOgg(ctx context.Context, track *webrtc.TrackLocalSta
 
 // PLIs counts the keyframe requests received from the server.
 func (p *WHIPPublisher) PLIs() int64 { return p.pli.Load() }
+
+// Dropped counts the video packets dropped by DropVideoEvery.
+func (p *WHIPPublisher) Dropped() int64 { return p.dropped.Load() }
 
 // SentAUs counts the H.264 access units sent.
 func (p *WHIPPublisher) SentAUs() int64 { return p.sentAUs.Load() }
