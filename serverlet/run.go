@@ -157,11 +157,11 @@ func (r *run) setup() error {
 		case r.pipe.Audio == AudioDrop:
 		case r.pipe.Audio == AudioOpus && t.Codec == media.CodecAAC,
 			r.pipe.Audio == AudioAAC && t.Codec == media.CodecOpus:
-			open := openAudioPath
+			open, bitrate := openAudioPath, r.pipe.OpusBitrate
 			if r.pipe.Audio == AudioAAC {
-				open = openAACPath
+				open, bitrate = openAACPath, r.pipe.AACBitrate
 			}
-			a, err := open(r, t, r.pipe.OpusBitrate+r.pipe.AACBitrate)
+			a, err := open(r, t, bitrate)
 			if err != nil {
 				return err
 			}
