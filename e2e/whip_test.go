@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -170,6 +171,19 @@ func TestWHIPRefusesBadOffers(t *testing.T) {
 	}
 	if n.WHIP.Sessions() != 0 {
 		t.Errorf("%d WHIP sessions after refused offers", n.WHIP.Sessions())
+	}
+	resp, err := http.Get(n.httpURL("metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	metrics := string(raw)
+	for _, want := range []string{`gradient_whip_rejected_offers_total{status="406"} 1`, `gradient_whip_rejected_offers_total{status="400"} 3`,
+		`gradient_whip_rejected_offers_total{status="415"} 1`, "gradient_whip_sessions 0"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics has no %q", want)
+		}
 	}
 	// The node still takes a good publisher.
 	publishWHIP(t, n, "live/good")

@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/pion/interceptor"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/media"
@@ -39,6 +41,9 @@ type WHIPConfig struct {
 	KeyframeInterval time.Duration
 	// MaxSessions bounds the WHIP sessions of the node. Default 64.
 	MaxSessions int
+	// Registerer, if set, receives the WHIP metrics (sessions, refused
+	// offers, lost packets).
+	Registerer prometheus.Registerer
 }
 
 // DefaultWHIPConfig returns the WHIP defaults.
@@ -80,6 +85,10 @@ type WHIPServer struct {
 	wg       sync.WaitGroup
 
 	lost atomic.Uint64 // RTP packets found missing, every session
+
+	mSessions prometheus.GaugeFunc
+	mRejected *prometheus.CounterVec
+	mLost     prometheus.CounterFunc
 }
 
 // NewWHIPServer returns a WHIP ingest publishing into hub, or the config's
@@ -95,8 +104,25 @@ func NewWHIPServer(cfg WHIPConfig, hub *media.Hub, newAPI NewAPIFunc, log *slog.
 	if log == nil {
 		log = slog.Default()
 	}
-	return &WHIPServer{cfg: cfg, hub: hub, log: log.With("component", "whip"), newAPI: newAPI,
-		sessions: map[string]*whipSession{}, byPath: map[string]*whipSession{}}, nil
+	s := &WHIPServer{cfg: cfg, hub: hub, log: log.With("component", "whip"), newAPI: newAPI,
+		sessions: map[string]*whipSession{}, byPath: map[string]*whipSession{}}
+	s.mSessions = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "gradient_whip_sessions", Help: "Current WHIP (WebRTC publish) sessions, connected or connecting.",
+	}, func() float64 { return float64(s.Sessions()) })
+	s.mRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "gradient_whip_rejected_offers_total", Help: "WHIP offers refused, by HTTP status.",
+	}, []string{"status"})
+	s.mLost = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "gradient_whip_lost_packets_total", Help: "RTP packets of WHIP publishers found missing (video then waits for a keyframe).",
+	}, func() float64 { return float64(s.LostPackets()) })
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.mSessions, s.mRejected, s.mLost} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("whip metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
 }
 
 // whipH264Profiles are the H.264 profiles received (profile_idc and
@@ -253,6 +279,7 @@ func (s *WHIPServer) serveOffer(rw http.ResponseWriter, r *http.Request, path st
 		if we.status == http.StatusServiceUnavailable {
 			rw.Header().Set("Retry-After", "5")
 		}
+		s.mRejected.WithLabelValues(strconv.Itoa(we.status)).Inc()
 		s.log.Info("rejected whip offer", "stream", path, "remote", r.RemoteAddr, "status", we.status, "reason", we.reason)
 		http.Error(rw, we.reason, we.status)
 		return

@@ -211,7 +211,7 @@ func (n *Node) listen() error {
 		return err
 	}
 	n.closers = append(n.closers, n.WebRTC.Close)
-	whip, err := ingest.NewWHIPServer(ingest.WHIPConfig{}, n.Hub, n.WebRTC.NewAPI, log)
+	whip, err := ingest.NewWHIPServer(ingest.WHIPConfig{Registerer: n.reg}, n.Hub, n.WebRTC.NewAPI, log)
 	if err != nil {
 		return err
 	}
