@@ -36,6 +36,8 @@ type whipSession struct {
 	audio *rtpdepay.Track // nil without Opus
 
 	lastRTP   atomic.Int64 // unix nanoseconds of the last RTP packet
+	hasVideo  atomic.Bool  // a remote H.264 track feeds the video track
+	hasAudio  atomic.Bool
 	videoSSRC atomic.Uint32
 	lastPLI   atomic.Int64
 
@@ -97,14 +99,16 @@ func (x *whipSession) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 	mime := strings.ToLower(tr.Codec().MimeType)
 	var t *rtpdepay.Track
 	switch {
-	case tr.Kind() == webrtc.RTPCodecTypeVideo && mime == strings.ToLower(webrtc.MimeTypeH264):
+	// One remote track per kind: a second video section or a simulcast
+	// layer (rid) is read and dropped.
+	case tr.Kind() == webrtc.RTPCodecTypeVideo && mime == strings.ToLower(webrtc.MimeTypeH264) && x.hasVideo.CompareAndSwap(false, true):
 		t = x.video
 		x.videoSSRC.Store(uint32(tr.SSRC()))
 		x.requestKeyframe()
-	case tr.Kind() == webrtc.RTPCodecTypeAudio && mime == strings.ToLower(webrtc.MimeTypeOpus) && x.audio != nil:
+	case tr.Kind() == webrtc.RTPCodecTypeAudio && mime == strings.ToLower(webrtc.MimeTypeOpus) && x.audio != nil && x.hasAudio.CompareAndSwap(false, true):
 		t = x.audio
 	default:
-		x.log.Info("whip track ignored", "kind", tr.Kind().String(), "codec", tr.Codec().MimeType)
+		x.log.Info("whip track ignored", "kind", tr.Kind().String(), "codec", tr.Codec().MimeType, "rid", tr.RID())
 	}
 	go x.readTrack(tr, t)
 }
