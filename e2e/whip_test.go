@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/asticode/go-astiav"
 	"github.com/chromedp/chromedp"
 	"github.com/pion/webrtc/v4"
 
@@ -424,8 +426,20 @@ func TestWHIPVideoLossWaitsForKeyframe(t *testing.T) {
 	}
 	defer p.Close()
 	n.waitStream(t, "live/lossy")
+	// The viewer's decoder conceals the macroblocks an access unit misses:
+	// that must never happen.
+	var concealed atomic.Int64
+	astiav.SetLogCallback(func(_ astiav.Classer, _ astiav.LogLevel, _, msg string) {
+		if strings.Contains(msg, "concealing") {
+			concealed.Add(1)
+		}
+	})
 	sizes, _ := whepFrames(t, n.httpURL("live/lossy/whep"), 90)
+	astiav.ResetLogCallback()
 	assertFrames(t, "WHEP read of a lossy WHIP publish", sizes, 90, "320x240")
+	if c := concealed.Load(); c > 0 {
+		t.Errorf("the viewer's decoder concealed errors in %d pictures: incomplete access units were forwarded", c)
+	}
 	d := p.Dropped()
 	if d == 0 {
 		t.Fatal("the publisher dropped nothing")

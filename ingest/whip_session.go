@@ -48,12 +48,13 @@ type whipSession struct {
 	closed    bool
 	closeOnce sync.Once
 	done      chan struct{}
+	ready     chan struct{} // closed once prepare set depay, video and audio
 }
 
 func newWHIPSession(s *WHIPServer, path, remote string, pc *webrtc.PeerConnection) *whipSession {
 	id := newWHIPID()
 	return &whipSession{s: s, id: id, path: path, remote: remote, pc: pc, start: time.Now(), done: make(chan struct{}),
-		log: s.log.With("stream", path, "session", id)}
+		ready: make(chan struct{}), log: s.log.With("stream", path, "session", id)}
 }
 
 // prepare builds the depacketizer of the negotiated media: H.264 and, with
@@ -78,6 +79,7 @@ func (x *whipSession) prepare(withAudio bool) error {
 			x.audio = t
 		}
 	}
+	close(x.ready)
 	return nil
 }
 
@@ -96,6 +98,13 @@ func (x *whipSession) onState(st webrtc.PeerConnectionState) {
 
 // onTrack reads one remote track until the session ends.
 func (x *whipSession) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	// The publisher has the answer, so prepare ran; the channel tells the
+	// memory model so.
+	select {
+	case <-x.ready:
+	case <-x.done:
+		return
+	}
 	mime := strings.ToLower(tr.Codec().MimeType)
 	var t *rtpdepay.Track
 	switch {
@@ -132,6 +141,10 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 		buf     = make([]byte, 1500)
 		pkt     rtp.Packet
 		isVideo = t != nil && t == x.video
+		// After a loss, video units up to dropThrough (the time of the
+		// first packet after the loss) may miss data.
+		dropping    bool
+		dropThrough time.Duration
 	)
 	if clock <= 0 {
 		clock = 90000
@@ -149,21 +162,17 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 		if err := pkt.Unmarshal(buf[:n]); err != nil {
 			continue
 		}
+		lost := 0
 		if !started {
 			started = true
 			lastTS = pkt.Timestamp
 			offset = media.DurationToTicks(now.Sub(x.start), clock)
 		} else {
-			if gap := int16(pkt.SequenceNumber - nextSeq); gap != 0 {
-				if gap < 0 {
-					continue // late or duplicate: its access unit is gone
-				}
-				x.s.lost.Add(uint64(gap))
-				if isVideo {
-					x.depay.Lost(uint64(gap))
-					x.requestKeyframe()
-				}
+			gap := int16(pkt.SequenceNumber - nextSeq)
+			if gap < 0 {
+				continue // late or duplicate: its access unit is gone
 			}
+			lost = int(gap)
 			ext += int64(int32(pkt.Timestamp - lastTS))
 			lastTS = pkt.Timestamp
 		}
@@ -171,7 +180,26 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 		// Each track's clock starts at its first packet's arrival: the
 		// tracks of a browser start together, so audio and video line up
 		// within the network's jitter.
-		for _, u := range x.depay.Decode(t, &pkt, offset+ext, true, now) {
+		pts := offset + ext
+		if lost > 0 {
+			x.s.lost.Add(uint64(lost))
+			if isVideo {
+				// The access units the loss touched end at this packet's
+				// at the latest: they are dropped, and video waits for a
+				// keyframe, which is asked for.
+				x.depay.Lost(uint64(lost))
+				dropping, dropThrough = true, media.TicksToDuration(pts, clock)
+				x.requestKeyframe()
+			}
+		}
+		for _, u := range x.depay.Decode(t, &pkt, pts, true, now) {
+			if dropping {
+				if u.PTS <= dropThrough {
+					x.depay.Lost(0) // an IDR spanning the loss must not restart video
+					continue
+				}
+				dropping = false
+			}
 			x.write(u)
 		}
 		// Fresh packet buffers: units keep slices of the payload.
@@ -277,8 +305,10 @@ func (x *whipSession) close(reason error) {
 		}
 		_ = x.pc.Close()
 		var errs uint64
-		if x.depay != nil {
+		select {
+		case <-x.ready:
 			errs = x.depay.Errors()
+		default:
 		}
 		x.log.Info("whip session ended", "reason", fmt.Sprint(reason), "depacketization_errors", errs)
 	})

@@ -294,28 +294,46 @@ func (p *WHIPPublisher) sendH264(ctx context.Context, track *webrtc.TrackLocalSt
 			return
 		}
 		var au bytes.Buffer
+		hasVCL := false
+		send := func() bool {
+			if !hasVCL {
+				return true
+			}
+			select {
+			case <-ctx.Done():
+				return false
+			case <-tick.C:
+			}
+			if err := track.WriteSample(media.Sample{Data: append([]byte(nil), au.Bytes()...), Duration: dur}); err != nil {
+				return false
+			}
+			p.sentAUs.Add(1)
+			au.Reset()
+			hasVCL = false
+			return true
+		}
 		for {
 			nal, err := r.NextNAL()
 			if err != nil {
 				break
 			}
+			vcl := nal.UnitType == h264reader.NalUnitTypeCodedSliceIdr || nal.UnitType == h264reader.NalUnitTypeCodedSliceNonIdr
+			// An access unit ends before a parameter set, SEI or AUD, or
+			// before the first slice of the next picture
+			// (first_mb_in_slice 0: the slice header's first bit is 1).
+			if hasVCL && (!vcl || (len(nal.Data) > 1 && nal.Data[1]&0x80 != 0)) {
+				if !send() {
+					f.Close()
+					return
+				}
+			}
 			au.Write([]byte{0, 0, 0, 1})
 			au.Write(nal.Data)
-			if nal.UnitType != h264reader.NalUnitTypeCodedSliceIdr && nal.UnitType != h264reader.NalUnitTypeCodedSliceNonIdr {
-				continue
-			}
-			select {
-			case <-ctx.Done():
-				f.Close()
-				return
-			case <-tick.C:
-			}
-			if err := track.WriteSample(media.Sample{Data: append([]byte(nil), au.Bytes()...), Duration: dur}); err != nil {
-				f.Close()
-				return
-			}
-			p.sentAUs.Add(1)
-			au.Reset()
+			hasVCL = hasVCL || vcl
+		}
+		if !send() {
+			f.Close()
+			return
 		}
 		f.Close()
 	}
