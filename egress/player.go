@@ -24,10 +24,13 @@ const PlayerAssetsPrefix = "/_player/"
 // committed README.md so that the pattern always matches; hls.min.js is
 // copied there by scripts/setup.sh and is embedded when present.
 //
-//go:embed player/index.html player/player.js player/*.css player/vendor
+//go:embed player/index.html player/player.js player/publish.html player/publish.js player/*.css player/vendor
 var playerFiles embed.FS
 
 var playerPage = template.Must(template.ParseFS(playerFiles, "player/index.html"))
+
+// publishPage is the browser publisher (WHIP) of a stream, "/<stream>/publish".
+var publishPage = template.Must(template.ParseFS(playerFiles, "player/publish.html"))
 
 // PlayerConfig tunes the player page. DefaultPlayerConfig gives the
 // defaults; NewPlayer fills the zero fields of a hand-built config from it.
@@ -73,9 +76,15 @@ func NewPlayer(cfg PlayerConfig, log *slog.Logger) (*Player, error) {
 
 // ServeStream implements StreamHandler for rest == "": the page itself.
 // The page is served whether or not the stream is live; it reports and
-// retries when there is nothing to play yet.
+// retries when there is nothing to play yet. rest == "publish" is the
+// publish page, which sends the camera (or a test pattern) over WHIP.
 func (p *Player) ServeStream(w http.ResponseWriter, r *http.Request, path, rest string) {
-	if rest != "" {
+	page := playerPage
+	switch rest {
+	case "":
+	case "publish":
+		page = publishPage
+	default:
 		http.NotFound(w, r)
 		return
 	}
@@ -85,7 +94,7 @@ func (p *Player) ServeStream(w http.ResponseWriter, r *http.Request, path, rest 
 		return
 	}
 	var buf bytes.Buffer
-	err := playerPage.Execute(&buf, struct {
+	err := page.Execute(&buf, struct {
 		Title, Stream, Assets string
 	}{p.cfg.Title, path, PlayerAssetsPrefix})
 	if err != nil {
@@ -112,7 +121,7 @@ func PlayerAssets() http.Handler {
 	return http.StripPrefix(strings.TrimSuffix(PlayerAssetsPrefix, "/"), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		name := strings.TrimPrefix(r.URL.Path, "/")
 		// No directory listings, and the page is served per stream only.
-		if name == "" || strings.HasSuffix(name, "/") || name == "index.html" {
+		if name == "" || strings.HasSuffix(name, "/") || name == "index.html" || name == "publish.html" {
 			http.NotFound(w, r)
 			return
 		}

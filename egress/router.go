@@ -22,6 +22,9 @@ type StreamHandler interface {
 //
 //	POST   /<stream>/whep            WHEP offer → answer (WebRTC)
 //	PATCH/DELETE /<stream>/whep/<id> WHEP session resource
+//	POST   /<stream>/whip            WHIP offer → answer (WebRTC publish)
+//	PATCH/DELETE /<stream>/whip/<id> WHIP session resource
+//	GET    /<stream>/publish         the browser publish page
 //	GET    /<stream>/index.m3u8 …    HLS and LL-HLS playlists and segments
 //	GET    /<stream>/                the player page
 //
@@ -29,6 +32,7 @@ type StreamHandler interface {
 // is answered 400.
 type Router struct {
 	WHEP   StreamHandler
+	WHIP   StreamHandler // nil: no WebRTC publishing (404)
 	HLS    StreamHandler
 	Player StreamHandler
 	Log    *slog.Logger
@@ -36,9 +40,10 @@ type Router struct {
 	// Authorize, when set, is asked before a viewer request is served,
 	// with action "read" and the stream path; the node sets it from the
 	// auth section. An error is answered by auth.RefuseHTTP: 401 with a
-	// Bearer challenge, or 403. CORS preflights (OPTIONS) and WHEP session
-	// resources (whose unguessable URL the authorized offer got) are not
-	// asked. Default nil: everybody reads.
+	// Bearer challenge, or 403. CORS preflights (OPTIONS) and WHEP and WHIP
+	// session resources (whose unguessable URL the authorized offer got)
+	// are not asked; a WHIP offer is asked for action "publish". Default
+	// nil: everybody reads and publishes.
 	Authorize func(r *http.Request, action, path string) error
 }
 
@@ -67,8 +72,12 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	if rt.Authorize != nil && r.Method != http.MethodOptions && !strings.HasPrefix(rest, "whep/") {
-		if err := rt.Authorize(r, auth.ActionRead, path); err != nil {
+	if rt.Authorize != nil && r.Method != http.MethodOptions && !strings.HasPrefix(rest, "whep/") && !strings.HasPrefix(rest, "whip/") {
+		action := auth.ActionRead
+		if rest == "whip" {
+			action = auth.ActionPublish
+		}
+		if err := rt.Authorize(r, action, path); err != nil {
 			// Browsers show a cross-origin player the refusal only with CORS.
 			w.Header().Set("Access-Control-Allow-Origin", "*")
 			w.Header().Set("Access-Control-Expose-Headers", "WWW-Authenticate")
@@ -96,6 +105,12 @@ func (rt *Router) route(p string) (path, rest string, h StreamHandler) {
 		return strings.Join(segs[:n-1], "/"), "whep", rt.WHEP
 	case n >= 3 && segs[n-2] == "whep":
 		return strings.Join(segs[:n-2], "/"), "whep/" + segs[n-1], rt.WHEP
+	case n >= 2 && segs[n-1] == "whip" && rt.WHIP != nil:
+		return strings.Join(segs[:n-1], "/"), "whip", rt.WHIP
+	case n >= 3 && segs[n-2] == "whip" && rt.WHIP != nil:
+		return strings.Join(segs[:n-2], "/"), "whip/" + segs[n-1], rt.WHIP
+	case n >= 2 && segs[n-1] == "publish":
+		return strings.Join(segs[:n-1], "/"), "publish", rt.Player
 	case n >= 2 && isHLSFile(segs[n-1]):
 		return strings.Join(segs[:n-1], "/"), segs[n-1], rt.HLS
 	case n >= 2 && segs[n-1] == "":

@@ -40,6 +40,7 @@ type WebRTC struct {
 	conn *batchConn
 	mux  ice.UDPMux
 	api  *webrtc.API
+	se   webrtc.SettingEngine // the api's settings, shared by NewAPI (WHIP)
 
 	mu       sync.Mutex
 	started  bool
@@ -136,13 +137,19 @@ func (w *WebRTC) Start() error {
 	conn := newBatchConn(uc, w.cfg.GSO, w.log, w.mGSOMessages, w.mGSOPackets)
 	lf := pionLogs{w.log}
 	mux := webrtc.NewICEUDPMux(lf.NewLogger("ice-mux"), conn)
-	api, err := w.newAPI(conn, mux, lf)
+	se, err := w.settingEngine(conn, mux, lf)
 	if err != nil {
 		_ = mux.Close()
 		_ = conn.Close()
 		return err
 	}
-	w.conn, w.mux, w.api, w.started = conn, mux, api, true
+	api, err := w.newAPI(se)
+	if err != nil {
+		_ = mux.Close()
+		_ = conn.Close()
+		return err
+	}
+	w.conn, w.mux, w.api, w.se, w.started = conn, mux, api, se, true
 	w.log.Info("webrtc egress listening", "ice_udp", conn.LocalAddr().String(), "advertise", w.cfg.AdvertiseIPs)
 	return nil
 }
@@ -160,7 +167,7 @@ func (w *WebRTC) Addr() net.Addr {
 // H.264 profiles answered; the payload type is the one the offer uses.
 var h264Profiles = []string{"42e01f", "42001f", "4d001f", "64001f"}
 
-func (w *WebRTC) newAPI(conn *batchConn, mux ice.UDPMux, lf logging.LoggerFactory) (*webrtc.API, error) {
+func (w *WebRTC) newAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}}
 	for i, p := range h264Profiles {
@@ -192,7 +199,12 @@ func (w *WebRTC) newAPI(conn *batchConn, mux ice.UDPMux, lf logging.LoggerFactor
 		return nil, fmt.Errorf("webrtc egress: sender reports: %w", err)
 	}
 	ir.Add(sr)
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+}
 
+// settingEngine is the ICE and DTLS setup of every PeerConnection on the
+// node's one ICE UDP port: WHEP's and WHIP's (NewAPI).
+func (w *WebRTC) settingEngine(conn *batchConn, mux ice.UDPMux, lf logging.LoggerFactory) (webrtc.SettingEngine, error) {
 	se := webrtc.SettingEngine{LoggerFactory: lf}
 	se.SetICEUDPMux(mux)
 	se.SetLite(true)
@@ -209,10 +221,23 @@ func (w *WebRTC) newAPI(conn *batchConn, mux ice.UDPMux, lf logging.LoggerFactor
 			AsCandidateType: webrtc.ICECandidateTypeHost,
 			Mode:            webrtc.ICEAddressRewriteReplace,
 		}); err != nil {
-			return nil, fmt.Errorf("webrtc egress: advertise IPs: %w", err)
+			return se, fmt.Errorf("webrtc egress: advertise IPs: %w", err)
 		}
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
+	return se, nil
+}
+
+// NewAPI builds a WebRTC API with its own codecs and interceptors whose
+// PeerConnections share the WHEP egress's ICE UDP port and ICE/DTLS
+// settings: WHIP ingest receives on the same port. It fails before Start
+// and after Close.
+func (w *WebRTC) NewAPI(me *webrtc.MediaEngine, ir *interceptor.Registry) (*webrtc.API, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.started || w.closed {
+		return nil, errors.New("webrtc egress not running")
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(w.se)), nil
 }
 
 // Sessions is the number of current sessions, connected or connecting.

@@ -61,7 +61,7 @@ func (n *Node) authorizeRTSP(r auth.Request) error {
 func (n *Node) authorizeHTTP(r *http.Request, action, path string) error {
 	proto := "http"
 	switch {
-	case strings.HasSuffix(r.URL.Path, "/whep"):
+	case strings.HasSuffix(r.URL.Path, "/whep"), strings.HasSuffix(r.URL.Path, "/whip"):
 		proto = "webrtc"
 	case strings.Contains(r.URL.Path, ".m3u8"), strings.HasSuffix(r.URL.Path, ".mp4"):
 		proto = "hls"

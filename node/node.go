@@ -38,6 +38,7 @@ type Node struct {
 	SRT        *ingest.SRTServer
 	RTMP       *ingest.RTMPServer // nil with rtmp.addr off
 	WebRTC     *egress.WebRTC
+	WHIP       *ingest.WHIPServer // WebRTC publishing on the WebRTC ICE port
 	HLS        *egress.HLS
 	Members    *overlay.Membership // nil with gossip off
 	Serverlets *serverlet.Manager
@@ -221,6 +222,15 @@ func (n *Node) listen() error {
 		return err
 	}
 	n.closers = append(n.closers, n.WebRTC.Close)
+	whip, err := ingest.NewWHIPServer(ingest.WHIPConfig{Registerer: n.reg}, n.Hub, n.WebRTC.NewAPI, log)
+	if err != nil {
+		return err
+	}
+	n.WHIP = whip
+	if err := n.WHIP.Start(); err != nil {
+		return err
+	}
+	n.closers = append(n.closers, n.WHIP.Close) // before WebRTC's: it shares the ICE port
 	if err := n.HLS.Start(); err != nil {
 		return err
 	}
@@ -232,8 +242,7 @@ func (n *Node) listen() error {
 	n.VoD.Route(mux)
 	n.record.Route(mux)
 	mux.Handle(egress.PlayerAssetsPrefix, egress.PlayerAssets())
-	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, HLS: n.HLS, Player: n.player, Log: log, Authorize: n.authorizeHTTP})
-	var err error
+	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, WHIP: n.WHIP, HLS: n.HLS, Player: n.player, Log: log, Authorize: n.authorizeHTTP})
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return fmt.Errorf("http on %s: %w", cfg.HTTP, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/gradient-cdn/gradient/media"
 )
@@ -14,21 +15,27 @@ import (
 // opusRate is Opus's only sample rate in WebRTC.
 const opusRate = 48000
 
-// audioPath transcodes AAC to Opus: decode → aresample to 48 kHz in 20 ms
-// frames → libopus.
+// audioPath transcodes AAC to Opus (decode → aresample to 48 kHz in 20 ms
+// frames → libopus) or Opus to AAC (openAACPath: decode → 1024-sample
+// frames → FFmpeg's AAC-LC encoder).
 type audioPath struct {
 	run      *run
 	srcTrack *media.Track
-	track    *media.Track // the Opus track published
+	track    *media.Track // the track published
 	layout   astiav.ChannelLayout
-	rate     int64 // the AAC sample rate: the decoder's packet time base
+	rate     int64 // the source's sample rate: the decoder's packet time base
 	tc       *transcoder
+
+	inSamples  int64  // samples per source packet: 1024 (AAC) or 960 (20 ms Opus)
+	outFormat  string // sample format the encoder takes
+	outSamples int    // samples per encoded frame
 }
 
 // openAudioPath opens the whole transcoder up front, so that a missing codec
 // fails the rendition before it is published.
 func openAudioPath(r *run, src *media.Track, bitrate int) (a *audioPath, err error) {
-	a = &audioPath{run: r, srcTrack: src, layout: astiav.ChannelLayoutStereo, rate: int64(src.SampleRate)}
+	a = &audioPath{run: r, srcTrack: src, layout: astiav.ChannelLayoutStereo, rate: int64(src.SampleRate),
+		inSamples: 1024, outFormat: "flt", outSamples: 960}
 	if src.AAC != nil && src.AAC.SampleRate > 0 {
 		a.rate = int64(src.AAC.SampleRate)
 	}
@@ -80,7 +87,7 @@ func (a *audioPath) unit(u *media.Unit) error {
 		if err := a.tc.decode(au, pts, pts, false); err != nil {
 			return err
 		}
-		pts += 1024 // samples per AAC-LC access unit
+		pts += a.inSamples
 	}
 	return nil
 }
@@ -104,11 +111,11 @@ func (a *audioPath) graph(f *astiav.Frame) (string, astiav.FilterArgs, string, s
 			"sample_fmt":     f.SampleFormat().Name(),
 			"channel_layout": layout,
 		}, "abuffersink",
-		fmt.Sprintf("aresample=%d,aformat=sample_fmts=flt:sample_rates=%d:channel_layouts=%s,asetnsamples=n=960:p=0",
-			opusRate, opusRate, outLayout)
+		fmt.Sprintf("aresample=%d,aformat=sample_fmts=%s:sample_rates=%d:channel_layouts=%s,asetnsamples=n=%d:p=0",
+			opusRate, a.outFormat, opusRate, outLayout, a.outSamples)
 }
 
-// emit writes one Opus packet to the rendition.
+// emit writes one encoded packet to the rendition.
 func (a *audioPath) emit(pkt *astiav.Packet) error {
 	if pts := pkt.Pts(); pts >= 0 { // the encoder's priming precedes the stream
 		t := media.TicksToDuration(pts, opusRate)
@@ -124,4 +131,47 @@ func (a *audioPath) close() {
 	if a.tc != nil {
 		a.tc.close()
 	}
+}
+
+// openAACPath opens an Opus → AAC-LC transcoder (48 kHz, the source's
+// channels, bitrate bit/s), for players that take AAC only (MPEG-TS HLS,
+// RTSP readers).
+func openAACPath(r *run, src *media.Track, bitrate int) (a *audioPath, err error) {
+	a = &audioPath{run: r, srcTrack: src, layout: astiav.ChannelLayoutStereo, rate: opusRate,
+		inSamples: 960, outFormat: "fltp", outSamples: mpeg4audio.SamplesPerAccessUnit}
+	if bitrate <= 0 {
+		bitrate = 128000
+	}
+	channels := 2
+	if src.Channels == 1 {
+		channels, a.layout = 1, astiav.ChannelLayoutMono
+	}
+	a.track = &media.Track{Codec: media.CodecAAC, Channels: channels, SampleRate: opusRate,
+		AAC: &mpeg4audio.AudioSpecificConfig{Type: mpeg4audio.ObjectTypeAACLC, SampleRate: opusRate, ChannelConfig: uint8(channels)}}
+	// OpusHead (RFC 7845): version 1, channels, no pre-skip, 48 kHz, no
+	// gain, channel mapping family 0.
+	head := []byte{'O', 'p', 'u', 's', 'H', 'e', 'a', 'd', 1, byte(channels), 0, 0, 0x80, 0xbb, 0, 0, 0, 0, 0}
+	if a.tc, err = newTranscoder(transcoderSpec{decodes: "Opus", encodes: "AAC", clock: opusRate,
+		graph: a.graph, onPacket: a.emit}, decoderOptions{id: astiav.CodecIDOpus, extraData: head}); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	ec := astiav.FindEncoder(astiav.CodecIDAac)
+	if ec == nil {
+		return nil, errors.New("this FFmpeg has no AAC encoder")
+	}
+	a.tc.enc = astiav.AllocCodecContext(ec)
+	a.tc.enc.SetSampleFormat(astiav.SampleFormatFltp)
+	a.tc.enc.SetSampleRate(opusRate)
+	a.tc.enc.SetChannelLayout(a.layout)
+	a.tc.enc.SetBitRate(int64(bitrate))
+	a.tc.enc.SetTimeBase(astiav.NewRational(1, opusRate))
+	if err := a.tc.enc.Open(ec, nil); err != nil {
+		return nil, fmt.Errorf("open AAC encoder: %w", err)
+	}
+	return a, nil
 }

@@ -41,6 +41,9 @@ var DefaultLadder = []Rung{
 	{"180p", "scale x180 250k"},
 	// WebRTC viewers of a stream published with AAC hear it through this.
 	{"opus", "audio opus"},
+	// MPEG-TS HLS and RTSP viewers of a stream published with Opus (WHIP)
+	// hear it through this.
+	{"aac", "audio aac"},
 }
 
 // Manager runs serverlets on demand: it is the hub's RenditionProvider.

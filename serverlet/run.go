@@ -174,8 +174,13 @@ func (r *run) setup() error {
 				r.video = &videoPath{run: r, srcTrack: t}
 			}
 		case r.pipe.Audio == AudioDrop:
-		case r.pipe.Audio == AudioOpus && t.Codec == media.CodecAAC:
-			a, err := openAudioPath(r, t, r.pipe.OpusBitrate)
+		case r.pipe.Audio == AudioOpus && t.Codec == media.CodecAAC,
+			r.pipe.Audio == AudioAAC && t.Codec == media.CodecOpus:
+			open, bitrate := openAudioPath, r.pipe.OpusBitrate
+			if r.pipe.Audio == AudioAAC {
+				open, bitrate = openAACPath, r.pipe.AACBitrate
+			}
+			a, err := open(r, t, bitrate)
 			if err != nil {
 				return err
 			}

@@ -89,6 +89,7 @@ const (
 	AudioCopy AudioMode = iota // pass the source's audio units through
 	AudioOpus                  // transcode to Opus, 48 kHz
 	AudioDrop                  // publish without audio
+	AudioAAC                   // transcode Opus to AAC-LC, 48 kHz
 )
 
 // Pipeline is what a chain of serverlets asks the runtime to run. Only
@@ -112,6 +113,8 @@ type Pipeline struct {
 	Audio AudioMode
 	// OpusBitrate is the Opus bitrate in bit/s with AudioOpus. Default 64000.
 	OpusBitrate int
+	// AACBitrate is the AAC bitrate in bit/s with AudioAAC. Default 128000.
+	AACBitrate int
 
 	filters []string
 	frames  []FrameFunc

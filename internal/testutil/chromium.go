@@ -27,8 +27,8 @@ const ChromiumPath = "/usr/bin/chromium"
 // test: run scripts/setup.sh.
 //
 // The page's console output and uncaught exceptions are logged when the
-// test fails.
-func Chromium(t testing.TB) context.Context {
+// test fails. extra adds flags, e.g. FakeMediaDevices.
+func Chromium(t testing.TB, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := os.Stat(ChromiumPath); err != nil {
 		t.Fatalf("%s not found: run `make setup` (scripts/setup.sh) first", ChromiumPath)
@@ -55,6 +55,7 @@ func Chromium(t testing.TB) context.Context {
 		chromedp.UserDataDir(profile),
 		chromedp.WindowSize(960, 720),
 	}
+	opts = append(opts, extra...)
 	var console consoleLog
 	browserOut := &lockedBuffer{}
 	opts = append(opts, chromedp.CombinedOutput(browserOut))
@@ -92,6 +93,14 @@ func Chromium(t testing.TB) context.Context {
 		}
 	})
 	return ctx
+}
+
+// FakeMediaDevices gives getUserMedia a fake camera (a test pattern) and
+// microphone (a beep) and grants it without asking: a publish page can
+// run headless.
+var FakeMediaDevices = []chromedp.ExecAllocatorOption{
+	chromedp.Flag("use-fake-device-for-media-stream", true),
+	chromedp.Flag("use-fake-ui-for-media-stream", true),
 }
 
 // consoleLog collects what the page printed.

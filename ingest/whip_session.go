@@ -1,0 +1,315 @@
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/gradient-cdn/gradient/internal/rtpdepay"
+	"github.com/gradient-cdn/gradient/media"
+)
+
+// whipSession is one WHIP publisher: a PeerConnection whose H.264 and
+// Opus RTP become units of one hub stream, through the same RTP → unit
+// mapping as RTSP publishing (internal/rtpdepay).
+type whipSession struct {
+	s      *WHIPServer
+	id     string
+	path   string
+	remote string
+	log    *slog.Logger
+	pc     *webrtc.PeerConnection
+	start  time.Time
+
+	depay *rtpdepay.Stream
+	video *rtpdepay.Track
+	audio *rtpdepay.Track // nil without Opus
+
+	lastRTP   atomic.Int64 // unix nanoseconds of the last RTP packet
+	hasVideo  atomic.Bool  // a remote H.264 track feeds the video track
+	hasAudio  atomic.Bool
+	videoSSRC atomic.Uint32
+	lastPLI   atomic.Int64
+
+	mu        sync.Mutex
+	pub       *media.Publisher
+	hasBase   bool
+	base      time.Duration
+	closed    bool
+	closeOnce sync.Once
+	done      chan struct{}
+	ready     chan struct{} // closed once prepare set depay, video and audio
+}
+
+func newWHIPSession(s *WHIPServer, path, remote string, pc *webrtc.PeerConnection) *whipSession {
+	id := newWHIPID()
+	return &whipSession{s: s, id: id, path: path, remote: remote, pc: pc, start: time.Now(), done: make(chan struct{}),
+		ready: make(chan struct{}), log: s.log.With("stream", path, "session", id)}
+}
+
+// prepare builds the depacketizer of the negotiated media: H.264 and, with
+// audio, Opus. The payload types do not matter to it: each remote track is
+// routed by kind.
+func (x *whipSession) prepare(withAudio bool) error {
+	sd := &description.Session{Medias: []*description.Media{{
+		Type: description.MediaTypeVideo, Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1}},
+	}}}
+	if withAudio {
+		sd.Medias = append(sd.Medias, &description.Media{
+			Type: description.MediaTypeAudio, Formats: []format.Format{&format.Opus{PayloadTyp: 111, ChannelCount: 2}},
+		})
+	}
+	d, err := rtpdepay.New(sd, x.log)
+	if err != nil {
+		return err
+	}
+	x.depay, x.video = d, d.Video()
+	for _, t := range d.Tracks() {
+		if t != x.video {
+			x.audio = t
+		}
+	}
+	close(x.ready)
+	return nil
+}
+
+// source names the publisher in the hub's stream list.
+func (x *whipSession) source() string { return "whip " + x.remote }
+
+// onState ends the session when ICE/DTLS fail or the publisher leaves.
+func (x *whipSession) onState(st webrtc.PeerConnectionState) {
+	switch st {
+	case webrtc.PeerConnectionStateConnected:
+		x.log.Info("whip publisher connected")
+	case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateDisconnected, webrtc.PeerConnectionStateClosed:
+		go x.close(fmt.Errorf("connection %s", st))
+	}
+}
+
+// onTrack reads one remote track until the session ends.
+func (x *whipSession) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+	// The publisher has the answer, so prepare ran; the channel tells the
+	// memory model so.
+	select {
+	case <-x.ready:
+	case <-x.done:
+		return
+	}
+	mime := strings.ToLower(tr.Codec().MimeType)
+	var t *rtpdepay.Track
+	switch {
+	// One remote track per kind: a second video section or a simulcast
+	// layer (rid) is read and dropped.
+	case tr.Kind() == webrtc.RTPCodecTypeVideo && mime == strings.ToLower(webrtc.MimeTypeH264) && x.hasVideo.CompareAndSwap(false, true):
+		t = x.video
+		x.videoSSRC.Store(uint32(tr.SSRC()))
+		x.requestKeyframe()
+	case tr.Kind() == webrtc.RTPCodecTypeAudio && mime == strings.ToLower(webrtc.MimeTypeOpus) && x.audio != nil && x.hasAudio.CompareAndSwap(false, true):
+		t = x.audio
+	default:
+		x.log.Info("whip track ignored", "kind", tr.Kind().String(), "codec", tr.Codec().MimeType, "rid", tr.RID())
+	}
+	go x.readTrack(tr, t)
+}
+
+// readTrack turns the packets of tr into units. t nil: the packets are
+// read and dropped (so the track does not back up).
+func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
+	defer func() {
+		if r := recover(); r != nil {
+			x.log.Error("whip packet handling panic, closing the session", "panic", fmt.Sprint(r))
+			go x.close(errors.New("packet handling panic"))
+		}
+	}()
+	var (
+		started bool
+		ext     int64 // unwrapped timestamp, relative to first
+		lastTS  uint32
+		offset  int64 // the first packet's arrival after the session start, in clock ticks
+		nextSeq uint16
+		clock   = int64(tr.Codec().ClockRate)
+		buf     = make([]byte, 1500)
+		pkt     rtp.Packet
+		isVideo = t != nil && t == x.video
+		// After a loss, video units up to dropThrough (the time of the
+		// first packet after the loss) may miss data.
+		dropping    bool
+		dropThrough time.Duration
+	)
+	if clock <= 0 {
+		clock = 90000
+	}
+	for {
+		n, _, err := tr.Read(buf)
+		if err != nil {
+			return
+		}
+		now := time.Now()
+		x.lastRTP.Store(now.UnixNano())
+		if t == nil {
+			continue
+		}
+		if err := pkt.Unmarshal(buf[:n]); err != nil {
+			continue
+		}
+		lost := 0
+		if !started {
+			started = true
+			lastTS = pkt.Timestamp
+			offset = media.DurationToTicks(now.Sub(x.start), clock)
+		} else {
+			gap := int16(pkt.SequenceNumber - nextSeq)
+			if gap < 0 {
+				continue // late or duplicate: its access unit is gone
+			}
+			lost = int(gap)
+			ext += int64(int32(pkt.Timestamp - lastTS))
+			lastTS = pkt.Timestamp
+		}
+		nextSeq = pkt.SequenceNumber + 1
+		// Each track's clock starts at its first packet's arrival: the
+		// tracks of a browser start together, so audio and video line up
+		// within the network's jitter.
+		pts := offset + ext
+		if lost > 0 {
+			x.s.lost.Add(uint64(lost))
+			if isVideo {
+				// The access units the loss touched end at this packet's
+				// at the latest: they are dropped, and video waits for a
+				// keyframe, which is asked for.
+				x.depay.Lost(uint64(lost))
+				dropping, dropThrough = true, media.TicksToDuration(pts, clock)
+				x.requestKeyframe()
+			}
+		}
+		for _, u := range x.depay.Decode(t, &pkt, pts, true, now) {
+			if dropping {
+				if u.PTS <= dropThrough {
+					x.depay.Lost(0) // an IDR spanning the loss must not restart video
+					continue
+				}
+				dropping = false
+			}
+			x.write(u)
+		}
+		// Fresh packet buffers: units keep slices of the payload.
+		pkt = rtp.Packet{}
+		buf = make([]byte, 1500)
+	}
+}
+
+// requestKeyframe sends a PLI to the publisher, at most every 200 ms.
+func (x *whipSession) requestKeyframe() {
+	ssrc := x.videoSSRC.Load()
+	if ssrc == 0 {
+		return
+	}
+	now := time.Now().UnixNano()
+	if last := x.lastPLI.Load(); now-last < int64(200*time.Millisecond) || !x.lastPLI.CompareAndSwap(last, now) {
+		return
+	}
+	_ = x.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
+}
+
+// write publishes the stream at its first decodable IDR and writes units
+// relative to that unit's DTS; audio starts with video.
+func (x *whipSession) write(u *media.Unit) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.closed {
+		return
+	}
+	if x.pub == nil {
+		if u.Track != x.video.Index {
+			return
+		}
+		desc, ok := x.depay.Description()
+		if !ok {
+			return
+		}
+		pub, err := x.s.hub.Publish(x.path, desc, x.source())
+		if err != nil {
+			x.log.Info("whip publish failed, closing the session", "err", err)
+			go x.close(err)
+			return
+		}
+		x.pub = pub
+		x.log.Info("whip publisher live", "tracks", len(desc.Tracks), "video", desc.Tracks[x.video.Index].String())
+	}
+	if !x.hasBase {
+		x.base, x.hasBase = u.DTS, true
+	}
+	u.PTS -= x.base
+	u.DTS -= x.base
+	if u.PTS < 0 && u.Track != x.video.Index {
+		return
+	}
+	x.pub.Write(u)
+}
+
+// watch drops a silent publisher and asks for keyframes periodically
+// until the session ends.
+func (x *whipSession) watch() {
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	lastKey := time.Now()
+	for {
+		select {
+		case <-x.done:
+			return
+		case now := <-tick.C:
+			last := x.start
+			if n := x.lastRTP.Load(); n > 0 {
+				last = time.Unix(0, n)
+			}
+			x.mu.Lock()
+			live := x.pub != nil
+			x.mu.Unlock()
+			switch {
+			case now.Sub(last) > x.s.cfg.MediaTimeout:
+				go x.close(fmt.Errorf("no media for %v", x.s.cfg.MediaTimeout))
+			case !live && now.Sub(x.start) > x.s.cfg.MediaTimeout:
+				go x.close(fmt.Errorf("no decodable H.264 keyframe within %v", x.s.cfg.MediaTimeout))
+			}
+			if now.Sub(lastKey) >= x.s.cfg.KeyframeInterval || !live {
+				lastKey = now
+				x.requestKeyframe()
+			}
+		}
+	}
+}
+
+// close ends the session once: the PeerConnection closes and the stream
+// is unpublished.
+func (x *whipSession) close(reason error) {
+	x.closeOnce.Do(func() {
+		x.mu.Lock()
+		x.closed = true
+		pub := x.pub
+		x.pub = nil
+		x.mu.Unlock()
+		close(x.done)
+		x.s.remove(x)
+		if pub != nil {
+			pub.Close()
+		}
+		_ = x.pc.Close()
+		var errs uint64
+		select {
+		case <-x.ready:
+			errs = x.depay.Errors()
+		default:
+		}
+		x.log.Info("whip session ended", "reason", fmt.Sprint(reason), "depacketization_errors", errs)
+	})
+}

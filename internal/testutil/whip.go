@@ -1,0 +1,432 @@
+package testutil
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/dtls/v3"
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/logging"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+	"github.com/pion/webrtc/v4/pkg/media"
+	"github.com/pion/webrtc/v4/pkg/media/h264reader"
+	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+)
+
+// WHIPClip encodes, once per option set, a test pattern as H.264 Annex-B
+// (constrained baseline, no B-frames, a keyframe every second) and a tone
+// as Opus in Ogg with one 20 ms packet per page: what PublishWHIP sends.
+func WHIPClip(t testing.TB, width, height, fps, seconds int) (h264File, oggFile string) {
+	t.Helper()
+	RequireTool(t, "ffmpeg")
+	base := filepath.Join(os.TempDir(), fmt.Sprintf("gradient-whip-%dx%d-%d-%ds", width, height, fps, seconds))
+	h264File, oggFile = base+".h264", base+".ogg"
+	clipMu.Lock()
+	defer clipMu.Unlock()
+	for _, job := range []struct {
+		out  string
+		args []string
+	}{
+		{h264File, []string{"-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=%dx%d:rate=%d", width, height, fps),
+			"-t", fmt.Sprint(seconds), "-c:v", "libx264", "-profile:v", "baseline", "-preset", "veryfast", "-tune", "zerolatency",
+			"-bf", "0", "-g", fmt.Sprint(fps), "-keyint_min", fmt.Sprint(fps), "-pix_fmt", "yuv420p", "-b:v", "500k",
+			"-bsf:v", "h264_mp4toannexb", "-f", "h264"}},
+		{oggFile, []string{"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+			"-t", fmt.Sprint(seconds), "-c:a", "libopus", "-b:a", "64k", "-ac", "2", "-page_duration", "20000", "-f", "ogg"}},
+	} {
+		if _, err := os.Stat(job.out); err == nil {
+			continue
+		}
+		tmp := job.out + ".part"
+		args := append([]string{"-hide_banner", "-loglevel", "error", "-y"}, job.args...)
+		args = append(args, tmp)
+		if out, err := exec.Command("ffmpeg", args...).CombinedOutput(); err != nil {
+			t.Fatalf("make WHIP clip: ffmpeg %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		if err := os.Rename(tmp, job.out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h264File, oggFile
+}
+
+// WHIPOptions tune a WHIP publisher.
+type WHIPOptions struct {
+	H264File string // Annex-B H.264, sent at FPS frames per second, looped
+	FPS      int    // default 30
+	OggFile  string // Opus in Ogg, one packet per page (optional), looped
+	// DropVideoEvery drops every n-th H.264 RTP packet before it is sent
+	// (0: none), a lossy network in the test process.
+	DropVideoEvery int
+	// HTTPClient makes the WHIP requests. Default http.DefaultClient.
+	HTTPClient *http.Client
+}
+
+// dropFactory is an interceptor dropping every n-th outgoing video packet.
+type dropFactory struct {
+	every   int
+	dropped *atomic.Int64
+}
+
+func (f dropFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &dropInterceptor{f: f}, nil
+}
+
+type dropInterceptor struct {
+	interceptor.NoOp
+	f dropFactory
+}
+
+func (d *dropInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !strings.EqualFold(info.MimeType, webrtc.MimeTypeH264) {
+		return w
+	}
+	var n atomic.Int64
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		if n.Add(1)%int64(d.f.every) == 0 {
+			d.f.dropped.Add(1)
+			return len(payload), nil
+		}
+		return w.Write(h, payload, a)
+	})
+}
+
+// WHIPPublisher is a Go (pion) WHIP client sending a clip as RTP.
+type WHIPPublisher struct {
+	pc       *webrtc.PeerConnection
+	resource string
+	client   *http.Client
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	pli      atomic.Int64
+	dropped  atomic.Int64
+	sentAUs  atomic.Int64
+	done     chan struct{}
+	doneOnce sync.Once
+}
+
+// PublishWHIP offers H.264 (and Opus, with an Ogg file) to a WHIP endpoint
+// and, once answered, sends the clips in real time until Close. A refused
+// offer is a *WHEPError with the status and body.
+func PublishWHIP(ctx context.Context, endpoint string, o WHIPOptions) (*WHIPPublisher, error) {
+	if o.FPS == 0 {
+		o.FPS = 30
+	}
+	client := o.HTTPClient
+	if client == nil {
+		client = http.DefaultClient
+	}
+	me := &webrtc.MediaEngine{}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+		SDPFmtpLine:  "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+		RTCPFeedback: []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}},
+	}, PayloadType: 96}, webrtc.RTPCodecTypeVideo); err != nil {
+		return nil, err
+	}
+	if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
+		MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
+	}, PayloadType: 111}, webrtc.RTPCodecTypeAudio); err != nil {
+		return nil, err
+	}
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	se := webrtc.SettingEngine{LoggerFactory: lf}
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	se.SetSRTPProtectionProfiles(dtls.SRTP_AEAD_AES_128_GCM, dtls.SRTP_AES128_CM_HMAC_SHA1_80)
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	ir := &interceptor.Registry{}
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		return nil, err
+	}
+	p := &WHIPPublisher{client: client, done: make(chan struct{})}
+	if o.DropVideoEvery > 0 {
+		ir.Add(dropFactory{every: o.DropVideoEvery, dropped: &p.dropped})
+	}
+	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		return nil, err
+	}
+	p.pc = pc
+	fail := func(err error) (*WHIPPublisher, error) {
+		_ = pc.Close()
+		return nil, err
+	}
+	video, err := webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000}, "video", "whip")
+	if err != nil {
+		return fail(err)
+	}
+	vt, err := pc.AddTransceiverFromTrack(video, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly})
+	if err != nil {
+		return fail(err)
+	}
+	var audio *webrtc.TrackLocalStaticSample
+	var at *webrtc.RTPTransceiver
+	if o.OggFile != "" {
+		if audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "whip"); err != nil {
+			return fail(err)
+		}
+		if at, err = pc.AddTransceiverFromTrack(audio, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
+			return fail(err)
+		}
+	}
+	pc.OnConnectionStateChange(func(s webrtc.PeerConnectionState) {
+		if s == webrtc.PeerConnectionStateFailed || s == webrtc.PeerConnectionStateClosed || s == webrtc.PeerConnectionStateDisconnected {
+			p.doneOnce.Do(func() { close(p.done) })
+		}
+	})
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return fail(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return fail(err)
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return fail(ctx.Err())
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(pc.LocalDescription().SDP))
+	if err != nil {
+		return fail(err)
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fail(err)
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		return fail(&WHEPError{Status: resp.StatusCode, Body: string(body)})
+	}
+	if loc := resp.Header.Get("Location"); loc != "" {
+		if base, err := url.Parse(endpoint); err == nil {
+			if u, err := base.Parse(loc); err == nil {
+				p.resource = u.String()
+			}
+		}
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		return fail(fmt.Errorf("set answer: %w", err))
+	}
+
+	sctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.readRTCP(vt.Sender())
+	}()
+	if at != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.readRTCP(at.Sender())
+		}()
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.sendH264(sctx, video, o.H264File, o.FPS)
+	}()
+	if audio != nil {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.sendOgg(sctx, audio, o.OggFile)
+		}()
+	}
+	return p, nil
+}
+
+// readRTCP counts the keyframe requests (PLI) the server sends.
+func (p *WHIPPublisher) readRTCP(s *webrtc.RTPSender) {
+	for {
+		pkts, _, err := s.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pkt := range pkts {
+			if _, ok := pkt.(*rtcp.PictureLossIndication); ok {
+				p.pli.Add(1)
+			}
+		}
+	}
+}
+
+// sendH264 sends the access units of an Annex-B file, one every 1/fps,
+// looping the file.
+func (p *WHIPPublisher) sendH264(ctx context.Context, track *webrtc.TrackLocalStaticSample, file string, fps int) {
+	dur := time.Second / time.Duration(fps)
+	tick := time.NewTicker(dur)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		f, err := os.Open(file)
+		if err != nil {
+			return
+		}
+		r, err := h264reader.NewReader(f)
+		if err != nil {
+			f.Close()
+			return
+		}
+		var au bytes.Buffer
+		hasVCL := false
+		send := func() bool {
+			if !hasVCL {
+				return true
+			}
+			select {
+			case <-ctx.Done():
+				return false
+			case <-tick.C:
+			}
+			if err := track.WriteSample(media.Sample{Data: append([]byte(nil), au.Bytes()...), Duration: dur}); err != nil {
+				return false
+			}
+			p.sentAUs.Add(1)
+			au.Reset()
+			hasVCL = false
+			return true
+		}
+		for {
+			nal, err := r.NextNAL()
+			if err != nil {
+				break
+			}
+			vcl := nal.UnitType == h264reader.NalUnitTypeCodedSliceIdr || nal.UnitType == h264reader.NalUnitTypeCodedSliceNonIdr
+			// An access unit ends before a parameter set, SEI or AUD, or
+			// before the first slice of the next picture
+			// (first_mb_in_slice 0: the slice header's first bit is 1).
+			if hasVCL && (!vcl || (len(nal.Data) > 1 && nal.Data[1]&0x80 != 0)) {
+				if !send() {
+					f.Close()
+					return
+				}
+			}
+			au.Write([]byte{0, 0, 0, 1})
+			au.Write(nal.Data)
+			hasVCL = hasVCL || vcl
+		}
+		if !send() {
+			f.Close()
+			return
+		}
+		f.Close()
+	}
+}
+
+// sendOgg sends the Opus packets of an Ogg file (one per page) in real
+// time, looping the file.
+func (p *WHIPPublisher) sendOgg(ctx context.Context, track *webrtc.TrackLocalStaticSample, file string) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for ctx.Err() == nil {
+		f, err := os.Open(file)
+		if err != nil {
+			return
+		}
+		r, _, err := oggreader.NewWith(f)
+		if err != nil {
+			f.Close()
+			return
+		}
+		var last uint64
+		for {
+			page, hdr, err := r.ParseNextPage()
+			if err != nil {
+				break
+			}
+			if len(page) >= 8 && (string(page[:8]) == "OpusHead" || string(page[:8]) == "OpusTags") {
+				continue
+			}
+			samples := hdr.GranulePosition - last
+			last = hdr.GranulePosition
+			if samples == 0 || samples > 48000 {
+				samples = 960
+			}
+			select {
+			case <-ctx.Done():
+				f.Close()
+				return
+			case <-tick.C:
+			}
+			if err := track.WriteSample(media.Sample{Data: page, Duration: time.Duration(samples) * time.Second / 48000}); err != nil {
+				f.Close()
+				return
+			}
+		}
+		f.Close()
+	}
+}
+
+// PLIs counts the keyframe requests received from the server.
+func (p *WHIPPublisher) PLIs() int64 { return p.pli.Load() }
+
+// Dropped counts the video packets dropped by DropVideoEvery.
+func (p *WHIPPublisher) Dropped() int64 { return p.dropped.Load() }
+
+// SentAUs counts the H.264 access units sent.
+func (p *WHIPPublisher) SentAUs() int64 { return p.sentAUs.Load() }
+
+// Resource is the session URL the server gave (Location).
+func (p *WHIPPublisher) Resource() string { return p.resource }
+
+// Done is closed when the connection failed, disconnected or closed.
+func (p *WHIPPublisher) Done() <-chan struct{} { return p.done }
+
+// PeerConnection is the publisher's PeerConnection.
+func (p *WHIPPublisher) PeerConnection() *webrtc.PeerConnection { return p.pc }
+
+// Delete DELETEs the session resource and returns the status.
+func (p *WHIPPublisher) Delete(ctx context.Context) (int, error) {
+	if p.resource == "" {
+		return 0, errors.New("no session resource")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, p.resource, nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// Stop stops sending media but keeps the connection (a silent publisher).
+func (p *WHIPPublisher) Stop() {
+	p.cancel()
+}
+
+// Close stops sending and closes the PeerConnection (without DELETE).
+func (p *WHIPPublisher) Close() error {
+	p.cancel()
+	err := p.pc.Close()
+	p.wg.Wait()
+	return err
+}
