@@ -45,7 +45,7 @@ func (s *Service) startChunks() error {
 		return err
 	}
 	s.allow, _ = parseNetworks(s.cfg.AllowNetworks) // checked by Validate
-	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, Owners: max(2, s.cfg.Replicas), Origin: s.origin}, s.store, s.cache, s.Peers, s.log)
+	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, Owners: max(2, s.cfg.Replicas), Pinned: max(0, s.cfg.Replicas-1), Origin: s.origin}, s.store, s.cache, s.Peers, s.log)
 	s.manifests = newManifestCache(64)
 	if s.FetchManifest == nil {
 		s.FetchManifest = s.fetchSmall
@@ -378,7 +378,13 @@ func (s *Service) peerGet(ctx context.Context, d Digest, p Peer, origin string) 
 		return nil, err
 	}
 	SignPeerRequest(req, s.Secret, s.Peers.Self())
-	resp, err := http.DefaultClient.Do(req)
+	// The fetcher's client: its pooled keep-alive transport to the peers
+	// (and its timeouts), not the process-wide default.
+	client := http.DefaultClient
+	if s.fetch != nil {
+		client = s.fetch.client
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s from %s: %w", d, p.Name, err)
 	}

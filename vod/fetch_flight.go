@@ -23,7 +23,7 @@ import (
 type flight struct {
 	d       Digest
 	origin  string
-	peerHop bool // started by a peer's fill: reads the origin only
+	peerHop bool // started by a peer's fill: reads the pinned owners and the origin only
 
 	mu   sync.Mutex
 	cond sync.Cond

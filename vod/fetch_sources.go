@@ -48,7 +48,10 @@ func (s source) url(d Digest, origin string) string {
 // change) — ranked by how fast each has been, then the origin if not
 // already listed. The origin comes last whatever its speed, so that its
 // upload is spent on the owners, once per chunk. For a peer's fill
-// (peerHop true): the origin only. Either way the origin store, when
+// (peerHop true): the chunk's pinned replica owners (the first cfg.Pinned
+// of that order, not filling: they answer from their store or not at
+// all, so no fill loops), then the origin: a chunk already replicated
+// costs the origin nothing again. Either way the origin store, when
 // there is one, comes last: the origin node may be gone, or may not keep
 // the titles it packaged there.
 func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
@@ -64,6 +67,15 @@ func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 		names = append(names, p.Name)
 	}
 	var out []source
+	if peerHop && f.cfg.Pinned > 0 {
+		others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == origin })
+		owners := Owners(d, others)
+		for _, n := range owners[:min(len(owners), f.cfg.Pinned)] {
+			if n != self {
+				out = append(out, source{peer: byName[n]})
+			}
+		}
+	}
 	if !peerHop {
 		// The owners are ranked among the members other than the origin
 		// (as the pinner ranks them): the origin, an owner of some chunks
