@@ -794,6 +794,29 @@ func TestFetchSourceOrder(t *testing.T) {
 	if st.Peers[others[3]].Failures != 12 || st.Peers[others[1]].Samples != 1 {
 		t.Fatalf("estimates %+v", st.Peers)
 	}
+
+	// With replicas 3 (2 pinned owners), a peer's fill asks the pinned
+	// owners (not filling, this node left out) before the origin.
+	fp := NewFetcher(FetcherConfig{Secret: testSecret, Pinned: 2}, nil, nil, staticPeers{"self", c}, nil)
+	defer fp.Close()
+	nonOrigin := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == origin })
+	var wantFill []string
+	for _, n := range Owners(d, nonOrigin)[:2] {
+		if n != "self" {
+			wantFill = append(wantFill, n)
+		}
+	}
+	wantFill = append(wantFill, origin)
+	var gotFill []string
+	for _, s := range fp.sources(d, origin, true) {
+		if s.fill {
+			t.Fatalf("a peer's fill asks %s to fill", s.peer.Name)
+		}
+		gotFill = append(gotFill, s.peer.Name)
+	}
+	if !slices.Equal(gotFill, wantFill) {
+		t.Fatalf("fill sources with 2 pinned owners %v, want %v", gotFill, wantFill)
+	}
 }
 
 // TestFetchNoGoodSource: when the only source sends a corrupt copy the
