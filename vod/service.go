@@ -217,6 +217,10 @@ type Service struct {
 	allow     []netip.Prefix
 	manifests *manifestCache
 	pinWake   chan struct{}
+	// repairing: chunks of local titles found corrupt, being fetched
+	// again from the cluster (repairOwn).
+	repairMu  sync.Mutex
+	repairing map[Digest]bool
 
 	// origin is the S3 origin store (origin_sync.go), nil for "dir";
 	// originQ the local titles whose chunks are to be written to it.
@@ -324,6 +328,9 @@ func (s *Service) markDamaged(d Digest) {
 	}
 	for _, id := range ids {
 		if s.replicaDamaged(id, d) {
+			continue
+		}
+		if s.repairOwn(id, d) {
 			continue
 		}
 		s.log.Error("title damaged: one of its chunks no longer matches its digest", "id", id, "digest", d.String())
