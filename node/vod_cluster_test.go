@@ -302,3 +302,63 @@ func TestVoDCorruptChunkOnTheOriginIsRepairedFromAReplica(t *testing.T) {
 		t.Fatalf("the title as n1 lists it: %+v", x)
 	}
 }
+
+// TestVoDParentTakesEveryMiss: a node with vod.parent fetches every chunk
+// it does not hold through its parent (signed, asking it to fill): the
+// parent fills from the origin and keeps the chunk, and no other owner is
+// asked, where without a parent the chunks whose first owner is n2 would be
+// filled by n2.
+func TestVoDParentTakesEveryMiss(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 12, GOP: 25, Audio: "aac"})
+	key := base64.StdEncoding.EncodeToString([]byte("vod-cluster-key!"))
+	edit := func(c *Config) { c.VoD.Replicas = 1 }
+	n0 := testOverlayNodeWith(t, "n0", key, nil, edit)
+	seed := []string{n0.Config().Gossip.Addr}
+	n1 := testOverlayNodeWith(t, "n1", key, seed, edit)
+	n2 := testOverlayNodeWith(t, "n2", key, seed, edit)
+	n3 := testOverlayNodeWith(t, "n3", key, seed, func(c *Config) {
+		c.VoD.Replicas = 1
+		c.VoD.Parent = "http://" + n1.HTTPAddr() + "/"
+	})
+	nodes := []*Node{n0, n1, n2, n3}
+	testutil.Eventually(t, 10*time.Second, "4 nodes alive everywhere", func() bool {
+		for _, n := range nodes {
+			if len(n.Members.Alive()) != 4 {
+				return false
+			}
+		}
+		return true
+	})
+	id := uploadReady(t, n0, clip, "Through The Parent")
+	testutil.Eventually(t, 10*time.Second, "n3 lists the title ready", func() bool {
+		x, ok := listedTitle(t, n3, id)
+		return ok && x.State == vod.StateReady
+	})
+	urls := chunkURLs(t, n3, id)
+	for _, u := range urls {
+		if err := getChunk(t, n3, u); err != nil {
+			t.Fatalf("n3: %v", err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "flights settled", func() bool {
+		for _, n := range nodes[1:] {
+			if n.VoD.Fetcher().Stats().FlightsInFlight > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	s3, s1, s2 := n3.VoD.Fetcher().Stats(), n1.VoD.Fetcher().Stats(), n2.VoD.Fetcher().Stats()
+	if s3.Peers["parent"].Samples < uint64(len(urls)) || s3.UpstreamFetches["origin"] != 0 {
+		t.Errorf("n3 fetched %d chunks: from its parent %+v, from the origin %d", len(urls), s3.Peers["parent"], s3.UpstreamFetches["origin"])
+	}
+	if s1.UpstreamFetches["origin"] < uint64(len(urls)) {
+		t.Errorf("the parent n1 filled %d chunks from the origin, want at least %d", s1.UpstreamFetches["origin"], len(urls))
+	}
+	if s2.Misses != 0 || s2.UpstreamFetches["origin"] != 0 {
+		t.Errorf("n2, not the parent, was asked to fill: %d misses, %d origin fetches", s2.Misses, s2.UpstreamFetches["origin"])
+	}
+	if st := cacheStatus(t, n1); st.Cache.Chunks < int64(len(urls)) {
+		t.Errorf("the parent's cache holds %d chunks, want the %d n3 fetched", st.Cache.Chunks, len(urls))
+	}
+}

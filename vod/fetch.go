@@ -39,6 +39,9 @@ type FetcherConfig struct {
 	// - 1. A peer's fill asks them (without filling) before the origin,
 	// so that a chunk already replicated costs the origin nothing again.
 	Pinned int
+	// Parent, when set, is the HTTP base of the node every miss is asked
+	// first (to fill), before the owners and the origin (vod.parent).
+	Parent string
 	// StallTimeout: a source that sends no byte (headers included) for
 	// this long is abandoned for the next one (default 2s).
 	StallTimeout time.Duration

@@ -47,7 +47,8 @@ func (s source) url(d Digest, origin string) string {
 // asked without filling (they may still hold it from before a membership
 // change) — ranked by how fast each has been, then the origin if not
 // already listed. The origin comes last whatever its speed, so that its
-// upload is spent on the owners, once per chunk. For a peer's fill
+// upload is spent on the owners, once per chunk. With cfg.Parent set
+// (vod.parent), the parent node comes first, asked to fill. For a peer's fill
 // (peerHop true): the chunk's pinned replica owners (the first cfg.Pinned
 // of that order, not filling: they answer from their store or not at
 // all, so no fill loops), then the origin: a chunk already replicated
@@ -92,6 +93,11 @@ func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 			out = append(out, source{peer: byName[n], fill: i < f.cfg.Owners, origin: n == origin})
 		}
 		f.rank(out)
+		if f.cfg.Parent != "" {
+			// vod.parent: every miss goes through the parent first.
+			parent := source{peer: Peer{Name: "parent", HTTPBase: f.cfg.Parent}, fill: true}
+			out = append([]source{parent}, out...)
+		}
 	}
 	if p, ok := byName[origin]; ok && origin != self &&
 		!slices.ContainsFunc(out, func(s source) bool { return s.peer.Name == origin }) {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -283,4 +284,22 @@ func TestFetchFromOriginStoreWhenNodesFail(t *testing.T) {
 			t.Fatalf("status %d, want 404", res.status)
 		}
 	})
+}
+
+// vod.parent must be the base URL of a node's HTTP server.
+func TestConfigParentURL(t *testing.T) {
+	for _, p := range []string{"", "http://10.0.0.2:8080", "https://edge.example/", "http://[::1]:8080"} {
+		c := DefaultConfig()
+		c.Parent = p
+		if err := c.Validate(); err != nil {
+			t.Errorf("parent %q: %v", p, err)
+		}
+	}
+	for _, p := range []string{"10.0.0.2:8080", "ftp://x", "http://", "http://x/?a=1", "::"} {
+		c := DefaultConfig()
+		c.Parent = p
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "parent") {
+			t.Errorf("parent %q: %v, want a parent error", p, err)
+		}
+	}
 }
