@@ -115,9 +115,9 @@ type diskCacheRemoval struct {
 // read often over a one-off scan of a title larger than the cache, which
 // an LRU would let flush everything.
 //
-// When otter drops an entry (size eviction, a rejected admission, Remove,
-// a corrupt file) its OnAtomicDeletion listener only queues the file's
-// removal: the listener runs under otter's locks, where a file system call
+// When otter drops an entry (a victim of the duel, Remove, a corrupt
+// file) its OnAtomicDeletion listener only queues the file's removal, as
+// the drop of a chunk from the window (a lost duel) does: the listener runs under otter's locks, where a file system call
 // with an fsync has no place and where this cache's per-digest locks would
 // deadlock against Put. A goroutine deletes the queued files; CleanUp waits
 // for them, so after CleanUp the bytes on disk are within MaxBytes. While
