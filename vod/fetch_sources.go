@@ -13,6 +13,9 @@ type source struct {
 	fill   bool // the peer may fill from the origin (one of the first owners)
 	origin bool // the peer is the chunk's origin
 	store  bool // the origin store, cfg.Origin
+	// below: the peer is a filling owner of the chunk ranked before this
+	// node, itself a filling owner (see sources).
+	below bool
 }
 
 // kind labels the source in the counters: "peer", "origin" (the node)
@@ -83,14 +86,23 @@ func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 		// otherwise and often the fastest, would be asked first and upload
 		// each chunk once per edge rather than once per owner.
 		others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == origin })
-		for i, n := range Owners(d, others) {
+		owners := Owners(d, others)
+		// A node that is itself one of the filling owners asks only the
+		// owners ranked before it to fill (the first owner asks nobody),
+		// the others only for what they hold. Fills then wait only on
+		// owners of a lower rank, never in a circle, so another node's
+		// fill may join this node's flight (see flight.join) instead of
+		// being turned away to the origin.
+		selfRank := slices.Index(owners[:min(len(owners), f.cfg.Owners)], self)
+		for i, n := range owners {
 			if len(out) >= 2*f.cfg.Owners {
 				break
 			}
 			if n == self {
 				continue
 			}
-			out = append(out, source{peer: byName[n], fill: i < f.cfg.Owners, origin: n == origin})
+			below := selfRank >= 0 && i < selfRank
+			out = append(out, source{peer: byName[n], fill: i < f.cfg.Owners && (selfRank < 0 || below), below: below, origin: n == origin})
 		}
 		f.rank(out)
 		if f.cfg.Parent != "" {
