@@ -1,12 +1,16 @@
 package node
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -224,5 +228,137 @@ func TestVoDTitleStillPlaysWhenItsOriginIsGone(t *testing.T) {
 				t.Fatalf("%s with the origin gone: %v", n.Config().Name, err)
 			}
 		}
+	}
+}
+
+// TestVoDCorruptChunkOnTheOriginIsRepairedFromAReplica: with vod.replicas
+// 2, a chunk of a title that rots on its origin's own disk is served
+// correctly all the same (from the replica owner), the title stays ready,
+// and the origin writes the chunk back into its store from the cluster.
+func TestVoDCorruptChunkOnTheOriginIsRepairedFromAReplica(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 6, GOP: 25, Audio: "aac"})
+	key := base64.StdEncoding.EncodeToString([]byte("vod-cluster-key!"))
+	// No memory cache of verified chunks: every read of the store hashes
+	// the file, as it does for a chunk not read lately.
+	edit := func(c *Config) { c.VoD.Replicas = 2; c.VoD.MemoryCache = 1 }
+	n0 := testOverlayNodeWith(t, "n0", key, nil, edit)
+	seed := []string{n0.Config().Gossip.Addr}
+	nodes := []*Node{n0, testOverlayNodeWith(t, "n1", key, seed, edit), testOverlayNodeWith(t, "n2", key, seed, edit)}
+	testutil.Eventually(t, 10*time.Second, "3 nodes alive everywhere", func() bool {
+		for _, n := range nodes {
+			if len(n.Members.Alive()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	n1, n2 := nodes[1], nodes[2]
+	id := uploadReady(t, n0, clip, "Rots On Its Origin")
+	t0, err := n0.VoD.Get(id)
+	if err != nil || t0.Manifest == nil || len(t0.Manifest.Renditions[0].Segments) < 2 {
+		t.Fatalf("the title on its origin: %v", err)
+	}
+	d := t0.Manifest.Renditions[0].Segments[1].Digest
+	testutil.Eventually(t, 60*time.Second, "the chunk pinned on n1 or n2", func() bool {
+		return n1.VoD.Store().Has(d) || n2.VoD.Store().Has(d)
+	})
+
+	// Flip a byte of the origin's copy.
+	h := d.String()
+	p := filepath.Join(n0.VoD.Store().Dir(), h[:2], h)
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := slices.Clone(b)
+	b[len(b)/2] ^= 0x40
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	var path string
+	for _, u := range chunkURLs(t, n0, id) {
+		if strings.Contains(u, h) {
+			path = u
+		}
+	}
+	if path == "" {
+		t.Fatalf("chunk %s not in the playlist", h)
+	}
+	if err := getChunk(t, n0, path); err != nil {
+		t.Fatalf("the corrupt chunk through its origin: %v", err)
+	}
+	testutil.Eventually(t, 30*time.Second, "the chunk written back into the origin's store", func() bool {
+		got, err := os.ReadFile(p)
+		return err == nil && bytes.Equal(got, good)
+	})
+	if x, err := n0.VoD.Get(id); err != nil || x.State != vod.StateReady {
+		t.Fatalf("the title after the repair: %+v, %v", x.State, err)
+	}
+	if err := getChunk(t, n0, path); err != nil {
+		t.Fatalf("the repaired chunk: %v", err)
+	}
+	if x, ok := listedTitle(t, n1, id); !ok || x.State != vod.StateReady {
+		t.Fatalf("the title as n1 lists it: %+v", x)
+	}
+}
+
+// TestVoDParentTakesEveryMiss: a node with vod.parent fetches every chunk
+// it does not hold through its parent (signed, asking it to fill): the
+// parent fills from the origin and keeps the chunk, and no other owner is
+// asked, where without a parent the chunks whose first owner is n2 would be
+// filled by n2.
+func TestVoDParentTakesEveryMiss(t *testing.T) {
+	clip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 12, GOP: 25, Audio: "aac"})
+	key := base64.StdEncoding.EncodeToString([]byte("vod-cluster-key!"))
+	edit := func(c *Config) { c.VoD.Replicas = 1 }
+	n0 := testOverlayNodeWith(t, "n0", key, nil, edit)
+	seed := []string{n0.Config().Gossip.Addr}
+	n1 := testOverlayNodeWith(t, "n1", key, seed, edit)
+	n2 := testOverlayNodeWith(t, "n2", key, seed, edit)
+	n3 := testOverlayNodeWith(t, "n3", key, seed, func(c *Config) {
+		c.VoD.Replicas = 1
+		c.VoD.Parent = "http://" + n1.HTTPAddr() + "/"
+	})
+	nodes := []*Node{n0, n1, n2, n3}
+	testutil.Eventually(t, 10*time.Second, "4 nodes alive everywhere", func() bool {
+		for _, n := range nodes {
+			if len(n.Members.Alive()) != 4 {
+				return false
+			}
+		}
+		return true
+	})
+	id := uploadReady(t, n0, clip, "Through The Parent")
+	testutil.Eventually(t, 10*time.Second, "n3 lists the title ready", func() bool {
+		x, ok := listedTitle(t, n3, id)
+		return ok && x.State == vod.StateReady
+	})
+	urls := chunkURLs(t, n3, id)
+	for _, u := range urls {
+		if err := getChunk(t, n3, u); err != nil {
+			t.Fatalf("n3: %v", err)
+		}
+	}
+	testutil.Eventually(t, 10*time.Second, "flights settled", func() bool {
+		for _, n := range nodes[1:] {
+			if n.VoD.Fetcher().Stats().FlightsInFlight > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	s3, s1, s2 := n3.VoD.Fetcher().Stats(), n1.VoD.Fetcher().Stats(), n2.VoD.Fetcher().Stats()
+	if s3.Peers["parent"].Samples < uint64(len(urls)) || s3.UpstreamFetches["origin"] != 0 {
+		t.Errorf("n3 fetched %d chunks: from its parent %+v, from the origin %d", len(urls), s3.Peers["parent"], s3.UpstreamFetches["origin"])
+	}
+	if s1.UpstreamFetches["origin"] < uint64(len(urls)) {
+		t.Errorf("the parent n1 filled %d chunks from the origin, want at least %d", s1.UpstreamFetches["origin"], len(urls))
+	}
+	if s2.Misses != 0 || s2.UpstreamFetches["origin"] != 0 {
+		t.Errorf("n2, not the parent, was asked to fill: %d misses, %d origin fetches", s2.Misses, s2.UpstreamFetches["origin"])
+	}
+	if st := cacheStatus(t, n1); st.Cache.Chunks < int64(len(urls)) {
+		t.Errorf("the parent's cache holds %d chunks, want the %d n3 fetched", st.Cache.Chunks, len(urls))
 	}
 }

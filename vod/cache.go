@@ -1,6 +1,7 @@
 package vod
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +65,12 @@ type diskCacheEntry struct {
 	// used: the chunk was read (or put again) since it was added, or was
 	// found on disk at start; an eviction of an unused one is a rejection.
 	used atomic.Bool
+	// evicted: the admission duel chose it as a victim; its removal from
+	// the main segment (an Invalidate) counts as an eviction.
+	evicted atomic.Bool
+	// elem is its place in the window's LRU list while it is in the
+	// window, nil once in the main segment (guarded by DiskCache.mu).
+	elem *list.Element
 }
 
 // defaultMaxPendingRemovals bounds the files of evicted chunks still on
@@ -82,15 +89,35 @@ type diskCacheRemoval struct {
 // near the viewers and the origin is asked once.
 //
 // The files are a ChunkStore's (one per chunk, written whole, every disk
-// read verified against the digest); which chunks stay is decided by an
-// otter cache used as an index only: digest → size, weighed in bytes, with
-// MaximumWeight MaxBytes. Otter's W-TinyLFU keeps chunks that are read
-// often over a one-off scan of a title larger than the cache, which an LRU
-// would let flush everything.
+// read verified against the digest); which chunks stay is decided by
+// W-TinyLFU, byte-weighted, in two segments:
 //
-// When otter drops an entry (size eviction, a rejected admission, Remove,
-// a corrupt file) its OnAtomicDeletion listener only queues the file's
-// removal: the listener runs under otter's locks, where a file system call
+//   - the window: the chunks put last, in LRU order, bounded by
+//     windowBytes = max(1 % of MaxBytes, 4 average chunks), at most a
+//     quarter of MaxBytes. A new chunk always enters it, so it has a few
+//     chunks' time to be read again before it has to prove itself;
+//   - the main segment: an otter cache used as an index only (digest →
+//     entry, weighed in bytes), whose own segmented LRU (window,
+//     probation, protected) orders its victims (Coldest).
+//
+// A chunk the window pushes out is admitted to the main segment only if
+// its frequency in this cache's TinyLFU sketch (freqSketch: every read
+// of a held chunk and every Put counts) beats that of each victim it
+// would displace; else it is dropped. The duel is done here, not by
+// otter: otter's own window is a fixed 1 % of its weight, smaller than
+// one chunk when the cache holds few, and it does not count reads of
+// entries it does not hold, so in a cache of ~30 chunks it dropped almost
+// every new chunk before a second viewer could read it. The main
+// segment's victims are removed here before a chunk is added to it, so
+// otter never has to evict for size (its bound is MaxBytes, above the
+// main segment's). At production sizes (thousands of chunks) the window
+// is 1 %, as in Caffeine's and otter's W-TinyLFU; the policy keeps chunks
+// read often over a one-off scan of a title larger than the cache, which
+// an LRU would let flush everything.
+//
+// When otter drops an entry (a victim of the duel, Remove, a corrupt
+// file) its OnAtomicDeletion listener only queues the file's removal, as
+// the drop of a chunk from the window (a lost duel) does: the listener runs under otter's locks, where a file system call
 // with an fsync has no place and where this cache's per-digest locks would
 // deadlock against Put. A goroutine deletes the queued files; CleanUp waits
 // for them, so after CleanUp the bytes on disk are within MaxBytes. While
@@ -104,9 +131,21 @@ type diskCacheRemoval struct {
 // A DiskCache is safe for concurrent use; one process holds a folder.
 type DiskCache struct {
 	store    *ChunkStore
-	idx      *otter.Cache[Digest, *diskCacheEntry]
+	idx      *otter.Cache[Digest, *diskCacheEntry] // the main segment
 	maxBytes int64
 	log      *slog.Logger
+
+	// mu guards the policy: the window, the sketch and the admission
+	// duel. It is taken after a digest lock, never before one.
+	mu        sync.Mutex
+	window    map[Digest]*diskCacheEntry
+	wlist     *list.List // of Digest, least recently used first
+	winBytes  int64
+	winMax    int64
+	sketch    *freqSketch
+	sizeSum   int64 // bytes and count of the chunks put, for the
+	sizeN     int64 // average chunk that sizes the window
+	mainBytes atomic.Int64
 
 	// locks serialise, per digest, a Put's check that its file is in place
 	// and its index insert against the removal of an evicted copy's file.
@@ -160,7 +199,11 @@ func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 		done:     make(chan struct{}),
 
 		maxPending: defaultMaxPendingRemovals,
+		window:     map[Digest]*diskCacheEntry{},
+		wlist:      list.New(),
+		sketch:     newFreqSketch(64),
 	}
+	c.winMax = c.windowMax()
 	c.drained = sync.NewCond(&c.qmu)
 	// The weight is the size in bytes; a chunk is a media segment, far
 	// below the 4 GiB a weight can say.
@@ -184,26 +227,34 @@ func NewDiskCache(cfg DiskCacheConfig, log *slog.Logger) (*DiskCache, error) {
 		return nil, err
 	}
 	// Newest first, the chunks that fit are indexed and the rest removed:
-	// a shrunk cache keeps the most recently fetched chunks. (Left to
-	// otter, which chunks stay would depend on sketch collisions and on
-	// when its maintenance runs, as every chunk has the same frequency.)
+	// a shrunk cache keeps the most recently fetched chunks. (Left to the
+	// policy, which chunks stay would be arbitrary, as every chunk has the
+	// same frequency.) They fill the main segment, then the window.
 	slices.SortFunc(files, func(a, b diskCacheFile) int { return b.mtime.Compare(a.mtime) })
-	var kept int64
 	for _, f := range files {
-		if kept+f.size > cfg.MaxBytes {
+		c.sizeSum += f.size
+		c.sizeN++
+	}
+	c.winMax = c.windowMax()
+	c.sketch.ensure(len(files))
+	for _, f := range files {
+		e := &diskCacheEntry{size: f.size}
+		e.used.Store(true)
+		switch {
+		case c.mainBytes.Load()+f.size <= c.maxBytes-c.winMax:
+			if _, added := c.idx.SetIfAbsent(f.d, e); added {
+				c.mainBytes.Add(f.size)
+				c.bytes.Add(f.size)
+				c.chunks.Add(1)
+			}
+		case c.winBytes+f.size <= c.winMax:
+			c.addWindowLocked(f.d, e)
+		default:
 			if err := store.Remove(f.d); err != nil && !errors.Is(err, ErrChunkNotFound) {
 				c.Close()
 				return nil, fmt.Errorf("vod cache %s: trim: %w", cfg.Dir, err)
 			}
 			c.evictions.Add(1)
-			continue
-		}
-		e := &diskCacheEntry{size: f.size}
-		e.used.Store(true)
-		if _, added := c.idx.SetIfAbsent(f.d, e); added {
-			kept += f.size
-			c.bytes.Add(f.size)
-			c.chunks.Add(1)
 		}
 	}
 	c.CleanUp()
@@ -292,16 +343,23 @@ func (c *DiskCache) onDeletion(ev otter.DeletionEvent[Digest, *diskCacheEntry]) 
 		// keep the (same) file anyway.
 		return
 	}
-	c.bytes.Add(-ev.Value.size)
+	c.mainBytes.Add(-ev.Value.size)
+	c.dropped(ev.Key, ev.Value, ev.WasEvicted() || ev.Value.evicted.Load())
+}
+
+// dropped counts a chunk that left the index (the window or the main
+// segment) and queues its file's removal.
+func (c *DiskCache) dropped(d Digest, e *diskCacheEntry, evicted bool) {
+	c.bytes.Add(-e.size)
 	c.chunks.Add(-1)
-	if ev.WasEvicted() {
+	if evicted {
 		c.evictions.Add(1)
-		if !ev.Value.used.Load() {
+		if !e.used.Load() {
 			c.rejected.Add(1)
 		}
 	}
 	c.qmu.Lock()
-	c.queue = append(c.queue, diskCacheRemoval{ev.Key, ev.Value})
+	c.queue = append(c.queue, diskCacheRemoval{d, e})
 	c.pending++
 	c.qmu.Unlock()
 	select {
@@ -351,7 +409,10 @@ func (c *DiskCache) removeFile(r diskCacheRemoval) {
 	l := c.lock(r.d)
 	l.Lock()
 	defer l.Unlock()
-	if cur, ok := c.idx.GetEntryQuietly(r.d); ok && cur.Value != r.e {
+	c.mu.Lock()
+	cur := c.lookupLocked(r.d)
+	c.mu.Unlock()
+	if cur != nil && cur != r.e {
 		return
 	}
 	if err := c.store.Remove(r.d); err != nil && !errors.Is(err, ErrChunkNotFound) {
@@ -361,7 +422,162 @@ func (c *DiskCache) removeFile(r diskCacheRemoval) {
 
 // onCorrupt drops from the index a chunk the store found corrupt (and has
 // removed): the cache no longer holds it.
-func (c *DiskCache) onCorrupt(d Digest) { c.idx.Invalidate(d) }
+func (c *DiskCache) onCorrupt(d Digest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e := c.window[d]; e != nil {
+		c.removeWindowLocked(d, e)
+		c.dropped(d, e, false)
+		return
+	}
+	c.idx.Invalidate(d)
+}
+
+// lookupLocked is the entry the cache holds for d, in the window or the
+// main segment, or nil.
+func (c *DiskCache) lookupLocked(d Digest) *diskCacheEntry {
+	if e := c.window[d]; e != nil {
+		return e
+	}
+	if ent, ok := c.idx.GetEntryQuietly(d); ok {
+		return ent.Value
+	}
+	return nil
+}
+
+// forgetLocked drops d's entry if it is still e (not a newer copy), without
+// counting an eviction.
+func (c *DiskCache) forgetLocked(d Digest, e *diskCacheEntry) {
+	if w := c.window[d]; w != nil {
+		if w == e {
+			c.removeWindowLocked(d, e)
+			c.dropped(d, e, false)
+		}
+		return
+	}
+	c.idx.ComputeIfPresent(d, func(old *diskCacheEntry) (*diskCacheEntry, otter.ComputeOp) {
+		if old == e {
+			return nil, otter.InvalidateOp
+		}
+		return old, otter.CancelOp
+	})
+}
+
+// windowMax is the window's bound: 1 % of the cache, or 4 average chunks
+// when that is more, and at most a quarter of the cache.
+func (c *DiskCache) windowMax() int64 {
+	w := c.maxBytes / 100
+	if c.sizeN > 0 {
+		w = max(w, 4*(c.sizeSum/c.sizeN))
+	}
+	return min(w, c.maxBytes/4)
+}
+
+func (c *DiskCache) addWindowLocked(d Digest, e *diskCacheEntry) {
+	e.elem = c.wlist.PushBack(d)
+	c.window[d] = e
+	c.winBytes += e.size
+	c.bytes.Add(e.size)
+	c.chunks.Add(1)
+}
+
+// removeWindowLocked takes e out of the window (the caller counts it
+// dropped, or moves it to the main segment).
+func (c *DiskCache) removeWindowLocked(d Digest, e *diskCacheEntry) {
+	c.wlist.Remove(e.elem)
+	e.elem = nil
+	delete(c.window, d)
+	c.winBytes -= e.size
+}
+
+// balanceLocked moves the chunks the window no longer holds to the main
+// segment, or out, and keeps the two within MaxBytes.
+func (c *DiskCache) balanceLocked() {
+	for c.winBytes > c.winMax && c.wlist.Len() > 0 {
+		d := c.wlist.Front().Value.(Digest)
+		e := c.window[d]
+		c.removeWindowLocked(d, e)
+		c.admitLocked(d, e)
+	}
+	// The window may have grown (a larger average chunk) into bytes the
+	// main segment holds.
+	for c.winBytes+c.mainBytes.Load() > c.maxBytes {
+		victims, _ := c.victimsLocked(c.winBytes + c.mainBytes.Load() - c.maxBytes)
+		if len(victims) == 0 {
+			return
+		}
+		c.evictLocked(victims)
+	}
+}
+
+type diskCacheVictim struct {
+	d Digest
+	e *diskCacheEntry
+}
+
+// victimsLocked lists the main segment's coldest chunks (otter's order:
+// its window and probation segments, then protected) until they free need
+// bytes, and how many bytes they free.
+func (c *DiskCache) victimsLocked(need int64) ([]diskCacheVictim, int64) {
+	var out []diskCacheVictim
+	var freed int64
+	for ent := range c.idx.Coldest() {
+		if freed >= need {
+			break
+		}
+		out = append(out, diskCacheVictim{ent.Key, ent.Value})
+		freed += ent.Value.size
+	}
+	return out, freed
+}
+
+// evictLocked removes the victims from the main segment (unless replaced
+// meanwhile): evictions.
+func (c *DiskCache) evictLocked(victims []diskCacheVictim) {
+	for _, v := range victims {
+		v.e.evicted.Store(true)
+		c.idx.ComputeIfPresent(v.d, func(old *diskCacheEntry) (*diskCacheEntry, otter.ComputeOp) {
+			if old == v.e {
+				return nil, otter.InvalidateOp
+			}
+			return old, otter.CancelOp
+		})
+	}
+}
+
+// admitLocked is TinyLFU's duel for a chunk leaving the window: it enters
+// the main segment if it fits there, or if it was requested more often
+// (per the sketch) than each chunk it would displace, which leave; else it
+// is dropped.
+func (c *DiskCache) admitLocked(d Digest, e *diskCacheEntry) {
+	mainMax := c.maxBytes - c.winMax
+	if e.size > mainMax {
+		c.dropped(d, e, true)
+		return
+	}
+	if need := c.mainBytes.Load() + e.size - mainMax; need > 0 {
+		victims, freed := c.victimsLocked(need)
+		if freed < need {
+			c.dropped(d, e, true)
+			return
+		}
+		f := c.sketch.frequency(d)
+		for _, v := range victims {
+			if c.sketch.frequency(v.d) >= f {
+				c.dropped(d, e, true)
+				return
+			}
+		}
+		c.evictLocked(victims)
+	}
+	if _, added := c.idx.SetIfAbsent(d, e); added {
+		c.mainBytes.Add(e.size)
+	} else {
+		// Not possible while mu is held (a digest is in one segment), but
+		// the file must not leak if it were.
+		c.dropped(d, e, false)
+	}
+}
 
 // Open returns the chunk's bytes, verified against its digest, and its
 // size, and counts the read for the eviction policy. It answers
@@ -369,8 +585,20 @@ func (c *DiskCache) onCorrupt(d Digest) { c.idx.Invalidate(d) }
 // ErrChunkCorrupt for one whose file no longer matches (it is dropped: the
 // next Open answers ErrChunkNotFound). The caller closes the reader.
 func (c *DiskCache) Open(d Digest) (io.ReadSeekCloser, int64, error) {
-	e, ok := c.idx.GetIfPresent(d)
-	if !ok {
+	c.mu.Lock()
+	e := c.window[d]
+	if e != nil {
+		c.wlist.MoveToBack(e.elem)
+	} else if v, ok := c.idx.GetIfPresent(d); ok {
+		e = v
+	}
+	if e != nil {
+		// A miss is not counted here: the Fetcher puts what it fetches,
+		// and Put counts it.
+		c.sketch.increment(d)
+	}
+	c.mu.Unlock()
+	if e == nil {
 		return nil, 0, fmt.Errorf("vod cache: chunk %s: %w", d, ErrChunkNotFound)
 	}
 	e.used.Store(true)
@@ -379,12 +607,9 @@ func (c *DiskCache) Open(d Digest) (io.ReadSeekCloser, int64, error) {
 		// The file went behind the index's back (removed by hand, or by
 		// the removal of an evicted copy racing a Put of the same chunk):
 		// forget this entry, not a newer one.
-		c.idx.ComputeIfPresent(d, func(old *diskCacheEntry) (*diskCacheEntry, otter.ComputeOp) {
-			if old == e {
-				return nil, otter.InvalidateOp
-			}
-			return old, otter.CancelOp
-		})
+		c.mu.Lock()
+		c.forgetLocked(d, e)
+		c.mu.Unlock()
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("vod cache: %w", err)
@@ -394,10 +619,12 @@ func (c *DiskCache) Open(d Digest) (io.ReadSeekCloser, int64, error) {
 
 // Put stores the bytes of r under their SHA-256 and offers the chunk to
 // the policy, evicting to stay within MaxBytes. It returns the chunk's
-// digest and size (zero media time, as ChunkStore.Put). A chunk that is
-// admitted may still be dropped soon after (W-TinyLFU may prefer the
-// chunks it holds): Put's success says the bytes were good, Has says
-// whether they are kept. An error is a failure to read r or to write.
+// digest and size (zero media time, as ChunkStore.Put). A Put counts as a
+// request of the chunk (the Fetcher puts each chunk it fetched for a
+// miss). A chunk that is admitted may still be dropped soon after, when
+// the window pushes it out and W-TinyLFU prefers the chunks it holds:
+// Put's success says the bytes were good, Has says whether they are kept.
+// An error is a failure to read r or to write.
 func (c *DiskCache) Put(r io.Reader) (Chunk, error) {
 	ch, err := c.store.Put(r)
 	if err != nil {
@@ -414,7 +641,7 @@ func (c *DiskCache) Put(r io.Reader) (Chunk, error) {
 	return ch, nil
 }
 
-// index adds a chunk Put has just stored to the index.
+// index adds a chunk Put has just stored to the window.
 func (c *DiskCache) index(ch Chunk) {
 	d := ch.Digest
 	l := c.lock(d)
@@ -428,21 +655,33 @@ func (c *DiskCache) index(ch Chunk) {
 		c.log.Debug("chunk put while an older copy was evicted: not kept", "digest", d.String())
 		return
 	}
-	e := &diskCacheEntry{size: ch.Size}
-	if cur, added := c.idx.SetIfAbsent(d, e); added {
-		c.bytes.Add(ch.Size)
-		c.chunks.Add(1)
-		c.admitted.Add(1)
-	} else {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sketch.increment(d)
+	if cur := c.lookupLocked(d); cur != nil {
 		cur.used.Store(true)
+		if cur.elem != nil {
+			c.wlist.MoveToBack(cur.elem)
+		} else {
+			c.idx.GetIfPresent(d)
+		}
+		return
 	}
+	c.admitted.Add(1)
+	c.sizeSum += ch.Size
+	c.sizeN++
+	c.winMax = c.windowMax()
+	c.addWindowLocked(d, &diskCacheEntry{size: ch.Size})
+	c.sketch.ensure(int(c.chunks.Load()))
+	c.balanceLocked()
 }
 
 // Has reports whether the cache holds the chunk. It does not count as a
 // read, and does not verify the chunk (Open does).
 func (c *DiskCache) Has(d Digest) bool {
-	_, ok := c.idx.GetEntryQuietly(d)
-	return ok
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lookupLocked(d) != nil
 }
 
 // Remove drops the chunk from the cache and the disk (a title removed
@@ -452,7 +691,17 @@ func (c *DiskCache) Remove(d Digest) error {
 	l := c.lock(d)
 	l.Lock()
 	defer l.Unlock()
-	_, held := c.idx.Invalidate(d)
+	c.mu.Lock()
+	held := false
+	if e := c.window[d]; e != nil {
+		c.removeWindowLocked(d, e)
+		c.bytes.Add(-e.size)
+		c.chunks.Add(-1)
+		held = true
+	} else {
+		_, held = c.idx.Invalidate(d)
+	}
+	c.mu.Unlock()
 	err := c.store.Remove(d)
 	if errors.Is(err, ErrChunkNotFound) {
 		if held {

@@ -484,8 +484,10 @@ func TestDiskCacheRemovalSparesANewCopy(t *testing.T) {
 	}
 	// The entry being deleted is still visible while OnAtomicDeletion
 	// runs: its own removal takes the file.
-	cur, _ := c.idx.GetEntryQuietly(ch.Digest)
-	c.removeFile(diskCacheRemoval{ch.Digest, cur.Value})
+	c.mu.Lock()
+	cur := c.lookupLocked(ch.Digest)
+	c.mu.Unlock()
+	c.removeFile(diskCacheRemoval{ch.Digest, cur})
 	if _, err := os.Stat(diskCachePath(dir, ch.Digest)); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("file of the entry being deleted: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -45,7 +46,7 @@ func (s *Service) startChunks() error {
 		return err
 	}
 	s.allow, _ = parseNetworks(s.cfg.AllowNetworks) // checked by Validate
-	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, Owners: max(2, s.cfg.Replicas), Origin: s.origin}, s.store, s.cache, s.Peers, s.log)
+	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, Owners: max(2, s.cfg.Replicas), Pinned: max(0, s.cfg.Replicas-1), Parent: strings.TrimRight(s.cfg.Parent, "/"), Origin: s.origin}, s.store, s.cache, s.Peers, s.log)
 	s.manifests = newManifestCache(64)
 	if s.FetchManifest == nil {
 		s.FetchManifest = s.fetchSmall
@@ -257,6 +258,68 @@ func (s *Service) replicaDamaged(id string, d Digest) bool {
 	return true
 }
 
+// repairOwn starts the repair of a chunk of a title packaged here (this
+// node is its origin) that was found corrupt in the store, from the
+// cluster: this node's cache, else the chunk's owners (a pinned replica,
+// or a cache that holds it), in rendezvous order. The title stays ready
+// meanwhile (a viewer's request is served through the fetcher, from the
+// same owners); only if no node can send the chunk is the title marked
+// failed. It reports false when this node is not in a cluster, or the
+// repair of d is already running.
+func (s *Service) repairOwn(id string, d Digest) bool {
+	if s.fetch == nil || s.Peers == nil || s.ctx.Err() != nil {
+		return false
+	}
+	t, err := s.cat.Get(id)
+	if err != nil || t.Origin != "" {
+		return false
+	}
+	s.repairMu.Lock()
+	if s.repairing == nil {
+		s.repairing = map[Digest]bool{}
+	}
+	if s.repairing[d] {
+		s.repairMu.Unlock()
+		return true
+	}
+	s.repairing[d] = true
+	s.repairMu.Unlock()
+	s.log.Warn("chunk of a local title corrupt on disk: repairing it from the cluster", "id", id, "digest", d.String())
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer func() {
+			s.repairMu.Lock()
+			delete(s.repairing, d)
+			s.repairMu.Unlock()
+		}()
+		self := s.Peers.Self()
+		byName := map[string]Peer{}
+		var names []string
+		for _, p := range s.Peers.Alive() {
+			if p.Name != "" && p.Name != self {
+				if _, dup := byName[p.Name]; !dup {
+					byName[p.Name] = p
+					names = append(names, p.Name)
+				}
+			}
+		}
+		err := s.pinChunk(d, "", Owners(d, names), byName)
+		if err == nil {
+			s.log.Info("corrupt chunk repaired from the cluster", "id", id, "digest", d.String())
+			return
+		}
+		if s.ctx.Err() != nil {
+			return
+		}
+		s.log.Error("title damaged: a corrupt chunk no node could send again", "id", id, "digest", d.String(), "err", err)
+		if err := s.cat.SetFailed(id, "damaged: chunk "+d.String()+" no longer matches its digest on disk, and no node holds it"); err != nil {
+			s.log.Error("damaged title not marked", "id", id, "err", err)
+		}
+	}()
+	return true
+}
+
 // pinRetry is how often the pinner looks again without being woken (a
 // source that failed, a title whose manifest came late).
 const pinRetry = 30 * time.Second
@@ -378,7 +441,13 @@ func (s *Service) peerGet(ctx context.Context, d Digest, p Peer, origin string) 
 		return nil, err
 	}
 	SignPeerRequest(req, s.Secret, s.Peers.Self())
-	resp, err := http.DefaultClient.Do(req)
+	// The fetcher's client: its pooled keep-alive transport to the peers
+	// (and its timeouts), not the process-wide default.
+	client := http.DefaultClient
+	if s.fetch != nil {
+		client = s.fetch.client
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s from %s: %w", d, p.Name, err)
 	}

@@ -27,6 +27,20 @@
 // pinned replicas are in the store, which the cache's evictions never
 // touch.
 //
+// The cache (DiskCache, cache.go) is W-TinyLFU, byte-weighted, with its
+// window and admission done here and otter as the main segment: a new
+// chunk enters a recency window of max(1 % of vod.cache_size, 4 average
+// chunks) (at most a quarter of it), so that a cache of a few dozen chunks
+// still gives a chunk time to be read by a second viewer; a chunk the
+// window pushes out enters otter only if this cache's TinyLFU count-min
+// sketch (cache_sketch.go: reads of held chunks and Puts, aged by halving)
+// says it was requested more often than each of otter's coldest entries
+// it would displace, which leave. Otter never evicts on its own (its
+// bound is above the main segment's); its segmented LRU orders the
+// victims. Otter alone (its window is a fixed 1 %, smaller than one chunk
+// in a small cache) dropped nearly every new chunk before it was read
+// again; at production sizes the two behave alike.
+//
 // vod knows nothing of live streams: a Recording takes H.264 access units
 // and audio frames in its own terms; the node reads a stream from the hub
 // and writes them.

@@ -34,6 +34,14 @@ type FetcherConfig struct {
 	// from the origin (default 2): the origin's upload is spent on them,
 	// and every other node gets the chunk from them.
 	Owners int
+	// Pinned is how many first rendezvous owners of a chunk (among the
+	// members other than its origin) pin it in their store: vod.replicas
+	// - 1. A peer's fill asks them (without filling) before the origin,
+	// so that a chunk already replicated costs the origin nothing again.
+	Pinned int
+	// Parent, when set, is the HTTP base of the node every miss is asked
+	// first (to fill), before the owners and the origin (vod.parent).
+	Parent string
 	// StallTimeout: a source that sends no byte (headers included) for
 	// this long is abandoned for the next one (default 2s).
 	StallTimeout time.Duration

@@ -23,7 +23,10 @@ import (
 type flight struct {
 	d       Digest
 	origin  string
-	peerHop bool // started by a peer's fill: reads the origin only
+	peerHop bool // started by a peer's fill: reads the pinned owners and the origin only
+	// joinable: the flight asks to fill only owners ranked before this
+	// node, so a peer's fill may wait on it without a circle.
+	joinable bool
 
 	mu   sync.Mutex
 	cond sync.Cond
@@ -54,10 +57,11 @@ func (fl *flight) avail() int {
 }
 
 // flightFor joins the flight for d or starts one. A peer's fill (peerHop)
-// joins a viewer's flight only while that flight reads the origin node or
-// store (or is done): a viewer's flight here may be asking the very owner
-// whose fill this is, and joining would make the two wait on each other
-// until the stall timeout. It is refused with errBusy instead, and the
+// joins at once a viewer's flight that asks to fill only owners ranked
+// before this node (a filling owner's own flight), and any other only
+// while it reads the origin node or store (or is done):
+// such a flight may be asking the very owner whose fill this is, and
+// joining would make the two wait on each other until the stall timeout. It is refused with errBusy instead, and the
 // asker goes on to its next source.
 func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, error) {
 	f.mu.Lock()
@@ -83,7 +87,8 @@ func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, err
 	if other := f.flights[d]; other != nil {
 		return other.join(peerHop) // started meanwhile
 	}
-	fl = &flight{d: d, origin: origin, peerHop: peerHop, size: -1}
+	fl = &flight{d: d, origin: origin, peerHop: peerHop, size: -1,
+		joinable: !slices.ContainsFunc(srcs, func(s source) bool { return s.fill && !s.below })}
 	fl.cond.L = &fl.mu
 	f.flights[d] = fl
 	f.wg.Add(1)
@@ -94,7 +99,7 @@ func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, err
 // join returns fl for a new request, unless the request is a peer's fill
 // that must not wait on this flight (see flightFor).
 func (fl *flight) join(peerHop bool) (*flight, error) {
-	if !peerHop || fl.peerHop {
+	if !peerHop || fl.peerHop || fl.joinable {
 		return fl, nil
 	}
 	fl.mu.Lock()

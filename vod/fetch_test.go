@@ -654,26 +654,27 @@ func TestFetchFlightOutlivesItsViewer(t *testing.T) {
 }
 
 // TestFetchOwnersAskingEachOtherDoNotWait: viewers on both owners of a
-// cold chunk at once. Each owner's flight asks the other owner to fill;
-// a fill that finds a viewer's flight not yet at the origin is refused
-// (404) rather than joined, so the two never wait on each other until the
-// stall timeout: both viewers are served promptly, the origin uploading
-// the chunk at most twice.
+// cold chunk and on an edge at once. The second owner asks the first to
+// fill, the first asks nobody (it reads the origin), and the edge asks the
+// owners: every fill waits only on an owner ranked before the asker, so
+// nobody waits on a circle until the stall timeout, and the origin uploads
+// the chunk exactly once.
 func TestFetchOwnersAskingEachOtherDoNotWait(t *testing.T) {
-	c := newTestCluster(t, FetcherConfig{StallTimeout: 3 * time.Second}, "a", "b", "c")
+	c := newTestCluster(t, FetcherConfig{StallTimeout: 3 * time.Second}, "a", "b", "c", "e")
 	data := randomBytes(9, 512<<10)
 	d := Digest(sha256.Sum256(data))
 	r := c.roles(d, "")
-	o1, o2, origin := r[0], r[1], r[2]
+	o1, o2, origin, edge := r[0], r[1], r[2], r[3]
 	putChunk(t, origin.local, data)
 	origin.wrap = func(w http.ResponseWriter, r *http.Request, next http.HandlerFunc) {
-		time.Sleep(200 * time.Millisecond) // both flights start before either gets bytes
+		time.Sleep(200 * time.Millisecond) // every flight starts before any gets bytes
 		next(w, r)
 	}
 	var wg sync.WaitGroup
-	results := make([]viewerResult, 2)
-	took := make([]time.Duration, 2)
-	for i, n := range []*testNode{o1, o2} {
+	viewers := []*testNode{o1, o2, edge}
+	results := make([]viewerResult, len(viewers))
+	took := make([]time.Duration, len(viewers))
+	for i, n := range viewers {
 		wg.Go(func() {
 			start := time.Now()
 			results[i] = viewerGet(testClient(), viewerURL(n, d, origin.name), nil)
@@ -689,10 +690,10 @@ func TestFetchOwnersAskingEachOtherDoNotWait(t *testing.T) {
 			t.Fatalf("viewer %d took %s: the owners waited on each other", i, took[i])
 		}
 	}
-	if n := origin.peerReqs.Load(); n < 1 || n > 2 {
-		t.Fatalf("%d requests at the origin", n)
+	if n := origin.peerReqs.Load(); n != 1 {
+		t.Fatalf("%d requests at the origin, want 1\no1 log:\n%s\no2 log:\n%s", n, o1.logs, o2.logs)
 	}
-	t.Logf("viewers served in %s and %s; %d requests at the origin", took[0].Round(time.Millisecond), took[1].Round(time.Millisecond), origin.peerReqs.Load())
+	t.Logf("viewers served in %v; %d request at the origin", took, origin.peerReqs.Load())
 }
 
 // TestFetchCloseEndsFlights: Close cancels a flight stuck on a source
@@ -760,8 +761,10 @@ func TestFetchSourceOrder(t *testing.T) {
 	if got := list(); !slices.Equal(got, want) {
 		t.Fatalf("fresh order %v, want rendezvous order %v", got, want)
 	}
+	selfRank := slices.Index(all[:2], "self")
 	for _, s := range f.sources(d, origin, false) {
-		wantFill := !s.origin && slices.Index(all, s.peer.Name) < 2
+		i := slices.Index(all, s.peer.Name)
+		wantFill := !s.origin && i < 2 && (selfRank < 0 || i < selfRank)
 		if s.fill != wantFill || s.origin != (s.peer.Name == origin) {
 			t.Fatalf("source %+v: fill should be %v", s, wantFill)
 		}
@@ -786,6 +789,32 @@ func TestFetchSourceOrder(t *testing.T) {
 	if got := list(); !slices.Equal(got, want) {
 		t.Fatalf("after failures %v, want %v", got, want)
 	}
+	// A node that is itself a filling owner of a chunk asks to fill only
+	// the owners ranked before it: the first owner nobody, the second the
+	// first. The origin comes last.
+	for _, rank := range []int{0, 1} {
+		for i := 0; ; i++ {
+			d2 := digestOf(fmt.Sprintf("self-owner-%d-%d", rank, i))
+			others2 := slices.DeleteFunc(Owners(d2, names), func(n string) bool { return n == "p5" })
+			if slices.Index(others2, "self") != rank {
+				continue
+			}
+			srcs := f.sources(d2, "p5", false)
+			var fills []string
+			for _, s := range srcs {
+				if s.fill {
+					fills = append(fills, s.peer.Name)
+				}
+			}
+			if want := others2[:rank]; !slices.Equal(fills, want) {
+				t.Fatalf("self is owner %d of %s (owners %v): asks %v to fill, want %v", rank, d2, others2, fills, want)
+			}
+			if last := srcs[len(srcs)-1]; !last.origin || last.peer.Name != "p5" {
+				t.Fatalf("self-owner sources %+v: the origin must come last", srcs)
+			}
+			break
+		}
+	}
 	// A peer's fill asks the origin only.
 	if got := f.sources(d, origin, true); len(got) != 1 || got[0].peer.Name != origin {
 		t.Fatalf("fill sources %+v", got)
@@ -793,6 +822,29 @@ func TestFetchSourceOrder(t *testing.T) {
 	st := f.Stats()
 	if st.Peers[others[3]].Failures != 12 || st.Peers[others[1]].Samples != 1 {
 		t.Fatalf("estimates %+v", st.Peers)
+	}
+
+	// With replicas 3 (2 pinned owners), a peer's fill asks the pinned
+	// owners (not filling, this node left out) before the origin.
+	fp := NewFetcher(FetcherConfig{Secret: testSecret, Pinned: 2}, nil, nil, staticPeers{"self", c}, nil)
+	defer fp.Close()
+	nonOrigin := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == origin })
+	var wantFill []string
+	for _, n := range Owners(d, nonOrigin)[:2] {
+		if n != "self" {
+			wantFill = append(wantFill, n)
+		}
+	}
+	wantFill = append(wantFill, origin)
+	var gotFill []string
+	for _, s := range fp.sources(d, origin, true) {
+		if s.fill {
+			t.Fatalf("a peer's fill asks %s to fill", s.peer.Name)
+		}
+		gotFill = append(gotFill, s.peer.Name)
+	}
+	if !slices.Equal(gotFill, wantFill) {
+		t.Fatalf("fill sources with 2 pinned owners %v, want %v", gotFill, wantFill)
 	}
 }
 

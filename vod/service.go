@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -65,6 +66,13 @@ type Config struct {
 	// which pin it (never evicted), so that no title depends on one
 	// machine. Default 2; 1 pins nothing.
 	Replicas int `yaml:"replicas"`
+	// Parent is the HTTP base URL of another node of the cluster (e.g.
+	// http://10.0.0.2:8080) through which this node fetches every chunk it
+	// does not hold: signed like any peer fetch, asking the parent to fill
+	// (it reads the chunk's pinned owners, then its origin, and keeps it in
+	// its own cache), before this node's usual sources, which remain the
+	// fall-back. A tier of edges behind a regional node. Default empty.
+	Parent string `yaml:"parent"`
 	// PrefetchSegments is how many segments of a rendition the node
 	// fetches ahead of a viewer that asks for one it does not hold.
 	// Default 3; negative: none.
@@ -119,6 +127,8 @@ func (c Config) Validate() error {
 		return errors.New("max_jobs: must be at least 1")
 	case c.MaxUpload < 1:
 		return errors.New("max_upload: must be positive")
+	case c.Parent != "" && !validParentURL(c.Parent):
+		return fmt.Errorf("parent: %q is not an http(s)://host[:port] URL", c.Parent)
 	case c.MemoryCache < 0:
 		return errors.New("memory_cache: must not be negative")
 	case c.Nice < 0 || c.Nice > 19:
@@ -217,6 +227,10 @@ type Service struct {
 	allow     []netip.Prefix
 	manifests *manifestCache
 	pinWake   chan struct{}
+	// repairing: chunks of local titles found corrupt, being fetched
+	// again from the cluster (repairOwn).
+	repairMu  sync.Mutex
+	repairing map[Digest]bool
 
 	// origin is the S3 origin store (origin_sync.go), nil for "dir";
 	// originQ the local titles whose chunks are to be written to it.
@@ -324,6 +338,9 @@ func (s *Service) markDamaged(d Digest) {
 	}
 	for _, id := range ids {
 		if s.replicaDamaged(id, d) {
+			continue
+		}
+		if s.repairOwn(id, d) {
 			continue
 		}
 		s.log.Error("title damaged: one of its chunks no longer matches its digest", "id", id, "digest", d.String())
@@ -616,4 +633,11 @@ func (s *Service) packageTitle(id string) {
 		done()
 		s.dropChunks(rec.put)
 	}
+}
+
+// validParentURL reports whether u is an http(s) URL with a host and no
+// query: the base of a node's HTTP server.
+func validParentURL(u string) bool {
+	p, err := url.Parse(u)
+	return err == nil && (p.Scheme == "http" || p.Scheme == "https") && p.Host != "" && p.RawQuery == "" && p.Fragment == ""
 }
