@@ -103,7 +103,8 @@ type Relay struct {
 	active   *upstream
 	pending  *upstream
 	failedAt map[string]time.Time
-	next     int // index of the next source to try when nothing runs
+	tlsWarn  map[string]time.Time // when a source's refused certificate was last logged
+	next     int                  // index of the next source to try when nothing runs
 	pub      *media.Publisher
 	desc     media.Description
 	lastPTS  time.Duration
@@ -392,8 +393,12 @@ func (u *upstream) run() {
 		}
 		r.log.Info("relay upstream lost", "source", u.addr, "err", fmt.Sprint(err))
 	} else if r.pending == u {
-		if tlsRefused(err) {
-			r.log.Warn("relay refused the source's TLS certificate (not signed by overlay.peer_ca?)", "source", u.addr, "err", err.Error())
+		if tlsRefused(err) && time.Since(r.tlsWarn[u.addr]) >= time.Minute {
+			if r.tlsWarn == nil {
+				r.tlsWarn = map[string]time.Time{}
+			}
+			r.tlsWarn[u.addr] = time.Now()
+			r.log.Warn("relay refused the source's TLS certificate (not signed by overlay.peer_ca?); logged once a minute", "source", u.addr, "err", err.Error())
 		} else {
 			r.log.Debug("relay upstream failed", "source", u.addr, "err", fmt.Sprint(err))
 		}
