@@ -38,27 +38,25 @@ func TestLoadConfigKeepsDefaultsForFieldsLeftOut(t *testing.T) {
 
 func TestLoadConfigNamesTheBadField(t *testing.T) {
 	for body, field := range map[string]string{
-		"htp: :8080\n":                            "htp",
-		"rtsp:\n  addr: nonsense\n":               "rtsp.addr",
-		"hls:\n  segment_count: 1\n":              "hls.segment_count",
-		"log_level: loud\n":                       "log_level",
-		"gossip:\n  join: [\"a:1\", \"b\"]\n":     "gossip.join[1]",
-		"webrtc:\n  advertise_ips: [\"x\"]\n":     "webrtc.advertise_ips[0]",
-		"srt:\n  passphrase: short\n":             "srt.passphrase",
-		"name: \"a b\"\n":                         "name",
-		"rtsp:\n  udp_rtp_addr: \"off\"\n":        "udp_rtcp_addr",
-		"hls:\n  part_duration: 5s\n":             "hls.part_duration",
-		"hub:\n  reader_queue: -1\n":              "hub.reader_queue",
-		"srt:\n  latency: notaduration\n":         "line 2",
-		"gossip:\n  addr: \":99999\"\n":           "gossip.addr",
-		"webrtc:\n  ice_udp_addr: \"off\"\n":      "webrtc.ice_udp_addr",
-		"http: \"localhost\"\n":                   "http",
-		"hls:\n  idle_timeout: 0s\n":              "hls.idle_timeout",
-		"webrtc:\n  max_sessions: 0\n":            "webrtc.max_sessions",
-		"hub:\n  gop_cache_units: 0\n":            "hub.gop_cache_units",
-		"srt:\n  latency: 0s\n":                   "srt.latency",
-		"rtsp:\n  tls_cert: c.pem\n":              "rtsp.tls_cert",
-		"overlay:\n  peer_ca: /nonexistent.pem\n": "overlay.peer_ca",
+		"htp: :8080\n":                        "htp",
+		"rtsp:\n  addr: nonsense\n":           "rtsp.addr",
+		"hls:\n  segment_count: 1\n":          "hls.segment_count",
+		"log_level: loud\n":                   "log_level",
+		"gossip:\n  join: [\"a:1\", \"b\"]\n": "gossip.join[1]",
+		"webrtc:\n  advertise_ips: [\"x\"]\n": "webrtc.advertise_ips[0]",
+		"srt:\n  passphrase: short\n":         "srt.passphrase",
+		"name: \"a b\"\n":                     "name",
+		"rtsp:\n  udp_rtp_addr: \"off\"\n":    "udp_rtcp_addr",
+		"hls:\n  part_duration: 5s\n":         "hls.part_duration",
+		"hub:\n  reader_queue: -1\n":          "hub.reader_queue",
+		"srt:\n  latency: notaduration\n":     "line 2",
+		"gossip:\n  addr: \":99999\"\n":       "gossip.addr",
+		"webrtc:\n  ice_udp_addr: \"off\"\n":  "webrtc.ice_udp_addr",
+		"http: \"localhost\"\n":               "http",
+		"hls:\n  idle_timeout: 0s\n":          "hls.idle_timeout",
+		"webrtc:\n  max_sessions: 0\n":        "webrtc.max_sessions",
+		"hub:\n  gop_cache_units: 0\n":        "hub.gop_cache_units",
+		"srt:\n  latency: 0s\n":               "srt.latency",
 	} {
 		_, err := LoadConfig(writeConfig(t, body))
 		if err == nil || !strings.Contains(err.Error(), field) {
@@ -156,6 +154,20 @@ func TestLoadConfigRTMPSection(t *testing.T) {
 		"rtmp:\n  tls_cert: c.pem\n":      "rtmp.tls_cert and tls_key",
 		"rtmp:\n  publish_timeout: -1s\n": "rtmp.publish_timeout",
 		"rtmp:\n  read_timeout: -1s\n":    "rtmp.read_timeout",
+	} {
+		_, err := LoadConfig(writeConfig(t, body))
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("config %q: error %v, want one naming %s", body, err, field)
+		}
+	}
+}
+
+// The TLS keys between nodes are named when bad: a half-set RTSPS pair,
+// a peer CA file that cannot be read.
+func TestLoadConfigNamesTheTLSKeysBetweenNodes(t *testing.T) {
+	for body, field := range map[string]string{
+		"rtsp:\n  tls_cert: c.pem\n":              "rtsp.tls_cert",
+		"overlay:\n  peer_ca: /nonexistent.pem\n": "overlay.peer_ca",
 	} {
 		_, err := LoadConfig(writeConfig(t, body))
 		if err == nil || !strings.Contains(err.Error(), field) {
