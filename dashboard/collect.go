@@ -546,7 +546,7 @@ func (c *Collector) fetchLoad(m overlay.Member) NodeLoad {
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	fail := func(err error) NodeLoad { return NodeLoad{Node: m.Name, Error: err.Error()} }
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+m.Meta.HTTP+"/api/v1/load", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, m.Meta.HTTPBase()+"/api/v1/load", nil)
 	if err != nil {
 		return fail(err)
 	}

@@ -141,6 +141,9 @@ func (h *HLS) ServeStream(w http.ResponseWriter, r *http.Request, path, rest str
 
 	m, status, err := h.acquire(r.Context(), path, rest == hlsMultivariantPlaylist)
 	if err != nil {
+		if status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "1")
+		}
 		h.log.Info("rejected HLS request", "stream", path, "file", rest, "remote", r.RemoteAddr, "status", status, "err", err)
 		http.Error(w, err.Error(), status)
 		return
@@ -242,7 +245,7 @@ func (h *HLS) acquire(ctx context.Context, path string, create bool) (*hlsMuxer,
 			// The starter's client leaving is no answer for this one, and
 			// Close is answered above: try again.
 			if st.err != nil && !errors.Is(st.err, context.Canceled) && !errors.Is(st.err, errHLSClosed) {
-				return nil, HTTPStatus(st.err), st.err
+				return nil, hlsStatus(st.err), st.err
 			}
 			continue
 		}
@@ -289,9 +292,22 @@ func (h *HLS) start(ctx context.Context, path string, st *hlsStart) (*hlsMuxer, 
 		}
 		return nil, http.StatusServiceUnavailable, err
 	case err != nil:
-		return nil, HTTPStatus(err), err
+		return nil, hlsStatus(err), err
 	}
 	return m, 0, nil
+}
+
+// errHLSNotReady: the stream (a rendition made on demand) delivered no
+// keyframe within FirstSegmentTimeout.
+var errHLSNotReady = errors.New("stream has no keyframe yet")
+
+// hlsStatus is the status a failed muxer start is answered with: 503 for
+// a stream not ready in time (the client may retry), else HTTPStatus.
+func hlsStatus(err error) int {
+	if errors.Is(err, errHLSNotReady) {
+		return http.StatusServiceUnavailable
+	}
+	return HTTPStatus(err)
 }
 
 func (h *HLS) release(m *hlsMuxer) {

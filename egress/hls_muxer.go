@@ -2,6 +2,7 @@ package egress
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -18,10 +19,15 @@ import (
 // without h.mu: the subscription may wait, within ctx and at most 10 s,
 // for an on-demand rendition.
 func (h *HLS) startMuxer(ctx context.Context, path string) (*hlsMuxer, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// A rendition made on demand gets FirstSegmentTimeout to deliver its
+	// first keyframe; one that does not is answered 503 (errHLSNotReady).
+	sctx, cancel := context.WithTimeout(ctx, h.cfg.FirstSegmentTimeout)
 	defer cancel()
-	rd, err := h.hub.SubscribeContext(ctx, path, "hls")
+	rd, err := h.hub.SubscribeContext(sctx, path, "hls")
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(sctx.Err(), context.DeadlineExceeded) {
+			return nil, fmt.Errorf("hls %s: %w (%v)", path, errHLSNotReady, err)
+		}
 		return nil, fmt.Errorf("hls %s: %w", path, err)
 	}
 	log := h.log.With("stream", path)

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/internal/testutil"
@@ -133,5 +134,30 @@ func TestHLSCloseEndsARequestWaitingForARendition(t *testing.T) {
 	}
 	if code := <-status; code != http.StatusServiceUnavailable {
 		t.Fatalf("request waiting for the rendition at Close: status %d, want 503", code)
+	}
+}
+
+// A rendition that never delivers a keyframe (its serverlet's Ensure
+// never returns) is answered 503 with Retry-After once
+// FirstSegmentTimeout has passed, not 500: the player may try again.
+func TestHLSRenditionWithoutKeyframeAnswers503(t *testing.T) {
+	rp := newBlockingRenditions()
+	hub := testutil.NewHub(t, media.HubConfig{Renditions: rp}, nil)
+	testutil.PublishFile(t, hub, "live/cam1", hlsClip(t), false)
+	_, srv := newHLSServer(t, hub, egress.HLSConfig{FirstSegmentTimeout: 300 * time.Millisecond})
+	res, err := http.Get(srv.URL + "/live/cam1@360p/index.m3u8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("stalled rendition: status %s, want 503", res.Status)
+	}
+	if res.Header.Get("Retry-After") == "" {
+		t.Error("stalled rendition: 503 without Retry-After")
+	}
+	<-rp.returned
+	if !errors.Is(rp.err, context.DeadlineExceeded) {
+		t.Errorf("the rendition's Ensure ended with %v, want the FirstSegmentTimeout deadline", rp.err)
 	}
 }

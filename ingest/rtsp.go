@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -142,6 +143,13 @@ func NewRTSPServer(cfg RTSPConfig, hub *media.Hub, log *slog.Logger) (*RTSPServe
 			return ln, nil
 		},
 	}
+	if cfg.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			return nil, fmt.Errorf("rtsp: tls_cert/tls_key: %w", err)
+		}
+		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	if cfg.Credentials != nil || cfg.Authorize != nil {
 		// Digest only unless asked: Basic would send the password in clear.
 		s.srv.AuthMethods = []rtspauth.VerifyMethod{rtspauth.VerifyMethodDigestSHA256, rtspauth.VerifyMethodDigestMD5}
@@ -164,7 +172,7 @@ func (s *RTSPServer) Start() error {
 		return fmt.Errorf("rtsp listen %s: %w", s.cfg.Addr, err)
 	}
 	s.started = true
-	s.log.Info("rtsp server listening", "addr", s.ln.Addr().String(), "udp_rtp", s.cfg.UDPRTPAddr, "udp_rtcp", s.cfg.UDPRTCPAddr)
+	s.log.Info("rtsp server listening", "addr", s.ln.Addr().String(), "tls", s.srv.TLSConfig != nil, "udp_rtp", s.cfg.UDPRTPAddr, "udp_rtcp", s.cfg.UDPRTCPAddr)
 	return nil
 }
 

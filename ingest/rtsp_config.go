@@ -24,6 +24,14 @@ type RTSPConfig struct {
 	// both publishers and readers. Default ":8554".
 	Addr string `yaml:"addr"`
 
+	// TLSCert and TLSKey, when both set, are the PEM certificate chain and
+	// key files that turn the port into RTSPS (RTSP inside TLS; the UDP
+	// transport then carries SRTP). Relays from other nodes then pull
+	// over rtsps://, verifying the certificate against their
+	// overlay.peer_ca. Default none: plain RTSP.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+
 	// UDPRTPAddr and UDPRTCPAddr are the UDP addresses of the UDP
 	// transport. The RTP port must be even and the RTCP port the next one.
 	// Defaults ":8000" and ":8001" (when only the RTP address is set, the
@@ -130,6 +138,9 @@ func DefaultRTSPConfig() RTSPConfig {
 func (c RTSPConfig) Validate() error {
 	if err := listenaddr.Check(c.Addr); err != nil {
 		return fmt.Errorf("addr: %w", err)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("tls_cert and tls_key: set both for RTSPS, or neither")
 	}
 	if !c.DisableUDP {
 		if (c.UDPRTPAddr == Off) != (c.UDPRTCPAddr == Off) {

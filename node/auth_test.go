@@ -1,12 +1,19 @@
 package node
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -266,6 +273,9 @@ func TestAuthREADMEMultiNodeExampleLoads(t *testing.T) {
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 	s = strings.ReplaceAll(s, "<32 random bytes, base64>", key)
 	s = strings.ReplaceAll(s, "<long random password>", "pw")
+	// The example's TLS files: a self-signed certificate stands for them.
+	crt, crtKey := readmeTestCert(t)
+	s = strings.NewReplacer("/etc/gradient/tls.crt", crt, "/etc/gradient/tls.key", crtKey, "/etc/gradient/cluster-ca.crt", crt).Replace(s)
 	f := t.TempDir() + "/node.yaml"
 	if err := os.WriteFile(f, []byte(s), 0o600); err != nil {
 		t.Fatal(err)
@@ -418,4 +428,23 @@ func TestAuthNodeConfigNamesTheAuthKey(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("empty auth section: %v", err)
 	}
+}
+
+// readmeTestCert writes a self-signed certificate and its key.
+func readmeTestCert(t *testing.T) (certFile, keyFile string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "node"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	dir := t.TempDir()
+	certFile, keyFile = dir+"/tls.crt", dir+"/tls.key"
+	os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
+	return certFile, keyFile
 }

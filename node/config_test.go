@@ -161,3 +161,17 @@ func TestLoadConfigRTMPSection(t *testing.T) {
 		}
 	}
 }
+
+// The TLS keys between nodes are named when bad: a half-set RTSPS pair,
+// a peer CA file that cannot be read.
+func TestLoadConfigNamesTheTLSKeysBetweenNodes(t *testing.T) {
+	for body, field := range map[string]string{
+		"rtsp:\n  tls_cert: c.pem\n":              "rtsp.tls_cert",
+		"overlay:\n  peer_ca: /nonexistent.pem\n": "overlay.peer_ca",
+	} {
+		_, err := LoadConfig(writeConfig(t, body))
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("config %q: error %v, want one naming %s", body, err, field)
+		}
+	}
+}

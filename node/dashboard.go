@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"time"
 
 	"github.com/gradient-cdn/gradient/dashboard"
 	"github.com/gradient-cdn/gradient/media"
@@ -34,6 +35,7 @@ func (n *Node) buildDashboard() error {
 	}
 	d := &dashParts{broker: b, meter: dashboard.NewMeter(), webrtc: map[string]int{}, ids: map[string]string{}}
 	src := dashboard.Source{Self: n.cfg.Name, LocalLoad: n.localLoad}
+	src.Client = &http.Client{Timeout: 1500 * time.Millisecond, Transport: &http.Transport{TLSClientConfig: n.peerTLS}} // peers may speak HTTPS
 	if m := n.Members; m != nil {
 		src.Members = m.Members
 		src.LinkCost = m.LinkCost

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -49,6 +50,7 @@ type Node struct {
 	dash    *dashParts          // the dashboard page and its event stream
 	demand  *overlay.DemandTracker
 	watch   *overlay.Watch
+	peerTLS *tls.Config // verifies peers: overlay.peer_ca, else the system pool
 	player  *egress.Player
 	record  *record.Recorder // live recordings into VoD titles
 	auth    *auth.Authorizer // every protocol's credentials and permissions

@@ -34,12 +34,16 @@ func (n *Node) buildOverlay(rend *overlay.Renditions) (err error) {
 	wc := overlay.DefaultWatchConfig()
 	wc.Self = cfg.Name
 	wc.Full = func() bool { return n.WebRTC.Sessions() >= cfg.WebRTC.MaxSessions }
+	if n.peerTLS, err = cfg.Overlay.PeerTLS(); err != nil { // checked by Validate
+		return err
+	}
 	if cfg.Gossip.Addr != Off {
 		mc := cfg.Overlay.Membership()
 		mc.Name, mc.BindAddr, mc.Advertise, mc.Join = cfg.Name, cfg.Gossip.Addr, cfg.Gossip.Advertise, cfg.Gossip.Join
 		mc.Key, _ = base64.StdEncoding.DecodeString(cfg.Gossip.Key) // checked by Validate
 		mc.Meta.ID, mc.Meta.HTTP, mc.Meta.RTSP, mc.Meta.SRT = cfg.Name, cfg.HTTP, advert(cfg.RTSP.Addr), advert(cfg.SRT.Addr)
 		mc.Meta.TranscodeSlots = n.Serverlets.Stats().Slots
+		mc.Meta.HTTPS, mc.Meta.RTSPS = cfg.HTTPTLSCert != "", cfg.RTSP.TLSCert != ""
 		if n.Members, err = overlay.NewMembership(mc, n.log); err != nil {
 			return err
 		}
@@ -61,6 +65,7 @@ func (n *Node) buildOverlay(rend *overlay.Renditions) (err error) {
 		rc := cfg.Overlay.Reconciler(cfg.clusterSecret())
 		rc.Replaceable = func(si media.StreamInfo) bool { return strings.HasPrefix(si.Source, serverlet.SourcePrefix) }
 		rc.Viewed = n.demand.ViewedPaths
+		rc.TLS = n.peerTLS
 		if n.rec, err = overlay.NewReconciler(rc, n.Members, n.Hub, n.log); err != nil {
 			return err
 		}

@@ -49,7 +49,7 @@ func (p memberPeers) Alive() []vod.Peer {
 	var out []vod.Peer
 	for _, mem := range p.m.Alive() {
 		if mem.Meta.HTTP != "" {
-			out = append(out, vod.Peer{Name: mem.Name, HTTPBase: "http://" + mem.Meta.HTTP})
+			out = append(out, vod.Peer{Name: mem.Name, HTTPBase: mem.Meta.HTTPBase()})
 		}
 	}
 	return out

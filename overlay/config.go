@@ -1,8 +1,11 @@
 package overlay
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -83,6 +86,31 @@ type Config struct {
 	MaxClockSkew          time.Duration `yaml:"max_clock_skew"`
 	MaxEntriesPerOwner    int           `yaml:"max_entries_per_owner"`
 	MaxVoDEntriesPerOwner int           `yaml:"max_vod_entries_per_owner"`
+
+	// PeerCA is a PEM file of the CA certificate(s) that signed the
+	// nodes' certificates: relays to RTSPS nodes and HTTPS requests to
+	// peers (the dashboard's load fetch) verify the peer against it.
+	// Default "": the system pool.
+	PeerCA string `yaml:"peer_ca"`
+}
+
+// PeerTLS is the client TLS configuration a node verifies its peers
+// with: RootCAs from PeerCA (nil, the system pool, when unset).
+func (c Config) PeerTLS() (*tls.Config, error) {
+	conf := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.PeerCA == "" {
+		return conf, nil
+	}
+	b, err := os.ReadFile(c.PeerCA)
+	if err != nil {
+		return nil, fmt.Errorf("peer_ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("peer_ca: %s holds no PEM certificate", c.PeerCA)
+	}
+	conf.RootCAs = pool
+	return conf, nil
 }
 
 // LadderLevel is one rung of the ladder.
@@ -134,6 +162,9 @@ func DefaultConfig() Config {
 // Validate checks every field and names the bad one by its key in the
 // section ("ladder[1].kbps").
 func (c Config) Validate() error {
+	if _, err := c.PeerTLS(); err != nil {
+		return err
+	}
 	if c.PricePerMbps < 0 {
 		return errors.New("price_per_mbps: must not be negative")
 	}

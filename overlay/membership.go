@@ -54,6 +54,34 @@ type NodeMeta struct {
 	// state entry the node owns is signed with it, and its peers take an
 	// entry only if it verifies (see state.go). Set by NewMembership.
 	Key string `json:"pk,omitempty"`
+	// HTTPS tells that the HTTP address speaks HTTPS (http_tls_cert), and
+	// RTSPS that the RTSP address speaks RTSPS (rtsp.tls_cert). A node
+	// that does not send them (an older version) speaks plain HTTP and
+	// RTSP.
+	HTTPS bool `json:"https,omitempty"`
+	RTSPS bool `json:"rtsps,omitempty"`
+}
+
+// HTTPBase is the base URL of the node's HTTP service ("https://host:port"
+// for an HTTPS node, else "http://host:port"), "" when it advertises none.
+func (m NodeMeta) HTTPBase() string {
+	switch {
+	case m.HTTP == "":
+		return ""
+	case m.HTTPS:
+		return "https://" + m.HTTP
+	}
+	return "http://" + m.HTTP
+}
+
+// RTSPSource is the node's RTSP address as a relay source: "host:port"
+// for plain RTSP, "rtsps://host:port" for an RTSPS node; "" when it
+// advertises none.
+func (m NodeMeta) RTSPSource() string {
+	if m.RTSPS && m.RTSP != "" {
+		return "rtsps://" + m.RTSP
+	}
+	return m.RTSP
 }
 
 // Sane ranges of the metadata numbers. A member advertising a value

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"sort"
@@ -30,6 +31,9 @@ type ReconcilerConfig struct {
 	// Their relays are kept even when the newest plan moved the viewers'
 	// class to another rendition, so that no session is cut.
 	Viewed func() []string `yaml:"-"`
+	// TLS verifies the certificates of RTSPS sources (RelayConfig.TLS):
+	// overlay.peer_ca. Nil: the system pool.
+	TLS *tls.Config `yaml:"-"`
 }
 
 // DefaultReconcilerConfig returns the reconciler's defaults.
@@ -228,13 +232,14 @@ func (r *Reconciler) Transcodes() []string {
 	return out
 }
 
-// rtspOf maps node names to their RTSP addresses, skipping nodes that are
-// not alive or have none.
+// rtspOf maps node names to their relay sources (NodeMeta.RTSPSource:
+// "rtsps://host:port" for an RTSPS node), skipping nodes that are not
+// alive or have none.
 func rtspOf(alive map[string]Member, names []string) []string {
 	var out []string
 	for _, n := range names {
 		if mem, ok := alive[n]; ok && mem.Meta.RTSP != "" {
-			out = append(out, mem.Meta.RTSP)
+			out = append(out, mem.Meta.RTSPSource())
 		}
 	}
 	return out
@@ -372,7 +377,7 @@ func (r *Reconciler) Reconcile() {
 		}
 		r.log.Info("relay start", "path", path, "sources", srcs, "takeover", takeover[path])
 		rl, err := NewRelay(RelayConfig{Path: path, Sources: srcs, Secret: r.cfg.Secret, Node: r.m.Name(), Grace: r.cfg.RelayGrace,
-			Takeover: allow}, r.hub, r.relayLog)
+			Takeover: allow, TLS: r.cfg.TLS}, r.hub, r.relayLog)
 		if err == nil {
 			err = rl.Start()
 		}

@@ -3,6 +3,8 @@ package overlay
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -40,7 +42,8 @@ type RelayConfig struct {
 	// Path is the hub path relayed ("live/cam1@360p"), the same upstream
 	// and here. Required.
 	Path string `yaml:"path"`
-	// Sources are the RTSP addresses (host:port) to pull from, best first:
+	// Sources are the RTSP addresses (host:port, or rtsps://host:port for
+	// a source that speaks RTSPS) to pull from, best first:
 	// the plan's parent, then fallbacks (its ancestors up to the root).
 	// Default none (SetSources gives them later).
 	Sources []string `yaml:"sources"`
@@ -64,6 +67,10 @@ type RelayConfig struct {
 	// on from the relay (media.Hub.Takeover). Nil: the relay waits until
 	// the path is free.
 	Takeover func(media.StreamInfo) bool `yaml:"-"`
+	// TLS verifies the certificate of an rtsps:// source (its RootCAs:
+	// overlay.peer_ca). Nil: the system pool. A source whose certificate
+	// does not verify is refused (logged as a warning).
+	TLS *tls.Config `yaml:"-"`
 }
 
 // DefaultRelayConfig returns the relay's defaults (no path, no sources).
@@ -96,7 +103,8 @@ type Relay struct {
 	active   *upstream
 	pending  *upstream
 	failedAt map[string]time.Time
-	next     int // index of the next source to try when nothing runs
+	tlsWarn  map[string]time.Time // when a source's refused certificate was last logged
+	next     int                  // index of the next source to try when nothing runs
 	pub      *media.Publisher
 	desc     media.Description
 	lastPTS  time.Duration
@@ -385,14 +393,41 @@ func (u *upstream) run() {
 		}
 		r.log.Info("relay upstream lost", "source", u.addr, "err", fmt.Sprint(err))
 	} else if r.pending == u {
-		r.log.Debug("relay upstream failed", "source", u.addr, "err", fmt.Sprint(err))
+		if tlsRefused(err) && time.Since(r.tlsWarn[u.addr]) >= time.Minute {
+			if r.tlsWarn == nil {
+				r.tlsWarn = map[string]time.Time{}
+			}
+			r.tlsWarn[u.addr] = time.Now()
+			r.log.Warn("relay refused the source's TLS certificate (not signed by overlay.peer_ca?); logged once a minute", "source", u.addr, "err", err.Error())
+		} else {
+			r.log.Debug("relay upstream failed", "source", u.addr, "err", fmt.Sprint(err))
+		}
 	}
 	r.mu.Unlock()
 	r.poke()
 }
 
+// tlsRefused reports whether err is a refused TLS peer: a certificate
+// that does not verify, or a failed handshake.
+func tlsRefused(err error) bool {
+	if err == nil {
+		return false
+	}
+	var unknown x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	var alert tls.AlertError
+	var header tls.RecordHeaderError
+	return errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &host) ||
+		errors.As(err, &verify) || errors.As(err, &alert) || errors.As(err, &header)
+}
+
 func (u *upstream) relayURL() string {
 	x := url.URL{Scheme: "rtsp", Host: u.addr, Path: "/" + u.r.cfg.Path}
+	if h, ok := strings.CutPrefix(u.addr, "rtsps://"); ok {
+		x.Scheme, x.Host = "rtsps", h
+	}
 	if u.r.cfg.Secret != "" {
 		user := relayUser(u.r.cfg.Node)
 		x.User = url.UserPassword(user, RelayPassword(u.r.cfg.Secret, user, u.r.cfg.Path))
@@ -421,6 +456,15 @@ func (u *upstream) play() (err error) {
 		WriteTimeout: u.r.cfg.ReadTimeout,
 		UserAgent:    "gradient-relay",
 		DialContext:  (&net.Dialer{Timeout: dialTimeout}).DialContext,
+	}
+	if uu.Scheme == "rtsps" {
+		// gortsplib sets ServerName on the config it is given: one copy
+		// per session.
+		if u.r.cfg.TLS != nil {
+			c.TLSConfig = u.r.cfg.TLS.Clone()
+		} else {
+			c.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
 	}
 	if err := c.Start2(); err != nil {
 		return err

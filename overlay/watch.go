@@ -88,7 +88,7 @@ func (w *Watch) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if r.URL.Query().Get("edge") == "" && w.cfg.Edges != nil && w.cfg.Full != nil && w.cfg.Full() {
 		if edge, ok := w.cfg.Edges.SelectEdge(w.cfg.Self); ok {
 			q := url.Values{"device": {class}, "edge": {edge.Name}}
-			http.Redirect(rw, r, "http://"+edge.Meta.HTTP+"/watch/"+stream+"?"+q.Encode(), http.StatusFound)
+			http.Redirect(rw, r, edge.Meta.HTTPBase()+"/watch/"+stream+"?"+q.Encode(), http.StatusFound)
 			return
 		}
 	}
