@@ -197,10 +197,6 @@ func tlsWHEPFrames(t *testing.T, client *http.Client, url string) (func() int, f
 func TestTLSClusterVoDWatchRelayOverHTTPSAndRTSPS(t *testing.T) {
 	bin := buildGradient(t)
 	ca, rogue := newTestCA(t, "cluster CA"), newTestCA(t, "rogue CA")
-	// VoD peer fetches verify peers against the system pool (the vod
-	// package does not take overlay.peer_ca yet): put the cluster CA in it
-	// for the node processes and for `gradient vod add`.
-	t.Setenv("SSL_CERT_FILE", ca.file)
 	n0 := startTLSNode(t, bin, "n0", "", ca, ca, "webrtc: {ice_udp_addr: \"127.0.0.1:0\", max_sessions: 1}\n")
 	n1 := startTLSNode(t, bin, "n1", n0.gossip, ca, ca, "webrtc: {ice_udp_addr: \"127.0.0.1:0\"}\n")
 	n2 := startTLSNode(t, bin, "n2", n0.gossip, rogue, ca, "webrtc: {ice_udp_addr: \"127.0.0.1:0\"}\n")
@@ -274,6 +270,9 @@ func TestTLSClusterVoDWatchRelayOverHTTPSAndRTSPS(t *testing.T) {
 	// VoD: added at n0, played at n1 from chunks fetched over HTTPS.
 	vclip := testutil.Clip(t, testutil.ClipOptions{Width: 320, Height: 240, FPS: 25, Seconds: 6, GOP: 25})
 	cmd := exec.Command(bin, "vod", "add", "--node", n0.base(), "--title", "Over TLS", vclip)
+	// The CLI verifies the node against the system pool: the cluster CA is
+	// put there for it only (the nodes verify each other with peer_ca).
+	cmd.Env = append(os.Environ(), "SSL_CERT_FILE="+ca.file)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("gradient vod add over HTTPS: %v\n%s", err, out)

@@ -35,6 +35,7 @@ func (n *Node) wireVoD() {
 	n.VoD.OnTitleRemoved = m.RemoveVoDTitle
 	n.VoD.Peers = memberPeers{m: m, self: n.cfg.Name}
 	n.VoD.Secret = n.cfg.clusterSecret()
+	n.VoD.PeerTLS = n.peerTLS
 }
 
 // memberPeers are the alive members as the VoD fetcher sees them.

@@ -46,7 +46,7 @@ func (s *Service) startChunks() error {
 		return err
 	}
 	s.allow, _ = parseNetworks(s.cfg.AllowNetworks) // checked by Validate
-	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, Owners: max(2, s.cfg.Replicas), Pinned: max(0, s.cfg.Replicas-1), Parent: strings.TrimRight(s.cfg.Parent, "/"), Origin: s.origin}, s.store, s.cache, s.Peers, s.log)
+	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, TLS: s.PeerTLS, Owners: max(2, s.cfg.Replicas), Pinned: max(0, s.cfg.Replicas-1), Parent: strings.TrimRight(s.cfg.Parent, "/"), Origin: s.origin}, s.store, s.cache, s.Peers, s.log)
 	s.manifests = newManifestCache(64)
 	if s.FetchManifest == nil {
 		s.FetchManifest = s.fetchSmall
@@ -433,6 +433,16 @@ func (s *Service) pinFrom(d Digest, p Peer, origin string) error {
 	return err
 }
 
+// peerClient is the client for requests to peers: the fetcher's (its
+// pooled keep-alive transport, its timeouts, overlay.peer_ca), not the
+// process-wide default.
+func (s *Service) peerClient() *http.Client {
+	if s.fetch != nil {
+		return s.fetch.client
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: s.PeerTLS}}
+}
+
 // peerGet asks peer p for chunk d, signed with the cluster secret (the
 // peer serves what it holds: its store or cache).
 func (s *Service) peerGet(ctx context.Context, d Digest, p Peer, origin string) (io.ReadCloser, error) {
@@ -441,13 +451,7 @@ func (s *Service) peerGet(ctx context.Context, d Digest, p Peer, origin string) 
 		return nil, err
 	}
 	SignPeerRequest(req, s.Secret, s.Peers.Self())
-	// The fetcher's client: its pooled keep-alive transport to the peers
-	// (and its timeouts), not the process-wide default.
-	client := http.DefaultClient
-	if s.fetch != nil {
-		client = s.fetch.client
-	}
-	resp, err := client.Do(req)
+	resp, err := s.peerClient().Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("chunk %s from %s: %w", d, p.Name, err)
 	}

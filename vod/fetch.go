@@ -2,6 +2,7 @@ package vod
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -42,6 +43,9 @@ type FetcherConfig struct {
 	// Parent, when set, is the HTTP base of the node every miss is asked
 	// first (to fill), before the owners and the origin (vod.parent).
 	Parent string
+	// TLS verifies peers that serve HTTPS (overlay.peer_ca); nil: the
+	// system pool.
+	TLS *tls.Config
 	// StallTimeout: a source that sends no byte (headers included) for
 	// this long is abandoned for the next one (default 2s).
 	StallTimeout time.Duration
@@ -143,6 +147,7 @@ func NewFetcher(cfg FetcherConfig, local *ChunkStore, cache ChunkCache, peers Pe
 		ResponseHeaderTimeout: cfg.StallTimeout,
 		// Chunks are compressed media; the exact bytes and length count.
 		DisableCompression: true,
+		TLSClientConfig:    cfg.TLS,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Fetcher{

@@ -550,7 +550,7 @@ func (s *Service) sendViews(p Peer, id string, n int64) error {
 		return err
 	}
 	SignPeerRequest(req, s.Secret, s.Peers.Self())
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := s.peerClient().Do(req)
 	if err != nil {
 		return fmt.Errorf("views of %s to %s: %w", id, p.Name, err)
 	}

@@ -3,6 +3,7 @@ package vod
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base32"
 	"errors"
 	"fmt"
@@ -194,6 +195,9 @@ type Service struct {
 	// from. Secret is the cluster secret that signs those requests.
 	Peers  Peers
 	Secret string
+	// PeerTLS verifies peers that serve HTTPS (overlay.peer_ca); nil: the
+	// system pool.
+	PeerTLS *tls.Config
 
 	cfg Config
 	dir string

@@ -7,7 +7,7 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/gradient-cdn/gradient/internal/demo"
+	"github.com/gradient-cdn/gradient/demo"
 )
 
 func init() {

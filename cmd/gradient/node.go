@@ -93,7 +93,11 @@ func runNode(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	log.Info("node ready", "name", cfg.Name, "player", fmt.Sprintf("http://%s/live/<stream>/", displayAddr(n.HTTPAddr())))
+	scheme := "http"
+	if cfg.HTTPTLSCert != "" {
+		scheme = "https"
+	}
+	log.Info("node ready", "name", cfg.Name, "player", fmt.Sprintf("%s://%s/live/<stream>/", scheme, displayAddr(n.HTTPAddr())))
 	<-ctx.Done()
 	log.Info("shutting down", "reason", context.Cause(ctx))
 	return n.Close()
