@@ -84,7 +84,10 @@ type WHIPOptions struct {
 	// CaptureStamps marks every sample with its capture time (Unix
 	// nanoseconds): a capture-time SEI (media.CaptureSEI) in front of each
 	// access unit, 8 big-endian bytes after each Opus packet (see
-	// WHIPAudioCapture). Audio and video capture start together.
+	// WHIPAudioCapture). Audio and video capture start together. The RTCP
+	// sender reports (every 500 ms) then map each track's RTP time to its
+	// capture time exactly, as a browser's do, instead of to the time the
+	// last packet was sent (pion's), which a loaded machine delays.
 	CaptureStamps bool
 	// AudioHold holds audio back this long before its first packet is
 	// sent, then sends the backlog at once and goes on in real time: audio
@@ -134,6 +137,86 @@ func (d *dropInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interc
 	})
 }
 
+// captureSRFactory makes the interceptor that sends RTCP sender reports
+// on the capture clock: each maps a track's RTP timestamp to the capture
+// time of the sample that carried it.
+type captureSRFactory struct{ p *WHIPPublisher }
+
+func (f captureSRFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &captureSR{p: f.p, last: map[uint32]captureSRPoint{}, stop: make(chan struct{})}, nil
+}
+
+type captureSRPoint struct {
+	ts      uint32
+	capture int64 // Unix ns
+	packets uint32
+	octets  uint32
+}
+
+type captureSR struct {
+	interceptor.NoOp
+	p    *WHIPPublisher
+	mu   sync.Mutex
+	last map[uint32]captureSRPoint // by SSRC
+	stop chan struct{}
+	once sync.Once
+}
+
+func (c *captureSR) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWriter {
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-tick.C:
+			}
+			var pkts []rtcp.Packet
+			c.mu.Lock()
+			for ssrc, pt := range c.last {
+				pkts = append(pkts, &rtcp.SenderReport{SSRC: ssrc, NTPTime: toNTP(time.Unix(0, pt.capture)), RTPTime: pt.ts,
+					PacketCount: pt.packets, OctetCount: pt.octets})
+			}
+			c.mu.Unlock()
+			if len(pkts) > 0 {
+				_, _ = w.Write(pkts, nil)
+			}
+		}
+	}()
+	return w
+}
+
+func (c *captureSR) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	capture := &c.p.capAudio
+	if strings.EqualFold(info.MimeType, webrtc.MimeTypeH264) {
+		capture = &c.p.capVideo
+	}
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		// WriteSample packetizes and writes on its caller's goroutine,
+		// right after the sender stored the sample's capture time.
+		if ct := capture.Load(); ct != 0 {
+			c.mu.Lock()
+			pt := c.last[info.SSRC]
+			c.last[info.SSRC] = captureSRPoint{ts: h.Timestamp, capture: ct, packets: pt.packets + 1, octets: pt.octets + uint32(len(payload))}
+			c.mu.Unlock()
+		}
+		return w.Write(h, payload, a)
+	})
+}
+
+func (c *captureSR) Close() error {
+	c.once.Do(func() { close(c.stop) })
+	return nil
+}
+
+// toNTP is t as a 32.32 NTP timestamp (seconds since 1900).
+func toNTP(t time.Time) uint64 {
+	secs := uint64(t.Unix()) + 2208988800
+	frac := uint64(t.Nanosecond()) << 32 / 1e9
+	return secs<<32 | frac
+}
+
 // WHIPPublisher is a Go (pion) WHIP client sending a clip as RTP.
 type WHIPPublisher struct {
 	pc       *webrtc.PeerConnection
@@ -144,6 +227,10 @@ type WHIPPublisher struct {
 	pli      atomic.Int64
 	dropped  atomic.Int64
 	sentAUs  atomic.Int64
+	// capVideo and capAudio are the capture time (Unix ns) of the sample
+	// each track is writing, for the capture-clock sender reports.
+	capVideo atomic.Int64
+	capAudio atomic.Int64
 	done     chan struct{}
 	doneOnce sync.Once
 }
@@ -181,16 +268,19 @@ func PublishWHIP(ctx context.Context, endpoint string, o WHIPOptions) (*WHIPPubl
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	ir := &interceptor.Registry{}
-	if o.NoSenderReports {
+	p := &WHIPPublisher{client: client, done: make(chan struct{})}
+	if o.NoSenderReports || o.CaptureStamps {
 		rr, err := report.NewReceiverInterceptor()
 		if err != nil {
 			return nil, err
 		}
 		ir.Add(rr)
+		if !o.NoSenderReports {
+			ir.Add(captureSRFactory{p: p})
+		}
 	} else if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, err
 	}
-	p := &WHIPPublisher{client: client, done: make(chan struct{})}
 	if o.DropVideoEvery > 0 {
 		ir.Add(dropFactory{every: o.DropVideoEvery, dropped: &p.dropped})
 	}
@@ -343,6 +433,7 @@ func (p *WHIPPublisher) sendH264(ctx context.Context, track *webrtc.TrackLocalSt
 				data = append([]byte{0, 0, 0, 1}, gmedia.CaptureSEI(capture)...)
 			}
 			data = append(data, au.Bytes()...)
+			p.capVideo.Store(capture.UnixNano())
 			if err := track.WriteSample(media.Sample{Data: data, Duration: dur}); err != nil {
 				return false
 			}
@@ -417,6 +508,7 @@ func (p *WHIPPublisher) sendOgg(ctx context.Context, track *webrtc.TrackLocalSta
 			if stamps {
 				data = binary.BigEndian.AppendUint64(append([]byte(nil), page...), uint64(capture.UnixNano()))
 			}
+			p.capAudio.Store(capture.UnixNano())
 			if err := track.WriteSample(media.Sample{Data: data, Duration: d}); err != nil {
 				f.Close()
 				return
