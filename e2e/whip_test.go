@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
+	"sort"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/gradient-cdn/gradient/auth"
 	"github.com/gradient-cdn/gradient/egress"
 	"github.com/gradient-cdn/gradient/internal/testutil"
+	"github.com/gradient-cdn/gradient/media"
 	"github.com/gradient-cdn/gradient/node"
 )
 
@@ -451,4 +453,105 @@ func TestWHIPVideoLossWaitsForKeyframe(t *testing.T) {
 		t.Errorf("node counted %d lost packets, the publisher dropped %d", lost, dropped)
 	}
 	t.Logf("dropped %d video packets, %d PLIs received", d, p.PLIs())
+}
+
+// whipCaptureOffsets reads the hub units of path for d and returns, per
+// kind, every unit's capture time (stamped by the publisher) minus its
+// PTS: on one timeline these are all alike.
+func whipCaptureOffsets(t *testing.T, n *testNode, path string, d time.Duration) (video, audio []time.Duration) {
+	t.Helper()
+	rd, err := n.Hub.Subscribe(path, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	tracks := rd.Description().Tracks
+	end := time.After(d)
+	for {
+		select {
+		case u, ok := <-rd.C():
+			if !ok || u == nil {
+				t.Fatal("stream ended")
+			}
+			if tracks[u.Track].Codec.IsVideo() {
+				for _, nalu := range u.Data {
+					if c, ok := media.ParseCaptureSEI(nalu); ok {
+						video = append(video, time.Duration(c.UnixNano())-u.PTS)
+						break
+					}
+				}
+			} else if len(u.Data) == 1 {
+				if c, ok := testutil.WHIPAudioCapture(u.Data[0]); ok {
+					audio = append(audio, time.Duration(c.UnixNano())-u.PTS)
+				}
+			}
+		case <-end:
+			return video, audio
+		}
+	}
+}
+
+func medianDuration(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+// TestWHIPSenderReportsLineUpLateAudio: a publisher captures audio and
+// video together but its audio reaches the node 500 ms late (held back,
+// then sent at once); its RTCP sender reports tell the truth. The hub's
+// audio and video units of the same capture time get the same PTS,
+// within one video frame.
+func TestWHIPSenderReportsLineUpLateAudio(t *testing.T) {
+	n := startNode(t)
+	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/sync/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg,
+		CaptureStamps: true, AudioHold: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	n.waitStream(t, "live/sync")
+	video, audio := whipCaptureOffsets(t, n, "live/sync", 4*time.Second)
+	if len(video) < 60 || len(audio) < 100 {
+		t.Fatalf("%d stamped video and %d stamped audio units in 4 s", len(video), len(audio))
+	}
+	mv, ma := medianDuration(video), medianDuration(audio)
+	skew := ma - mv // > 0: audio's PTS is early for its capture time
+	t.Logf("video units %d, audio units %d; audio PTS - video PTS at the same capture time: %v", len(video), len(audio), -skew)
+	if skew < -time.Second/30 || skew > time.Second/30 {
+		t.Errorf("audio and video of the same capture time are %v apart in PTS, want within one frame (33 ms)", -skew)
+	}
+}
+
+// TestWHIPWithoutSenderReportsAudioFollowsArrival: a publisher that sends
+// no RTCP sender reports still gets its audio through, timed by arrival
+// (it is sent at capture time, so it lines up), after the node waited
+// for reports in vain.
+func TestWHIPWithoutSenderReportsAudioFollowsArrival(t *testing.T) {
+	n := startNode(t)
+	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/nosr/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg,
+		CaptureStamps: true, NoSenderReports: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	n.waitStream(t, "live/nosr")
+	video, audio := whipCaptureOffsets(t, n, "live/nosr", 6*time.Second)
+	if len(video) < 60 || len(audio) < 50 {
+		t.Fatalf("%d stamped video and %d stamped audio units in 6 s", len(video), len(audio))
+	}
+	skew := medianDuration(audio) - medianDuration(video)
+	t.Logf("video units %d, audio units %d; audio PTS - video PTS at the same capture time: %v", len(video), len(audio), -skew)
+	if skew < -100*time.Millisecond || skew > 100*time.Millisecond {
+		t.Errorf("audio timed by arrival is %v off video, want within 100 ms", -skew)
+	}
+	testutil.Eventually(t, 5*time.Second, "the node logged the arrival fallback", func() bool {
+		return strings.Contains(n.logs.String(), "no RTCP sender reports")
+	})
 }

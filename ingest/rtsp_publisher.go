@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
@@ -25,6 +26,12 @@ type rtspPublisher struct {
 
 	session *gortsplib.ServerSession
 	depay   *rtpdepay.Stream
+
+	// seq follows each set-up track's sequence numbers (loss detection);
+	// a track's entry is only touched by that track's packet callback.
+	seq map[*rtpdepay.Track]*rtspSeq
+	// lostTotal counts the packets gortsplib found missing (every track).
+	lostTotal atomic.Uint64
 
 	mu      sync.Mutex
 	pub     *media.Publisher // nil until the H.264 parameter sets are known
@@ -79,6 +86,7 @@ func (p *rtspPublisher) record(ss *gortsplib.ServerSession) error {
 		return errors.New("the H264 media was not set up")
 	}
 	var codecs []string
+	p.seq = map[*rtpdepay.Track]*rtspSeq{}
 	for _, t := range p.depay.Tracks() {
 		codecs = append(codecs, rtpdepay.CodecName(t.Format))
 		if !setup[t.Media] {
@@ -86,6 +94,7 @@ func (p *rtspPublisher) record(ss *gortsplib.ServerSession) error {
 			continue
 		}
 		t := t
+		p.seq[t] = &rtspSeq{}
 		ss.OnPacketRTP(t.Media, t.Format, func(pkt *rtp.Packet) {
 			p.onPacket(ss, t, pkt)
 		})
@@ -94,8 +103,24 @@ func (p *rtspPublisher) record(ss *gortsplib.ServerSession) error {
 	return nil
 }
 
-// lost is told of lost packets: video waits for the next IDR.
-func (p *rtspPublisher) lost(n uint64) { p.depay.Lost(n) }
+// rtspSeq is the loss state of one track: the next sequence number
+// expected and, after a video loss, the time up to which units may miss
+// data.
+type rtspSeq struct {
+	started     bool
+	next        uint16
+	dropping    bool
+	dropThrough time.Duration
+}
+
+// lost is told by gortsplib of lost packets (of any track, UDP only). It
+// only counts them: gortsplib does not say which track lost them, so the
+// video track finds its own losses from its sequence numbers (onPacket).
+func (p *rtspPublisher) lost(n uint64) {
+	if p.lostTotal.Add(n) == n {
+		p.log.Info("rtsp publisher lost packets (video waits for the next IDR after a video loss)", "lost", n)
+	}
+}
 
 // close ends the stream; readers are told and the path can be published again.
 func (p *rtspPublisher) close(reason error) {
@@ -107,7 +132,7 @@ func (p *rtspPublisher) close(reason error) {
 	if pub != nil {
 		pub.Close()
 	}
-	p.log.Info("rtsp publisher gone", "reason", fmt.Sprint(reason))
+	p.log.Info("rtsp publisher gone", "reason", fmt.Sprint(reason), "lost_packets", p.lostTotal.Load())
 }
 
 // onPacket depacketizes one RTP packet; it runs on gortsplib's reading
@@ -122,7 +147,34 @@ func (p *rtspPublisher) onPacket(ss *gortsplib.ServerSession, t *rtpdepay.Track,
 	// Every packet goes through the time decoder, which follows the
 	// timestamps' wrap-around.
 	pts, ok := ss.PacketPTS2(t.Media, pkt)
+	sq := p.seq[t]
+	isVideo := t == p.depay.Video()
+	if sq != nil && isVideo {
+		// gortsplib hands packets over in order (UDP goes through its
+		// reorderer), so a gap in the sequence numbers is a loss. The
+		// access units the loss touched end at this packet's at the
+		// latest: telling the depacketizer alone is not enough, since an
+		// IDR whose middle fragment was lost completes after the loss and
+		// would restart video broken. So every unit up to this packet's
+		// time is dropped, and video restarts at the IDR after that.
+		if sq.started && pkt.SequenceNumber != sq.next {
+			if gap := int16(pkt.SequenceNumber - sq.next); gap > 0 {
+				p.depay.Lost(uint64(gap))
+				if ok {
+					sq.dropping, sq.dropThrough = true, media.TicksToDuration(pts, int64(t.Format.ClockRate()))
+				}
+			}
+		}
+		sq.started, sq.next = true, pkt.SequenceNumber+1
+	}
 	for _, u := range p.depay.Decode(t, pkt, pts, ok, time.Now()) {
+		if sq != nil && sq.dropping && u.Track == t.Index {
+			if u.PTS <= sq.dropThrough {
+				p.depay.Lost(0) // an IDR spanning the loss must not restart video
+				continue
+			}
+			sq.dropping = false
+		}
 		p.write(u)
 	}
 }

@@ -29,21 +29,25 @@ import (
 const MaxWHIPOfferSize = 64 << 10
 
 // WHIPConfig tunes WHIP publishing. DefaultWHIPConfig gives the defaults;
-// NewWHIPServer fills the zero fields of a hand-built config from it.
+// NewWHIPServer fills the zero fields of a hand-built config from it. It
+// is the `whip` section of a node's configuration (WHIP rides on the HTTP
+// port and the WebRTC ICE port, so it has no address of its own).
 type WHIPConfig struct {
 	// MediaTimeout drops a publisher that sends no RTP for this long, or
 	// whose video has not produced a decodable keyframe this long after
 	// its offer was answered. Default 10s.
-	MediaTimeout time.Duration
+	MediaTimeout time.Duration `yaml:"media_timeout"`
 	// KeyframeInterval is how often the publisher is asked for a keyframe
 	// (RTCP PLI): browsers send one only when asked, and HLS segments and
 	// joining viewers need them. Default 2s.
-	KeyframeInterval time.Duration
-	// MaxSessions bounds the WHIP sessions of the node. Default 64.
-	MaxSessions int
+	KeyframeInterval time.Duration `yaml:"keyframe_interval"`
+	// MaxSessions bounds the WHIP sessions of the node; an offer beyond
+	// is answered 503. Default 64. In a node's configuration 0 turns WHIP
+	// off (its URLs answer 404); NewWHIPServer reads 0 as the default.
+	MaxSessions int `yaml:"max_sessions"`
 	// Registerer, if set, receives the WHIP metrics (sessions, refused
 	// offers, lost packets).
-	Registerer prometheus.Registerer
+	Registerer prometheus.Registerer `yaml:"-"`
 }
 
 // DefaultWHIPConfig returns the WHIP defaults.
@@ -51,15 +55,23 @@ func DefaultWHIPConfig() WHIPConfig {
 	return WHIPConfig{MediaTimeout: 10 * time.Second, KeyframeInterval: 2 * time.Second, MaxSessions: 64}
 }
 
-// Validate checks every field.
+// MaxWHIPSessions bounds max_sessions: each session holds a peer
+// connection, its goroutines and buffers.
+const MaxWHIPSessions = 10000
+
+// Validate checks every field and names a bad one by its YAML key.
+// max_sessions 0 is valid (WHIP off, in a node's configuration).
 func (c WHIPConfig) Validate() error {
 	switch {
-	case c.MediaTimeout < 0:
-		return errors.New("media_timeout: must not be negative")
-	case c.KeyframeInterval < 0:
-		return errors.New("keyframe_interval: must not be negative")
-	case c.MaxSessions < 0:
-		return errors.New("max_sessions: must not be negative")
+	case c.MediaTimeout <= 0:
+		return fmt.Errorf("media_timeout: %v must be > 0", c.MediaTimeout)
+	case c.KeyframeInterval <= 0:
+		return fmt.Errorf("keyframe_interval: %v must be > 0", c.KeyframeInterval)
+	case c.KeyframeInterval > c.MediaTimeout:
+		return fmt.Errorf("keyframe_interval: %v must not exceed media_timeout (%v): a publisher that sends keyframes only when asked would be dropped first",
+			c.KeyframeInterval, c.MediaTimeout)
+	case c.MaxSessions < 0 || c.MaxSessions > MaxWHIPSessions:
+		return fmt.Errorf("max_sessions: %d must be 0 (WHIP off) to %d", c.MaxSessions, MaxWHIPSessions)
 	}
 	return nil
 }

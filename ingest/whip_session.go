@@ -49,6 +49,33 @@ type whipSession struct {
 	closeOnce sync.Once
 	done      chan struct{}
 	ready     chan struct{} // closed once prepare set depay, video and audio
+
+	// syncMu guards the RTCP sender reports and the anchor that put audio
+	// on video's timeline (see readTrack).
+	syncMu    sync.Mutex
+	videoSR   *whipSR // latest sender report of the video track
+	audioSR   *whipSR
+	anchored  bool
+	anchorNTP uint64        // an NTP instant of the publisher's clock...
+	anchorPTS time.Duration // ...and video's PTS at that instant
+}
+
+// whipSR is one RTCP sender report: the publisher's NTP wall-clock time
+// and the RTP timestamp of the same instant.
+type whipSR struct {
+	ntp uint64
+	rtp uint32
+}
+
+// whipSyncWait is how long audio waits for the sender reports that line
+// it up with video (its units are dropped meanwhile); without them by
+// then, audio is timed by its first packet's arrival. Browsers and pion
+// send the first report within about a second.
+const whipSyncWait = 3 * time.Second
+
+// ntpSub is a-b of two 32.32 NTP timestamps.
+func ntpSub(a, b uint64) time.Duration {
+	return time.Duration(float64(int64(a-b)) * 1e9 / (1 << 32))
 }
 
 func newWHIPSession(s *WHIPServer, path, remote string, pc *webrtc.PeerConnection) *whipSession {
@@ -97,7 +124,7 @@ func (x *whipSession) onState(st webrtc.PeerConnectionState) {
 }
 
 // onTrack reads one remote track until the session ends.
-func (x *whipSession) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+func (x *whipSession) onTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
 	// The publisher has the answer, so prepare ran; the channel tells the
 	// memory model so.
 	select {
@@ -119,7 +146,66 @@ func (x *whipSession) onTrack(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
 	default:
 		x.log.Info("whip track ignored", "kind", tr.Kind().String(), "codec", tr.Codec().MimeType, "rid", tr.RID())
 	}
+	if t != nil && recv != nil {
+		go x.readRTCP(recv, uint32(tr.SSRC()), t == x.video)
+	}
 	go x.readTrack(tr, t)
+}
+
+// readRTCP keeps the latest sender report of one track (of the media
+// source ssrc) until the session ends.
+func (x *whipSession) readRTCP(recv *webrtc.RTPReceiver, ssrc uint32, video bool) {
+	for {
+		pkts, _, err := recv.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pkt := range pkts {
+			sr, ok := pkt.(*rtcp.SenderReport)
+			if !ok || sr.SSRC != ssrc || sr.NTPTime == 0 {
+				continue
+			}
+			r := &whipSR{ntp: sr.NTPTime, rtp: sr.RTPTime}
+			x.syncMu.Lock()
+			if video {
+				x.videoSR = r
+			} else {
+				x.audioSR = r
+			}
+			x.syncMu.Unlock()
+		}
+	}
+}
+
+// anchorVideo ties the publisher's NTP clock to video's PTS with video's
+// first sender report, once: pts is the current packet's PTS (ticks),
+// ts its RTP timestamp. Video's own timeline never moves.
+func (x *whipSession) anchorVideo(pts int64, ts uint32, clock int64) bool {
+	x.syncMu.Lock()
+	defer x.syncMu.Unlock()
+	if x.anchored || x.videoSR == nil {
+		return x.anchored
+	}
+	sr := x.videoSR
+	x.anchorNTP = sr.ntp
+	x.anchorPTS = media.TicksToDuration(pts+int64(int32(sr.rtp-ts)), clock)
+	x.anchored = true
+	return true
+}
+
+// audioShift is how many ticks audio's PTS must move so that it is on
+// video's timeline by the sender reports of both, or false while they
+// are not known. pts is the current audio packet's PTS (ticks), ts its
+// RTP timestamp.
+func (x *whipSession) audioShift(pts int64, ts uint32, clock int64) (int64, bool) {
+	x.syncMu.Lock()
+	defer x.syncMu.Unlock()
+	if !x.anchored || x.audioSR == nil {
+		return 0, false
+	}
+	sr := x.audioSR
+	want := media.DurationToTicks(x.anchorPTS+ntpSub(sr.ntp, x.anchorNTP), clock)
+	return want - (pts + int64(int32(sr.rtp-ts))), true
 }
 
 // readTrack turns the packets of tr into units. t nil: the packets are
@@ -141,6 +227,12 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 		buf     = make([]byte, 1500)
 		pkt     rtp.Packet
 		isVideo = t != nil && t == x.video
+		isAudio = t != nil && t == x.audio
+		// Audio is placed on video's timeline by the sender reports
+		// (synced), or after whipSyncWait by its arrival.
+		synced     bool
+		firstAudio time.Time
+		anchored   bool // video: the NTP anchor is set
 		// After a loss, video units up to dropThrough (the time of the
 		// first packet after the loss) may miss data.
 		dropping    bool
@@ -177,10 +269,36 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 			lastTS = pkt.Timestamp
 		}
 		nextSeq = pkt.SequenceNumber + 1
-		// Each track's clock starts at its first packet's arrival: the
-		// tracks of a browser start together, so audio and video line up
-		// within the network's jitter.
+		// Each track's clock starts at its first packet's arrival. The
+		// publisher's RTCP sender reports then say when, on its wall
+		// clock, each track's samples were taken: video's first report
+		// ties that clock to video's timeline, and audio is moved onto
+		// it (audio that started late, or was held back before sending,
+		// still lines up). Without reports, arrival stays.
 		pts := offset + ext
+		switch {
+		case isVideo && !anchored:
+			anchored = x.anchorVideo(pts, pkt.Timestamp, clock)
+		case isAudio && !synced:
+			if firstAudio.IsZero() {
+				firstAudio = now
+			}
+			if shift, ok := x.audioShift(pts, pkt.Timestamp, clock); ok {
+				offset += shift
+				pts += shift
+				synced = true
+				x.log.Info("whip audio lined up with video by RTCP sender reports",
+					"shift", media.TicksToDuration(shift, clock).Round(time.Millisecond))
+			} else if now.Sub(firstAudio) >= whipSyncWait {
+				synced = true
+				x.log.Info("whip audio timed by arrival: no RTCP sender reports", "waited", whipSyncWait)
+			} else {
+				x.s.lost.Add(uint64(lost))
+				pkt = rtp.Packet{}
+				buf = make([]byte, 1500)
+				continue // dropped until audio is on video's timeline
+			}
+		}
 		if lost > 0 {
 			x.s.lost.Add(uint64(lost))
 			if isVideo {

@@ -73,6 +73,9 @@ type Config struct {
 	// RTMP is RTMP publish (OBS, ffmpeg -f flv), RTMPS with
 	// tls_cert/tls_key; "addr: off" disables RTMP.
 	RTMP ingest.RTMPConfig `yaml:"rtmp"`
+	// WHIP is WebRTC publishing (on the HTTP port and the WebRTC ICE
+	// port); see ingest.WHIPConfig. "max_sessions: 0" turns it off.
+	WHIP ingest.WHIPConfig `yaml:"whip"`
 	// WebRTC is WHEP playback; see egress.WebRTCConfig.
 	WebRTC egress.WebRTCConfig `yaml:"webrtc"`
 	// HLS is HLS and LL-HLS playback; see egress.HLSConfig.
@@ -138,6 +141,7 @@ func DefaultConfig() Config {
 		RTSP:              ingest.DefaultRTSPConfig(),
 		SRT:               ingest.DefaultSRTConfig(),
 		RTMP:              ingest.DefaultRTMPConfig(),
+		WHIP:              ingest.DefaultWHIPConfig(),
 		WebRTC:            egress.DefaultWebRTCConfig(),
 		HLS:               egress.DefaultHLSConfig(),
 		Hub:               media.DefaultHubConfig(),
@@ -221,6 +225,9 @@ func (c Config) Validate() error {
 		if err := c.RTMP.Validate(); err != nil {
 			return fmt.Errorf("rtmp.%w", err)
 		}
+	}
+	if err := c.WHIP.Validate(); err != nil {
+		return fmt.Errorf("whip.%w", err)
 	}
 	if err := c.Hub.Validate(); err != nil {
 		return fmt.Errorf("hub.%w", err)

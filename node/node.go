@@ -39,7 +39,7 @@ type Node struct {
 	SRT        *ingest.SRTServer
 	RTMP       *ingest.RTMPServer // nil with rtmp.addr off
 	WebRTC     *egress.WebRTC
-	WHIP       *ingest.WHIPServer // WebRTC publishing on the WebRTC ICE port
+	WHIP       *ingest.WHIPServer // WebRTC publishing on the WebRTC ICE port; nil with whip.max_sessions 0
 	HLS        *egress.HLS
 	Members    *overlay.Membership // nil with gossip off
 	Serverlets *serverlet.Manager
@@ -224,15 +224,26 @@ func (n *Node) listen() error {
 		return err
 	}
 	n.closers = append(n.closers, n.WebRTC.Close)
-	whip, err := ingest.NewWHIPServer(ingest.WHIPConfig{Registerer: n.reg}, n.Hub, n.WebRTC.NewAPI, log)
-	if err != nil {
-		return err
+	// whip.max_sessions 0 turns WHIP off: n.WHIP stays nil and the
+	// router answers its URLs 404.
+	var (
+		whipHandler egress.StreamHandler
+		err         error
+	)
+	if cfg.WHIP.MaxSessions > 0 {
+		wcfg := cfg.WHIP
+		wcfg.Registerer = n.reg
+		if n.WHIP, err = ingest.NewWHIPServer(wcfg, n.Hub, n.WebRTC.NewAPI, log); err != nil {
+			return err
+		}
+		if err := n.WHIP.Start(); err != nil {
+			return err
+		}
+		n.closers = append(n.closers, n.WHIP.Close) // before WebRTC's: it shares the ICE port
+		whipHandler = n.WHIP
+	} else {
+		log.Info("whip publishing off (whip.max_sessions: 0)")
 	}
-	n.WHIP = whip
-	if err := n.WHIP.Start(); err != nil {
-		return err
-	}
-	n.closers = append(n.closers, n.WHIP.Close) // before WebRTC's: it shares the ICE port
 	if err := n.HLS.Start(); err != nil {
 		return err
 	}
@@ -244,7 +255,7 @@ func (n *Node) listen() error {
 	n.VoD.Route(mux)
 	n.record.Route(mux)
 	mux.Handle(egress.PlayerAssetsPrefix, egress.PlayerAssets())
-	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, WHIP: n.WHIP, HLS: n.HLS, Player: n.player, Log: log, Authorize: n.authorizeHTTP})
+	mux.Handle("/", &egress.Router{WHEP: n.WebRTC, WHIP: whipHandler, HLS: n.HLS, Player: n.player, Log: log, Authorize: n.authorizeHTTP})
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTP); err != nil {
 		return fmt.Errorf("http on %s: %w", cfg.HTTP, err)
 	}

@@ -3,6 +3,7 @@ package testutil
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -28,6 +30,8 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media"
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
 	"github.com/pion/webrtc/v4/pkg/media/oggreader"
+
+	gmedia "github.com/gradient-cdn/gradient/media"
 )
 
 // WHIPClip encodes, once per option set, a test pattern as H.264 Annex-B
@@ -77,6 +81,31 @@ type WHIPOptions struct {
 	DropVideoEvery int
 	// HTTPClient makes the WHIP requests. Default http.DefaultClient.
 	HTTPClient *http.Client
+	// CaptureStamps marks every sample with its capture time (Unix
+	// nanoseconds): a capture-time SEI (media.CaptureSEI) in front of each
+	// access unit, 8 big-endian bytes after each Opus packet (see
+	// WHIPAudioCapture). Audio and video capture start together. The RTCP
+	// sender reports (every 500 ms) then map each track's RTP time to its
+	// capture time exactly, as a browser's do, instead of to the time the
+	// last packet was sent (pion's), which a loaded machine delays.
+	CaptureStamps bool
+	// AudioHold holds audio back this long before its first packet is
+	// sent, then sends the backlog at once and goes on in real time: audio
+	// captured with video but arriving late. The RTCP sender reports (sent
+	// every second) still map each track's RTP time to capture time.
+	AudioHold time.Duration
+	// NoSenderReports sends no RTCP sender reports (receiver reports
+	// only), as some encoders do.
+	NoSenderReports bool
+}
+
+// WHIPAudioCapture is the capture time a CaptureStamps publisher put at
+// the end of an Opus packet.
+func WHIPAudioCapture(payload []byte) (time.Time, bool) {
+	if len(payload) < 9 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(payload[len(payload)-8:]))), true
 }
 
 // dropFactory is an interceptor dropping every n-th outgoing video packet.
@@ -108,6 +137,86 @@ func (d *dropInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interc
 	})
 }
 
+// captureSRFactory makes the interceptor that sends RTCP sender reports
+// on the capture clock: each maps a track's RTP timestamp to the capture
+// time of the sample that carried it.
+type captureSRFactory struct{ p *WHIPPublisher }
+
+func (f captureSRFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &captureSR{p: f.p, last: map[uint32]captureSRPoint{}, stop: make(chan struct{})}, nil
+}
+
+type captureSRPoint struct {
+	ts      uint32
+	capture int64 // Unix ns
+	packets uint32
+	octets  uint32
+}
+
+type captureSR struct {
+	interceptor.NoOp
+	p    *WHIPPublisher
+	mu   sync.Mutex
+	last map[uint32]captureSRPoint // by SSRC
+	stop chan struct{}
+	once sync.Once
+}
+
+func (c *captureSR) BindRTCPWriter(w interceptor.RTCPWriter) interceptor.RTCPWriter {
+	go func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-tick.C:
+			}
+			var pkts []rtcp.Packet
+			c.mu.Lock()
+			for ssrc, pt := range c.last {
+				pkts = append(pkts, &rtcp.SenderReport{SSRC: ssrc, NTPTime: toNTP(time.Unix(0, pt.capture)), RTPTime: pt.ts,
+					PacketCount: pt.packets, OctetCount: pt.octets})
+			}
+			c.mu.Unlock()
+			if len(pkts) > 0 {
+				_, _ = w.Write(pkts, nil)
+			}
+		}
+	}()
+	return w
+}
+
+func (c *captureSR) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	capture := &c.p.capAudio
+	if strings.EqualFold(info.MimeType, webrtc.MimeTypeH264) {
+		capture = &c.p.capVideo
+	}
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		// WriteSample packetizes and writes on its caller's goroutine,
+		// right after the sender stored the sample's capture time.
+		if ct := capture.Load(); ct != 0 {
+			c.mu.Lock()
+			pt := c.last[info.SSRC]
+			c.last[info.SSRC] = captureSRPoint{ts: h.Timestamp, capture: ct, packets: pt.packets + 1, octets: pt.octets + uint32(len(payload))}
+			c.mu.Unlock()
+		}
+		return w.Write(h, payload, a)
+	})
+}
+
+func (c *captureSR) Close() error {
+	c.once.Do(func() { close(c.stop) })
+	return nil
+}
+
+// toNTP is t as a 32.32 NTP timestamp (seconds since 1900).
+func toNTP(t time.Time) uint64 {
+	secs := uint64(t.Unix()) + 2208988800
+	frac := uint64(t.Nanosecond()) << 32 / 1e9
+	return secs<<32 | frac
+}
+
 // WHIPPublisher is a Go (pion) WHIP client sending a clip as RTP.
 type WHIPPublisher struct {
 	pc       *webrtc.PeerConnection
@@ -118,6 +227,10 @@ type WHIPPublisher struct {
 	pli      atomic.Int64
 	dropped  atomic.Int64
 	sentAUs  atomic.Int64
+	// capVideo and capAudio are the capture time (Unix ns) of the sample
+	// each track is writing, for the capture-clock sender reports.
+	capVideo atomic.Int64
+	capAudio atomic.Int64
 	done     chan struct{}
 	doneOnce sync.Once
 }
@@ -155,10 +268,19 @@ func PublishWHIP(ctx context.Context, endpoint string, o WHIPOptions) (*WHIPPubl
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
 	ir := &interceptor.Registry{}
-	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+	p := &WHIPPublisher{client: client, done: make(chan struct{})}
+	if o.NoSenderReports || o.CaptureStamps {
+		rr, err := report.NewReceiverInterceptor()
+		if err != nil {
+			return nil, err
+		}
+		ir.Add(rr)
+		if !o.NoSenderReports {
+			ir.Add(captureSRFactory{p: p})
+		}
+	} else if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, err
 	}
-	p := &WHIPPublisher{client: client, done: make(chan struct{})}
 	if o.DropVideoEvery > 0 {
 		ir.Add(dropFactory{every: o.DropVideoEvery, dropped: &p.dropped})
 	}
@@ -247,16 +369,19 @@ func PublishWHIP(ctx context.Context, endpoint string, o WHIPOptions) (*WHIPPubl
 			p.readRTCP(at.Sender())
 		}()
 	}
+	// Both tracks are captured from t0 on, each sample sent at its
+	// capture time (audio after AudioHold at the earliest).
+	t0 := time.Now()
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.sendH264(sctx, video, o.H264File, o.FPS)
+		p.sendH264(sctx, video, o.H264File, o.FPS, t0, o.CaptureStamps)
 	}()
 	if audio != nil {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.sendOgg(sctx, audio, o.OggFile)
+			p.sendOgg(sctx, audio, o.OggFile, t0, o.AudioHold, o.CaptureStamps)
 		}()
 	}
 	return p, nil
@@ -279,10 +404,9 @@ func (p *WHIPPublisher) readRTCP(s *webrtc.RTPSender) {
 
 // sendH264 sends the access units of an Annex-B file, one every 1/fps,
 // looping the file.
-func (p *WHIPPublisher) sendH264(ctx context.Context, track *webrtc.TrackLocalStaticSample, file string, fps int) {
+func (p *WHIPPublisher) sendH264(ctx context.Context, track *webrtc.TrackLocalStaticSample, file string, fps int, t0 time.Time, stamps bool) {
 	dur := time.Second / time.Duration(fps)
-	tick := time.NewTicker(dur)
-	defer tick.Stop()
+	k := 0 // access units sent: the next one is captured at t0 + k*dur
 	for ctx.Err() == nil {
 		f, err := os.Open(file)
 		if err != nil {
@@ -299,12 +423,18 @@ func (p *WHIPPublisher) sendH264(ctx context.Context, track *webrtc.TrackLocalSt
 			if !hasVCL {
 				return true
 			}
-			select {
-			case <-ctx.Done():
+			capture := t0.Add(time.Duration(k) * dur)
+			if !sleepUntil(ctx, capture) {
 				return false
-			case <-tick.C:
 			}
-			if err := track.WriteSample(media.Sample{Data: append([]byte(nil), au.Bytes()...), Duration: dur}); err != nil {
+			k++
+			var data []byte
+			if stamps {
+				data = append([]byte{0, 0, 0, 1}, gmedia.CaptureSEI(capture)...)
+			}
+			data = append(data, au.Bytes()...)
+			p.capVideo.Store(capture.UnixNano())
+			if err := track.WriteSample(media.Sample{Data: data, Duration: dur}); err != nil {
 				return false
 			}
 			p.sentAUs.Add(1)
@@ -341,9 +471,8 @@ func (p *WHIPPublisher) sendH264(ctx context.Context, track *webrtc.TrackLocalSt
 
 // sendOgg sends the Opus packets of an Ogg file (one per page) in real
 // time, looping the file.
-func (p *WHIPPublisher) sendOgg(ctx context.Context, track *webrtc.TrackLocalStaticSample, file string) {
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
+func (p *WHIPPublisher) sendOgg(ctx context.Context, track *webrtc.TrackLocalStaticSample, file string, t0 time.Time, hold time.Duration, stamps bool) {
+	var captured time.Duration // capture time of the next packet, after t0
 	for ctx.Err() == nil {
 		f, err := os.Open(file)
 		if err != nil {
@@ -368,18 +497,40 @@ func (p *WHIPPublisher) sendOgg(ctx context.Context, track *webrtc.TrackLocalSta
 			if samples == 0 || samples > 48000 {
 				samples = 960
 			}
-			select {
-			case <-ctx.Done():
+			capture := t0.Add(captured)
+			d := time.Duration(samples) * time.Second / 48000
+			captured += d
+			if !sleepUntil(ctx, capture) || !sleepUntil(ctx, t0.Add(hold)) {
 				f.Close()
 				return
-			case <-tick.C:
 			}
-			if err := track.WriteSample(media.Sample{Data: page, Duration: time.Duration(samples) * time.Second / 48000}); err != nil {
+			data := page
+			if stamps {
+				data = binary.BigEndian.AppendUint64(append([]byte(nil), page...), uint64(capture.UnixNano()))
+			}
+			p.capAudio.Store(capture.UnixNano())
+			if err := track.WriteSample(media.Sample{Data: data, Duration: d}); err != nil {
 				f.Close()
 				return
 			}
 		}
 		f.Close()
+	}
+}
+
+// sleepUntil waits until t, or returns false when ctx ends first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tm.C:
+		return true
 	}
 }
 
