@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"hash/fnv"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -196,12 +197,16 @@ func FFmpegPublish(t testing.TB, clip, format, url string, extra ...string) *Pro
 // and UDP (memberlist binds both on one port). It is drawn at random below
 // Linux's ephemeral range (32768-60999), so that the kernel does not hand
 // it to some client's outgoing connection before the test binds it, and
-// tests running in parallel packages rarely draw the same one. network is
-// kept for readability at call sites.
+// tests running in parallel packages rarely draw the same one: each
+// package (the test binary runs in its folder) draws from its own slice of
+// 2,000 ports of the 12,000, so two packages running at once share a slice
+// only one time in six. A port checked free here can still be taken
+// before the test binds it by another package's node. network is kept for
+// readability at call sites.
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
 	for i := 0; i < 200; i++ {
-		p := 20000 + rand.IntN(12000)
+		p := portSlice() + rand.IntN(2000)
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
 			continue
@@ -216,6 +221,14 @@ func FreePort(t testing.TB, network string) int {
 	}
 	t.Fatalf("no free %s port found", network)
 	return 0
+}
+
+// portSlice is the first port of this package's slice of FreePort's range.
+func portSlice() int {
+	dir, _ := os.Getwd()
+	h := fnv.New32a()
+	h.Write([]byte(dir))
+	return 20000 + 2000*int(h.Sum32()%6)
 }
 
 // Eventually polls cond every 20 ms until it returns true or d passes, then
