@@ -2,9 +2,13 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -383,6 +387,44 @@ func beladySim(seq []int, sizes []int64, capacity int64) (hit, total int64) {
 		}
 	}
 	return hit, total
+}
+
+// diskCacheSim replays a sequence through a real vod.DiskCache (the
+// nodes' cache, in a temporary folder) of the given capacity, each chunk
+// a synthetic one of its size: a hit is an Open that finds it, a miss is
+// followed by a Put, as the node's fetcher does.
+func diskCacheSim(b *testing.B) cacheSim {
+	return func(seq []int, sizes []int64, capacity int64) (hit, total int64) {
+		dir := b.TempDir()
+		c, err := vod.NewDiskCache(vod.DiskCacheConfig{Dir: dir, MaxBytes: capacity}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		content := func(id int) []byte {
+			buf := make([]byte, sizes[id])
+			binary.LittleEndian.PutUint64(buf, uint64(id)+1)
+			return buf
+		}
+		digests := make(map[int]vod.Digest)
+		for _, id := range seq {
+			total += sizes[id]
+			d, ok := digests[id]
+			if !ok {
+				d = vod.Digest(sha256.Sum256(content(id)))
+				digests[id] = d
+			}
+			if rc, _, err := c.Open(d); err == nil {
+				rc.Close()
+				hit += sizes[id]
+				continue
+			}
+			if _, err := c.Put(bytes.NewReader(content(id))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return hit, total
+	}
 }
 
 // replayResult is what one system answered to the trace.
@@ -765,6 +807,11 @@ func BenchmarkVodClusterOriginOffload(b *testing.B) {
 	}
 	beladyEdges, beladyCluster := offline(beladySim)
 	lruEdges, lruCluster := offline(lruSim)
+	// The node's own cache policy (vod.DiskCache, W-TinyLFU) as one cache
+	// of all the edges' bytes on the same sequence: what the policy can do
+	// when the cluster's caches hold no chunk twice, apart from how the
+	// nodes share the chunks.
+	_, policyCluster := offline(diskCacheSim(b))
 
 	runs := []*gradientRun{replayGradient(b, cl, "gradient, replicas 1 (caches only)", main, probe, p.concurrency)}
 	// nginx, on the same chunk files.
@@ -819,8 +866,8 @@ func BenchmarkVodClusterOriginOffload(b *testing.B) {
 	}
 
 	nHit := 1 - float64(nOrigin)/float64(traceBytes)
-	fmt.Printf("offline on the trace, byte hit ratio: Belady %.3f per edge (independent edges) / %.3f as one cache of all edges' bytes; LRU %.3f per edge / %.3f as one cache\n",
-		beladyEdges, beladyCluster, lruEdges, lruCluster)
+	fmt.Printf("offline on the trace, byte hit ratio: Belady %.3f per edge (independent edges) / %.3f as one cache of all edges' bytes; LRU %.3f per edge / %.3f as one cache; the nodes' DiskCache (W-TinyLFU) as one cache %.3f (%.2f× Belady)\n",
+		beladyEdges, beladyCluster, lruEdges, lruCluster, policyCluster, policyCluster/beladyCluster)
 	fmt.Printf("nginx %s proxy_cache edges (anchor): origin %.1f MB of %.1f MB served, offload %.1f %%; byte hit ratio %.3f = %.2f× Belady per edge, %.2f× LRU per edge\n",
 		nginxVersion(nginxBin), float64(nOrigin)/1e6, float64(traceBytes)/1e6, 100*nHit, nHit, nHit/beladyEdges, nHit/lruEdges)
 	for _, r := range runs {

@@ -147,9 +147,9 @@ func TestVoDTitlesAreListedPlayedAndRemovedAcrossTheCluster(t *testing.T) {
 	}
 
 	// n1 restarted on the same data folder still lists the title.
-	testutil.Eventually(t, 10*time.Second, "n1 lists the title before its restart", func() bool {
-		_, ok := listedTitle(t, n1, id)
-		return ok
+	testutil.Eventually(t, 10*time.Second, "n1 lists the title ready before its restart", func() bool {
+		x, ok := listedTitle(t, n1, id)
+		return ok && x.State == vod.StateReady
 	})
 	cfg1 := n1.Config()
 	n1.Close()

@@ -46,7 +46,7 @@ func (s *Service) startChunks() error {
 		return err
 	}
 	s.allow, _ = parseNetworks(s.cfg.AllowNetworks) // checked by Validate
-	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, TLS: s.PeerTLS, Owners: max(2, s.cfg.Replicas), Pinned: max(0, s.cfg.Replicas-1), Parent: strings.TrimRight(s.cfg.Parent, "/"), Origin: s.origin}, s.store, s.cache, s.Peers, s.log)
+	s.fetch = NewFetcher(FetcherConfig{Secret: s.Secret, TLS: s.PeerTLS, Owners: max(1, s.cfg.Replicas), Pinned: max(0, s.cfg.Replicas-1), Parent: strings.TrimRight(s.cfg.Parent, "/"), Origin: s.origin}, s.store, s.cache, s.Peers, s.log)
 	s.manifests = newManifestCache(64)
 	if s.FetchManifest == nil {
 		s.FetchManifest = s.fetchSmall

@@ -32,8 +32,10 @@ type FetcherConfig struct {
 	// VerifyPeerRequest).
 	Secret string
 	// Owners is how many first rendezvous owners of a chunk may fill it
-	// from the origin (default 2): the origin's upload is spent on them,
-	// and every other node gets the chunk from them.
+	// from the origin (default 2; a node passes vod.replicas, at least
+	// 1): the origin's upload is spent on them, and every other node gets
+	// the chunk from them (and keeps a copy only of what is hot there,
+	// see DiskCache.Admits).
 	Owners int
 	// Pinned is how many first rendezvous owners of a chunk (among the
 	// members other than its origin) pin it in their store: vod.replicas
@@ -67,6 +69,15 @@ type ChunkCache interface {
 }
 
 var _ ChunkCache = (*ChunkStore)(nil)
+
+// admitter is a ChunkCache with an admission policy (DiskCache): Admits
+// counts a request of chunk d that the fetcher got from elsewhere and
+// reports whether the cache would keep a copy.
+type admitter interface {
+	Admits(d Digest, size int64) bool
+}
+
+var _ admitter = (*DiskCache)(nil)
 
 // peerChunkPath is the internal route of chunk requests between nodes.
 const peerChunkPath = "/internal/vod/chunks/"
@@ -207,7 +218,7 @@ func (f *Fetcher) ServeChunk(w http.ResponseWriter, r *http.Request, d Digest, c
 		w.WriteHeader(http.StatusNotModified)
 		return
 	}
-	fl, err := f.flightFor(d, origin, false)
+	fl, err := f.flightFor(d, origin, false, false)
 	if err != nil {
 		f.refuse(w, d, err)
 		return
@@ -250,7 +261,7 @@ func (f *Fetcher) ServePeer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.count(func() { f.misses++ })
-	fl, err := f.flightFor(d, q.Get("origin"), true)
+	fl, err := f.flightFor(d, q.Get("origin"), true, false)
 	if err != nil {
 		if !errors.Is(err, errNoSource) && !errors.Is(err, errBusy) {
 			f.log.Debug("peer fill refused", "digest", d.String(), "peer", node, "err", err)
@@ -267,7 +278,7 @@ func (f *Fetcher) Prefetch(d Digest, origin string) {
 	if f.holds(d) {
 		return
 	}
-	if _, err := f.flightFor(d, origin, false); err != nil && !errors.Is(err, errNoSource) {
+	if _, err := f.flightFor(d, origin, false, true); err != nil && !errors.Is(err, errNoSource) {
 		f.log.Debug("prefetch not started", "digest", d.String(), "err", err)
 	}
 }

@@ -24,6 +24,14 @@ type flight struct {
 	d       Digest
 	origin  string
 	peerHop bool // started by a peer's fill: reads the pinned owners and the origin only
+	// keep: the chunk goes through the cache's window when it arrives
+	// (this node is one of its filling owners, or a peer asked it to
+	// fill — an owner as the peer sees it, or its vod.parent — or the
+	// fetch is a prefetch); otherwise it is kept only if DiskCache.Admits says so: a
+	// node does not hold a second copy of what the owners hold unless it
+	// is asked for often here, so the caches of a cluster hold more
+	// distinct chunks between them.
+	keep bool
 	// joinable: the flight asks to fill only owners ranked before this
 	// node, so a peer's fill may wait on it without a circle.
 	joinable bool
@@ -63,7 +71,7 @@ func (fl *flight) avail() int {
 // such a flight may be asking the very owner whose fill this is, and
 // joining would make the two wait on each other until the stall timeout. It is refused with errBusy instead, and the
 // asker goes on to its next source.
-func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, error) {
+func (f *Fetcher) flightFor(d Digest, origin string, peerHop, prefetch bool) (*flight, error) {
 	f.mu.Lock()
 	fl := f.flights[d]
 	closed := f.closed
@@ -75,7 +83,7 @@ func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, err
 		return fl.join(peerHop)
 	}
 	// Sources are listed outside the lock: Peers is the node's code.
-	srcs := f.sources(d, origin, peerHop)
+	srcs, rank := f.sourcesAndRank(d, origin, peerHop)
 	if len(srcs) == 0 {
 		return nil, fmt.Errorf("chunk %s (origin %q): %w", d, origin, errNoSource)
 	}
@@ -87,7 +95,7 @@ func (f *Fetcher) flightFor(d Digest, origin string, peerHop bool) (*flight, err
 	if other := f.flights[d]; other != nil {
 		return other.join(peerHop) // started meanwhile
 	}
-	fl = &flight{d: d, origin: origin, peerHop: peerHop, size: -1,
+	fl = &flight{d: d, origin: origin, peerHop: peerHop, size: -1, keep: prefetch || peerHop || rank >= 0,
 		joinable: !slices.ContainsFunc(srcs, func(s source) bool { return s.fill && !s.below })}
 	fl.cond.L = &fl.mu
 	f.flights[d] = fl
@@ -138,7 +146,11 @@ func (f *Fetcher) runFlight(fl *flight, srcs []source) {
 	fl.mu.Lock()
 	b := fl.buf
 	fl.mu.Unlock()
-	if c, perr := f.cache.Put(bytes.NewReader(b)); perr != nil {
+	if a, ok := f.cache.(admitter); ok && !fl.keep && !a.Admits(fl.d, int64(len(b))) {
+		// Not kept: the chunk's owners hold it, and it is not asked for
+		// here often enough to displace what the cache holds (the access
+		// is counted: the next one may win).
+	} else if c, perr := f.cache.Put(bytes.NewReader(b)); perr != nil {
 		// The viewers have their bytes; the next miss fetches again.
 		f.log.Error("fetched chunk not cached", "digest", fl.d.String(), "err", perr)
 	} else if c.Digest != fl.d {

@@ -59,6 +59,14 @@ func (s source) url(d Digest, origin string) string {
 // there is one, comes last: the origin node may be gone, or may not keep
 // the titles it packaged there.
 func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
+	out, _ := f.sourcesAndRank(d, origin, peerHop)
+	return out
+}
+
+// sourcesAndRank is sources, and this node's rank among the chunk's
+// filling owners (-1: not one of them).
+func (f *Fetcher) sourcesAndRank(d Digest, origin string, peerHop bool) ([]source, int) {
+	selfRank := -1
 	self := f.peers.Self()
 	alive := f.peers.Alive()
 	byName := make(map[string]Peer, len(alive))
@@ -71,9 +79,14 @@ func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 		names = append(names, p.Name)
 	}
 	var out []source
+	// The owners are ranked among the members other than the origin (as
+	// the pinner ranks them): the origin, an owner of some chunks
+	// otherwise and often the fastest, would be asked first and upload
+	// each chunk once per edge rather than once per owner.
+	others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == origin })
+	owners := Owners(d, others)
+	selfRank = slices.Index(owners[:min(len(owners), f.cfg.Owners)], self)
 	if peerHop && f.cfg.Pinned > 0 {
-		others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == origin })
-		owners := Owners(d, others)
 		for _, n := range owners[:min(len(owners), f.cfg.Pinned)] {
 			if n != self {
 				out = append(out, source{peer: byName[n]})
@@ -81,19 +94,12 @@ func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 		}
 	}
 	if !peerHop {
-		// The owners are ranked among the members other than the origin
-		// (as the pinner ranks them): the origin, an owner of some chunks
-		// otherwise and often the fastest, would be asked first and upload
-		// each chunk once per edge rather than once per owner.
-		others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == origin })
-		owners := Owners(d, others)
 		// A node that is itself one of the filling owners asks only the
 		// owners ranked before it to fill (the first owner asks nobody),
 		// the others only for what they hold. Fills then wait only on
 		// owners of a lower rank, never in a circle, so another node's
 		// fill may join this node's flight (see flight.join) instead of
 		// being turned away to the origin.
-		selfRank := slices.Index(owners[:min(len(owners), f.cfg.Owners)], self)
 		for i, n := range owners {
 			if len(out) >= 2*f.cfg.Owners {
 				break
@@ -118,5 +124,5 @@ func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 	if f.cfg.Origin != nil {
 		out = append(out, source{peer: Peer{Name: f.cfg.Origin.Name()}, store: true})
 	}
-	return out
+	return out, selfRank
 }

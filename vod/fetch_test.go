@@ -878,3 +878,66 @@ func TestFetchNoGoodSource(t *testing.T) {
 		t.Fatalf("unknown chunk: %d", res.status)
 	}
 }
+
+// TestFetchANonOwnerKeepsOnlyWhatIsHotThere: a node that is not one of a
+// chunk's filling owners serves it from the owner and keeps no copy of
+// its own until the chunk has been asked for there hotCopyRequests times
+// (the owner holds it, one hop away); then it keeps it and serves it
+// itself. A prefetch is kept at once (it is fetched for the viewer's next
+// request here).
+func TestFetchANonOwnerKeepsOnlyWhatIsHotThere(t *testing.T) {
+	cfg := FetcherConfig{Owners: 1, Secret: testSecret}
+	c := newTestCluster(t, cfg, "n1", "n2", "n3")
+	data := randomBytes(31, 200<<10)
+	d := Digest(sha256.Sum256(data))
+	r := c.roles(d, "")
+	owner, origin := r[0], r[1]
+	putChunk(t, origin.local, data)
+	// The viewer's node: in the cluster's view (its Alive list) but not
+	// an owner of d, with a DiskCache as in a node.
+	var self string
+	for _, n := range r[1:] {
+		if n != origin {
+			self = n.name
+		}
+	}
+	cache := newTestDiskCache(t, DiskCacheConfig{Dir: t.TempDir(), MaxBytes: 64 << 20})
+	log, _ := bufferedLogger(t)
+	edge := NewFetcher(cfg, nil, cache, staticPeers{self, c}, log)
+	t.Cleanup(func() { edge.Close() })
+	get := func() {
+		t.Helper()
+		rec := httptest.NewRecorder()
+		edge.ServeChunk(rec, httptest.NewRequest("GET", "/vod/chunks/"+d.String()+".m4s", nil), d, "video/mp4", origin.name)
+		if rec.Code != 200 || !bytes.Equal(rec.Body.Bytes(), data) {
+			t.Fatalf("GET: %d, %d bytes", rec.Code, rec.Body.Len())
+		}
+		waitFor(t, "the flight to end", func() bool { return edge.Stats().FlightsInFlight == 0 })
+	}
+	for i := 1; i < hotCopyRequests; i++ {
+		get()
+		if cache.Has(d) {
+			t.Fatalf("request %d: a non-owner kept a copy of a chunk asked for %d times", i, i)
+		}
+		if n := owner.peerReqs.Load(); n != int64(i) {
+			t.Fatalf("request %d: the owner was asked %d times", i, n)
+		}
+	}
+	get()
+	if !cache.Has(d) {
+		t.Fatalf("a chunk asked for %d times here was not kept", hotCopyRequests)
+	}
+	get()
+	if n, st := owner.peerReqs.Load(), edge.Stats(); n != hotCopyRequests || st.Hits != 1 {
+		t.Fatalf("after the copy: owner asked %d times (want %d), edge hits %d (want 1)", n, hotCopyRequests, st.Hits)
+	}
+	if origin.peerReqs.Load() != 1 {
+		t.Fatalf("the origin was asked %d times, want once (by the owner)", origin.peerReqs.Load())
+	}
+
+	// A prefetch is kept at once.
+	data2 := randomBytes(32, 100<<10)
+	d2 := putChunk(t, origin.local, data2)
+	edge.Prefetch(d2, origin.name)
+	waitFor(t, "the prefetched chunk in the cache", func() bool { return cache.Has(d2) && edge.Stats().FlightsInFlight == 0 })
+}
