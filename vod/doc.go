@@ -41,6 +41,14 @@
 // in a small cache) dropped nearly every new chunk before it was read
 // again; at production sizes the two behave alike.
 //
+// In a cluster the caches are one cache partitioned by rendezvous owner: a
+// node keeps a chunk it fetched for its own viewers only if it is one of
+// the chunk's vod.replicas filling owners, or was asked to fill it by a
+// peer, or prefetched it, or once the chunk is hot there (DiskCache.Admits:
+// 8 recent requests, then the duel). A copy a non-owner keeps is bytes
+// taken from the cluster's cache; one near the viewer pays only for the
+// hottest chunks.
+//
 // vod knows nothing of live streams: a Recording takes H.264 access units
 // and audio frames in its own terms; the node reads a stream from the hub
 // and writes them.
