@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
@@ -79,7 +80,8 @@ func (r ladderResult) cpuPerLadderSecond() float64 { return r.cpu / (r.frames / 
 
 // ffmpegLadder runs the anchor command paced (-re) for seconds and returns
 // its frames and CPU time.
-func ffmpegLadder(b *testing.B, clip string, seconds int) ladderResult {
+// With pin, ffmpeg runs under `taskset -c 0` (one CPU).
+func ffmpegLadder(b *testing.B, clip string, seconds int, pin bool) ladderResult {
 	var fc strings.Builder
 	fc.WriteString("[0:v]split=4")
 	for i := range ladderRungs {
@@ -97,6 +99,10 @@ func ffmpegLadder(b *testing.B, clip string, seconds int) ladderResult {
 			"-x264-params", "keyint=infinite:scenecut=0:repeat-headers=1", "-f", "null", "-")
 	}
 	ff := exec.Command("ffmpeg", args...)
+	if pin {
+		// taskset execs ffmpeg: the same process, whose CPU time is read.
+		ff = exec.Command("taskset", append([]string{"-c", "0", "ffmpeg"}, args...)...)
+	}
 	out := &cappedBuffer{}
 	ff.Stdout, ff.Stderr = out, out
 	t0 := time.Now()
@@ -110,6 +116,21 @@ func ffmpegLadder(b *testing.B, clip string, seconds int) ladderResult {
 	n, _ := strconv.Atoi(frames[len(frames)-1][1])
 	return ladderResult{frames: float64(n), cpu: (ff.ProcessState.UserTime() + ff.ProcessState.SystemTime()).Seconds(),
 		wall: time.Since(t0).Seconds()}
+}
+
+// pinProcess restricts every thread of this process (and the threads
+// they start) to CPU 0 with taskset, and returns what undoes it.
+func pinProcess(b *testing.B) func() {
+	pid := strconv.Itoa(os.Getpid())
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", "0", pid).CombinedOutput(); err != nil {
+		b.Fatalf("taskset: %v\n%s", err, out)
+	}
+	return func() {
+		all := fmt.Sprintf("0-%d", runtime.NumCPU()-1)
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", all, pid).CombinedOutput(); err != nil {
+			b.Fatalf("taskset: %v\n%s", err, out)
+		}
+	}
 }
 
 // serverletLadder runs the four rungs through a serverlet manager (with
@@ -183,7 +204,7 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 	// turns, ladderRounds times, and their sums are compared.
 	var ff, sh, un ladderResult
 	for round := 1; round <= ladderRounds; round++ {
-		f := ffmpegLadder(b, clip, int(ladderWindow/time.Second))
+		f := ffmpegLadder(b, clip, int(ladderWindow/time.Second), false)
 		s := serverletLadder(b, clip, true)
 		u := serverletLadder(b, clip, false)
 		fmt.Printf("  round %d: ffmpeg %.1f, shared %.1f, per-rung decoders %.1f ladder frames per CPU-second (load average %s)\n",
@@ -205,6 +226,20 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 			s.r.threadsCPU, (s.r.frames/s.r.threadsCPU)/ffRate, s.r.frames/s.r.wall, s.r.dropped)
 	}
 	fmt.Printf("shared decode vs one decoder per rung: %.2f x the ladder frames per CPU-second\n", sh.rate()/un.rate())
+	// ffmpeg 5.1 runs decode, filters and the four encoders of this
+	// command on one thread; the serverlets run the decoder and each rung
+	// on threads of their own, in parallel on the CPUs. Both serialised on
+	// one CPU, the figure compares the work per ladder frame alone, apart
+	// from what running in parallel costs or saves.
+	if _, err := exec.LookPath("taskset"); err == nil {
+		fp := ffmpegLadder(b, clip, int(ladderWindow/time.Second), true)
+		unpin := pinProcess(b)
+		sp := serverletLadder(b, clip, true)
+		unpin()
+		fmt.Printf("both on one CPU (taskset): ffmpeg %.1f, shared decode %.1f ladder frames per CPU-second = %.2f x ffmpeg (shared decode unpinned above: %.2f x its pinned rate)\n",
+			fp.rate(), sp.rate(), sp.rate()/fp.rate(), sh.rate()/sp.rate())
+		b.ReportMetric(sp.rate()/fp.rate(), "x-ffmpeg-shared-1cpu")
+	}
 	cores := float64(runtime.NumCPU())
 	fmt.Printf("ladders in real time on %.0f cores (estimate: cores / CPU-s per ladder-second): ffmpeg %.1f, shared %.1f, per-rung decoders %.1f "+
 		"(%.3f, %.3f, %.3f CPU-s per ladder-second)\n",
