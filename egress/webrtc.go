@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gradient-cdn/gradient/internal/defaults"
+	"github.com/gradient-cdn/gradient/internal/rtcmedia"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -170,25 +171,8 @@ var h264Profiles = []string{"42e01f", "42001f", "4d001f", "64001f"}
 func (w *WebRTC) newAPI(se webrtc.SettingEngine) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: "nack"}, {Type: "nack", Parameter: "pli"}}
-	for i, p := range h264Profiles {
-		if err := me.RegisterCodec(webrtc.RTPCodecParameters{
-			RTPCodecCapability: webrtc.RTPCodecCapability{
-				MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
-				SDPFmtpLine:  "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + p,
-				RTCPFeedback: fb,
-			},
-			PayloadType: webrtc.PayloadType(102 + 2*i),
-		}, webrtc.RTPCodecTypeVideo); err != nil {
-			return nil, fmt.Errorf("webrtc egress: register H264: %w", err)
-		}
-	}
-	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{
-			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
-		},
-		PayloadType: 111,
-	}, webrtc.RTPCodecTypeAudio); err != nil {
-		return nil, fmt.Errorf("webrtc egress: register Opus: %w", err)
+	if err := rtcmedia.RegisterH264Opus(me, h264Profiles, fb); err != nil {
+		return nil, fmt.Errorf("webrtc egress: %w", err)
 	}
 
 	// Only RTCP sender reports (for A/V sync); NACKs are answered from the

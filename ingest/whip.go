@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gradient-cdn/gradient/internal/defaults"
+	"github.com/gradient-cdn/gradient/internal/rtcmedia"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -146,25 +147,8 @@ var whipH264Profiles = []string{"42e01f", "42001f", "4d001f", "64001f", "640c1f"
 func (s *WHIPServer) Start() error {
 	me := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
-	for i, p := range whipH264Profiles {
-		if err := me.RegisterCodec(webrtc.RTPCodecParameters{
-			RTPCodecCapability: webrtc.RTPCodecCapability{
-				MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
-				SDPFmtpLine:  "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + p,
-				RTCPFeedback: fb,
-			},
-			PayloadType: webrtc.PayloadType(102 + 2*i),
-		}, webrtc.RTPCodecTypeVideo); err != nil {
-			return fmt.Errorf("whip: register H264: %w", err)
-		}
-	}
-	if err := me.RegisterCodec(webrtc.RTPCodecParameters{
-		RTPCodecCapability: webrtc.RTPCodecCapability{
-			MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1",
-		},
-		PayloadType: 111,
-	}, webrtc.RTPCodecTypeAudio); err != nil {
-		return fmt.Errorf("whip: register Opus: %w", err)
+	if err := rtcmedia.RegisterH264Opus(me, whipH264Profiles, fb); err != nil {
+		return fmt.Errorf("whip: %w", err)
 	}
 	// Receiver reports and transport-wide congestion control feedback, so
 	// that a browser's bandwidth estimate follows the path. No NACKs: a
