@@ -1,16 +1,18 @@
 package bench
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
-	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,8 +46,11 @@ var ladderRungs = []struct {
 }
 
 const (
-	ladderWindow = 15 * time.Second
-	ladderRounds = 2
+	ladderWindow = 8 * time.Second
+	ladderRounds = 4
+	// ladderWarmUp passes before each side's window: encoders opened,
+	// queues settled.
+	ladderWarmUp = 3 * time.Second
 )
 
 // ladderClip is a 1080p30 H.264 clip (testsrc2, libx264, 5 Mbit/s, an IDR
@@ -78,9 +83,10 @@ func (r *ladderResult) add(o ladderResult) {
 // cpuPerLadderSecond is the CPU a ladder costs per second of video.
 func (r ladderResult) cpuPerLadderSecond() float64 { return r.cpu / (r.frames / 30) }
 
-// ffmpegLadder runs the anchor command paced (-re) for seconds and returns
-// its frames and CPU time.
-// With pin, ffmpeg runs under `taskset -c 0` (one CPU).
+// ffmpegLadder runs the anchor command paced (-re) and returns the frames
+// it made and the CPU time it took in a window of seconds after
+// ladderWarmUp, as serverletLadder measures its side. With pin, ffmpeg
+// runs under `taskset -c 0` (one CPU).
 func ffmpegLadder(b *testing.B, clip string, seconds int, pin bool) ladderResult {
 	var fc strings.Builder
 	fc.WriteString("[0:v]split=4")
@@ -90,7 +96,7 @@ func ffmpegLadder(b *testing.B, clip string, seconds int, pin bool) ladderResult
 	for i, r := range ladderRungs {
 		fmt.Fprintf(&fc, ";[s%d]scale=%d:%d:flags=bicubic,format=yuv420p[o%d]", i, r.w, r.h, i)
 	}
-	args := []string{"-hide_banner", "-nostats", "-threads", "1", "-re", "-stream_loop", "-1", "-t", strconv.Itoa(seconds),
+	args := []string{"-hide_banner", "-nostats", "-threads", "1", "-re", "-stream_loop", "-1", "-t", strconv.Itoa(seconds+int(ladderWarmUp/time.Second)+2),
 		"-i", clip, "-filter_threads", "1", "-filter_complex_threads", "1", "-filter_complex", fc.String()}
 	for i, r := range ladderRungs {
 		k := strconv.Itoa(r.kbps) + "k"
@@ -98,24 +104,62 @@ func ffmpegLadder(b *testing.B, clip string, seconds int, pin bool) ladderResult
 			"-b:v", k, "-maxrate", k, "-bufsize", k, "-bf", "0", "-threads", "1", "-force_key_frames", "source",
 			"-x264-params", "keyint=infinite:scenecut=0:repeat-headers=1", "-f", "null", "-")
 	}
+	args = append(args, "-progress", "pipe:1", "-stats_period", "0.25")
 	ff := exec.Command("ffmpeg", args...)
 	if pin {
 		// taskset execs ffmpeg: the same process, whose CPU time is read.
 		ff = exec.Command("taskset", append([]string{"-c", "0", "ffmpeg"}, args...)...)
 	}
-	out := &cappedBuffer{}
-	ff.Stdout, ff.Stderr = out, out
-	t0 := time.Now()
-	if err := ff.Run(); err != nil {
-		b.Fatalf("ffmpeg: %v\n%s", err, out.String())
+	stdout, err := ff.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
 	}
-	frames := regexp.MustCompile(`frame=\s*(\d+)`).FindAllStringSubmatch(out.String(), -1)
-	if len(frames) == 0 {
-		b.Fatalf("no frame count in ffmpeg's output:\n%s", out.String())
+	errOut := &cappedBuffer{}
+	ff.Stderr = errOut
+	if err := ff.Start(); err != nil {
+		b.Fatalf("ffmpeg: %v", err)
 	}
-	n, _ := strconv.Atoi(frames[len(frames)-1][1])
-	return ladderResult{frames: float64(n), cpu: (ff.ProcessState.UserTime() + ff.ProcessState.SystemTime()).Seconds(),
-		wall: time.Since(t0).Seconds()}
+	defer func() {
+		ff.Process.Kill()
+		ff.Wait()
+	}()
+	// -progress writes frame=N every 0.25 s: the frames output so far.
+	var frames atomic.Int64
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "frame="); ok {
+				if n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64); err == nil {
+					frames.Store(n)
+				}
+			}
+		}
+	}()
+	// The same warm-up and window as the serverlet side: ffmpeg's start
+	// (opening four encoders) is not counted, nor is the serverlets'.
+	time.Sleep(ladderWarmUp)
+	f0, c0, t0 := frames.Load(), procCPU(b, ff.Process.Pid), time.Now()
+	time.Sleep(time.Duration(seconds) * time.Second)
+	f1, c1, el := frames.Load(), procCPU(b, ff.Process.Pid), time.Since(t0)
+	if f1 <= f0 {
+		b.Fatalf("ffmpeg made no frame in the window:\n%s", errOut.String())
+	}
+	return ladderResult{frames: float64(f1 - f0), cpu: (c1 - c0).Seconds(), wall: el.Seconds()}
+}
+
+// procCPU is the user+system CPU time of process pid so far
+// (/proc/pid/stat, in clock ticks of 10 ms).
+func procCPU(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name (in parentheses, which may hold
+	// spaces): utime and stime are the 12th and 13th after it.
+	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // pinProcess restricts every thread of this process (and the threads
@@ -167,7 +211,7 @@ func serverletLadder(b *testing.B, clip string, shared bool) ladderResult {
 		go drain(rd)
 		defer rd.Close()
 	}
-	time.Sleep(3 * time.Second) // warm-up: a benchmark, not a test condition
+	time.Sleep(ladderWarmUp) // a benchmark, not a test condition
 	// Ladder frames: the rungs' output frames over the number of rungs (a
 	// rung that lost frames to a full queue counts for what it made).
 	sum := func(st serverlet.Stats) (frames float64, cpu float64) {
@@ -200,13 +244,23 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 	clip := ladderClip(b)
 	astiav.SetLogLevel(astiav.LogLevelError) // libx264's banner per rung
 	fmt.Printf("  load average before: %s\n", loadAvg())
-	// The machine is shared and its load drifts: the three sides take
-	// turns, ladderRounds times, and their sums are compared.
+	// The machine is shared and its speed drifts over minutes: the three
+	// sides take turns in short windows, ladderRounds times, in an order
+	// reversed every other round, and their sums are compared.
 	var ff, sh, un ladderResult
 	for round := 1; round <= ladderRounds; round++ {
-		f := ffmpegLadder(b, clip, int(ladderWindow/time.Second), false)
-		s := serverletLadder(b, clip, true)
-		u := serverletLadder(b, clip, false)
+		var f, s, u ladderResult
+		sides := []func(){
+			func() { f = ffmpegLadder(b, clip, int(ladderWindow/time.Second), false) },
+			func() { s = serverletLadder(b, clip, true) },
+			func() { u = serverletLadder(b, clip, false) },
+		}
+		if round%2 == 0 {
+			slices.Reverse(sides)
+		}
+		for _, side := range sides {
+			side()
+		}
 		fmt.Printf("  round %d: ffmpeg %.1f, shared %.1f, per-rung decoders %.1f ladder frames per CPU-second (load average %s)\n",
 			round, f.rate(), s.rate(), u.rate(), loadAvg())
 		ff.add(f)
@@ -214,7 +268,7 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 		un.add(u)
 	}
 	ffRate := ff.rate()
-	fmt.Printf("ffmpeg -filter_complex split=4, -re (anchor): %.0f ladder frames in %.2f CPU-s = %.1f ladder frames per CPU-second\n",
+	fmt.Printf("ffmpeg -filter_complex split=4, -re (anchor; CPU of the process over the same windows): %.0f ladder frames in %.2f CPU-s = %.1f ladder frames per CPU-second\n",
 		ff.frames, ff.cpu, ffRate)
 	for _, s := range []struct {
 		name string
