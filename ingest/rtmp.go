@@ -22,6 +22,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
 	"github.com/gradient-cdn/gradient/auth"
+	"github.com/gradient-cdn/gradient/internal/connlimit"
 	"github.com/gradient-cdn/gradient/media"
 )
 
@@ -64,6 +65,9 @@ type RTMPServer struct {
 	started bool
 	closed  bool
 	wg      sync.WaitGroup // the accept loop and one per connection
+	// rejects lets one "publish rejected" line a minute through per
+	// client address, code and reason (SRT: and stream id).
+	rejects *connlimit.Every
 }
 
 // NewRTMPServer returns a server for hub; Start binds it.
@@ -79,11 +83,12 @@ func NewRTMPServer(cfg RTMPConfig, hub *media.Hub, log *slog.Logger) (*RTMPServe
 		return nil, fmt.Errorf("rtmp server: %w", err)
 	}
 	return &RTMPServer{
-		cfg:   cfg,
-		hub:   hub,
-		log:   log.With("component", "rtmp"),
-		paths: map[string]struct{}{},
-		conns: map[net.Conn]struct{}{},
+		cfg:     cfg,
+		hub:     hub,
+		log:     log.With("component", "rtmp"),
+		paths:   map[string]struct{}{},
+		rejects: connlimit.NewEvery(time.Minute),
+		conns:   map[net.Conn]struct{}{},
 	}, nil
 }
 
@@ -534,7 +539,7 @@ func (c *rtmpConn) logEnd(err error) {
 	case errors.As(err, &rej):
 		// Once a minute per client, code and reason: a publisher retrying
 		// with a wrong key must not flood the log.
-		if rejectLog.Allow(fmt.Sprintf("%p %s %s %s", c.s, hostOf(c.remote), rej.code, rej.reason)) {
+		if c.s.rejects.Allow(fmt.Sprintf("%s %s %s", hostOf(c.remote), rej.code, rej.reason)) {
 			c.log.Info("rtmp publish rejected", "reason", rej.reason, "code", rej.code)
 		}
 	case c.path == "" && errors.As(err, &ne) && ne.Timeout():

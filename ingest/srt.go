@@ -15,6 +15,7 @@ import (
 	srt "github.com/datarhei/gosrt"
 
 	"github.com/gradient-cdn/gradient/auth"
+	"github.com/gradient-cdn/gradient/internal/connlimit"
 	"github.com/gradient-cdn/gradient/internal/defaults"
 	"github.com/gradient-cdn/gradient/internal/listenaddr"
 	"github.com/gradient-cdn/gradient/media"
@@ -140,6 +141,9 @@ type SRTServer struct {
 	started bool
 	closed  bool
 	wg      sync.WaitGroup // the accept loop and one per connection
+	// rejects lets one "publish rejected" line a minute through per
+	// client address, code and reason (SRT: and stream id).
+	rejects *connlimit.Every
 }
 
 // NewSRTServer returns a server for hub; Start binds it.
@@ -155,11 +159,12 @@ func NewSRTServer(cfg SRTConfig, hub *media.Hub, log *slog.Logger) (*SRTServer, 
 		return nil, fmt.Errorf("srt server: %w", err)
 	}
 	return &SRTServer{
-		cfg:   cfg,
-		hub:   hub,
-		log:   log.With("component", "srt"),
-		paths: map[string]struct{}{},
-		conns: map[*srtConn]struct{}{},
+		cfg:     cfg,
+		hub:     hub,
+		log:     log.With("component", "srt"),
+		paths:   map[string]struct{}{},
+		rejects: connlimit.NewEvery(time.Minute),
+		conns:   map[*srtConn]struct{}{},
 	}, nil
 }
 
@@ -312,7 +317,7 @@ func (s *SRTServer) handle(req srt.ConnRequest) {
 	}
 	if rej != nil {
 		req.Reject(rej.code)
-		if rejectLog.Allow(fmt.Sprintf("%p %s %d %s %q", s, hostOf(remote), rej.code, rej.reason, sid)) { // once a minute per client, stream id and reason
+		if s.rejects.Allow(fmt.Sprintf("%s %d %s %q", hostOf(remote), rej.code, rej.reason, sid)) { // once a minute per client, stream id and reason
 			s.log.Info("srt publish rejected", "stream_id", sid, "remote", remote, "reason", rej.reason, "code", int(rej.code))
 		}
 		return
