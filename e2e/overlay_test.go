@@ -500,25 +500,7 @@ func (p *procNode) plan(t *testing.T) (*overlay.Plan, bool) {
 
 func startProcNode(t *testing.T, bin, name string, price float64, join string) *procNode {
 	t.Helper()
-	p := &procNode{name: name,
-		http:   fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
-		rtsp:   fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
-		gossip: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))}
-	joinLine := ""
-	if join != "" {
-		joinLine = "  join: [\"" + join + "\"]\n"
-	}
-	cfg := fmt.Sprintf(`name: %s
-data: %s
-http: "%s"
-rtsp: {addr: "%s", udp_rtp_addr: "off", udp_rtcp_addr: "off"}
-srt: {addr: "off"}
-rtmp: {addr: "off"}
-webrtc: {ice_udp_addr: "127.0.0.1:0"}
-gossip:
-  addr: "%s"
-  key: "%s"
-%sserverlets: {slots: 2}
+	n := testutil.StartNode(t, testutil.NodeOptions{Bin: bin, Name: name, GossipKey: clusterKey, Join: join, Extra: fmt.Sprintf(`serverlets: {slots: 2}
 overlay:
   price_per_mbps: %g
   device_classes:
@@ -534,21 +516,8 @@ overlay:
   push_pull_interval: 2s
   watch_lease: 3s
   relay_grace: 10s
-`, name, t.TempDir(), p.http, p.rtsp, p.gossip, clusterKey, joinLine, price)
-	file := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p.proc = testutil.Start(t, bin, "node", "--config", file)
-	testutil.Eventually(t, 20*time.Second, name+" answers /healthz", func() bool {
-		r, err := http.Get(p.url("healthz"))
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	})
-	return p
+`, price)})
+	return &procNode{name: name, http: n.HTTP, rtsp: n.RTSP, gossip: n.Gossip, proc: n.Proc}
 }
 
 func TestOverlayNodeProcessesRepairAfterKill9OfAnInteriorNode(t *testing.T) {

@@ -46,46 +46,14 @@ func (p *vodProc) base() string { return "http://" + p.http }
 // configuration.
 func startVoDProc(t *testing.T, bin, name, join, vodYAML string) *vodProc {
 	t.Helper()
-	p := &vodProc{procNode: &procNode{name: name,
-		http:   fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
-		rtsp:   fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
-		gossip: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))}, data: t.TempDir()}
-	joinLine := ""
-	if join != "" {
-		joinLine = "  join: [\"" + join + "\"]\n"
-	}
-	cfg := fmt.Sprintf(`name: %s
-data: %s
-http: "%s"
-rtsp: {addr: "%s", udp_rtp_addr: "off", udp_rtcp_addr: "off"}
-srt: {addr: "off"}
-rtmp: {addr: "off"}
-webrtc: {ice_udp_addr: "127.0.0.1:0"}
-gossip:
-  addr: "%s"
-  key: "%s"
-%soverlay:
+	n := testutil.StartNode(t, testutil.NodeOptions{Bin: bin, Name: name, GossipKey: clusterKey, Join: join, Extra: `overlay:
   probe_interval: 300ms
   probe_timeout: 200ms
   suspicion_mult: 4
   push_pull_interval: 2s
 vod:
-%s
-`, name, p.data, p.http, p.rtsp, p.gossip, clusterKey, joinLine, vodYAML)
-	file := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p.proc = testutil.Start(t, bin, "node", "--config", file)
-	testutil.Eventually(t, 20*time.Second, name+" answers /healthz", func() bool {
-		r, err := http.Get(p.url("healthz"))
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	})
-	return p
+` + vodYAML + "\n"})
+	return &vodProc{procNode: &procNode{name: name, http: n.HTTP, rtsp: n.RTSP, gossip: n.Gossip, proc: n.Proc}, data: n.Data}
 }
 
 // startVoDCluster starts n node processes n0… that join n0, and waits

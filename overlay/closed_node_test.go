@@ -3,10 +3,8 @@ package overlay
 import (
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -43,62 +41,29 @@ func gradientBinary(t *testing.T) string {
 	return bin
 }
 
-type nodeProc struct {
-	name, http, gossip string
-	proc               *testutil.Process
-}
+type nodeProc struct{ *testutil.NodeProc }
 
 func startNodeProc(t *testing.T, bin, name, join string) *nodeProc {
 	t.Helper()
-	p := &nodeProc{name: name,
-		http:   fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp")),
-		gossip: fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t, "tcp"))}
-	joinLine := ""
-	if join != "" {
-		joinLine = `  join: ["` + join + `"]` + "\n"
-	}
-	cfg := fmt.Sprintf(`name: %s
-data: %s
-http: "%s"
-rtsp: {addr: "127.0.0.1:%d", udp_rtp_addr: "off", udp_rtcp_addr: "off"}
-srt: {addr: "off"}
-rtmp: {addr: "off"}
-webrtc: {ice_udp_addr: "127.0.0.1:0"}
-gossip:
-  addr: "%s"
-  key: "%s"
-%soverlay:
+	return &nodeProc{testutil.StartNode(t, testutil.NodeOptions{Bin: bin, Name: name,
+		GossipKey: base64.StdEncoding.EncodeToString(testKey), Join: join, Extra: `overlay:
   probe_interval: 300ms
   probe_timeout: 200ms
   suspicion_mult: 4
   push_pull_interval: 2s
-`, name, t.TempDir(), p.http, testutil.FreePort(t, "tcp"), p.gossip, base64.StdEncoding.EncodeToString(testKey), joinLine)
-	file := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(file, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p.proc = testutil.Start(t, bin, "node", "--config", file)
-	testutil.Eventually(t, 20*time.Second, name+" answers /healthz", func() bool {
-		r, err := http.Get("http://" + p.http + "/healthz")
-		if err != nil {
-			return false
-		}
-		r.Body.Close()
-		return r.StatusCode == 200
-	})
-	return p
+`})}
 }
 
 func (p *nodeProc) cluster(t *testing.T) ClusterStatus {
 	t.Helper()
-	r, err := http.Get("http://" + p.http + "/api/v1/cluster")
+	r, err := http.Get("http://" + p.HTTP + "/api/v1/cluster")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer r.Body.Close()
 	var st ClusterStatus
 	if err := json.NewDecoder(r.Body).Decode(&st); err != nil {
-		t.Fatalf("%s: /api/v1/cluster: %v", p.name, err)
+		t.Fatalf("%s: /api/v1/cluster: %v", p.Name, err)
 	}
 	return st
 }
@@ -120,13 +85,13 @@ func (st ClusterStatus) stream(name string) (StreamInfo, bool) {
 // from from.
 func sendRawTo(t *testing.T, from *Membership, p *nodeProc, b []byte) {
 	t.Helper()
-	host, port, err := net.SplitHostPort(p.gossip)
+	host, port, err := net.SplitHostPort(p.Gossip)
 	if err != nil {
 		t.Fatal(err)
 	}
 	n, _ := strconv.Atoi(port)
-	if err := from.list().SendReliable(&memberlist.Node{Name: p.name, Addr: net.ParseIP(host), Port: uint16(n)}, b); err != nil {
-		t.Fatalf("send to %s: %v", p.name, err)
+	if err := from.list().SendReliable(&memberlist.Node{Name: p.Name, Addr: net.ParseIP(host), Port: uint16(n)}, b); err != nil {
+		t.Fatalf("send to %s: %v", p.Name, err)
 	}
 }
 
@@ -136,9 +101,9 @@ func TestForgedEntriesAreRefusedByNodeProcesses(t *testing.T) {
 	}
 	bin := gradientBinary(t)
 	n0 := startNodeProc(t, bin, "n0", "")
-	n1 := startNodeProc(t, bin, "n1", n0.gossip)
+	n1 := startNodeProc(t, bin, "n1", n0.Gossip)
 	c := fastConfig(t, "mallory", 0.01)
-	c.Join = []string{n0.gossip}
+	c.Join = []string{n0.Gossip}
 	mallory := startMembership(t, c)
 	testutil.Eventually(t, 20*time.Second, "n0, n1 and the attacker alive at both nodes", func() bool {
 		for _, p := range []*nodeProc{n0, n1} {
@@ -182,10 +147,10 @@ func TestForgedEntriesAreRefusedByNodeProcesses(t *testing.T) {
 		for _, p := range []*nodeProc{n0, n1} {
 			st := p.cluster(t)
 			if _, ok := st.stream("live/forged"); ok {
-				t.Fatalf("%s took the forged stream of n0", p.name)
+				t.Fatalf("%s took the forged stream of n0", p.Name)
 			}
 			if _, ok := st.stream("live/future"); ok {
-				t.Fatalf("%s took the far-future stream", p.name)
+				t.Fatalf("%s took the far-future stream", p.Name)
 			}
 		}
 	}
@@ -193,37 +158,37 @@ func TestForgedEntriesAreRefusedByNodeProcesses(t *testing.T) {
 		st := p.cluster(t)
 		for _, name := range []string{"live/forged", "live/future"} {
 			if s, ok := st.stream(name); ok {
-				t.Errorf("%s lists the forged stream %+v", p.name, s)
+				t.Errorf("%s lists the forged stream %+v", p.Name, s)
 			}
 		}
 		for _, pl := range st.Plans {
 			if pl.Stream == "live/forged" {
-				t.Errorf("%s holds the forged plan %+v", p.name, pl)
+				t.Errorf("%s holds the forged plan %+v", p.Name, pl)
 			}
 		}
 		for _, d := range st.Demand {
 			if d.Stream == "live/forged" {
-				t.Errorf("%s holds the forged demand %+v", p.name, d)
+				t.Errorf("%s holds the forged demand %+v", p.Name, d)
 			}
 		}
 		if rtt := st.RTTMillis["n0"]["n1"]; rtt >= 9999 {
-			t.Errorf("%s: n0's RTT to n1 is the forged %v ms", p.name, rtt)
+			t.Errorf("%s: n0's RTT to n1 is the forged %v ms", p.Name, rtt)
 		}
 		if _, ok := st.stream("live/mallory"); !ok {
-			t.Errorf("%s dropped the attacker's honest entry", p.name)
+			t.Errorf("%s dropped the attacker's honest entry", p.Name)
 		}
 	}
 	testutil.Eventually(t, 5*time.Second, "n1 logs the refusal of n0's forged entries", func() bool {
-		return strings.Contains(n1.proc.Output(), "gossip entry refused") && strings.Contains(n1.proc.Output(), "owner=n0")
+		return strings.Contains(n1.Proc.Output(), "gossip entry refused") && strings.Contains(n1.Proc.Output(), "owner=n0")
 	})
-	if !strings.Contains(n1.proc.Output(), "owner=mallory") {
+	if !strings.Contains(n1.Proc.Output(), "owner=mallory") {
 		t.Error("n1 did not log the refusal of the far-future entry")
 	}
 	// A keyed member that advertises a price of 2e9 (which once made
 	// planning fail for every stream) is listed but left out of plans,
 	// with the reason, and logged.
 	c2 := fastConfig(t, "greedy", 0.01)
-	c2.Join = []string{n0.gossip}
+	c2.Join = []string{n0.Gossip}
 	greedy := startMembership(t, c2) // its own checks refuse such a price: set behind them
 	greedy.mu.Lock()
 	greedy.meta.Price = 2e9
@@ -241,9 +206,9 @@ func TestForgedEntriesAreRefusedByNodeProcesses(t *testing.T) {
 		return false
 	})
 	testutil.Eventually(t, 5*time.Second, "n1 logs that it ignores greedy", func() bool {
-		return strings.Contains(n1.proc.Output(), "member ignored: left out of plans") && strings.Contains(n1.proc.Output(), "node=greedy")
+		return strings.Contains(n1.Proc.Output(), "member ignored: left out of plans") && strings.Contains(n1.Proc.Output(), "node=greedy")
 	})
-	if n := strings.Count(n1.proc.Output(), "gossip entry refused"); n > 20 {
+	if n := strings.Count(n1.Proc.Output(), "gossip entry refused"); n > 20 {
 		t.Errorf("n1 logged %d refusals for a handful of forged entries sent a few times (the log is rate-limited per owner and reason)", n)
 	}
 }
