@@ -96,7 +96,7 @@ func ffmpegLadder(b *testing.B, clip string, seconds int, pin bool) ladderResult
 	for i, r := range ladderRungs {
 		fmt.Fprintf(&fc, ";[s%d]scale=%d:%d:flags=bicubic,format=yuv420p[o%d]", i, r.w, r.h, i)
 	}
-	args := []string{"-hide_banner", "-nostats", "-threads", "1", "-re", "-stream_loop", "-1", "-t", strconv.Itoa(seconds+int(ladderWarmUp/time.Second)+2),
+	args := []string{"-hide_banner", "-nostats", "-threads", "1", "-re", "-stream_loop", "-1", "-t", strconv.Itoa(seconds + int(ladderWarmUp/time.Second) + 2),
 		"-i", clip, "-filter_threads", "1", "-filter_complex_threads", "1", "-filter_complex", fc.String()}
 	for i, r := range ladderRungs {
 		k := strconv.Itoa(r.kbps) + "k"
