@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"hash/fnv"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -197,16 +196,20 @@ func FFmpegPublish(t testing.TB, clip, format, url string, extra ...string) *Pro
 // and UDP (memberlist binds both on one port). It is drawn at random below
 // Linux's ephemeral range (32768-60999), so that the kernel does not hand
 // it to some client's outgoing connection before the test binds it, and
-// tests running in parallel packages rarely draw the same one: each
-// package (the test binary runs in its folder) draws from its own slice of
-// 2,000 ports of the 12,000, so two packages running at once share a slice
-// only one time in six. A port checked free here can still be taken
-// before the test binds it by another package's node. network is kept for
-// readability at call sites.
+// tests running in parallel packages rarely draw the same one. Within one
+// test binary it never hands out a port twice, so that tests running side
+// by side (several SeaweedFS servers of 8 ports each) cannot draw the
+// same port before either binds it. network is kept for readability at
+// call sites.
 func FreePort(t testing.TB, network string) int {
 	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
 	for i := 0; i < 200; i++ {
-		p := portSlice() + rand.IntN(2000)
+		p := 20000 + rand.IntN(12000)
+		if portsGiven[p] {
+			continue
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 		if err != nil {
 			continue
@@ -217,19 +220,17 @@ func FreePort(t testing.TB, network string) int {
 			continue
 		}
 		c.Close()
+		portsGiven[p] = true
 		return p
 	}
 	t.Fatalf("no free %s port found", network)
 	return 0
 }
 
-// portSlice is the first port of this package's slice of FreePort's range.
-func portSlice() int {
-	dir, _ := os.Getwd()
-	h := fnv.New32a()
-	h.Write([]byte(dir))
-	return 20000 + 2000*int(h.Sum32()%6)
-}
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{} // FreePort's answers in this process
+)
 
 // Eventually polls cond every 20 ms until it returns true or d passes, then
 // fails the test with msg.

@@ -114,8 +114,11 @@ func StartS3(t testing.TB) (endpoint, accessKey, secretKey, bucket string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	// exited is closed when weed has exited, with waitErr set: both the
+	// readiness wait and the cleanup watch it.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 	t.Cleanup(func() {
 		// Killed outright: its data is thrown away, and a graceful stop
 		// takes seconds.
@@ -136,7 +139,7 @@ func StartS3(t testing.TB) (endpoint, accessKey, secretKey, bucket string) {
 
 	endpoint = fmt.Sprintf("127.0.0.1:%d", s3)
 	start := time.Now()
-	if err := waitS3(endpoint, accessKey, secretKey, exited, 90*time.Second); err != nil {
+	if err := waitS3(endpoint, accessKey, secretKey, exited, &waitErr, 90*time.Second); err != nil {
 		t.Fatalf("weed server -s3 at %s not ready: %v\nlog:\n%s", endpoint, err, tail(log.String(), 8000))
 	}
 	t.Logf("weed server -s3 at %s ready in %s", endpoint, time.Since(start).Round(time.Millisecond))
@@ -148,7 +151,7 @@ func StartS3(t testing.TB) (endpoint, accessKey, secretKey, bucket string) {
 // answer alone does not mean a chunk can be stored. (The first write waits
 // some 9 s inside weed: a new master defers volume ids for ~5 s, and the
 // filer's lock ring forms a few seconds later.)
-func waitS3(endpoint, accessKey, secretKey string, exited <-chan error, within time.Duration) error {
+func waitS3(endpoint, accessKey, secretKey string, exited <-chan struct{}, waitErr *error, within time.Duration) error {
 	c, err := minio.New(endpoint, &minio.Options{Creds: credentials.NewStaticV4(accessKey, secretKey, ""), MaxRetries: 1})
 	if err != nil {
 		return err
@@ -158,8 +161,8 @@ func waitS3(endpoint, accessKey, secretKey string, exited <-chan error, within t
 	var last error
 	for time.Now().Before(deadline) {
 		select {
-		case err := <-exited:
-			return fmt.Errorf("weed exited: %v", err)
+		case <-exited:
+			return fmt.Errorf("weed exited: %v", *waitErr)
 		default:
 		}
 		last = func() error {
