@@ -24,7 +24,7 @@ const PlayerAssetsPrefix = "/_player/"
 // committed README.md so that the pattern always matches; hls.min.js is
 // copied there by scripts/setup.sh and is embedded when present.
 //
-//go:embed player/index.html player/player.js player/publish.html player/publish.js player/*.css player/vendor
+//go:embed player/index.html player/player.js player/publish.html player/publish.js player/rtc.js player/*.css player/vendor
 var playerFiles embed.FS
 
 var playerPage = template.Must(template.ParseFS(playerFiles, "player/index.html"))

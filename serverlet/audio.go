@@ -1,7 +1,6 @@
 package serverlet
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -65,18 +64,8 @@ func openAudioPath(r *run, src *media.Track, bitrate int) (a *audioPath, err err
 			a.close()
 		}
 	}()
-	ec := astiav.FindEncoderByName("libopus")
-	if ec == nil {
-		return nil, errors.New("this FFmpeg has no libopus encoder")
-	}
-	a.tc.enc = astiav.AllocCodecContext(ec)
-	a.tc.enc.SetSampleFormat(astiav.SampleFormatFlt)
-	a.tc.enc.SetSampleRate(opusRate)
-	a.tc.enc.SetChannelLayout(a.layout)
-	a.tc.enc.SetBitRate(int64(bitrate))
-	a.tc.enc.SetTimeBase(astiav.NewRational(1, opusRate))
-	if err := a.tc.enc.Open(ec, nil); err != nil {
-		return nil, fmt.Errorf("open libopus: %w", err)
+	if err = a.openEncoder(astiav.FindEncoderByName("libopus"), "libopus", astiav.SampleFormatFlt, bitrate); err != nil {
+		return nil, err
 	}
 	return a, nil
 }
@@ -160,18 +149,26 @@ func openAACPath(r *run, src *media.Track, bitrate int) (a *audioPath, err error
 			a.close()
 		}
 	}()
-	ec := astiav.FindEncoder(astiav.CodecIDAac)
-	if ec == nil {
-		return nil, errors.New("this FFmpeg has no AAC encoder")
+	if err = a.openEncoder(astiav.FindEncoder(astiav.CodecIDAac), "AAC", astiav.SampleFormatFltp, bitrate); err != nil {
+		return nil, err
 	}
-	a.tc.enc = astiav.AllocCodecContext(ec)
-	a.tc.enc.SetSampleFormat(astiav.SampleFormatFltp)
+	return a, nil
+}
+
+// openEncoder opens the path's encoder c (named name in errors) at 48 kHz
+// in the path's channel layout; the transcoder frees it.
+func (a *audioPath) openEncoder(c *astiav.Codec, name string, sf astiav.SampleFormat, bitrate int) error {
+	if c == nil {
+		return fmt.Errorf("this FFmpeg has no %s encoder", name)
+	}
+	a.tc.enc = astiav.AllocCodecContext(c)
+	a.tc.enc.SetSampleFormat(sf)
 	a.tc.enc.SetSampleRate(opusRate)
 	a.tc.enc.SetChannelLayout(a.layout)
 	a.tc.enc.SetBitRate(int64(bitrate))
 	a.tc.enc.SetTimeBase(astiav.NewRational(1, opusRate))
-	if err := a.tc.enc.Open(ec, nil); err != nil {
-		return nil, fmt.Errorf("open AAC encoder: %w", err)
+	if err := a.tc.enc.Open(c, nil); err != nil {
+		return fmt.Errorf("open %s encoder: %w", name, err)
 	}
-	return a, nil
+	return nil
 }

@@ -146,15 +146,22 @@ func (f *Fetcher) runFlight(fl *flight, srcs []source) {
 	fl.mu.Lock()
 	b := fl.buf
 	fl.mu.Unlock()
-	if a, ok := f.cache.(admitter); ok && !fl.keep && !a.Admits(fl.d, int64(len(b))) {
-		// Not kept: the chunk's owners hold it, and it is not asked for
-		// here often enough to displace what the cache holds (the access
-		// is counted: the next one may win).
-	} else if c, perr := f.cache.Put(bytes.NewReader(b)); perr != nil {
-		// The viewers have their bytes; the next miss fetches again.
-		f.log.Error("fetched chunk not cached", "digest", fl.d.String(), "err", perr)
-	} else if c.Digest != fl.d {
-		f.log.Error("cache stored fetched chunk under another digest", "digest", fl.d.String(), "stored", c.Digest.String())
+	// A chunk not kept is held by its owners, and not asked for here often
+	// enough to displace what the cache holds (Admits counted the access:
+	// the next one may win).
+	keep := fl.keep
+	if a, ok := f.cache.(admitter); ok && !keep {
+		keep = a.Admits(fl.d, int64(len(b)))
+	} else if !ok {
+		keep = true
+	}
+	if keep {
+		if c, perr := f.cache.Put(bytes.NewReader(b)); perr != nil {
+			// The viewers have their bytes; the next miss fetches again.
+			f.log.Error("fetched chunk not cached", "digest", fl.d.String(), "err", perr)
+		} else if c.Digest != fl.d {
+			f.log.Error("cache stored fetched chunk under another digest", "digest", fl.d.String(), "stored", c.Digest.String())
+		}
 	}
 	f.retire(fl)
 }

@@ -66,7 +66,6 @@ func (f *Fetcher) sources(d Digest, origin string, peerHop bool) []source {
 // sourcesAndRank is sources, and this node's rank among the chunk's
 // filling owners (-1: not one of them).
 func (f *Fetcher) sourcesAndRank(d Digest, origin string, peerHop bool) ([]source, int) {
-	selfRank := -1
 	self := f.peers.Self()
 	alive := f.peers.Alive()
 	byName := make(map[string]Peer, len(alive))
@@ -85,7 +84,7 @@ func (f *Fetcher) sourcesAndRank(d Digest, origin string, peerHop bool) ([]sourc
 	// each chunk once per edge rather than once per owner.
 	others := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == origin })
 	owners := Owners(d, others)
-	selfRank = slices.Index(owners[:min(len(owners), f.cfg.Owners)], self)
+	selfRank := slices.Index(owners[:min(len(owners), f.cfg.Owners)], self)
 	if peerHop && f.cfg.Pinned > 0 {
 		for _, n := range owners[:min(len(owners), f.cfg.Pinned)] {
 			if n != self {

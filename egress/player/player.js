@@ -7,9 +7,9 @@
 // {mode, frames, width, height, kbps, latencyMs, error}.
 (() => {
   'use strict';
+  const { carryAuth } = window.gradientRTC; // rtc.js
 
   const FIRST_FRAME_TIMEOUT_MS = 4000; // WebRTC must show a frame by then
-  const ICE_GATHERING_TIMEOUT_MS = 3000; // no trickle: the offer waits for candidates
   const RETRY_MS = 2000;
   const STATS_MS = 1000;
 
@@ -52,19 +52,7 @@
 
   // WebRTC (WHEP, RFC 9725): recvonly offer with every candidate, answer
   // from the server, DELETE of the session resource when done.
-  function iceGatheringComplete(pc) {
-    if (pc.iceGatheringState === 'complete') return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(t);
-        pc.removeEventListener('icegatheringstatechange', check);
-        resolve();
-      };
-      const check = () => { if (pc.iceGatheringState === 'complete') done(); };
-      const t = setTimeout(done, ICE_GATHERING_TIMEOUT_MS);
-      pc.addEventListener('icegatheringstatechange', check);
-    });
-  }
+
 
   async function startWebRTC(onFailure) {
     const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
@@ -89,22 +77,13 @@
       pc.onconnectionstatechange = () => {
         if (pc.connectionState === 'failed') onFailure(new Error('WebRTC connection failed'));
       };
-      await pc.setLocalDescription(await pc.createOffer());
-      await iceGatheringComplete(pc);
       const whep = carryAuth(new URL('whep', location.href));
       // The device class (/watch?device=phone) counts this viewer as demand.
       const device = new URLSearchParams(location.search).get('device');
       if (device) whep.searchParams.set('device', device);
-      const res = await fetch(whep, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/sdp' },
-        body: pc.localDescription.sdp,
-      });
-      const body = await res.text();
-      if (!res.ok) throw new Error(`WHEP ${res.status}: ${body.trim() || res.statusText}`);
-      const loc = res.headers.get('Location');
-      if (loc) resource = new URL(loc, whep).href;
-      await pc.setRemoteDescription({ type: 'answer', sdp: body });
+      const ex = await gradientRTC.offer(pc, whep, 'WHEP');
+      if (ex.resource) resource = ex.resource;
+      await pc.setRemoteDescription({ type: 'answer', sdp: ex.answer });
     } catch (e) {
       stop();
       throw e;
@@ -144,17 +123,9 @@
   // viewer of that class; the server repeats the query on every playlist,
   // segment and part URL it lists.
   const hlsViewer = Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('');
-  // carryAuth copies the page's token, or a signed link's exp and sig, to
-  // the WHEP and HLS URLs: a node with auth needs them there too (HLS
+  // The WHEP and HLS URLs carry the page's token or signed-link
+  // parameters (carryAuth): a node with auth needs them there too (HLS
   // playlists then carry them on to every segment).
-  function carryAuth(u) {
-    const page = new URLSearchParams(location.search);
-    for (const k of ['token', 'exp', 'sig']) {
-      const v = page.get(k);
-      if (v) u.searchParams.set(k, v);
-    }
-    return u;
-  }
   function startHLS(onFailure) {
     const url = carryAuth(new URL('index.m3u8', location.href));
     const device = new URLSearchParams(location.search).get('device');

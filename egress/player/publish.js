@@ -8,8 +8,8 @@
 // {state, source, videoCodec, audioCodec, width, height, kbps, framesSent, error}.
 (() => {
   'use strict';
+  const { carryAuth } = window.gradientRTC; // rtc.js
 
-  const ICE_GATHERING_TIMEOUT_MS = 3000; // no trickle: the offer waits for candidates
   const RETRY_MS = 3000;
   const STATS_MS = 1000;
 
@@ -20,16 +20,8 @@
     state: 'idle', source: '', videoCodec: '', audioCodec: '', width: 0, height: 0, kbps: 0, framesSent: 0, error: '',
   });
 
-  // carryAuth copies the page's token, or a signed link's exp and sig, to
-  // the WHIP URL and the player link.
-  function carryAuth(u) {
-    const page = new URLSearchParams(location.search);
-    for (const k of ['token', 'exp', 'sig']) {
-      const v = page.get(k);
-      if (v) u.searchParams.set(k, v);
-    }
-    return u;
-  }
+  // The WHIP URL and the player link carry the page's token or
+  // signed-link parameters (carryAuth).
   $('watch').href = carryAuth(new URL('./', location.href)).href;
 
   function show() {
@@ -92,20 +84,6 @@
     return stream;
   }
 
-  function iceGatheringComplete(pc) {
-    if (pc.iceGatheringState === 'complete') return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(t);
-        pc.removeEventListener('icegatheringstatechange', check);
-        resolve();
-      };
-      const check = () => { if (pc.iceGatheringState === 'complete') done(); };
-      const t = setTimeout(done, ICE_GATHERING_TIMEOUT_MS);
-      pc.addEventListener('icegatheringstatechange', check);
-    });
-  }
-
   // H.264 first (packetization-mode=1 before 0), then the rest.
   function preferH264(transceiver) {
     if (!('setCodecPreferences' in transceiver) || !RTCRtpSender.getCapabilities) return;
@@ -162,17 +140,9 @@
           show();
         }
       });
-      await pc.setLocalDescription(await pc.createOffer());
-      await iceGatheringComplete(pc);
-      const whip = carryAuth(new URL('whip', location.href));
-      const res = await fetch(whip, {
-        method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp,
-      });
-      const body = await res.text();
-      if (res.status !== 201) throw new Error(`WHIP ${res.status}: ${body.trim()}`);
-      const loc = res.headers.get('Location');
-      if (loc) session.resource = new URL(loc, whip).href;
-      await pc.setRemoteDescription({ type: 'answer', sdp: body });
+      const ex = await gradientRTC.offer(pc, carryAuth(new URL('whip', location.href)), 'WHIP');
+      if (ex.resource) session.resource = ex.resource;
+      await pc.setRemoteDescription({ type: 'answer', sdp: ex.answer });
       statsTimer = setInterval(() => stats(pc), STATS_MS);
       toggle.textContent = 'Stop';
     } catch (e) {
