@@ -66,6 +66,7 @@ type ladderResult struct {
 	threadsCPU float64 // decoder + rung threads' CPU-s (serverlet side)
 	wall       float64 // s
 	decoders   int
+	inline     int // rungs on the decoder's thread at the window's end
 	dropped    uint64
 }
 
@@ -77,6 +78,7 @@ func (r *ladderResult) add(o ladderResult) {
 	r.threadsCPU += o.threadsCPU
 	r.wall += o.wall
 	r.decoders = max(r.decoders, o.decoders)
+	r.inline = o.inline
 	r.dropped += o.dropped
 }
 
@@ -180,7 +182,7 @@ func pinProcess(b *testing.B) func() {
 // serverletLadder runs the four rungs through a serverlet manager (with
 // or without shared decode) on a hub where the clip is published in real
 // time, and measures a window after a warm-up.
-func serverletLadder(b *testing.B, clip string, shared bool) ladderResult {
+func serverletLadder(b *testing.B, clip string, shared, inline bool) ladderResult {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var m *serverlet.Manager
 	hub, err := media.NewHub(media.HubConfig{
@@ -193,7 +195,7 @@ func serverletLadder(b *testing.B, clip string, shared bool) ladderResult {
 	for _, r := range ladderRungs {
 		ladder[r.name] = r.spec
 	}
-	m, err = serverlet.NewManager(serverlet.ManagerConfig{Ladder: ladder, Slots: 8, SharedDecode: &shared}, hub, log)
+	m, err = serverlet.NewManager(serverlet.ManagerConfig{Ladder: ladder, Slots: 8, SharedDecode: &shared, InlineRungs: &inline}, hub, log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -235,6 +237,9 @@ func serverletLadder(b *testing.B, clip string, shared bool) ladderResult {
 	res := ladderResult{frames: f1 - f0, cpu: (cpu1 - cpu0).Seconds(), threadsCPU: c1 - c0, wall: el.Seconds(), decoders: len(st1.Decoders)}
 	for _, s := range st1.Serverlets {
 		res.dropped += s.Dropped
+		if s.Inline {
+			res.inline++
+		}
 	}
 	return res
 }
@@ -247,13 +252,14 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 	// The machine is shared and its speed drifts over minutes: the three
 	// sides take turns in short windows, ladderRounds times, in an order
 	// reversed every other round, and their sums are compared.
-	var ff, sh, un ladderResult
+	var ff, sh, th, un ladderResult
 	for round := 1; round <= ladderRounds; round++ {
-		var f, s, u ladderResult
+		var f, s, t, u ladderResult
 		sides := []func(){
 			func() { f = ffmpegLadder(b, clip, int(ladderWindow/time.Second), false) },
-			func() { s = serverletLadder(b, clip, true) },
-			func() { u = serverletLadder(b, clip, false) },
+			func() { s = serverletLadder(b, clip, true, true) },
+			func() { t = serverletLadder(b, clip, true, false) },
+			func() { u = serverletLadder(b, clip, false, false) },
 		}
 		if round%2 == 0 {
 			slices.Reverse(sides)
@@ -261,10 +267,11 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 		for _, side := range sides {
 			side()
 		}
-		fmt.Printf("  round %d: ffmpeg %.1f, shared %.1f, per-rung decoders %.1f ladder frames per CPU-second (load average %s)\n",
-			round, f.rate(), s.rate(), u.rate(), loadAvg())
+		fmt.Printf("  round %d: ffmpeg %.1f, shared %.1f (rungs on threads of their own %.1f), per-rung decoders %.1f ladder frames per CPU-second (load average %s)\n",
+			round, f.rate(), s.rate(), t.rate(), u.rate(), loadAvg())
 		ff.add(f)
 		sh.add(s)
+		th.add(t)
 		un.add(u)
 	}
 	ffRate := ff.rate()
@@ -273,13 +280,16 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 	for _, s := range []struct {
 		name string
 		r    ladderResult
-	}{{"shared decode (serverlets.shared_decode: true)", sh}, {"one decoder per rung (shared_decode: false)", un}} {
-		fmt.Printf("serverlets, %s: %d decoder(s), %.0f ladder frames in %.2f CPU-s of the process = %.1f per CPU-second = %.2f x ffmpeg (target >= 1.0 shared); "+
+	}{{"shared decode, rungs on the decoder's thread (the defaults)", sh},
+		{"shared decode, rungs on threads of their own (inline_rungs: false)", th},
+		{"one decoder per rung (shared_decode: false)", un}} {
+		fmt.Printf("serverlets, %s: %d decoder(s), %d of 4 rungs inline at the end, %.0f ladder frames in %.2f CPU-s of the process = %.1f per CPU-second = %.2f x ffmpeg (target >= 1.0 shared); "+
 			"decoder+rung threads %.2f CPU-s = %.2f x ffmpeg; %.1f fps, %d frames dropped\n",
-			s.name, s.r.decoders, s.r.frames, s.r.cpu, s.r.rate(), s.r.rate()/ffRate,
+			s.name, s.r.decoders, s.r.inline, s.r.frames, s.r.cpu, s.r.rate(), s.r.rate()/ffRate,
 			s.r.threadsCPU, (s.r.frames/s.r.threadsCPU)/ffRate, s.r.frames/s.r.wall, s.r.dropped)
 	}
-	fmt.Printf("shared decode vs one decoder per rung: %.2f x the ladder frames per CPU-second\n", sh.rate()/un.rate())
+	fmt.Printf("shared decode vs one decoder per rung: %.2f x the ladder frames per CPU-second; rungs on the decoder's thread vs on their own: %.2f x\n",
+		sh.rate()/un.rate(), sh.rate()/th.rate())
 	// ffmpeg 5.1 runs decode, filters and the four encoders of this
 	// command on one thread; the serverlets run the decoder and each rung
 	// on threads of their own, in parallel on the CPUs. Both serialised on
@@ -288,17 +298,17 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 	if _, err := exec.LookPath("taskset"); err == nil {
 		fp := ffmpegLadder(b, clip, int(ladderWindow/time.Second), true)
 		unpin := pinProcess(b)
-		sp := serverletLadder(b, clip, true)
+		sp := serverletLadder(b, clip, true, true)
 		unpin()
 		fmt.Printf("both on one CPU (taskset): ffmpeg %.1f, shared decode %.1f ladder frames per CPU-second = %.2f x ffmpeg (shared decode unpinned above: %.2f x its pinned rate)\n",
 			fp.rate(), sp.rate(), sp.rate()/fp.rate(), sh.rate()/sp.rate())
 		b.ReportMetric(sp.rate()/fp.rate(), "x-ffmpeg-shared-1cpu")
 	}
 	cores := float64(runtime.NumCPU())
-	fmt.Printf("ladders in real time on %.0f cores (estimate: cores / CPU-s per ladder-second): ffmpeg %.1f, shared %.1f, per-rung decoders %.1f "+
-		"(%.3f, %.3f, %.3f CPU-s per ladder-second)\n",
-		cores, cores/ff.cpuPerLadderSecond(), cores/sh.cpuPerLadderSecond(), cores/un.cpuPerLadderSecond(),
-		ff.cpuPerLadderSecond(), sh.cpuPerLadderSecond(), un.cpuPerLadderSecond())
+	fmt.Printf("ladders in real time on %.0f cores (estimate: cores / CPU-s per ladder-second): ffmpeg %.1f, shared %.1f, shared with a thread per rung %.1f, per-rung decoders %.1f "+
+		"(%.3f, %.3f, %.3f, %.3f CPU-s per ladder-second)\n",
+		cores, cores/ff.cpuPerLadderSecond(), cores/sh.cpuPerLadderSecond(), cores/th.cpuPerLadderSecond(), cores/un.cpuPerLadderSecond(),
+		ff.cpuPerLadderSecond(), sh.cpuPerLadderSecond(), th.cpuPerLadderSecond(), un.cpuPerLadderSecond())
 	b.ReportMetric(sh.rate()/ffRate, "x-ffmpeg-shared")
 	b.ReportMetric(un.rate()/ffRate, "x-ffmpeg-unshared")
 }

@@ -47,6 +47,24 @@ type ManagerConfig struct {
 	// command. Off (false), every serverlet decodes its source itself.
 	// Default true.
 	SharedDecode *bool `yaml:"shared_decode"`
+	// InlineRungs runs the rungs of a shared decode on the decoder's
+	// thread, one after the other after each decoded frame, as one ffmpeg
+	// command does (less CPU per ladder than a thread per rung: no queue,
+	// no wake-up per rung and frame, no rung thread moving between CPUs
+	// with its encoder's data); when that thread is busy more than 80 % of
+	// the time, the rung using most of it moves to a thread of its own, so
+	// a ladder needing more than a core gets it. The later rungs' frames
+	// wait for the earlier rungs' encoders (a few ms at 1080p). False:
+	// every rung on its own thread from the start. Default true.
+	InlineRungs *bool `yaml:"inline_rungs"`
+	// InlineBusyMax is the share of wall-clock time a decoder's thread may
+	// be busy (decoding and running inline rungs), at two checks 0.5 s
+	// apart, before it moves a rung to a thread of its own. Default 0.8;
+	// (0, 1].
+	InlineBusyMax float64 `yaml:"inline_busy_max"`
+	// InlineItemHook, for tests, is called before each item a decoder's
+	// thread runs for a rung, with the rung's name.
+	InlineItemHook func(rendition string) `yaml:"-"`
 
 	// Encoder tunes libx264; its keys sit in the section itself (preset,
 	// threads).
@@ -98,6 +116,8 @@ func DefaultManagerConfig() ManagerConfig {
 		MaxStartsPerClient: 8,
 		Encoder:            EncoderConfig{Preset: "veryfast", Threads: 1},
 		SharedDecode:       func() *bool { b := true; return &b }(),
+		InlineRungs:        func() *bool { b := true; return &b }(),
+		InlineBusyMax:      0.8,
 	}
 }
 
@@ -133,6 +153,9 @@ func (c ManagerConfig) Validate() error {
 	case "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow":
 	default:
 		return fmt.Errorf("preset: %q is not a libx264 preset (ultrafast … veryslow)", c.Encoder.Preset)
+	}
+	if c.InlineBusyMax <= 0 || c.InlineBusyMax > 1 {
+		return fmt.Errorf("inline_busy_max: %g is out of range (0, 1]", c.InlineBusyMax)
 	}
 	if c.Encoder.Threads <= 0 {
 		return fmt.Errorf("threads: %d is out of range (> 0)", c.Encoder.Threads)

@@ -218,7 +218,7 @@ func (m *Manager) start(path, stream, rend string, s Serverlet) (*run, error) {
 		if d != nil && d.attach(r) {
 			r.srcDesc = d.srcDesc
 		} else {
-			if d, err = newDecoder(hub, stream, m.cfg.Encoder.Threads, m.log); err != nil {
+			if d, err = newDecoder(hub, stream, m.cfg, m.log); err != nil {
 				r.cancel()
 				return nil, fmt.Errorf("serverlet %s: %w", path, err)
 			}

@@ -16,7 +16,9 @@ import (
 
 // run is one serverlet running between a source stream and its rendition:
 // one goroutine, locked to its OS thread so that the thread's CPU time is
-// the serverlet's.
+// the serverlet's. With shared decode and inline rungs, the decoder's
+// thread processes the run's items (runItem) and the goroutine only
+// watches idleness, stops and failures.
 type run struct {
 	path, spec string
 	rend       string // "360p"
@@ -39,11 +41,19 @@ type run struct {
 	done      chan struct{} // closed when the goroutine has ended
 	err       error         // why it ended; valid after done
 
+	// procMu is held while an item is processed (on this run's goroutine
+	// or the decoder's thread) and by what reads pub, video or audio
+	// elsewhere; closed is set under it once they are freed.
+	procMu sync.Mutex
+	closed bool
 	pub    *media.Publisher
 	outIdx []int // source track index → output track index, -1 dropped
 	desc   media.Description
 	video  *videoPath
 	audio  *audioPath
+	// inlineErr is why the run failed on the decoder's thread; set before
+	// the decoder closes feed.
+	inlineErr error
 
 	touched atomic.Bool // a reader is on its way (Ensure returned); not idle
 
@@ -51,7 +61,8 @@ type run struct {
 	started   time.Time
 	framesIn  uint64
 	framesOut uint64
-	cpu       time.Duration
+	cpu       time.Duration   // this run's own thread
+	inlineCPU time.Duration   // on the decoder's thread
 	latencies []time.Duration // ring of the last latencyWindow input→output delays
 	latPos    int
 }
@@ -115,7 +126,13 @@ func (r *run) process(cpu0 time.Duration) error {
 	if r.src != nil {
 		srcC = r.src.C()
 	}
+	// A rung calling Go frame functions (plugins, annotate) keeps its own
+	// thread: operator code that stalls must not stall the other rungs.
+	wantInline := r.dec != nil && len(r.pipe.frames) == 0
 	for {
+		if wantInline && len(r.feed) == 0 {
+			wantInline = !r.dec.goInline(r)
+		}
 		select {
 		case <-r.ctx.Done():
 			return r.ctx.Err()
@@ -128,26 +145,35 @@ func (r *run) process(cpu0 time.Duration) error {
 			}
 		case it, ok := <-r.feed:
 			if !ok {
+				if r.inlineErr != nil {
+					return r.inlineErr
+				}
 				return r.dec.ended()
 			}
-			if err := r.item(it); err != nil {
+			r.procMu.Lock()
+			err := r.item(it)
+			r.procMu.Unlock()
+			if err != nil {
 				return err
 			}
 		case now := <-tick.C:
 			r.updateCPU(cpu0)
-			if r.pub == nil {
+			r.procMu.Lock()
+			pub := r.pub
+			r.procMu.Unlock()
+			if pub == nil {
 				if now.Sub(r.started) >= r.startLimit {
 					return fmt.Errorf("no output within %v (start_timeout): the source sent nothing decodable", r.startLimit)
 				}
 				continue
 			}
 			select {
-			case <-r.pub.Replaced():
+			case <-pub.Replaced():
 				r.log.Info("serverlet stopped: a relay took its rendition over")
 				return nil
 			default:
 			}
-			if r.touched.Swap(false) || r.pub.Stream().Info().Readers > 0 {
+			if r.touched.Swap(false) || pub.Stream().Info().Readers > 0 {
 				idleSince = time.Time{}
 				continue
 			}
@@ -241,6 +267,27 @@ func (r *run) unit(u *media.Unit) error {
 	return nil
 }
 
+// runItem processes one item on the decoder's thread: nothing once the
+// run is closed, and a panic becomes the run's error.
+func (r *run) runItem(it feedItem, hook func(rendition string)) (err error) {
+	r.procMu.Lock()
+	defer r.procMu.Unlock()
+	if r.closed || r.ctx.Err() != nil {
+		it.free()
+		return nil
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("serverlet %s panicked: %v", r.path, p)
+			r.log.Error("serverlet panicked", "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	if hook != nil {
+		hook(r.rend)
+	}
+	return r.item(it)
+}
+
 // item takes one thing from the shared decoder: a picture for the video
 // path, or a unit of another track.
 func (r *run) item(it feedItem) error {
@@ -268,6 +315,11 @@ func (r *run) close() {
 	if r.dec != nil {
 		r.dec.detach(r)
 	}
+	// The decoder's thread may be inside runItem: wait for it; it does
+	// nothing for this run afterwards.
+	r.procMu.Lock()
+	defer r.procMu.Unlock()
+	r.closed = true
 	if r.pub != nil {
 		r.pub.Close()
 	}

@@ -21,15 +21,29 @@ import (
 // "…@360p", …) takes its pictures from one decoder, the way one
 // `ffmpeg -filter_complex split=N` command does. The decoder runs on its
 // own goroutine (locked to its thread, whose CPU time is the decoder's);
-// each decoded frame is fanned out by reference (av_frame_ref, no copy) to
-// every rung's queue, and each rung runs its own filter graph, frame
-// functions and libx264 on its own goroutine, so that a rung failing or
-// panicking ends that rung only. A rung starting later attaches to the
-// running decoder and begins at the next decoded frame (its encoder's
-// first frame is an IDR); one stopping detaches; the decoder ends with its
-// last rung, or ends every rung when its source ends or does not decode.
-// The source's other tracks (audio) are fanned out to the rungs as the
-// hub gave them.
+// each decoded frame goes by reference (av_frame_ref, no copy) to every
+// rung, which runs its own filter graph, frame functions and libx264, so
+// that a rung failing or panicking ends that rung only. A rung starting
+// later attaches to the running decoder and begins at the next decoded
+// frame (its encoder's first frame is an IDR); one stopping detaches; the
+// decoder ends with its last rung, or ends every rung when its source ends
+// or does not decode. The source's other tracks (audio) go to the rungs as
+// the hub gave them.
+//
+// Where a rung runs (serverlets.inline_rungs): by default the decoder's
+// thread runs every rung's filters and encoder itself, one rung after the
+// other after each decoded frame, as one ffmpeg command runs its whole
+// graph on one thread: no queue, no thread wake-up per rung and frame, no
+// rung thread migrating between CPUs with its encoder's working set (about
+// 4 % less CPU per ladder frame than a thread per rung on this project's
+// benchmark). A rung's CPU time on the decoder's thread is measured around
+// each call and counted as the rung's. When the decoder's thread is busy
+// more than serverlets.inline_busy_max (0.8) of the time for two checks in a row (it is near
+// falling behind real time), the rung that used most CPU there moves to a
+// thread of its own, one rung per check, and stays there: a ladder that
+// needs more than one core gets it. A rung on its own thread is fed
+// through a queue of feedQueue items; with inline_rungs false every rung
+// starts there.
 
 // feedQueue is how many items a rung may have waiting: one second at 30
 // fps. A rung further behind loses the newest frames (see decoder.fanout),
@@ -59,6 +73,13 @@ type rungFeed struct {
 	keyOwed  bool   // a keyframe was dropped: mark the next frame delivered
 	dropped  uint64 // items lost to a full queue
 	attached time.Time
+	// inline: the decoder's thread runs the rung (set once the rung's own
+	// goroutine has set it up and emptied its queue); moved: it was moved
+	// off that thread and stays on its own.
+	inline, moved bool
+	// winCPU is the CPU time the rung used on the decoder's thread since
+	// the last balance check (the decoder's goroutine only).
+	winCPU time.Duration
 }
 
 // decoder is the shared decode of one source stream.
@@ -76,9 +97,19 @@ type decoder struct {
 	done   chan struct{}
 	err    error // why it ended; valid after done
 
-	mu     sync.Mutex
-	rungs  map[*run]*rungFeed
-	ending bool // no more rungs attach
+	mu      sync.Mutex
+	rungs   map[*run]*rungFeed
+	ending  bool    // no more rungs attach
+	inline  bool    // rungs may run on the decoder's thread (inline_rungs)
+	busyMax float64 // inline_busy_max
+	hook    func(rendition string)
+
+	// The decoder's goroutine only: CPU time its thread spent in inline
+	// rungs, and the last balance check's thread CPU and time.
+	inlineCPU time.Duration
+	lastCPU   time.Duration
+	lastCheck time.Time
+	hotChecks int
 
 	keys    []int64   // source keyframe PTS not matched to a decoded frame yet
 	pending []inFrame // packets fed, in order
@@ -90,7 +121,7 @@ type decoder struct {
 }
 
 // newDecoder subscribes to the source; start runs it.
-func newDecoder(hub *media.Hub, stream string, threads int, log *slog.Logger) (*decoder, error) {
+func newDecoder(hub *media.Hub, stream string, cfg ManagerConfig, log *slog.Logger) (*decoder, error) {
 	src, err := hub.Subscribe(stream, "serverlet decoder "+stream)
 	if err != nil {
 		return nil, err
@@ -103,9 +134,10 @@ func newDecoder(hub *media.Hub, stream string, threads int, log *slog.Logger) (*
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &decoder{
-		stream: stream, src: src, srcDesc: desc, vtrack: v, track: desc.Tracks[v], threads: threads,
+		stream: stream, src: src, srcDesc: desc, vtrack: v, track: desc.Tracks[v], threads: cfg.Encoder.Threads,
 		log: log.With("decoder", stream), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		rungs: map[*run]*rungFeed{}, started: time.Now(),
+		inline: *cfg.InlineRungs, busyMax: cfg.InlineBusyMax, hook: cfg.InlineItemHook,
 	}, nil
 }
 
@@ -145,6 +177,50 @@ func (d *decoder) detach(r *run) {
 		default:
 			return
 		}
+	}
+}
+
+// goInline asks the decoder to run r on its own thread from the next
+// frame on; r's goroutine calls it between items. It does so when inline
+// rungs are on, r was not moved off that thread, and r's queue is empty
+// (so r's items stay in order). done false: ask again after the next item.
+func (d *decoder) goInline(r *run) (done bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f := d.rungs[r]
+	if f == nil || !d.inline || f.moved {
+		return true
+	}
+	if len(f.ch) > 0 {
+		return false
+	}
+	f.inline = true
+	return true
+}
+
+// inlineFor tells whether r runs on the decoder's thread.
+func (d *decoder) inlineFor(r *run) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f := d.rungs[r]
+	return f != nil && f.inline
+}
+
+// fail ends r after it failed on the decoder's thread: its queue is
+// closed with err for its goroutine to return.
+func (d *decoder) fail(r *run, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	f, ok := d.rungs[r]
+	if !ok {
+		return
+	}
+	delete(d.rungs, r)
+	r.inlineErr = err // before the close: r's goroutine reads it after
+	close(f.ch)
+	if len(d.rungs) == 0 {
+		d.ending = true
+		d.cancel()
 	}
 }
 
@@ -216,13 +292,14 @@ func (d *decoder) process(cpu0 time.Duration) error {
 			return d.ctx.Err()
 		case <-tick.C:
 			d.updateCPU(cpu0)
+			d.balance()
 		case u, ok := <-d.src.C():
 			if !ok {
 				return fmt.Errorf("source %w", media.ErrStreamEnded)
 			}
 			if u.Track != d.vtrack {
 				if u.Track >= 0 && u.Track < len(d.srcDesc.Tracks) {
-					d.fanout(feedItem{unit: u})
+					d.runInline(d.fanout(feedItem{unit: u}))
 				}
 				continue
 			}
@@ -295,12 +372,20 @@ func (d *decoder) decode(dec *astiav.CodecContext, pkt *astiav.Packet, frm *asti
 	}
 }
 
-// fanoutFrame gives every rung its own reference to frm.
+// inlineItem is an item for a rung the decoder's thread runs.
+type inlineItem struct {
+	r  *run
+	f  *rungFeed
+	it feedItem
+}
+
+// fanoutFrame gives every rung its own reference to frm: queued for the
+// rungs on threads of their own, then run here for the inline ones.
 func (d *decoder) fanoutFrame(frm *astiav.Frame, info inFrame, key bool) error {
+	var inline []inlineItem
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	for _, f := range d.rungs {
-		if len(f.ch) == cap(f.ch) { // full: this rung loses the frame, the others do not wait
+	for r, f := range d.rungs {
+		if !f.inline && len(f.ch) == cap(f.ch) { // full: this rung loses the frame, the others do not wait
 			f.dropped++
 			f.keyOwed = f.keyOwed || key
 			continue
@@ -308,29 +393,100 @@ func (d *decoder) fanoutFrame(frm *astiav.Frame, info inFrame, key bool) error {
 		c := astiav.AllocFrame()
 		if err := c.Ref(frm); err != nil {
 			c.Free()
+			d.mu.Unlock()
+			for _, x := range inline {
+				x.it.free()
+			}
 			return fmt.Errorf("reference decoded frame: %w", err)
 		}
-		f.ch <- feedItem{frame: c, info: info, key: key || f.keyOwed}
+		it := feedItem{frame: c, info: info, key: key || f.keyOwed}
 		f.keyOwed = false
+		if f.inline {
+			inline = append(inline, inlineItem{r, f, it})
+		} else {
+			f.ch <- it
+		}
 	}
+	d.mu.Unlock()
+	d.runInline(inline)
 	return nil
 }
 
-// fanout gives every rung a unit of another track.
-func (d *decoder) fanout(it feedItem) {
+// fanout gives every rung a unit of another track and returns the
+// inline rungs' items for the caller to run.
+func (d *decoder) fanout(it feedItem) []inlineItem {
+	var inline []inlineItem
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, f := range d.rungs {
+	for r, f := range d.rungs {
+		if f.inline {
+			inline = append(inline, inlineItem{r, f, it})
+			continue
+		}
 		select {
 		case f.ch <- it:
 		default:
 			f.dropped++
 		}
 	}
+	return inline
+}
+
+// runInline runs the inline rungs' items one after the other on the
+// decoder's thread (outside d.mu: attaching, detaching and stats do not
+// wait for encoders), counting each call's CPU time as the rung's. A rung
+// that fails or panics is ended alone.
+func (d *decoder) runInline(items []inlineItem) {
+	for _, x := range items {
+		t0 := threadCPU()
+		err := x.r.runItem(x.it, d.hook)
+		dt := threadCPU() - t0
+		x.f.winCPU += dt
+		d.inlineCPU += dt
+		x.r.addInlineCPU(dt)
+		if err != nil {
+			d.fail(x.r, err)
+		}
+	}
+}
+
+// balance moves the rung that used most of the decoder's thread to a
+// thread of its own when that thread was busy more than busyMax of the
+// time at two checks in a row.
+func (d *decoder) balance() {
+	now, cpu := time.Now(), threadCPU()
+	busy, win := 0.0, now.Sub(d.lastCheck)
+	if !d.lastCheck.IsZero() && win > 0 {
+		busy = float64(cpu-d.lastCPU) / float64(win)
+	}
+	d.lastCPU, d.lastCheck = cpu, now
+	if busy > d.busyMax {
+		d.hotChecks++
+	} else {
+		d.hotChecks = 0
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var hot *run
+	for r, f := range d.rungs {
+		if f.inline && (hot == nil || f.winCPU > d.rungs[hot].winCPU) {
+			hot = r
+		}
+	}
+	if hot != nil && d.hotChecks >= 2 {
+		f := d.rungs[hot]
+		f.inline, f.moved = false, true
+		d.hotChecks = 0
+		d.log.Info("shared decoder busy: a rung moves to a thread of its own", "rung", hot.rend,
+			"busy", fmt.Sprintf("%.0f%%", 100*busy), "rung_busy", fmt.Sprintf("%.0f%%", 100*float64(f.winCPU)/float64(win)))
+	}
+	for _, f := range d.rungs {
+		f.winCPU = 0
+	}
 }
 
 func (d *decoder) updateCPU(cpu0 time.Duration) {
-	c := threadCPU() - cpu0
+	c := threadCPU() - cpu0 - d.inlineCPU
 	d.statsMu.Lock()
 	d.cpu = c
 	d.statsMu.Unlock()
@@ -347,8 +503,9 @@ type DecoderStats struct {
 	// wall-clock time since the decoder started.
 	Frames uint64  `json:"frames"`
 	FPS    float64 `json:"fps"`
-	// CPUSeconds is the CPU time of the decoder's thread; CPULoad that over
-	// wall-clock time.
+	// CPUSeconds is the CPU time of the decoder's thread, less what the
+	// rungs it runs inline used there (counted as theirs); CPULoad that
+	// over wall-clock time.
 	CPUSeconds float64 `json:"cpu_seconds"`
 	CPULoad    float64 `json:"cpu_load"`
 	// Dropped counts items (frames, audio units) that rungs too far behind

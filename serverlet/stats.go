@@ -29,6 +29,13 @@ func (r *run) countFrame(in bool, latency time.Duration) {
 	}
 }
 
+// addInlineCPU counts CPU time the run used on the decoder's thread.
+func (r *run) addInlineCPU(d time.Duration) {
+	r.statsMu.Lock()
+	r.inlineCPU += d
+	r.statsMu.Unlock()
+}
+
 // updateCPU records the run thread's CPU time since cpu0.
 func (r *run) updateCPU(cpu0 time.Duration) {
 	c := threadCPU() - cpu0
@@ -71,6 +78,9 @@ type RunStats struct {
 	// and units it lost there by falling more than a second behind.
 	SharedDecode bool   `json:"shared_decode"`
 	Dropped      uint64 `json:"dropped"`
+	// Inline tells that the shared decoder's thread runs the serverlet
+	// (serverlets.inline_rungs); its CPU time there is in CPUSeconds.
+	Inline bool `json:"inline"`
 }
 
 func (r *run) stats() RunStats {
@@ -78,7 +88,7 @@ func (r *run) stats() RunStats {
 	defer r.statsMu.Unlock()
 	el := time.Since(r.started).Seconds()
 	s := RunStats{Rendition: r.path, Spec: r.spec, Started: r.started, Transcoding: r.pipe.TranscodesVideo(),
-		FramesIn: r.framesIn, FramesOut: r.framesOut, CPUSeconds: r.cpu.Seconds()}
+		FramesIn: r.framesIn, FramesOut: r.framesOut, CPUSeconds: (r.cpu + r.inlineCPU).Seconds()}
 	if el > 0 {
 		s.FPS = float64(r.framesOut) / el
 		s.CPULoad = s.CPUSeconds / el
@@ -92,6 +102,7 @@ func (r *run) stats() RunStats {
 	if r.dec != nil {
 		s.SharedDecode = true
 		s.Dropped = r.dec.droppedFor(r)
+		s.Inline = r.dec.inlineFor(r)
 	}
 	if n := len(r.latencies); n > 0 {
 		l := append([]time.Duration(nil), r.latencies...)
