@@ -35,7 +35,7 @@ import (
 // other after each decoded frame, as one ffmpeg command runs its whole
 // graph on one thread: no queue, no thread wake-up per rung and frame, no
 // rung thread migrating between CPUs with its encoder's working set (about
-// 4 % less CPU per ladder frame than a thread per rung on this project's
+// 5 % less CPU per ladder frame than a thread per rung on this project's
 // benchmark). A rung's CPU time on the decoder's thread is measured around
 // each call and counted as the rung's. When the decoder's thread is busy
 // more than serverlets.inline_busy_max (0.8) of the time for two checks in a row (it is near
