@@ -17,13 +17,14 @@ func TestManagerConfigValidateNamesTheYAMLKey(t *testing.T) {
 		t.Fatalf("DefaultManagerConfig does not validate: %v", err)
 	}
 	for want, edit := range map[string]func(*serverlet.ManagerConfig){
-		"slots: ":       func(c *serverlet.ManagerConfig) { c.Slots = -1 },
-		"idle_stop: ":   func(c *serverlet.ManagerConfig) { c.IdleStop = -time.Second },
-		"ladder: ":      func(c *serverlet.ManagerConfig) { c.Ladder = map[string]string{"a b": "scale x360"} },
-		"ladder.360p: ": func(c *serverlet.ManagerConfig) { c.Ladder = map[string]string{"360p": " "} },
-		"preset: ":      func(c *serverlet.ManagerConfig) { c.Encoder.Preset = "turbo" },
-		"threads: ":     func(c *serverlet.ManagerConfig) { c.Encoder.Threads = -2 },
-		"plugins[1]: ":  func(c *serverlet.ManagerConfig) { c.Plugins = []string{"gray", "a b"} },
+		"slots: ":           func(c *serverlet.ManagerConfig) { c.Slots = -1 },
+		"idle_stop: ":       func(c *serverlet.ManagerConfig) { c.IdleStop = -time.Second },
+		"ladder: ":          func(c *serverlet.ManagerConfig) { c.Ladder = map[string]string{"a b": "scale x360"} },
+		"ladder.360p: ":     func(c *serverlet.ManagerConfig) { c.Ladder = map[string]string{"360p": " "} },
+		"preset: ":          func(c *serverlet.ManagerConfig) { c.Encoder.Preset = "turbo" },
+		"threads: ":         func(c *serverlet.ManagerConfig) { c.Encoder.Threads = -2 },
+		"plugins[1]: ":      func(c *serverlet.ManagerConfig) { c.Plugins = []string{"gray", "a b"} },
+		"inline_busy_max: ": func(c *serverlet.ManagerConfig) { c.InlineBusyMax = 1.5 },
 	} {
 		c := serverlet.DefaultManagerConfig()
 		edit(&c)
@@ -35,14 +36,15 @@ func TestManagerConfigValidateNamesTheYAMLKey(t *testing.T) {
 
 func TestManagerConfigKeepsTheServerletsYAMLKeys(t *testing.T) {
 	var c serverlet.ManagerConfig
-	in := "ladder:\n  gray: grayscale\nslots: 3\nidle_stop: 2s\npreset: fast\nthreads: 2\nplugin_dir: /p\nplugins: [gray]\nshared_decode: false\n"
+	in := "ladder:\n  gray: grayscale\nslots: 3\nidle_stop: 2s\npreset: fast\nthreads: 2\nplugin_dir: /p\nplugins: [gray]\nshared_decode: false\ninline_rungs: false\ninline_busy_max: 0.6\n"
 	dec := yaml.NewDecoder(strings.NewReader(in))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
 		t.Fatal(err)
 	}
 	if c.Ladder["gray"] != "grayscale" || c.Slots != 3 || c.IdleStop != 2*time.Second || c.Encoder.Preset != "fast" ||
-		c.Encoder.Threads != 2 || c.PluginDir != "/p" || len(c.Plugins) != 1 || c.SharedDecode == nil || *c.SharedDecode {
+		c.Encoder.Threads != 2 || c.PluginDir != "/p" || len(c.Plugins) != 1 || c.SharedDecode == nil || *c.SharedDecode ||
+		c.InlineRungs == nil || *c.InlineRungs || c.InlineBusyMax != 0.6 {
 		t.Errorf("decoded %+v from\n%s", c, in)
 	}
 }
@@ -50,6 +52,9 @@ func TestManagerConfigKeepsTheServerletsYAMLKeys(t *testing.T) {
 func TestSharedDecodeIsOnUnlessTurnedOff(t *testing.T) {
 	if d := serverlet.DefaultManagerConfig().SharedDecode; d == nil || !*d {
 		t.Errorf("DefaultManagerConfig().SharedDecode = %v, want true", d)
+	}
+	if d := serverlet.DefaultManagerConfig(); d.InlineRungs == nil || !*d.InlineRungs || d.InlineBusyMax != 0.8 {
+		t.Errorf("DefaultManagerConfig() inline_rungs %v inline_busy_max %v, want true and 0.8", d.InlineRungs, d.InlineBusyMax)
 	}
 	// Each default is its own: turning one off leaves the next default on.
 	c := serverlet.DefaultManagerConfig()
