@@ -455,6 +455,50 @@ func TestWHIPVideoLossWaitsForKeyframe(t *testing.T) {
 	t.Logf("dropped %d video packets, %d PLIs received", d, p.PLIs())
 }
 
+// TestWHIPVideoLossIsRepairedByNACK: a publisher that resends what it is
+// asked for (as browsers and OBS do) loses nothing to its lossy network:
+// the node asks for each missing packet by NACK, the resent packet fills
+// the gap within nack_wait, and viewers get every access unit.
+func TestWHIPVideoLossIsRepairedByNACK(t *testing.T) {
+	n := startNode(t)
+	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/mended/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg, DropVideoEvery: 40, ResendOnNACK: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	n.waitStream(t, "live/mended")
+	var concealed atomic.Int64
+	astiav.SetLogCallback(func(_ astiav.Classer, _ astiav.LogLevel, _, msg string) {
+		if strings.Contains(msg, "concealing") {
+			concealed.Add(1)
+		}
+	})
+	sizes, _ := whepFrames(t, n.httpURL("live/mended/whep"), 90)
+	astiav.ResetLogCallback()
+	assertFrames(t, "WHEP read of a lossy WHIP publish that resends", sizes, 90, "320x240")
+	if c := concealed.Load(); c > 0 {
+		t.Errorf("the viewer's decoder concealed errors in %d pictures", c)
+	}
+	d := p.Dropped()
+	if d < 4 {
+		t.Fatalf("the publisher dropped %d packets, too few to tell", d)
+	}
+	// Without NACKs (or without the wait) every dropped packet is lost
+	// and none recovered. A resent packet may be dropped again and asked
+	// for once more; a machine stalled past nack_wait may lose one.
+	lost, rec := n.WHIP.LostPackets(), n.WHIP.RecoveredPackets()
+	if rec < uint64(d)/2 || lost > uint64(d)/4 {
+		t.Errorf("publisher dropped %d video packets (and was asked for %d): node recovered %d, lost %d", d, p.NACKed(), rec, lost)
+	}
+	if p.NACKed() == 0 {
+		t.Error("the publisher was never asked for a packet again")
+	}
+	t.Logf("dropped %d video packets, asked for %d again, recovered %d, lost %d, %d PLIs", d, p.NACKed(), rec, lost, p.PLIs())
+}
+
 // whipCaptureOffsets reads the hub units of path for d and returns, per
 // kind, every unit's capture time (stamped by the publisher) minus its
 // PTS: on one timeline these are all alike.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,9 @@ import (
 	"github.com/gradient-cdn/gradient/internal/rtcmedia"
 	"github.com/gradient-cdn/gradient/media"
 )
+
+// whipNACKInterval is how often missing video packets are asked for.
+const whipNACKInterval = 20 * time.Millisecond
 
 // MaxWHIPOfferSize bounds a WHIP offer body; a larger one is answered 413.
 const MaxWHIPOfferSize = 64 << 10
@@ -46,6 +50,15 @@ type WHIPConfig struct {
 	// is answered 503. Default 64. In a node's configuration 0 turns WHIP
 	// off (its URLs answer 404); NewWHIPServer reads 0 as the default.
 	MaxSessions int `yaml:"max_sessions"`
+	// NACKWait is how long a publisher's video packets that follow a gap
+	// in the sequence numbers wait for the missing ones, which are asked
+	// for again by RTCP NACK (every 20 ms, browsers and OBS resend them):
+	// a gap filled in time is no loss. One still open then is: the access
+	// units it touched are dropped and video waits for a keyframe, asked
+	// for by PLI. The wait delays video only while a gap is open. Default
+	// 150ms (longer than the publisher's round trip); at most 1s; negative
+	// turns NACKs off (a gap is a loss at once).
+	NACKWait time.Duration `yaml:"nack_wait"`
 	// Registerer, if set, receives the WHIP metrics (sessions, refused
 	// offers, lost packets).
 	Registerer prometheus.Registerer `yaml:"-"`
@@ -53,7 +66,7 @@ type WHIPConfig struct {
 
 // DefaultWHIPConfig returns the WHIP defaults.
 func DefaultWHIPConfig() WHIPConfig {
-	return WHIPConfig{MediaTimeout: 10 * time.Second, KeyframeInterval: 2 * time.Second, MaxSessions: 64}
+	return WHIPConfig{MediaTimeout: 10 * time.Second, KeyframeInterval: 2 * time.Second, MaxSessions: 64, NACKWait: 150 * time.Millisecond}
 }
 
 // MaxWHIPSessions bounds max_sessions: each session holds a peer
@@ -73,6 +86,8 @@ func (c WHIPConfig) Validate() error {
 			c.KeyframeInterval, c.MediaTimeout)
 	case c.MaxSessions < 0 || c.MaxSessions > MaxWHIPSessions:
 		return fmt.Errorf("max_sessions: %d must be 0 (WHIP off) to %d", c.MaxSessions, MaxWHIPSessions)
+	case c.NACKWait > time.Second:
+		return fmt.Errorf("nack_wait: %v must be at most 1s (negative: NACKs off)", c.NACKWait)
 	}
 	return nil
 }
@@ -97,11 +112,13 @@ type WHIPServer struct {
 	byPath   map[string]*whipSession
 	wg       sync.WaitGroup
 
-	lost atomic.Uint64 // RTP packets found missing, every session
+	lost      atomic.Uint64 // RTP packets found missing, every session
+	recovered atomic.Uint64 // video packets that filled a gap in time
 
 	mSessions prometheus.GaugeFunc
 	mRejected *prometheus.CounterVec
 	mLost     prometheus.CounterFunc
+	mRecov    prometheus.CounterFunc
 }
 
 // NewWHIPServer returns a WHIP ingest publishing into hub, or the config's
@@ -126,10 +143,13 @@ func NewWHIPServer(cfg WHIPConfig, hub *media.Hub, newAPI NewAPIFunc, log *slog.
 		Name: "gradient_whip_rejected_offers_total", Help: "WHIP offers refused, by HTTP status.",
 	}, []string{"status"})
 	s.mLost = prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "gradient_whip_lost_packets_total", Help: "RTP packets of WHIP publishers found missing (video then waits for a keyframe).",
+		Name: "gradient_whip_lost_packets_total", Help: "RTP packets of WHIP publishers lost for good (not recovered by NACK in nack_wait; video then waits for a keyframe).",
 	}, func() float64 { return float64(s.LostPackets()) })
+	s.mRecov = prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "gradient_whip_recovered_packets_total", Help: "Video packets of WHIP publishers that arrived after a gap had opened before them, in time to fill it (retransmitted after a NACK, or reordered).",
+	}, func() float64 { return float64(s.RecoveredPackets()) })
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.mSessions, s.mRejected, s.mLost} {
+		for _, c := range []prometheus.Collector{s.mSessions, s.mRejected, s.mLost, s.mRecov} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("whip metrics: %w", err)
 			}
@@ -147,13 +167,25 @@ var whipH264Profiles = []string{"42e01f", "42001f", "4d001f", "64001f", "640c1f"
 func (s *WHIPServer) Start() error {
 	me := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
+	if s.cfg.NACKWait > 0 {
+		fb = append(fb, webrtc.RTCPFeedback{Type: "nack"})
+	}
 	if err := rtcmedia.RegisterH264Opus(me, whipH264Profiles, fb); err != nil {
 		return fmt.Errorf("whip: %w", err)
 	}
 	// Receiver reports and transport-wide congestion control feedback, so
-	// that a browser's bandwidth estimate follows the path. No NACKs: a
-	// loss makes video wait for the next keyframe, which is asked for.
+	// that a browser's bandwidth estimate follows the path; NACKs for
+	// video's missing packets, while they may still fill their gap
+	// (readTrack).
 	ir := &interceptor.Registry{}
+	if s.cfg.NACKWait > 0 {
+		gen, err := nack.NewGeneratorInterceptor(nack.GeneratorInterval(whipNACKInterval),
+			nack.GeneratorMaxNacksPerPacket(uint16(s.cfg.NACKWait/whipNACKInterval)+1))
+		if err != nil {
+			return fmt.Errorf("whip: NACK generator: %w", err)
+		}
+		ir.Add(gen)
+	}
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return fmt.Errorf("whip: RTCP reports: %w", err)
 	}
@@ -195,8 +227,13 @@ func (s *WHIPServer) Sessions() int {
 }
 
 // LostPackets counts the RTP packets of every session found missing (by
-// their sequence numbers) since the start.
+// their sequence numbers) and not recovered in nack_wait, since the start.
 func (s *WHIPServer) LostPackets() uint64 { return s.lost.Load() }
+
+// RecoveredPackets counts the video packets that arrived after a gap had
+// opened before them and filled it in time (retransmissions asked for by
+// NACK, or packets reordered on the way).
+func (s *WHIPServer) RecoveredPackets() uint64 { return s.recovered.Load() }
 
 // whipError is a refused offer: status and reason, logged and sent.
 type whipError struct {

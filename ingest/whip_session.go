@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -208,8 +209,28 @@ func (x *whipSession) audioShift(pts int64, ts uint32, clock int64) (int64, bool
 	return want - (pts + int64(int32(sr.rtp-ts))), true
 }
 
+// whipPending is a video packet held after a gap in the sequence numbers,
+// with its arrival time.
+type whipPending struct {
+	pkt     rtp.Packet
+	arrival time.Time
+}
+
+// maxWHIPPending bounds the video packets held while a gap waits for its
+// retransmission (about a second of 4 Mbit/s video): beyond, the gap is
+// a loss.
+const maxWHIPPending = 512
+
 // readTrack turns the packets of tr into units. t nil: the packets are
 // read and dropped (so the track does not back up).
+//
+// Video with nack_wait: a gap in the sequence numbers is asked for again
+// by RTCP NACK (the interceptor Start adds sends them every
+// whipNACKInterval) and the packets after it wait, in order, at most
+// nack_wait from the arrival of the first of them; the missing ones that
+// arrive in time fill the gap (counted as recovered) and the rest go on
+// as if nothing was lost. A gap still open then is a loss: the access
+// units it touched are dropped and a keyframe is asked for.
 func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -225,7 +246,6 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 		nextSeq uint16
 		clock   = int64(tr.Codec().ClockRate)
 		buf     = make([]byte, 1500)
-		pkt     rtp.Packet
 		isVideo = t != nil && t == x.video
 		isAudio = t != nil && t == x.audio
 		// Audio is placed on video's timeline by the sender reports
@@ -237,34 +257,21 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 		// first packet after the loss) may miss data.
 		dropping    bool
 		dropThrough time.Duration
+		// Video packets after a gap, by sequence number, waiting for it.
+		pending  = map[uint16]whipPending{}
+		nackWait = x.s.cfg.NACKWait
 	)
 	if clock <= 0 {
 		clock = 90000
 	}
-	for {
-		n, _, err := tr.Read(buf)
-		if err != nil {
-			return
-		}
-		now := time.Now()
-		x.lastRTP.Store(now.UnixNano())
-		if t == nil {
-			continue
-		}
-		if err := pkt.Unmarshal(buf[:n]); err != nil {
-			continue
-		}
-		lost := 0
+	// handle turns one in-order packet into units; lost is how many
+	// packets are missing right before it.
+	handle := func(pkt *rtp.Packet, now time.Time, lost int) {
 		if !started {
 			started = true
 			lastTS = pkt.Timestamp
 			offset = media.DurationToTicks(now.Sub(x.start), clock)
 		} else {
-			gap := int16(pkt.SequenceNumber - nextSeq)
-			if gap < 0 {
-				continue // late or duplicate: its access unit is gone
-			}
-			lost = int(gap)
 			ext += int64(int32(pkt.Timestamp - lastTS))
 			lastTS = pkt.Timestamp
 		}
@@ -294,9 +301,7 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 				x.log.Info("whip audio timed by arrival: no RTCP sender reports", "waited", whipSyncWait)
 			} else {
 				x.s.lost.Add(uint64(lost))
-				pkt = rtp.Packet{}
-				buf = make([]byte, 1500)
-				continue // dropped until audio is on video's timeline
+				return // dropped until audio is on video's timeline
 			}
 		}
 		if lost > 0 {
@@ -310,7 +315,7 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 				x.requestKeyframe()
 			}
 		}
-		for _, u := range x.depay.Decode(t, &pkt, pts, true, now) {
+		for _, u := range x.depay.Decode(t, pkt, pts, true, now) {
 			if dropping {
 				if u.PTS <= dropThrough {
 					x.depay.Lost(0) // an IDR spanning the loss must not restart video
@@ -320,9 +325,95 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 			}
 			x.write(u)
 		}
-		// Fresh packet buffers: units keep slices of the payload.
-		pkt = rtp.Packet{}
+	}
+	// flush hands on the held packets that follow nextSeq without a gap.
+	flush := func() {
+		for {
+			p, ok := pending[nextSeq]
+			if !ok {
+				return
+			}
+			delete(pending, nextSeq)
+			handle(&p.pkt, p.arrival, 0)
+		}
+	}
+	// oldest is the held packet next in sequence after the gap.
+	oldest := func() (uint16, whipPending) {
+		var best uint16
+		var bp whipPending
+		first := true
+		for seq, p := range pending {
+			if first || int16(seq-best) < 0 {
+				best, bp, first = seq, p, false
+			}
+		}
+		return best, bp
+	}
+	// giveUp declares the packets missing before the oldest held one lost.
+	giveUp := func() {
+		seq, p := oldest()
+		delete(pending, seq)
+		handle(&p.pkt, p.arrival, int(int16(seq-nextSeq)))
+		flush()
+	}
+	deadline := false // a read deadline is set
+	for {
+		switch {
+		case len(pending) > 0:
+			_, p := oldest()
+			_ = tr.SetReadDeadline(p.arrival.Add(nackWait))
+			deadline = true
+		case deadline:
+			_ = tr.SetReadDeadline(time.Time{})
+			deadline = false
+		}
+		n, _, err := tr.Read(buf)
+		if err != nil {
+			var ne net.Error
+			if deadline && errors.As(err, &ne) && ne.Timeout() {
+				if len(pending) > 0 {
+					giveUp()
+				}
+				continue
+			}
+			return
+		}
+		now := time.Now()
+		x.lastRTP.Store(now.UnixNano())
+		if t == nil {
+			continue
+		}
+		var pkt rtp.Packet
+		if err := pkt.Unmarshal(buf[:n]); err != nil {
+			continue
+		}
+		// Fresh packet buffers: units and held packets keep slices of the
+		// payload.
 		buf = make([]byte, 1500)
+		if !started {
+			handle(&pkt, now, 0)
+			continue
+		}
+		gap := int16(pkt.SequenceNumber - nextSeq)
+		switch {
+		case gap < 0:
+			continue // late or duplicate: its access unit is gone
+		case gap == 0:
+			if len(pending) > 0 {
+				x.s.recovered.Add(1) // it filled (part of) a gap
+			}
+			handle(&pkt, now, 0)
+			flush()
+		case !isVideo || nackWait <= 0:
+			handle(&pkt, now, int(gap))
+		default:
+			if _, dup := pending[pkt.SequenceNumber]; !dup {
+				pending[pkt.SequenceNumber] = whipPending{pkt: pkt, arrival: now}
+			}
+			if len(pending) > maxWHIPPending {
+				giveUp()
+			}
+		}
 	}
 }
 

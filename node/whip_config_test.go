@@ -22,6 +22,13 @@ func TestLoadConfigWHIPSection(t *testing.T) {
 	if err != nil || cfg.WHIP.MediaTimeout != 5*time.Second || cfg.WHIP.KeyframeInterval != time.Second || cfg.WHIP.MaxSessions != 3 {
 		t.Fatalf("whip section: %+v %v", cfg.WHIP, err)
 	}
+	if d := DefaultConfig().WHIP; d.NACKWait != 150*time.Millisecond {
+		t.Errorf("whip.nack_wait default %v, want 150ms", d.NACKWait)
+	}
+	cfg, err = LoadConfig(writeConfig(t, "whip:\n  nack_wait: -1s\n"))
+	if err != nil || cfg.WHIP.NACKWait >= 0 {
+		t.Fatalf("whip.nack_wait -1s (NACKs off): %+v %v", cfg.WHIP, err)
+	}
 	cfg, err = LoadConfig(writeConfig(t, "whip:\n  max_sessions: 0\n"))
 	if err != nil || cfg.WHIP.MaxSessions != 0 || cfg.WHIP.MediaTimeout != 10*time.Second {
 		t.Fatalf("whip off: %+v %v", cfg.WHIP, err)
@@ -32,6 +39,7 @@ func TestLoadConfigWHIPSection(t *testing.T) {
 		"whip:\n  keyframe_interval: 0s\n":                      "whip.keyframe_interval",
 		"whip:\n  keyframe_interval: 20s\n":                     "whip.keyframe_interval",
 		"whip:\n  max_sessions: -1\n":                           "whip.max_sessions",
+		"whip:\n  nack_wait: 2s\n":                              "whip.nack_wait",
 		"whip:\n  max_sessions: 1000000\n":                      "whip.max_sessions",
 		"whip:\n  max_session: 3\n":                             "max_session",
 		"whip:\n  media_timeout: soon\n":                        "line 2",

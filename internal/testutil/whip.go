@@ -22,6 +22,7 @@ import (
 	"github.com/pion/dtls/v3"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/interceptor/pkg/report"
 	"github.com/pion/logging"
 	"github.com/pion/rtcp"
@@ -79,6 +80,10 @@ type WHIPOptions struct {
 	// DropVideoEvery drops every n-th H.264 RTP packet before it is sent
 	// (0: none), a lossy network in the test process.
 	DropVideoEvery int
+	// ResendOnNACK offers generic NACK for video and resends the packets
+	// the server asks for again (pion's NACK responder, ahead of the drop:
+	// a resent packet may be dropped again), as browsers do.
+	ResendOnNACK bool
 	// HTTPClient makes the WHIP requests. Default http.DefaultClient.
 	HTTPClient *http.Client
 	// CaptureStamps marks every sample with its capture time (Unix
@@ -225,6 +230,7 @@ type WHIPPublisher struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	pli      atomic.Int64
+	nacked   atomic.Int64
 	dropped  atomic.Int64
 	sentAUs  atomic.Int64
 	// capVideo and capAudio are the capture time (Unix ns) of the sample
@@ -247,10 +253,14 @@ func PublishWHIP(ctx context.Context, endpoint string, o WHIPOptions) (*WHIPPubl
 		client = http.DefaultClient
 	}
 	me := &webrtc.MediaEngine{}
+	videoFB := []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}}
+	if o.ResendOnNACK {
+		videoFB = append(videoFB, webrtc.RTCPFeedback{Type: "nack"})
+	}
 	if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
 		MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
 		SDPFmtpLine:  "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-		RTCPFeedback: []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}},
+		RTCPFeedback: videoFB,
 	}, PayloadType: 96}, webrtc.RTPCodecTypeVideo); err != nil {
 		return nil, err
 	}
@@ -283,6 +293,15 @@ func PublishWHIP(ctx context.Context, endpoint string, o WHIPOptions) (*WHIPPubl
 	}
 	if o.DropVideoEvery > 0 {
 		ir.Add(dropFactory{every: o.DropVideoEvery, dropped: &p.dropped})
+	}
+	if o.ResendOnNACK {
+		// Added after the drop: the outer writer, so it keeps every packet
+		// and resends through the drop.
+		resp, err := nack.NewResponderInterceptor()
+		if err != nil {
+			return nil, err
+		}
+		ir.Add(resp)
 	}
 	api := webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
@@ -395,8 +414,13 @@ func (p *WHIPPublisher) readRTCP(s *webrtc.RTPSender) {
 			return
 		}
 		for _, pkt := range pkts {
-			if _, ok := pkt.(*rtcp.PictureLossIndication); ok {
+			switch pkt := pkt.(type) {
+			case *rtcp.PictureLossIndication:
 				p.pli.Add(1)
+			case *rtcp.TransportLayerNack:
+				for _, n := range pkt.Nacks {
+					p.nacked.Add(int64(len(n.PacketList())))
+				}
 			}
 		}
 	}
@@ -536,6 +560,10 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 
 // PLIs counts the keyframe requests received from the server.
 func (p *WHIPPublisher) PLIs() int64 { return p.pli.Load() }
+
+// NACKed counts the packets the server asked for again (RTCP generic
+// NACK), a packet asked for twice counting twice.
+func (p *WHIPPublisher) NACKed() int64 { return p.nacked.Load() }
 
 // Dropped counts the video packets dropped by DropVideoEvery.
 func (p *WHIPPublisher) Dropped() int64 { return p.dropped.Load() }
