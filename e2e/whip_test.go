@@ -499,6 +499,43 @@ func TestWHIPVideoLossIsRepairedByNACK(t *testing.T) {
 	t.Logf("dropped %d video packets, asked for %d again, recovered %d, lost %d, %d PLIs", d, p.NACKed(), rec, lost, p.PLIs())
 }
 
+// TestWHIPReorderedVideoIsNoLoss: packets that arrive out of order (a
+// network that reorders) are put back in order within nack_wait: none
+// counted lost, no keyframe wait, viewers get every access unit.
+func TestWHIPReorderedVideoIsNoLoss(t *testing.T) {
+	n := startNode(t)
+	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/swapped/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg, SwapVideoEvery: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	n.waitStream(t, "live/swapped")
+	var concealed atomic.Int64
+	astiav.SetLogCallback(func(_ astiav.Classer, _ astiav.LogLevel, _, msg string) {
+		if strings.Contains(msg, "concealing") {
+			concealed.Add(1)
+		}
+	})
+	sizes, _ := whepFrames(t, n.httpURL("live/swapped/whep"), 90)
+	astiav.ResetLogCallback()
+	assertFrames(t, "WHEP read of a reordered WHIP publish", sizes, 90, "320x240")
+	if c := concealed.Load(); c > 0 {
+		t.Errorf("the viewer's decoder concealed errors in %d pictures", c)
+	}
+	sw := p.Swapped()
+	if sw < 4 {
+		t.Fatalf("the publisher swapped %d packets, too few to tell", sw)
+	}
+	// Before the wait, each swap was a loss (the late packet then
+	// dropped as too old) and a keyframe wait.
+	if lost, rec := n.WHIP.LostPackets(), n.WHIP.RecoveredPackets(); lost != 0 || rec < uint64(sw)/2 {
+		t.Errorf("publisher swapped %d video packets: node counted %d lost and %d recovered, want 0 lost", sw, lost, rec)
+	}
+}
+
 // whipCaptureOffsets reads the hub units of path for d and returns, per
 // kind, every unit's capture time (stamped by the publisher) minus its
 // PTS: on one timeline these are all alike.

@@ -80,6 +80,9 @@ type WHIPOptions struct {
 	// DropVideoEvery drops every n-th H.264 RTP packet before it is sent
 	// (0: none), a lossy network in the test process.
 	DropVideoEvery int
+	// SwapVideoEvery holds every n-th H.264 RTP packet back and sends it
+	// right after the next one (0: none): a network that reorders.
+	SwapVideoEvery int
 	// ResendOnNACK offers generic NACK for video and resends the packets
 	// the server asks for again (pion's NACK responder, ahead of the drop:
 	// a resent packet may be dropped again), as browsers do.
@@ -139,6 +142,52 @@ func (d *dropInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interc
 			return len(payload), nil
 		}
 		return w.Write(h, payload, a)
+	})
+}
+
+// swapFactory is an interceptor sending every n-th outgoing video packet
+// after the one that follows it.
+type swapFactory struct {
+	every   int
+	swapped *atomic.Int64
+}
+
+func (f swapFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &swapInterceptor{f: f}, nil
+}
+
+type swapInterceptor struct {
+	interceptor.NoOp
+	f swapFactory
+}
+
+func (s *swapInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+	if !strings.EqualFold(info.MimeType, webrtc.MimeTypeH264) {
+		return w
+	}
+	var (
+		mu      sync.Mutex
+		n       int64
+		held    *rtp.Header
+		heldPay []byte
+		heldAt  interceptor.Attributes
+	)
+	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		if held == nil && n%int64(s.f.every) == 0 {
+			hc := h.Clone()
+			held, heldPay, heldAt = &hc, append([]byte(nil), payload...), a
+			return len(payload), nil
+		}
+		written, err := w.Write(h, payload, a)
+		if held != nil {
+			s.f.swapped.Add(1)
+			_, _ = w.Write(held, heldPay, heldAt)
+			held = nil
+		}
+		return written, err
 	})
 }
 
@@ -231,6 +280,7 @@ type WHIPPublisher struct {
 	wg       sync.WaitGroup
 	pli      atomic.Int64
 	nacked   atomic.Int64
+	swapped  atomic.Int64
 	dropped  atomic.Int64
 	sentAUs  atomic.Int64
 	// capVideo and capAudio are the capture time (Unix ns) of the sample
@@ -293,6 +343,9 @@ func PublishWHIP(ctx context.Context, endpoint string, o WHIPOptions) (*WHIPPubl
 	}
 	if o.DropVideoEvery > 0 {
 		ir.Add(dropFactory{every: o.DropVideoEvery, dropped: &p.dropped})
+	}
+	if o.SwapVideoEvery > 0 {
+		ir.Add(swapFactory{every: o.SwapVideoEvery, swapped: &p.swapped})
 	}
 	if o.ResendOnNACK {
 		// Added after the drop: the outer writer, so it keeps every packet
@@ -560,6 +613,10 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 
 // PLIs counts the keyframe requests received from the server.
 func (p *WHIPPublisher) PLIs() int64 { return p.pli.Load() }
+
+// Swapped counts the video packets sent after their successor
+// (SwapVideoEvery).
+func (p *WHIPPublisher) Swapped() int64 { return p.swapped.Load() }
 
 // NACKed counts the packets the server asked for again (RTCP generic
 // NACK), a packet asked for twice counting twice.
