@@ -414,34 +414,42 @@ func TestAACRenditionOfWHIPOpusPlaysOverMPEGTSHLS(t *testing.T) {
 	}
 }
 
-// TestWHIPVideoLossWaitsForKeyframe: a publisher whose network loses
-// video packets is detected (every lost packet counted), asked for a
-// keyframe, and viewers get only video that decodes.
-func TestWHIPVideoLossWaitsForKeyframe(t *testing.T) {
-	n := startNode(t)
-	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
+// watchTamperedWHIP publishes the 320x240 test clip at live/NAME with o
+// (its network tampered with: drops, reordering), reads 90 frames of it
+// over WHEP and checks they decode, none with concealed macroblocks (an
+// incomplete access unit forwarded would have some).
+func watchTamperedWHIP(t *testing.T, n *testNode, name string, o testutil.WHIPOptions) *testutil.WHIPPublisher {
+	t.Helper()
+	o.H264File, o.OggFile = testutil.WHIPClip(t, 320, 240, 30, 20)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/lossy/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg, DropVideoEvery: 150})
+	t.Cleanup(cancel)
+	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/"+name+"/whip"), o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
-	n.waitStream(t, "live/lossy")
-	// The viewer's decoder conceals the macroblocks an access unit misses:
-	// that must never happen.
+	t.Cleanup(func() { p.Close() })
+	n.waitStream(t, "live/"+name)
 	var concealed atomic.Int64
 	astiav.SetLogCallback(func(_ astiav.Classer, _ astiav.LogLevel, _, msg string) {
 		if strings.Contains(msg, "concealing") {
 			concealed.Add(1)
 		}
 	})
-	sizes, _ := whepFrames(t, n.httpURL("live/lossy/whep"), 90)
+	sizes, _ := whepFrames(t, n.httpURL("live/"+name+"/whep"), 90)
 	astiav.ResetLogCallback()
-	assertFrames(t, "WHEP read of a lossy WHIP publish", sizes, 90, "320x240")
+	assertFrames(t, "WHEP read of live/"+name, sizes, 90, "320x240")
 	if c := concealed.Load(); c > 0 {
-		t.Errorf("the viewer's decoder concealed errors in %d pictures: incomplete access units were forwarded", c)
+		t.Errorf("live/%s: the viewer's decoder concealed errors in %d pictures: incomplete access units were forwarded", name, c)
 	}
+	return p
+}
+
+// TestWHIPVideoLossWaitsForKeyframe: a publisher whose network loses
+// video packets is detected (every lost packet counted), asked for a
+// keyframe, and viewers get only video that decodes.
+func TestWHIPVideoLossWaitsForKeyframe(t *testing.T) {
+	n := startNode(t)
+	p := watchTamperedWHIP(t, n, "lossy", testutil.WHIPOptions{DropVideoEvery: 150})
 	d := p.Dropped()
 	if d == 0 {
 		t.Fatal("the publisher dropped nothing")
@@ -461,27 +469,7 @@ func TestWHIPVideoLossWaitsForKeyframe(t *testing.T) {
 // the gap within nack_wait, and viewers get every access unit.
 func TestWHIPVideoLossIsRepairedByNACK(t *testing.T) {
 	n := startNode(t)
-	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/mended/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg, DropVideoEvery: 40, ResendOnNACK: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	n.waitStream(t, "live/mended")
-	var concealed atomic.Int64
-	astiav.SetLogCallback(func(_ astiav.Classer, _ astiav.LogLevel, _, msg string) {
-		if strings.Contains(msg, "concealing") {
-			concealed.Add(1)
-		}
-	})
-	sizes, _ := whepFrames(t, n.httpURL("live/mended/whep"), 90)
-	astiav.ResetLogCallback()
-	assertFrames(t, "WHEP read of a lossy WHIP publish that resends", sizes, 90, "320x240")
-	if c := concealed.Load(); c > 0 {
-		t.Errorf("the viewer's decoder concealed errors in %d pictures", c)
-	}
+	p := watchTamperedWHIP(t, n, "mended", testutil.WHIPOptions{DropVideoEvery: 40, ResendOnNACK: true})
 	d := p.Dropped()
 	if d < 4 {
 		t.Fatalf("the publisher dropped %d packets, too few to tell", d)
@@ -504,27 +492,7 @@ func TestWHIPVideoLossIsRepairedByNACK(t *testing.T) {
 // counted lost, no keyframe wait, viewers get every access unit.
 func TestWHIPReorderedVideoIsNoLoss(t *testing.T) {
 	n := startNode(t)
-	h264, ogg := testutil.WHIPClip(t, 320, 240, 30, 20)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	p, err := testutil.PublishWHIP(ctx, n.httpURL("live/swapped/whip"), testutil.WHIPOptions{H264File: h264, OggFile: ogg, SwapVideoEvery: 40})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	n.waitStream(t, "live/swapped")
-	var concealed atomic.Int64
-	astiav.SetLogCallback(func(_ astiav.Classer, _ astiav.LogLevel, _, msg string) {
-		if strings.Contains(msg, "concealing") {
-			concealed.Add(1)
-		}
-	})
-	sizes, _ := whepFrames(t, n.httpURL("live/swapped/whep"), 90)
-	astiav.ResetLogCallback()
-	assertFrames(t, "WHEP read of a reordered WHIP publish", sizes, 90, "320x240")
-	if c := concealed.Load(); c > 0 {
-		t.Errorf("the viewer's decoder concealed errors in %d pictures", c)
-	}
+	p := watchTamperedWHIP(t, n, "swapped", testutil.WHIPOptions{SwapVideoEvery: 40})
 	sw := p.Swapped()
 	if sw < 4 {
 		t.Fatalf("the publisher swapped %d packets, too few to tell", sw)

@@ -116,79 +116,72 @@ func WHIPAudioCapture(payload []byte) (time.Time, bool) {
 	return time.Unix(0, int64(binary.BigEndian.Uint64(payload[len(payload)-8:]))), true
 }
 
-// dropFactory is an interceptor dropping every n-th outgoing video packet.
-type dropFactory struct {
-	every   int
-	dropped *atomic.Int64
+// videoWriterFactory is an interceptor that wraps the RTP writer of each
+// outgoing H.264 stream with wrap (a lossy or reordering network in the
+// test process).
+type videoWriterFactory struct {
+	wrap func(w interceptor.RTPWriter) interceptor.RTPWriter
 }
 
-func (f dropFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return &dropInterceptor{f: f}, nil
+func (f videoWriterFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
+	return &videoWriterInterceptor{wrap: f.wrap}, nil
 }
 
-type dropInterceptor struct {
+type videoWriterInterceptor struct {
 	interceptor.NoOp
-	f dropFactory
+	wrap func(w interceptor.RTPWriter) interceptor.RTPWriter
 }
 
-func (d *dropInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
+func (v *videoWriterInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
 	if !strings.EqualFold(info.MimeType, webrtc.MimeTypeH264) {
 		return w
 	}
-	var n atomic.Int64
-	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		if n.Add(1)%int64(d.f.every) == 0 {
-			d.f.dropped.Add(1)
-			return len(payload), nil
-		}
-		return w.Write(h, payload, a)
-	})
+	return v.wrap(w)
 }
 
-// swapFactory is an interceptor sending every n-th outgoing video packet
-// after the one that follows it.
-type swapFactory struct {
-	every   int
-	swapped *atomic.Int64
+// dropEvery drops every n-th packet written.
+func dropEvery(every int, dropped *atomic.Int64) videoWriterFactory {
+	return videoWriterFactory{wrap: func(w interceptor.RTPWriter) interceptor.RTPWriter {
+		var n atomic.Int64
+		return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+			if n.Add(1)%int64(every) == 0 {
+				dropped.Add(1)
+				return len(payload), nil
+			}
+			return w.Write(h, payload, a)
+		})
+	}}
 }
 
-func (f swapFactory) NewInterceptor(string) (interceptor.Interceptor, error) {
-	return &swapInterceptor{f: f}, nil
-}
-
-type swapInterceptor struct {
-	interceptor.NoOp
-	f swapFactory
-}
-
-func (s *swapInterceptor) BindLocalStream(info *interceptor.StreamInfo, w interceptor.RTPWriter) interceptor.RTPWriter {
-	if !strings.EqualFold(info.MimeType, webrtc.MimeTypeH264) {
-		return w
-	}
-	var (
-		mu      sync.Mutex
-		n       int64
-		held    *rtp.Header
-		heldPay []byte
-		heldAt  interceptor.Attributes
-	)
-	return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		if held == nil && n%int64(s.f.every) == 0 {
-			hc := h.Clone()
-			held, heldPay, heldAt = &hc, append([]byte(nil), payload...), a
-			return len(payload), nil
-		}
-		written, err := w.Write(h, payload, a)
-		if held != nil {
-			s.f.swapped.Add(1)
-			_, _ = w.Write(held, heldPay, heldAt)
-			held = nil
-		}
-		return written, err
-	})
+// swapEvery holds every n-th packet written back and writes it right
+// after the next one.
+func swapEvery(every int, swapped *atomic.Int64) videoWriterFactory {
+	return videoWriterFactory{wrap: func(w interceptor.RTPWriter) interceptor.RTPWriter {
+		var (
+			mu      sync.Mutex
+			n       int64
+			held    *rtp.Header
+			heldPay []byte
+			heldAt  interceptor.Attributes
+		)
+		return interceptor.RTPWriterFunc(func(h *rtp.Header, payload []byte, a interceptor.Attributes) (int, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			n++
+			if held == nil && n%int64(every) == 0 {
+				hc := h.Clone()
+				held, heldPay, heldAt = &hc, append([]byte(nil), payload...), a
+				return len(payload), nil
+			}
+			written, err := w.Write(h, payload, a)
+			if held != nil {
+				swapped.Add(1)
+				_, _ = w.Write(held, heldPay, heldAt)
+				held = nil
+			}
+			return written, err
+		})
+	}}
 }
 
 // captureSRFactory makes the interceptor that sends RTCP sender reports
@@ -342,10 +335,10 @@ func PublishWHIP(ctx context.Context, endpoint string, o WHIPOptions) (*WHIPPubl
 		return nil, err
 	}
 	if o.DropVideoEvery > 0 {
-		ir.Add(dropFactory{every: o.DropVideoEvery, dropped: &p.dropped})
+		ir.Add(dropEvery(o.DropVideoEvery, &p.dropped))
 	}
 	if o.SwapVideoEvery > 0 {
-		ir.Add(swapFactory{every: o.SwapVideoEvery, swapped: &p.swapped})
+		ir.Add(swapEvery(o.SwapVideoEvery, &p.swapped))
 	}
 	if o.ResendOnNACK {
 		// Added after the drop: the outer writer, so it keeps every packet
