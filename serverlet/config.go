@@ -62,7 +62,7 @@ type ManagerConfig struct {
 	// apart, before it moves a rung to a thread of its own. Default 0.8;
 	// (0, 1].
 	InlineBusyMax float64 `yaml:"inline_busy_max"`
-	// InlineItemHook, for tests, is called before each item a decoder's
+	// InlineItemHook, for tests, is called after each item a decoder's
 	// thread runs for a rung, with the rung's name.
 	InlineItemHook func(rendition string) `yaml:"-"`
 

@@ -282,10 +282,11 @@ func (r *run) runItem(it feedItem, hook func(rendition string)) (err error) {
 			r.log.Error("serverlet panicked", "panic", p, "stack", string(debug.Stack()))
 		}
 	}()
+	err = r.item(it) // frees it
 	if hook != nil {
 		hook(r.rend)
 	}
-	return r.item(it)
+	return err
 }
 
 // item takes one thing from the shared decoder: a picture for the video

@@ -38,10 +38,11 @@ import (
 // 5 % less CPU per ladder frame than a thread per rung on this project's
 // benchmark). A rung's CPU time on the decoder's thread is measured around
 // each call and counted as the rung's. When the decoder's thread is busy
-// more than serverlets.inline_busy_max (0.8) of the time for two checks in a row (it is near
-// falling behind real time), the rung that used most CPU there moves to a
-// thread of its own, one rung per check, and stays there: a ladder that
-// needs more than one core gets it. A rung on its own thread is fed
+// more than serverlets.inline_busy_max (0.8) of the time at two checks in
+// a row, 0.5 s apart (it is near falling behind real time), the rung that
+// used most CPU there moves to a thread of its own, and stays there; the
+// next move needs two more such checks. A ladder that needs more than one
+// core gets it. A rung on its own thread is fed
 // through a queue of feedQueue items; with inline_rungs false every rung
 // starts there.
 
@@ -467,18 +468,20 @@ func (d *decoder) balance() {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var hot *run
-	for r, f := range d.rungs {
-		if f.inline && (hot == nil || f.winCPU > d.rungs[hot].winCPU) {
-			hot = r
+	if d.hotChecks >= 2 {
+		var hot *run
+		var hf *rungFeed
+		for r, f := range d.rungs {
+			if f.inline && (hf == nil || f.winCPU > hf.winCPU) {
+				hot, hf = r, f
+			}
 		}
-	}
-	if hot != nil && d.hotChecks >= 2 {
-		f := d.rungs[hot]
-		f.inline, f.moved = false, true
-		d.hotChecks = 0
-		d.log.Info("shared decoder busy: a rung moves to a thread of its own", "rung", hot.rend,
-			"busy", fmt.Sprintf("%.0f%%", 100*busy), "rung_busy", fmt.Sprintf("%.0f%%", 100*float64(f.winCPU)/float64(win)))
+		if hf != nil {
+			hf.inline, hf.moved = false, true
+			d.hotChecks = 0
+			d.log.Info("shared decoder busy: a rung moves to a thread of its own", "rung", hot.rend,
+				"busy", fmt.Sprintf("%.0f%%", 100*busy), "rung_busy", fmt.Sprintf("%.0f%%", 100*float64(hf.winCPU)/float64(win)))
+		}
 	}
 	for _, f := range d.rungs {
 		f.winCPU = 0
