@@ -136,7 +136,7 @@ func TestVoDTitlesOutliveTheirOriginAndARemovalWinsForever(t *testing.T) {
 	// Its t2 is its own again: it can remove it, and the tombstone and
 	// removal reach the others.
 	back.RemoveVoDTitle("t2")
-	testutil.Eventually(t, 5*time.Second, "n0's removal of t2 reaches every node", func() bool {
+	testutil.Eventually(t, 15*time.Second, "n0's removal of t2 reaches every node", func() bool {
 		for _, m := range append(everyone, back) {
 			if vodIDs(m) != "" || strings.Join(m.VoDRemovals(), " ") != "t1 t2" {
 				return false
