@@ -67,6 +67,7 @@ type ladderResult struct {
 	wall       float64 // s
 	decoders   int
 	inline     int // rungs on the decoder's thread at the window's end
+	cascaded   int // rungs scaling a larger rung's picture then
 	dropped    uint64
 }
 
@@ -79,6 +80,7 @@ func (r *ladderResult) add(o ladderResult) {
 	r.wall += o.wall
 	r.decoders = max(r.decoders, o.decoders)
 	r.inline = o.inline
+	r.cascaded = o.cascaded
 	r.dropped += o.dropped
 }
 
@@ -88,15 +90,33 @@ func (r ladderResult) cpuPerLadderSecond() float64 { return r.cpu / (r.frames / 
 // ffmpegLadder runs the anchor command paced (-re) and returns the frames
 // it made and the CPU time it took in a window of seconds after
 // ladderWarmUp, as serverletLadder measures its side. With pin, ffmpeg
-// runs under `taskset -c 0` (one CPU).
-func ffmpegLadder(b *testing.B, clip string, seconds int, pin bool) ladderResult {
+// runs under `taskset -c 0` (one CPU). With cascade, each rung scales
+// the picture of the rung above it (720p the source's, 480p 720p's, …),
+// as the serverlets do with cascade_scale; without, every rung scales the
+// source's (split=4: the issue's anchor).
+func ffmpegLadder(b *testing.B, clip string, seconds int, pin, cascade bool) ladderResult {
 	var fc strings.Builder
-	fc.WriteString("[0:v]split=4")
-	for i := range ladderRungs {
-		fmt.Fprintf(&fc, "[s%d]", i)
-	}
-	for i, r := range ladderRungs {
-		fmt.Fprintf(&fc, ";[s%d]scale=%d:%d:flags=bicubic,format=yuv420p[o%d]", i, r.w, r.h, i)
+	if cascade {
+		in := "[0:v]"
+		for i, r := range ladderRungs {
+			if i > 0 {
+				fc.WriteString(";")
+			}
+			if i == len(ladderRungs)-1 {
+				fmt.Fprintf(&fc, "%sscale=%d:%d:flags=bicubic,format=yuv420p[o%d]", in, r.w, r.h, i)
+				break
+			}
+			fmt.Fprintf(&fc, "%sscale=%d:%d:flags=bicubic,split=2[p%d][c%d];[p%d]format=yuv420p[o%d]", in, r.w, r.h, i, i, i, i)
+			in = fmt.Sprintf("[c%d]", i)
+		}
+	} else {
+		fc.WriteString("[0:v]split=4")
+		for i := range ladderRungs {
+			fmt.Fprintf(&fc, "[s%d]", i)
+		}
+		for i, r := range ladderRungs {
+			fmt.Fprintf(&fc, ";[s%d]scale=%d:%d:flags=bicubic,format=yuv420p[o%d]", i, r.w, r.h, i)
+		}
 	}
 	args := []string{"-hide_banner", "-nostats", "-threads", "1", "-re", "-stream_loop", "-1", "-t", strconv.Itoa(seconds + int(ladderWarmUp/time.Second) + 2),
 		"-i", clip, "-filter_threads", "1", "-filter_complex_threads", "1", "-filter_complex", fc.String()}
@@ -182,7 +202,7 @@ func pinProcess(b *testing.B) func() {
 // serverletLadder runs the four rungs through a serverlet manager (with
 // or without shared decode) on a hub where the clip is published in real
 // time, and measures a window after a warm-up.
-func serverletLadder(b *testing.B, clip string, shared, inline bool) ladderResult {
+func serverletLadder(b *testing.B, clip string, shared, inline, cascade bool) ladderResult {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var m *serverlet.Manager
 	hub, err := media.NewHub(media.HubConfig{
@@ -195,7 +215,7 @@ func serverletLadder(b *testing.B, clip string, shared, inline bool) ladderResul
 	for _, r := range ladderRungs {
 		ladder[r.name] = r.spec
 	}
-	m, err = serverlet.NewManager(serverlet.ManagerConfig{Ladder: ladder, Slots: 8, SharedDecode: &shared, InlineRungs: &inline}, hub, log)
+	m, err = serverlet.NewManager(serverlet.ManagerConfig{Ladder: ladder, Slots: 8, SharedDecode: &shared, InlineRungs: &inline, CascadeScale: &cascade}, hub, log)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -240,6 +260,9 @@ func serverletLadder(b *testing.B, clip string, shared, inline bool) ladderResul
 		if s.Inline {
 			res.inline++
 		}
+		if s.ScaledFrom != "" {
+			res.cascaded++
+		}
 	}
 	return res
 }
@@ -255,14 +278,15 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 	// warms the machine up (file cache, the process's first encoders: in
 	// some runs the first serverlet window ran 10-15 % slower than the
 	// later ones, ffmpeg's did not) and is shown but not counted.
-	var ff, sh, th, un ladderResult
+	var ff, fc, sh, nc, un ladderResult
 	for round := 0; round <= ladderRounds; round++ {
-		var f, s, t, u ladderResult
+		var f, c, s, n, u ladderResult
 		sides := []func(){
-			func() { f = ffmpegLadder(b, clip, int(ladderWindow/time.Second), false) },
-			func() { s = serverletLadder(b, clip, true, true) },
-			func() { t = serverletLadder(b, clip, true, false) },
-			func() { u = serverletLadder(b, clip, false, false) },
+			func() { f = ffmpegLadder(b, clip, int(ladderWindow/time.Second), false, false) },
+			func() { c = ffmpegLadder(b, clip, int(ladderWindow/time.Second), false, true) },
+			func() { s = serverletLadder(b, clip, true, true, true) },
+			func() { n = serverletLadder(b, clip, true, true, false) },
+			func() { u = serverletLadder(b, clip, false, false, false) },
 		}
 		if round%2 == 0 {
 			slices.Reverse(sides)
@@ -270,51 +294,58 @@ func BenchmarkLadderSharedDecodeVsFFmpeg(b *testing.B) {
 		for _, side := range sides {
 			side()
 		}
-		fmt.Printf("  round %d: ffmpeg %.1f, shared %.1f (rungs on threads of their own %.1f), per-rung decoders %.1f ladder frames per CPU-second (load average %s)%s\n",
-			round, f.rate(), s.rate(), t.rate(), u.rate(), loadAvg(), map[bool]string{true: " — warm-up, not counted"}[round == 0])
+		fmt.Printf("  round %d: ffmpeg split=4 %.1f, ffmpeg cascade %.1f, serverlets %.1f (cascade_scale off %.1f), per-rung decoders %.1f ladder frames per CPU-second (load average %s)%s\n",
+			round, f.rate(), c.rate(), s.rate(), n.rate(), u.rate(), loadAvg(), map[bool]string{true: " — warm-up, not counted"}[round == 0])
 		if round == 0 {
 			continue
 		}
 		ff.add(f)
+		fc.add(c)
 		sh.add(s)
-		th.add(t)
+		nc.add(n)
 		un.add(u)
 	}
-	ffRate := ff.rate()
+	ffRate, fcRate := ff.rate(), fc.rate()
 	fmt.Printf("ffmpeg -filter_complex split=4, -re (anchor; CPU of the process over the same windows): %.0f ladder frames in %.2f CPU-s = %.1f ladder frames per CPU-second\n",
 		ff.frames, ff.cpu, ffRate)
+	fmt.Printf("ffmpeg, each rung scaling the rung above's picture (the same work as cascade_scale): %.0f ladder frames in %.2f CPU-s = %.1f per CPU-second = %.2f x split=4\n",
+		fc.frames, fc.cpu, fcRate, fcRate/ffRate)
 	for _, s := range []struct {
-		name string
-		r    ladderResult
-	}{{"shared decode, rungs on the decoder's thread (the defaults)", sh},
-		{"shared decode, rungs on threads of their own (inline_rungs: false)", th},
-		{"one decoder per rung (shared_decode: false)", un}} {
-		fmt.Printf("serverlets, %s: %d decoder(s), %d of 4 rungs inline at the end, %.0f ladder frames in %.2f CPU-s of the process = %.1f per CPU-second = %.2f x ffmpeg (target >= 1.0 shared); "+
-			"decoder+rung threads %.2f CPU-s = %.2f x ffmpeg; %.1f fps, %d frames dropped\n",
-			s.name, s.r.decoders, s.r.inline, s.r.frames, s.r.cpu, s.r.rate(), s.r.rate()/ffRate,
-			s.r.threadsCPU, (s.r.frames/s.r.threadsCPU)/ffRate, s.r.frames/s.r.wall, s.r.dropped)
+		name   string
+		r      ladderResult
+		anchor float64
+		of     string
+	}{{"shared decode, rungs on the decoder's thread, cascade_scale (the defaults)", sh, ffRate, "ffmpeg split=4 (target >= 1.0)"},
+		{"the same, against ffmpeg doing the same scaling", sh, fcRate, "ffmpeg cascade"},
+		{"shared decode, rungs on the decoder's thread, cascade_scale: false", nc, ffRate, "ffmpeg split=4"},
+		{"one decoder per rung (shared_decode: false)", un, ffRate, "ffmpeg split=4"}} {
+		fmt.Printf("serverlets, %s: %d decoder(s), %d of 4 rungs inline and %d scaling a larger rung's picture at the end, %.0f ladder frames in %.2f CPU-s of the process = %.1f per CPU-second = %.2f x %s; "+
+			"decoder+rung threads %.2f CPU-s = %.2f x; %.1f fps, %d frames dropped\n",
+			s.name, s.r.decoders, s.r.inline, s.r.cascaded, s.r.frames, s.r.cpu, s.r.rate(), s.r.rate()/s.anchor, s.of,
+			s.r.threadsCPU, (s.r.frames/s.r.threadsCPU)/s.anchor, s.r.frames/s.r.wall, s.r.dropped)
 	}
-	fmt.Printf("shared decode vs one decoder per rung: %.2f x the ladder frames per CPU-second; rungs on the decoder's thread vs on their own: %.2f x\n",
-		sh.rate()/un.rate(), sh.rate()/th.rate())
+	fmt.Printf("shared decode vs one decoder per rung: %.2f x the ladder frames per CPU-second; cascade_scale on vs off: %.2f x\n",
+		sh.rate()/un.rate(), sh.rate()/nc.rate())
 	// ffmpeg 5.1 runs decode, filters and the four encoders of this
-	// command on one thread; the serverlets run the decoder and each rung
-	// on threads of their own, in parallel on the CPUs. Both serialised on
-	// one CPU, the figure compares the work per ladder frame alone, apart
-	// from what running in parallel costs or saves.
+	// command on one thread, as the serverlets' decoder thread does with
+	// the rungs inline; pinned to one CPU, both sides' work per ladder
+	// frame is compared apart from CPU migrations and the runtime's
+	// threads running beside it.
 	if _, err := exec.LookPath("taskset"); err == nil {
-		fp := ffmpegLadder(b, clip, int(ladderWindow/time.Second), true)
+		fp := ffmpegLadder(b, clip, int(ladderWindow/time.Second), true, true)
 		unpin := pinProcess(b)
-		sp := serverletLadder(b, clip, true, true)
+		sp := serverletLadder(b, clip, true, true, true)
 		unpin()
-		fmt.Printf("both on one CPU (taskset): ffmpeg %.1f, shared decode %.1f ladder frames per CPU-second = %.2f x ffmpeg (shared decode unpinned above: %.2f x its pinned rate)\n",
+		fmt.Printf("both on one CPU (taskset), the same scaling (cascade): ffmpeg %.1f, serverlets %.1f ladder frames per CPU-second = %.2f x ffmpeg (serverlets unpinned above: %.2f x their pinned rate)\n",
 			fp.rate(), sp.rate(), sp.rate()/fp.rate(), sh.rate()/sp.rate())
-		b.ReportMetric(sp.rate()/fp.rate(), "x-ffmpeg-shared-1cpu")
+		b.ReportMetric(sp.rate()/fp.rate(), "x-ffmpeg-cascade-1cpu")
 	}
 	cores := float64(runtime.NumCPU())
-	fmt.Printf("ladders in real time on %.0f cores (estimate: cores / CPU-s per ladder-second): ffmpeg %.1f, shared %.1f, shared with a thread per rung %.1f, per-rung decoders %.1f "+
-		"(%.3f, %.3f, %.3f, %.3f CPU-s per ladder-second)\n",
-		cores, cores/ff.cpuPerLadderSecond(), cores/sh.cpuPerLadderSecond(), cores/th.cpuPerLadderSecond(), cores/un.cpuPerLadderSecond(),
-		ff.cpuPerLadderSecond(), sh.cpuPerLadderSecond(), th.cpuPerLadderSecond(), un.cpuPerLadderSecond())
+	fmt.Printf("ladders in real time on %.0f cores (estimate: cores / CPU-s per ladder-second): ffmpeg split=4 %.1f, ffmpeg cascade %.1f, serverlets %.1f, cascade_scale off %.1f, per-rung decoders %.1f "+
+		"(%.3f, %.3f, %.3f, %.3f, %.3f CPU-s per ladder-second)\n",
+		cores, cores/ff.cpuPerLadderSecond(), cores/fc.cpuPerLadderSecond(), cores/sh.cpuPerLadderSecond(), cores/nc.cpuPerLadderSecond(), cores/un.cpuPerLadderSecond(),
+		ff.cpuPerLadderSecond(), fc.cpuPerLadderSecond(), sh.cpuPerLadderSecond(), nc.cpuPerLadderSecond(), un.cpuPerLadderSecond())
 	b.ReportMetric(sh.rate()/ffRate, "x-ffmpeg-shared")
+	b.ReportMetric(sh.rate()/fcRate, "x-ffmpeg-cascade")
 	b.ReportMetric(un.rate()/ffRate, "x-ffmpeg-unshared")
 }

@@ -119,6 +119,9 @@ func (s *scale) Setup(p *Pipeline) error {
 		return fmt.Errorf("%w: %dx%d is larger than the source %dx%d (no upscaling)", ErrNoSuchRendition, w, h, p.Width, p.Height)
 	}
 	if w != p.Width || h != p.Height {
+		if len(p.filters) == 0 {
+			p.scaleW, p.scaleH = w, h
+		}
 		p.Filter(fmt.Sprintf("scale=%d:%d:flags=bicubic", w, h))
 		p.Width, p.Height = w, h
 	}

@@ -36,7 +36,7 @@ func TestManagerConfigValidateNamesTheYAMLKey(t *testing.T) {
 
 func TestManagerConfigKeepsTheServerletsYAMLKeys(t *testing.T) {
 	var c serverlet.ManagerConfig
-	in := "ladder:\n  gray: grayscale\nslots: 3\nidle_stop: 2s\npreset: fast\nthreads: 2\nplugin_dir: /p\nplugins: [gray]\nshared_decode: false\ninline_rungs: false\ninline_busy_max: 0.6\n"
+	in := "ladder:\n  gray: grayscale\nslots: 3\nidle_stop: 2s\npreset: fast\nthreads: 2\nplugin_dir: /p\nplugins: [gray]\nshared_decode: false\ninline_rungs: false\ninline_busy_max: 0.6\ncascade_scale: false\n"
 	dec := yaml.NewDecoder(strings.NewReader(in))
 	dec.KnownFields(true)
 	if err := dec.Decode(&c); err != nil {
@@ -44,7 +44,7 @@ func TestManagerConfigKeepsTheServerletsYAMLKeys(t *testing.T) {
 	}
 	if c.Ladder["gray"] != "grayscale" || c.Slots != 3 || c.IdleStop != 2*time.Second || c.Encoder.Preset != "fast" ||
 		c.Encoder.Threads != 2 || c.PluginDir != "/p" || len(c.Plugins) != 1 || c.SharedDecode == nil || *c.SharedDecode ||
-		c.InlineRungs == nil || *c.InlineRungs || c.InlineBusyMax != 0.6 {
+		c.InlineRungs == nil || *c.InlineRungs || c.InlineBusyMax != 0.6 || c.CascadeScale == nil || *c.CascadeScale {
 		t.Errorf("decoded %+v from\n%s", c, in)
 	}
 }
@@ -53,8 +53,8 @@ func TestSharedDecodeIsOnUnlessTurnedOff(t *testing.T) {
 	if d := serverlet.DefaultManagerConfig().SharedDecode; d == nil || !*d {
 		t.Errorf("DefaultManagerConfig().SharedDecode = %v, want true", d)
 	}
-	if d := serverlet.DefaultManagerConfig(); d.InlineRungs == nil || !*d.InlineRungs || d.InlineBusyMax != 0.8 {
-		t.Errorf("DefaultManagerConfig() inline_rungs %v inline_busy_max %v, want true and 0.8", d.InlineRungs, d.InlineBusyMax)
+	if d := serverlet.DefaultManagerConfig(); d.InlineRungs == nil || !*d.InlineRungs || d.InlineBusyMax != 0.8 || d.CascadeScale == nil || !*d.CascadeScale {
+		t.Errorf("DefaultManagerConfig() inline_rungs %v inline_busy_max %v cascade_scale %v, want true, 0.8 and true", d.InlineRungs, d.InlineBusyMax, d.CascadeScale)
 	}
 	// Each default is its own: turning one off leaves the next default on.
 	c := serverlet.DefaultManagerConfig()

@@ -61,10 +61,13 @@ type run struct {
 	started   time.Time
 	framesIn  uint64
 	framesOut uint64
-	cpu       time.Duration   // this run's own thread
-	inlineCPU time.Duration   // on the decoder's thread
-	latencies []time.Duration // ring of the last latencyWindow input→output delays
-	latPos    int
+	cpu       time.Duration // this run's own thread
+	inlineCPU time.Duration // on the decoder's thread
+	// scaledFrom is the larger rung whose picture the run scales (""
+	// the source's; ManagerConfig.CascadeScale).
+	scaledFrom string
+	latencies  []time.Duration // ring of the last latencyWindow input→output delays
+	latPos     int
 }
 
 // newRun makes a run reading src, or (src nil) fed by a shared decoder

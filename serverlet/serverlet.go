@@ -118,6 +118,11 @@ type Pipeline struct {
 
 	filters []string
 	frames  []FrameFunc
+	// scaleW and scaleH, when set, are the size the first filter (the
+	// scale serverlet's) scales the source to: a rung whose pipeline
+	// begins so may scale a larger rung's picture instead of the source's
+	// (ManagerConfig.CascadeScale).
+	scaleW, scaleH int
 }
 
 // NewPipeline starts a pipeline for the source in.
@@ -134,6 +139,20 @@ func (p *Pipeline) Filter(chain string) { p.filters = append(p.filters, chain) }
 
 // OnFrame appends a function run on every frame after the filters.
 func (p *Pipeline) OnFrame(f FrameFunc) { p.frames = append(p.frames, f) }
+
+// scalesFirst gives the size the pipeline's first filter scales the
+// source to, if that filter is the scale serverlet's.
+func (p *Pipeline) scalesFirst() (w, h int, ok bool) {
+	return p.scaleW, p.scaleH, p.scaleW > 0 && len(p.filters) > 0
+}
+
+// onlyScales tells whether the pipeline's pictures are the source's
+// scaled and nothing else: no other filter, no frame function. Such a
+// rung's picture may be the source of smaller rungs' scaling.
+func (p *Pipeline) onlyScales() bool {
+	_, _, ok := p.scalesFirst()
+	return ok && len(p.filters) == 1 && len(p.frames) == 0
+}
 
 // TranscodesVideo tells whether the video is decoded and re-encoded; a
 // pipeline that only changes audio passes the video units through.

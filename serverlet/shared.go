@@ -45,6 +45,19 @@ import (
 // core gets it. A rung on its own thread is fed
 // through a queue of feedQueue items; with inline_rungs false every rung
 // starts there.
+//
+// Cascade (serverlets.cascade_scale): on the decoder's thread the rungs run
+// larger picture first, and those whose pipeline only scales lend the
+// picture they made of the frame (a reference, before their encoder) to
+// the ones after: a rung whose pipeline begins with a scale takes the
+// smallest such picture at least its size instead of the source's, as a
+// chain of scale filters in one ffmpeg command would (720p → 480p → 360p
+// → 240p instead of 1080p → each). The pictures differ from the source's
+// scaled directly by rounding only, and scaling costs in proportion to the
+// input's size. A lending rung that stops, fails or moves off the thread
+// just lends nothing: the others scale the source again from the next
+// frame, their filter graph rebuilt for the new input size (transcoder.
+// filter), their encoder untouched.
 
 // feedQueue is how many items a rung may have waiting: one second at 30
 // fps. A rung further behind loses the newest frames (see decoder.fanout),
@@ -58,6 +71,9 @@ type feedItem struct {
 	info  inFrame
 	key   bool // at a source keyframe
 	unit  *media.Unit
+	// pics, for a rung on the decoder's thread with cascade_scale, holds
+	// the pictures larger rungs made of the same frame by scaling alone.
+	pics *framePics
 }
 
 // free releases the item's picture reference.
@@ -103,6 +119,7 @@ type decoder struct {
 	ending  bool    // no more rungs attach
 	inline  bool    // rungs may run on the decoder's thread (inline_rungs)
 	busyMax float64 // inline_busy_max
+	cascade bool    // cascade_scale
 	hook    func(rendition string)
 
 	// The decoder's goroutine only: CPU time its thread spent in inline
@@ -138,7 +155,7 @@ func newDecoder(hub *media.Hub, stream string, cfg ManagerConfig, log *slog.Logg
 		stream: stream, src: src, srcDesc: desc, vtrack: v, track: desc.Tracks[v], threads: cfg.Encoder.Threads,
 		log: log.With("decoder", stream), ctx: ctx, cancel: cancel, done: make(chan struct{}),
 		rungs: map[*run]*rungFeed{}, started: time.Now(),
-		inline: *cfg.InlineRungs, busyMax: cfg.InlineBusyMax, hook: cfg.InlineItemHook,
+		inline: *cfg.InlineRungs, busyMax: cfg.InlineBusyMax, hook: cfg.InlineItemHook, cascade: *cfg.CascadeScale,
 	}, nil
 }
 
@@ -409,8 +426,72 @@ func (d *decoder) fanoutFrame(frm *astiav.Frame, info inFrame, key bool) error {
 		}
 	}
 	d.mu.Unlock()
+	if d.cascade && len(inline) > 1 && frm.PixelFormat() == astiav.PixelFormatYuv420P {
+		// Larger pictures first: a smaller rung may scale the picture of
+		// a larger one made just before it (see framePics).
+		sort.SliceStable(inline, func(i, j int) bool {
+			a, b := inline[i].r.pipe, inline[j].r.pipe
+			return a.Width*a.Height > b.Width*b.Height
+		})
+		pics := &framePics{}
+		defer pics.free()
+		for i := range inline {
+			inline[i].it.pics = pics
+		}
+	}
 	d.runInline(inline)
 	return nil
+}
+
+// framePics are the pictures that the rungs on a decoder's thread whose
+// pipeline only scales (Pipeline.onlyScales) made of one decoded frame:
+// a rung whose pipeline begins with a scale takes the smallest of them
+// at least its size instead of the source's picture
+// (ManagerConfig.CascadeScale). The decoder's goroutine only.
+type framePics struct {
+	pics  []*astiav.Frame
+	rends []string
+}
+
+// add keeps a reference to f, rung rend's picture.
+func (p *framePics) add(f *astiav.Frame, rend string) {
+	c := astiav.AllocFrame()
+	if err := c.Ref(f); err != nil {
+		c.Free()
+		return
+	}
+	p.pics = append(p.pics, c)
+	p.rends = append(p.rends, rend)
+}
+
+// swap replaces it's picture with the smallest picture at least w×h
+// there is, and returns the rung that made it ("" when none: it keeps
+// the source's).
+func (p *framePics) swap(it *feedItem, w, h int) string {
+	best := -1
+	for i, f := range p.pics {
+		if f.Width() >= w && f.Height() >= h && (best < 0 || f.Width()*f.Height() < p.pics[best].Width()*p.pics[best].Height()) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return ""
+	}
+	c := astiav.AllocFrame()
+	if err := c.Ref(p.pics[best]); err != nil {
+		c.Free()
+		return ""
+	}
+	it.frame.Free()
+	it.frame = c
+	return p.rends[best]
+}
+
+func (p *framePics) free() {
+	for _, f := range p.pics {
+		f.Free()
+	}
+	p.pics, p.rends = nil, nil
 }
 
 // fanout gives every rung a unit of another track and returns the
@@ -440,6 +521,13 @@ func (d *decoder) fanout(it feedItem) []inlineItem {
 func (d *decoder) runInline(items []inlineItem) {
 	for _, x := range items {
 		t0 := threadCPU()
+		if x.it.frame != nil {
+			from := ""
+			if w, h, ok := x.r.pipe.scalesFirst(); ok && x.it.pics != nil {
+				from = x.it.pics.swap(&x.it, w, h)
+			}
+			x.r.setScaledFrom(from)
+		}
 		err := x.r.runItem(x.it, d.hook)
 		dt := threadCPU() - t0
 		x.f.winCPU += dt

@@ -36,6 +36,22 @@ func (r *run) addInlineCPU(d time.Duration) {
 	r.statsMu.Unlock()
 }
 
+// setScaledFrom records which larger rung's picture the run scales ("":
+// the source's), logging a change.
+func (r *run) setScaledFrom(rend string) {
+	r.statsMu.Lock()
+	changed := r.scaledFrom != rend
+	r.scaledFrom = rend
+	r.statsMu.Unlock()
+	if changed {
+		from := "the source"
+		if rend != "" {
+			from = "rung " + rend
+		}
+		r.log.Debug("scales the picture of " + from)
+	}
+}
+
 // updateCPU records the run thread's CPU time since cpu0.
 func (r *run) updateCPU(cpu0 time.Duration) {
 	c := threadCPU() - cpu0
@@ -81,6 +97,10 @@ type RunStats struct {
 	// Inline tells that the shared decoder's thread runs the serverlet
 	// (serverlets.inline_rungs); its CPU time there is in CPUSeconds.
 	Inline bool `json:"inline"`
+	// ScaledFrom names the larger rung whose scaled picture this one
+	// scales further (serverlets.cascade_scale), "720p"; empty: it
+	// scales the source's.
+	ScaledFrom string `json:"scaled_from,omitempty"`
 }
 
 func (r *run) stats() RunStats {
@@ -103,6 +123,9 @@ func (r *run) stats() RunStats {
 		s.SharedDecode = true
 		s.Dropped = r.dec.droppedFor(r)
 		s.Inline = r.dec.inlineFor(r)
+		if s.Inline {
+			s.ScaledFrom = r.scaledFrom
+		}
 	}
 	if n := len(r.latencies); n > 0 {
 		l := append([]time.Duration(nil), r.latencies...)

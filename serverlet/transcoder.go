@@ -20,6 +20,10 @@ type transcoder struct {
 	graph       *astiav.FilterGraph
 	bsrc, bsink *astiav.FilterContext
 	sinkTB      astiav.Rational
+	// The graph's input picture size and format (video): a frame that
+	// differs gets a new graph.
+	inW, inH    int
+	inFmt       astiav.PixelFormat
 	pkt, encPkt *astiav.Packet
 	frm, filt   *astiav.Frame
 }
@@ -120,7 +124,7 @@ func (c *transcoder) decode(data []byte, pts, dts int64, key bool) error {
 		if c.spec.decoded != nil {
 			c.spec.decoded()
 		}
-		err = c.filter(c.frm)
+		err = c.filter(c.frm, nil)
 		c.frm.Unref()
 		if err != nil {
 			return err
@@ -128,7 +132,16 @@ func (c *transcoder) decode(data []byte, pts, dts int64, key bool) error {
 	}
 }
 
-func (c *transcoder) filter(f *astiav.Frame) error {
+// filter takes one decoded frame through the filter graph and the
+// encoder. tap, when set, sees every filtered frame before it is encoded
+// (and must reference, not keep, it).
+func (c *transcoder) filter(f *astiav.Frame, tap func(*astiav.Frame)) error {
+	if c.graph != nil && f.Width() > 0 && (f.Width() != c.inW || f.Height() != c.inH || f.PixelFormat() != c.inFmt) {
+		// The pictures changed size (the source's, or a cascade's larger
+		// rung came or went): a graph for the new size, the same encoder.
+		c.graph.Free()
+		c.graph = nil
+	}
 	if c.graph == nil {
 		if err := c.openGraph(f); err != nil {
 			return err
@@ -146,6 +159,9 @@ func (c *transcoder) filter(f *astiav.Frame) error {
 			return fmt.Errorf("filter graph: %w", err)
 		}
 		c.filt.SetPts(rescale(c.filt.Pts(), c.sinkTB, c.spec.clock))
+		if tap != nil {
+			tap(c.filt)
+		}
 		err = c.encode(c.filt)
 		c.filt.Unref()
 		if err != nil {
@@ -156,6 +172,7 @@ func (c *transcoder) filter(f *astiav.Frame) error {
 
 func (c *transcoder) openGraph(f *astiav.Frame) error {
 	source, args, sink, spec := c.spec.graph(f)
+	c.inW, c.inH, c.inFmt = f.Width(), f.Height(), f.PixelFormat()
 	c.graph = astiav.AllocFilterGraph()
 	c.graph.SetThreadCount(1)
 	var err error

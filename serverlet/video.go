@@ -81,7 +81,13 @@ func (v *videoPath) decoded(it feedItem) error {
 		v.keys = append(v.keys, it.info.pts)
 	}
 	v.remember(it.info)
-	return v.tc.filter(it.frame)
+	var tap func(*astiav.Frame)
+	if it.pics != nil && v.run.pipe.onlyScales() {
+		// This rung's picture is the source's scaled: smaller rungs after
+		// it on the decoder's thread may scale it further.
+		tap = func(f *astiav.Frame) { it.pics.add(f, v.run.rend) }
+	}
+	return v.tc.filter(it.frame, tap)
 }
 
 func (v *videoPath) remember(in inFrame) {

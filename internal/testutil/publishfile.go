@@ -45,6 +45,12 @@ func PublishFile(t testing.TB, hub *media.Hub, path, clip string, sei bool) (sto
 			u, err := src.next()
 			if errors.Is(err, astiav.ErrEof) {
 				offset += src.last + 40*time.Millisecond
+				// Loop as ffmpeg's -stream_loop does: seek back to the
+				// start (no new probe, which decodes pictures); reopen
+				// where the container cannot seek.
+				if src.fc.SeekFrame(-1, 0, astiav.NewSeekFlags(astiav.SeekFlagBackward)) == nil {
+					continue
+				}
 				src.close()
 				if src, err = openClip(clip); err != nil {
 					t.Errorf("reopen clip: %v", err)
