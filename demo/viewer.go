@@ -15,11 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
-	"github.com/pion/interceptor/pkg/report"
-	"github.com/pion/logging"
-	"github.com/pion/webrtc/v4"
+	"github.com/gradient-cdn/gradient/internal/whepclient"
 )
 
 // viewer is one synthetic viewer: a device class, a home node it enters
@@ -204,116 +200,37 @@ func (v *viewer) get(ctx context.Context, u string) ([]byte, error) {
 }
 
 // playWHEP opens a receive-only WebRTC session (H.264 and Opus) at the
-// WHEP endpoint, reads its media until the session fails or ctx ends, then
-// DELETEs it.
+// WHEP endpoint, counts what it receives until the session fails or ctx
+// ends, then DELETEs it.
 func (v *viewer) playWHEP(ctx context.Context, endpoint string) error {
-	api, err := whepAPI()
-	if err != nil {
-		return err
-	}
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		return err
-	}
-	defer pc.Close()
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			return err
-		}
-	}
-	ended := make(chan struct{})
-	var once atomic.Bool
-	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		if st == webrtc.PeerConnectionStateFailed || st == webrtc.PeerConnectionStateClosed {
-			if once.CompareAndSwap(false, true) {
-				close(ended)
-			}
-		}
+	sess, err := whepclient.Dial(ctx, endpoint, whepclient.Options{
+		CountOnly: true, Loopback: true, Quiet: true, HTTPClient: v.http,
+		// Quick to notice a node that died.
+		DisconnectedTimeout: 3 * time.Second, FailedTimeout: 6 * time.Second, KeepAliveInterval: time.Second,
 	})
-	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
-		buf := make([]byte, 1500)
-		for {
-			n, _, err := tr.Read(buf)
-			if err != nil {
-				return
-			}
-			v.bytes.Add(uint64(n))
-		}
-	})
-	gathered := webrtc.GatheringCompletePromise(pc)
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		return err
-	}
-	if err := pc.SetLocalDescription(offer); err != nil {
-		return err
-	}
-	select {
-	case <-gathered:
-	case <-ctx.Done():
+	switch {
+	case ctx.Err() != nil:
 		return nil
-	}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(pc.LocalDescription().SDP))
-	req.Header.Set("Content-Type", "application/sdp")
-	resp, err := v.http.Do(req)
-	if err != nil {
+	case errors.Is(err, whepclient.ErrUnreachable):
 		return fmt.Errorf("%w: %v", errNodeDown, err)
-	}
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	resp.Body.Close()
-	if err != nil {
+	case err != nil:
 		return err
 	}
-	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("WHEP %s: HTTP %d: %s", endpoint, resp.StatusCode, strings.TrimSpace(string(answer)))
+	defer sess.Close()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	var counted uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-sess.Done():
+			return errors.New("WebRTC session ended")
+		case <-tick.C:
+			st := sess.Stats()
+			n := st.VideoBytes + st.AudioBytes
+			v.bytes.Add(n - counted)
+			counted = n
+		}
 	}
-	resource, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		return err
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(answer)}); err != nil {
-		v.delete(resource.String())
-		return err
-	}
-	select {
-	case <-ctx.Done():
-		v.delete(resource.String())
-		return nil
-	case <-ended:
-		v.delete(resource.String())
-		return errors.New("WebRTC session ended")
-	}
-}
-
-func (v *viewer) delete(resource string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodDelete, resource, nil)
-	if resp, err := v.http.Do(req); err == nil {
-		resp.Body.Close()
-	}
-}
-
-// whepAPI is a browser-like receiver on loopback: UDP over IPv4 loopback
-// candidates only, quick to notice a node that died.
-func whepAPI() (*webrtc.API, error) {
-	me := &webrtc.MediaEngine{}
-	if err := me.RegisterDefaultCodecs(); err != nil {
-		return nil, err
-	}
-	ir := &interceptor.Registry{}
-	rr, err := report.NewReceiverInterceptor()
-	if err != nil {
-		return nil, err
-	}
-	ir.Add(rr)
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelDisabled
-	se := webrtc.SettingEngine{LoggerFactory: lf}
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	se.SetICETimeouts(3*time.Second, 6*time.Second, time.Second)
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se)), nil
 }
