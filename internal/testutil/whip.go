@@ -32,6 +32,7 @@ import (
 	"github.com/pion/webrtc/v4/pkg/media/h264reader"
 	"github.com/pion/webrtc/v4/pkg/media/oggreader"
 
+	"github.com/gradient-cdn/gradient/internal/whepclient"
 	gmedia "github.com/gradient-cdn/gradient/media"
 )
 
@@ -635,16 +636,7 @@ func (p *WHIPPublisher) Delete(ctx context.Context) (int, error) {
 	if p.resource == "" {
 		return 0, errors.New("no session resource")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, p.resource, nil)
-	if err != nil {
-		return 0, err
-	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	resp.Body.Close()
-	return resp.StatusCode, nil
+	return whepclient.DeleteResource(ctx, p.client, p.resource)
 }
 
 // Stop stops sending media but keeps the connection (a silent publisher).

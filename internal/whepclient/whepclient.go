@@ -336,11 +336,17 @@ func (s *Session) Done() <-chan struct{} { return s.done }
 // Delete asks the server to end the session (HTTP DELETE on its resource)
 // and returns the status code.
 func (s *Session) Delete(ctx context.Context) (int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.resource, nil)
+	return DeleteResource(ctx, s.http, s.resource)
+}
+
+// DeleteResource ends a WHEP or WHIP session: an HTTP DELETE of the
+// resource URL its POST answered with, returning the status code.
+func DeleteResource(ctx context.Context, c *http.Client, resource string) (int, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, resource, nil)
 	if err != nil {
 		return 0, err
 	}
-	resp, err := s.http.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
 	}
