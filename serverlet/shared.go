@@ -464,7 +464,7 @@ func (p *framePics) add(f *astiav.Frame, rend string) {
 	p.rends = append(p.rends, rend)
 }
 
-// swap replaces it's picture with the smallest picture at least w×h
+// swap replaces the item's picture with the smallest picture at least w×h
 // there is, and returns the rung that made it ("" when none: it keeps
 // the source's).
 func (p *framePics) swap(it *feedItem, w, h int) string {
