@@ -116,17 +116,18 @@ func TestWHIPPublishPlaysOverWHEPAndHLSWithOpus(t *testing.T) {
 	}
 }
 
-// TestWHIPRefusesBadOffers: a VP8-only offer is refused naming VP8,
+// TestWHIPRefusesBadOffers: an AV1-only offer is refused naming AV1,
 // malformed SDP and a wrong content type are refused, and the node serves on.
 func TestWHIPRefusesBadOffers(t *testing.T) {
 	n := startNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
-	// A VP8-only publisher (pion offering VP8 only).
+	// An AV1-only publisher (pion offering AV1 only): VP8 and VP9 would
+	// be transcoded (whip_vpx_test.go), AV1 is not taken.
 	me := &webrtc.MediaEngine{}
 	if err := me.RegisterCodec(webrtc.RTPCodecParameters{RTPCodecCapability: webrtc.RTPCodecCapability{
-		MimeType: webrtc.MimeTypeVP8, ClockRate: 90000}, PayloadType: 96}, webrtc.RTPCodecTypeVideo); err != nil {
+		MimeType: webrtc.MimeTypeAV1, ClockRate: 90000}, PayloadType: 45}, webrtc.RTPCodecTypeVideo); err != nil {
 		t.Fatal(err)
 	}
 	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(me)).NewPeerConnection(webrtc.Configuration{})
@@ -141,12 +142,12 @@ func TestWHIPRefusesBadOffers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, body, err := testutil.PostWHEP(ctx, n.httpURL("live/vp8/whip"), "application/sdp", []byte(offer.SDP))
+	code, body, err := testutil.PostWHEP(ctx, n.httpURL("live/av1/whip"), "application/sdp", []byte(offer.SDP))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if code != 406 || !strings.Contains(body, "VP8") {
-		t.Fatalf("VP8-only offer: %d %q, want 406 naming VP8", code, body)
+	if code != 406 || !strings.Contains(body, "AV1") || !strings.Contains(body, "VP8") {
+		t.Fatalf("AV1-only offer: %d %q, want 406 naming AV1 and what is taken (H.264, VP8, VP9)", code, body)
 	}
 
 	for _, tc := range []struct {

@@ -104,9 +104,13 @@ type WHIPServer struct {
 	hub    *media.Hub
 	log    *slog.Logger
 	newAPI NewAPIFunc
+	// transcode, if set (SetTranscoder), takes publishers that offer VP8
+	// or VP9 video and no H.264.
+	transcode NewVideoTranscoder
 
 	mu       sync.Mutex
 	api      *webrtc.API
+	apiVPX   *webrtc.API // VP8 and VP9 with Opus, with cfg.Transcode
 	closed   bool
 	sessions map[string]*whipSession
 	byPath   map[string]*whipSession
@@ -163,15 +167,47 @@ func NewWHIPServer(cfg WHIPConfig, hub *media.Hub, newAPI NewAPIFunc, log *slog.
 // constrained high, as browsers offer them.
 var whipH264Profiles = []string{"42e01f", "42001f", "4d001f", "64001f", "640c1f"}
 
+// SetTranscoder, called before Start, makes the server take publishers
+// that offer VP8 or VP9 video and no H.264 (a browser without an H.264
+// encoder): newTranscoder makes their video H.264 on this node (a node
+// gives serverlet.NewIngestTranscoder). Without it such offers are
+// answered 406, naming the codecs offered.
+func (s *WHIPServer) SetTranscoder(newTranscoder NewVideoTranscoder) { s.transcode = newTranscoder }
+
 // Start builds the WebRTC API (after the WHEP egress started).
 func (s *WHIPServer) Start() error {
+	api, err := s.buildAPI(func(me *webrtc.MediaEngine, fb []webrtc.RTCPFeedback) error {
+		return rtcmedia.RegisterH264Opus(me, whipH264Profiles, fb)
+	})
+	if err != nil {
+		return err
+	}
+	var apiVPX *webrtc.API
+	if s.transcode != nil {
+		// A second API for offers without H.264: given both, pion would
+		// answer with the offer's first codec, and browsers list VP8
+		// before H.264.
+		if apiVPX, err = s.buildAPI(rtcmedia.RegisterVPXOpus); err != nil {
+			return err
+		}
+	}
+	s.mu.Lock()
+	s.api, s.apiVPX = api, apiVPX
+	s.mu.Unlock()
+	s.log.Info("whip ingest ready", "transcodes", map[bool]string{true: "VP8, VP9 to H.264", false: "none"}[apiVPX != nil])
+	return nil
+}
+
+// buildAPI builds a WebRTC API whose codecs register registers, with
+// the RTCP feedback and interceptors WHIP ingest uses.
+func (s *WHIPServer) buildAPI(register func(*webrtc.MediaEngine, []webrtc.RTCPFeedback) error) (*webrtc.API, error) {
 	me := &webrtc.MediaEngine{}
 	fb := []webrtc.RTCPFeedback{{Type: "nack", Parameter: "pli"}, {Type: "ccm", Parameter: "fir"}}
 	if s.cfg.NACKWait > 0 {
 		fb = append(fb, webrtc.RTCPFeedback{Type: "nack"})
 	}
-	if err := rtcmedia.RegisterH264Opus(me, whipH264Profiles, fb); err != nil {
-		return fmt.Errorf("whip: %w", err)
+	if err := register(me, fb); err != nil {
+		return nil, fmt.Errorf("whip: %w", err)
 	}
 	// Receiver reports and transport-wide congestion control feedback, so
 	// that a browser's bandwidth estimate follows the path; NACKs for
@@ -182,25 +218,21 @@ func (s *WHIPServer) Start() error {
 		gen, err := nack.NewGeneratorInterceptor(nack.GeneratorInterval(whipNACKInterval),
 			nack.GeneratorMaxNacksPerPacket(uint16(s.cfg.NACKWait/whipNACKInterval)+1))
 		if err != nil {
-			return fmt.Errorf("whip: NACK generator: %w", err)
+			return nil, fmt.Errorf("whip: NACK generator: %w", err)
 		}
 		ir.Add(gen)
 	}
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
-		return fmt.Errorf("whip: RTCP reports: %w", err)
+		return nil, fmt.Errorf("whip: RTCP reports: %w", err)
 	}
 	if err := webrtc.ConfigureTWCCSender(me, ir); err != nil {
-		return fmt.Errorf("whip: TWCC: %w", err)
+		return nil, fmt.Errorf("whip: TWCC: %w", err)
 	}
 	api, err := s.newAPI(me, ir)
 	if err != nil {
-		return fmt.Errorf("whip: %w", err)
+		return nil, fmt.Errorf("whip: %w", err)
 	}
-	s.mu.Lock()
-	s.api = api
-	s.mu.Unlock()
-	s.log.Info("whip ingest ready")
-	return nil
+	return api, nil
 }
 
 // Close ends every WHIP session (their streams end).
@@ -328,6 +360,7 @@ func (s *WHIPServer) serveOffer(rw http.ResponseWriter, r *http.Request, path st
 type offerCodecs struct {
 	video, audio []string // codec names as offered, e.g. "VP8", "H264", "opus"
 	h264, opus   bool
+	vpx          bool // VP8 or VP9 video offered
 }
 
 // parseOffer checks that body is an SDP offer with H.264 video.
@@ -367,6 +400,8 @@ func parseOffer(body []byte) (offerCodecs, *whipError) {
 			switch {
 			case kind == "video" && strings.EqualFold(name, "H264"):
 				oc.h264 = true
+			case kind == "video" && (strings.EqualFold(name, "VP8") || strings.EqualFold(name, "VP9")):
+				oc.vpx = true
 			case kind == "audio" && strings.EqualFold(name, "opus"):
 				oc.opus = true
 			}
@@ -420,7 +455,7 @@ func answerHas(answer, kind, codec string) bool {
 
 func (s *WHIPServer) acceptOffer(rw http.ResponseWriter, r *http.Request, path string) (string, *whipSession, error) {
 	s.mu.Lock()
-	api, closed := s.api, s.closed
+	api, apiVPX, closed := s.api, s.apiVPX, s.closed
 	s.mu.Unlock()
 	if api == nil || closed {
 		return "", nil, refuse(http.StatusServiceUnavailable, "whip ingest not running")
@@ -445,7 +480,13 @@ func (s *WHIPServer) acceptOffer(rw http.ResponseWriter, r *http.Request, path s
 		return "", nil, refuse(http.StatusBadRequest, "publishing a rendition is not allowed: publish the source stream")
 	}
 	oc, we := parseOffer(body)
-	if we != nil {
+	transcode := we != nil && we.status == http.StatusNotAcceptable && oc.vpx && apiVPX != nil
+	switch {
+	case transcode:
+		api = apiVPX // no H.264 offered: VP8 or VP9, made H.264 here
+	case we != nil && we.status == http.StatusNotAcceptable && apiVPX != nil:
+		return "", nil, refuse(http.StatusNotAcceptable, "%s (or VP8 or VP9, transcoded to H.264 here)", we.reason)
+	case we != nil:
 		return "", nil, we
 	}
 	if _, live := s.hub.Lookup(path); live {
@@ -482,7 +523,12 @@ func (s *WHIPServer) acceptOffer(rw http.ResponseWriter, r *http.Request, path s
 		return fail(refuse(http.StatusInternalServerError, "ICE gathering did not complete"))
 	}
 	sdpAnswer := pc.LocalDescription().SDP
-	if !answerHas(sdpAnswer, "video", "H264") {
+	if transcode {
+		if !answerHas(sdpAnswer, "video", "VP8") && !answerHas(sdpAnswer, "video", "VP9") {
+			return fail(refuse(http.StatusNotAcceptable, "offer's video codecs %s cannot be received: WHIP publishing takes H.264, or VP8 or VP9 made H.264 here",
+				strings.Join(oc.video, ", ")))
+		}
+	} else if !answerHas(sdpAnswer, "video", "H264") {
 		return fail(refuse(http.StatusNotAcceptable, "offer's H.264 (%s) cannot be received: WHIP publishing takes H.264 with packetization-mode=1 in a profile of %s",
 			strings.Join(oc.video, ", "), strings.Join(whipH264Profiles, ", ")))
 	}
@@ -514,7 +560,7 @@ func (s *WHIPServer) acceptOffer(rw http.ResponseWriter, r *http.Request, path s
 		defer s.wg.Done()
 		x.watch()
 	}()
-	s.log.Info("whip session started", "stream", path, "session", x.id, "remote", r.RemoteAddr, "audio", withAudio)
+	s.log.Info("whip session started", "stream", path, "session", x.id, "remote", r.RemoteAddr, "audio", withAudio, "transcode", transcode)
 	return sdpAnswer, x, nil
 }
 

@@ -35,6 +35,9 @@ type whipSession struct {
 	depay *rtpdepay.Stream
 	video *rtpdepay.Track
 	audio *rtpdepay.Track // nil without Opus
+	// tx, for a publisher sending VP8 or VP9, makes its video H.264 (set
+	// by onTrack before the video reader starts; read by it and by write).
+	tx atomic.Pointer[whipTranscode]
 
 	lastRTP   atomic.Int64 // unix nanoseconds of the last RTP packet
 	hasVideo  atomic.Bool  // a remote H.264 track feeds the video track
@@ -139,6 +142,26 @@ func (x *whipSession) onTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	// One remote track per kind: a second video section or a simulcast
 	// layer (rid) is read and dropped.
 	case tr.Kind() == webrtc.RTPCodecTypeVideo && mime == strings.ToLower(webrtc.MimeTypeH264) && x.hasVideo.CompareAndSwap(false, true):
+		t = x.video
+		x.videoSSRC.Store(uint32(tr.SSRC()))
+		x.requestKeyframe()
+	case tr.Kind() == webrtc.RTPCodecTypeVideo && (mime == strings.ToLower(webrtc.MimeTypeVP8) || mime == strings.ToLower(webrtc.MimeTypeVP9)) &&
+		x.s.transcode != nil && x.hasVideo.CompareAndSwap(false, true):
+		codec := strings.ToUpper(strings.TrimPrefix(mime, "video/"))
+		tc, err := x.s.transcode(codec)
+		var v *whipTranscode
+		if err == nil {
+			if v, err = newWHIPTranscode(codec, tc, x.video.Index, int64(tr.Codec().ClockRate), x.log); err != nil {
+				tc.Close()
+			}
+		}
+		if err != nil {
+			x.log.Error("whip video transcoder", "codec", codec, "err", err)
+			go x.close(fmt.Errorf("%s transcoder: %w", codec, err))
+			return
+		}
+		x.log.Info("whip video is transcoded to H.264", "codec", codec)
+		x.tx.Store(v)
 		t = x.video
 		x.videoSSRC.Store(uint32(tr.SSRC()))
 		x.requestKeyframe()
@@ -260,7 +283,28 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 		// Video packets after a gap, by sequence number, waiting for it.
 		pending  = map[uint16]whipPending{}
 		nackWait = x.s.cfg.NACKWait
+		tx       *whipTranscode
 	)
+	if isVideo {
+		if tx = x.tx.Load(); tx != nil {
+			defer tx.close()
+		}
+	}
+	// videoLost makes video wait for a keyframe.
+	videoLost := func(n uint64) {
+		if tx != nil {
+			tx.lost()
+		} else {
+			x.depay.Lost(n)
+		}
+	}
+	// decode turns a packet into units.
+	decode := func(pkt *rtp.Packet, pts int64, now time.Time) []*media.Unit {
+		if tx != nil {
+			return tx.decode(pkt, pts, now)
+		}
+		return x.depay.Decode(t, pkt, pts, true, now)
+	}
 	if clock <= 0 {
 		clock = 90000
 	}
@@ -310,15 +354,15 @@ func (x *whipSession) readTrack(tr *webrtc.TrackRemote, t *rtpdepay.Track) {
 				// The access units the loss touched end at this packet's
 				// at the latest: they are dropped, and video waits for a
 				// keyframe, which is asked for.
-				x.depay.Lost(uint64(lost))
+				videoLost(uint64(lost))
 				dropping, dropThrough = true, media.TicksToDuration(pts, clock)
 				x.requestKeyframe()
 			}
 		}
-		for _, u := range x.depay.Decode(t, pkt, pts, true, now) {
+		for _, u := range decode(pkt, pts, now) {
 			if dropping {
 				if u.PTS <= dropThrough {
-					x.depay.Lost(0) // an IDR spanning the loss must not restart video
+					videoLost(0) // an IDR spanning the loss must not restart video
 					continue
 				}
 				dropping = false
@@ -443,6 +487,12 @@ func (x *whipSession) write(u *media.Unit) {
 			return
 		}
 		desc, ok := x.depay.Description()
+		if tx := x.tx.Load(); tx != nil {
+			// The H.264 the transcoder makes, not what the publisher sent.
+			sps, pps := tx.tc.ParameterSets()
+			desc.Tracks[x.video.Index] = &media.Track{Codec: media.CodecH264, SPS: sps, PPS: pps}
+			ok = sps != nil && pps != nil
+		}
 		if !ok {
 			return
 		}

@@ -236,6 +236,16 @@ func (n *Node) listen() error {
 		if n.WHIP, err = ingest.NewWHIPServer(wcfg, n.Hub, n.WebRTC.NewAPI, log); err != nil {
 			return err
 		}
+		// A publisher without H.264 (VP8 or VP9 only) is transcoded here,
+		// with the serverlets' encoder settings.
+		enc := cfg.Serverlets.Encoder
+		n.WHIP.SetTranscoder(func(codec string) (ingest.VideoTranscoder, error) {
+			t, err := serverlet.NewIngestTranscoder(codec, enc)
+			if err != nil {
+				return nil, err
+			}
+			return t, nil
+		})
 		if err := n.WHIP.Start(); err != nil {
 			return err
 		}

@@ -170,29 +170,45 @@ func callFrameFunc(fn FrameFunc, f *Frame) (err error) {
 // openEncoder opens libx264 for the first filtered frame and publishes the
 // rendition with its SPS/PPS.
 func (v *videoPath) openEncoder(f *astiav.Frame) (*astiav.CodecContext, error) {
-	codec := astiav.FindEncoderByName("libx264")
-	if codec == nil {
-		return nil, errors.New("this FFmpeg has no libx264 encoder")
-	}
 	p := v.run.pipe
-	fps := p.FPS
-	if fps <= 0 {
-		fps = 30
-	}
 	bitrate := p.Bitrate
 	if bitrate <= 0 {
 		est := *p
 		est.Width, est.Height = f.Width(), f.Height()
 		bitrate = est.estimateBitrate()
 	}
-	enc := astiav.AllocCodecContext(codec)
-	enc.SetWidth(f.Width())
-	enc.SetHeight(f.Height())
+	enc, sps, pps, err := openX264(f.Width(), f.Height(), p.FPS, bitrate, v.run.enc)
+	if err != nil {
+		return enc, err
+	}
+	for i, t := range v.run.desc.Tracks {
+		if t.Codec == media.CodecH264 {
+			v.run.desc.Tracks[i] = &media.Track{Codec: media.CodecH264, SPS: sps, PPS: pps}
+		}
+	}
+	return enc, v.run.publish()
+}
+
+// openX264 opens libx264 for w×h pictures (yuv420p, PTS in 1/videoClock)
+// at bitrate bit/s CBR: zerolatency, no B-frames, SPS/PPS before every
+// IDR, keyframes only where the frames say (pict_type I). An encoder it
+// returns with an error is still the caller's to free.
+func openX264(w, h int, fps float64, bitrate int, cfg EncoderConfig) (enc *astiav.CodecContext, sps, pps []byte, err error) {
+	codec := astiav.FindEncoderByName("libx264")
+	if codec == nil {
+		return nil, nil, nil, errors.New("this FFmpeg has no libx264 encoder")
+	}
+	if fps <= 0 {
+		fps = 30
+	}
+	enc = astiav.AllocCodecContext(codec)
+	enc.SetWidth(w)
+	enc.SetHeight(h)
 	enc.SetPixelFormat(astiav.PixelFormatYuv420P)
 	enc.SetTimeBase(astiav.NewRational(1, videoClock))
 	enc.SetFramerate(astiav.NewRational(int(fps*1000+0.5), 1000))
 	enc.SetSampleAspectRatio(astiav.NewRational(1, 1))
-	enc.SetThreadCount(v.run.enc.Threads)
+	enc.SetThreadCount(cfg.Threads)
 	// The global header gives SPS/PPS before hub.Publish; repeat-headers
 	// keeps them in band before every IDR for readers joining later.
 	enc.SetFlags(enc.Flags().Add(astiav.CodecContextFlagGlobalHeader))
@@ -200,11 +216,11 @@ func (v *videoPath) openEncoder(f *astiav.Frame) (*astiav.CodecContext, error) {
 	opts := astiav.NewDictionary()
 	defer opts.Free()
 	for _, kv := range [][2]string{
-		{"preset", v.run.enc.Preset},
+		{"preset", cfg.Preset},
 		{"tune", "zerolatency"},
 		{"b", b},
 		{"maxrate", b},
-		{"bufsize", strconv.Itoa(bitrate)},
+		{"bufsize", b},
 		{"bf", "0"},
 		{"g", "-1"},
 		{"sc_threshold", "0"},
@@ -214,22 +230,17 @@ func (v *videoPath) openEncoder(f *astiav.Frame) (*astiav.CodecContext, error) {
 		{"x264-params", "keyint=infinite:min-keyint=1:scenecut=0:open-gop=0:repeat-headers=1:aud=0:log=-1"},
 	} {
 		if err := opts.Set(kv[0], kv[1], 0); err != nil {
-			return enc, fmt.Errorf("libx264 option %s: %w", kv[0], err)
+			return enc, nil, nil, fmt.Errorf("libx264 option %s: %w", kv[0], err)
 		}
 	}
 	if err := enc.Open(codec, opts); err != nil {
-		return enc, fmt.Errorf("open libx264 (preset %s): %w", v.run.enc.Preset, err)
+		return enc, nil, nil, fmt.Errorf("open libx264 (preset %s): %w", cfg.Preset, err)
 	}
-	sps, pps := media.ParameterSets(enc.ExtraData())
+	sps, pps = media.ParameterSets(enc.ExtraData())
 	if sps == nil || pps == nil {
-		return enc, errors.New("libx264 gave no SPS/PPS")
+		return enc, nil, nil, errors.New("libx264 gave no SPS/PPS")
 	}
-	for i, t := range v.run.desc.Tracks {
-		if t.Codec == media.CodecH264 {
-			v.run.desc.Tracks[i] = &media.Track{Codec: media.CodecH264, SPS: sps, PPS: pps}
-		}
-	}
-	return enc, v.run.publish()
+	return enc, sps, pps, nil
 }
 
 // emit writes one libx264 packet to the rendition, stamped with the

@@ -84,16 +84,24 @@
     return stream;
   }
 
+  // ?codec=vp8 (or vp9) offers that codec alone, as a browser without an
+  // H.264 encoder would (the node transcodes it to H.264); otherwise
   // H.264 first (packetization-mode=1 before 0), then the rest.
-  function preferH264(transceiver) {
+  const onlyCodec = (new URLSearchParams(location.search).get('codec') || '').toLowerCase();
+  function preferCodecs(transceiver) {
     if (!('setCodecPreferences' in transceiver) || !RTCRtpSender.getCapabilities) return;
     const caps = RTCRtpSender.getCapabilities('video');
     if (!caps) return;
-    const rank = (c) => {
-      if (c.mimeType.toLowerCase() !== 'video/h264') return 2;
-      return /packetization-mode=1/.test(c.sdpFmtpLine || '') ? 0 : 1;
-    };
-    const codecs = caps.codecs.slice().sort((a, b) => rank(a) - rank(b));
+    let codecs;
+    if (onlyCodec === 'vp8' || onlyCodec === 'vp9') {
+      codecs = caps.codecs.filter((c) => c.mimeType.toLowerCase() === `video/${onlyCodec}` || c.mimeType.toLowerCase() === 'video/rtx');
+    } else {
+      const rank = (c) => {
+        if (c.mimeType.toLowerCase() !== 'video/h264') return 2;
+        return /packetization-mode=1/.test(c.sdpFmtpLine || '') ? 0 : 1;
+      };
+      codecs = caps.codecs.slice().sort((a, b) => rank(a) - rank(b));
+    }
     try {
       transceiver.setCodecPreferences(codecs);
     } catch (e) {
@@ -124,7 +132,7 @@
         if (track.kind === 'video') track.contentHint = 'detail'; // keep the resolution, drop frames instead
         const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [media] });
         if (track.kind === 'video') {
-          preferH264(tr);
+          preferCodecs(tr);
           const p = tr.sender.getParameters();
           p.degradationPreference = 'maintain-resolution';
           tr.sender.setParameters(p).catch(() => {});
