@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -461,4 +462,72 @@ func TestServerletConfigLoadsLadderAndNamesBadFields(t *testing.T) {
 	if _, err := node.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil || !strings.Contains(err.Error(), "serverlets.ladder.bad: ") {
 		t.Errorf("node with a bad ladder spec: %v, want an error naming the rung", err)
 	}
+}
+
+// TestSourceChangingSizeEndsAnUnscaledRungNotTheNode: an SRT publisher
+// whose pictures change size mid-stream (320x240, then 160x120) while a
+// rung that does not fix its output size ("fps 12") transcodes it: that
+// rung ends with an error naming the change (libx264 must never get a
+// picture smaller than it was opened with), the node serves on, and a
+// scaled rung of the same source goes on.
+func TestSourceChangingSizeEndsAnUnscaledRungNotTheNode(t *testing.T) {
+	n := startNodeWith(t, func(c *node.Config) {
+		c.Serverlets.Ladder = map[string]string{"slow": "fps 12", "tiny": "scale 96x72 100k"}
+	})
+	dir := t.TempDir()
+	var list strings.Builder
+	for _, size := range []string{"320x240", "160x120"} {
+		ts := filepath.Join(dir, size+".ts")
+		out, err := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size="+size+":rate=25", "-t", "3",
+			"-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-bf", "0", "-g", "25", "-f", "mpegts", ts).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ffmpeg %s: %v\n%s", size, err, out)
+		}
+		fmt.Fprintf(&list, "file '%s'\n", ts)
+	}
+	listFile, clip := filepath.Join(dir, "list.txt"), filepath.Join(dir, "both.ts")
+	if err := os.WriteFile(listFile, []byte(list.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-f", "concat", "-safe", "0", "-i", listFile, "-c", "copy", clip).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg concat: %v\n%s", err, out)
+	}
+	testutil.FFmpegPublish(t, clip, "mpegts", n.srtURL("live/resize"))
+	n.waitStream(t, "live/resize")
+	slow, err := n.Hub.Subscribe("live/resize@slow", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	tiny, err := n.Hub.Subscribe("live/resize@tiny", "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tiny.Close()
+	go func() {
+		for {
+			if _, err := slow.Read(); err != nil {
+				return
+			}
+		}
+	}()
+	var tinyUnits atomic.Int64
+	go func() {
+		for {
+			if _, err := tiny.Read(); err != nil {
+				return
+			}
+			tinyUnits.Add(1)
+		}
+	}()
+	testutil.Eventually(t, 20*time.Second, "the unscaled rung ends naming the size change", func() bool {
+		return strings.Contains(n.logs.String(), "the picture changed size mid-stream, 320x240 to 160x120")
+	})
+	before := tinyUnits.Load()
+	testutil.Eventually(t, 10*time.Second, "the scaled rung goes on", func() bool { return tinyUnits.Load() > before+25 })
+	resp, err := http.Get(n.httpURL("api/v1/serverlets"))
+	if err != nil {
+		t.Fatalf("the node does not answer after the size change: %v", err)
+	}
+	resp.Body.Close()
 }

@@ -204,6 +204,12 @@ func (c *transcoder) encode(f *astiav.Frame) error {
 		if err != nil {
 			return err
 		}
+	} else if f.Width() > 0 && (f.Width() != c.enc.Width() || f.Height() != c.enc.Height()) {
+		// libx264 reads the picture at the size it was opened with: a
+		// smaller one must never reach it. A pipeline that does not fix
+		// its output size ends when the source changes its size.
+		return fmt.Errorf("encode %s: the picture changed size mid-stream, %dx%d to %dx%d", c.spec.encodes,
+			c.enc.Width(), c.enc.Height(), f.Width(), f.Height())
 	}
 	if err := c.enc.SendFrame(f); err != nil {
 		return fmt.Errorf("encode %s: %w", c.spec.encodes, err)
