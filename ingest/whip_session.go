@@ -143,8 +143,6 @@ func (x *whipSession) onTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 	// layer (rid) is read and dropped.
 	case tr.Kind() == webrtc.RTPCodecTypeVideo && mime == strings.ToLower(webrtc.MimeTypeH264) && x.hasVideo.CompareAndSwap(false, true):
 		t = x.video
-		x.videoSSRC.Store(uint32(tr.SSRC()))
-		x.requestKeyframe()
 	case tr.Kind() == webrtc.RTPCodecTypeVideo && (mime == strings.ToLower(webrtc.MimeTypeVP8) || mime == strings.ToLower(webrtc.MimeTypeVP9)) &&
 		x.s.transcode != nil && x.hasVideo.CompareAndSwap(false, true):
 		codec := strings.ToUpper(strings.TrimPrefix(mime, "video/"))
@@ -163,12 +161,14 @@ func (x *whipSession) onTrack(tr *webrtc.TrackRemote, recv *webrtc.RTPReceiver) 
 		x.log.Info("whip video is transcoded to H.264", "codec", codec)
 		x.tx.Store(v)
 		t = x.video
-		x.videoSSRC.Store(uint32(tr.SSRC()))
-		x.requestKeyframe()
 	case tr.Kind() == webrtc.RTPCodecTypeAudio && mime == strings.ToLower(webrtc.MimeTypeOpus) && x.audio != nil && x.hasAudio.CompareAndSwap(false, true):
 		t = x.audio
 	default:
 		x.log.Info("whip track ignored", "kind", tr.Kind().String(), "codec", tr.Codec().MimeType, "rid", tr.RID())
+	}
+	if t == x.video {
+		x.videoSSRC.Store(uint32(tr.SSRC()))
+		x.requestKeyframe()
 	}
 	if t != nil && recv != nil {
 		go x.readRTCP(recv, uint32(tr.SSRC()), t == x.video)

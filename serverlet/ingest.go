@@ -2,7 +2,6 @@ package serverlet
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -58,12 +57,7 @@ func NewIngestTranscoder(codec string, enc EncoderConfig) (*IngestTranscoder, er
 				// never reach it).
 				spec = fmt.Sprintf("[in]scale=%d:%d:flags=bicubic,format=yuv420p[out]", t.w, t.h)
 			}
-			return "buffer", astiav.FilterArgs{
-				"video_size":   fmt.Sprintf("%dx%d", f.Width(), f.Height()),
-				"pix_fmt":      strconv.Itoa(int(f.PixelFormat())),
-				"time_base":    "1/" + strconv.Itoa(videoClock),
-				"pixel_aspect": "1/1",
-			}, "buffersink", spec
+			return "buffer", bufferArgs(f, 0), "buffersink", spec
 		},
 		openEncoder: t.openEncoder,
 		frame:       t.frame,

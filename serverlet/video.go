@@ -101,7 +101,13 @@ func (v *videoPath) remember(in inFrame) {
 // decoded frames' format.
 func (v *videoPath) graph(f *astiav.Frame) (string, astiav.FilterArgs, string, string) {
 	spec := v.run.pipe.filterGraph()
-	fps := v.run.pipe.In.FPS
+	v.run.log.Debug("filter graph", "graph", spec)
+	return "buffer", bufferArgs(f, v.run.pipe.In.FPS), "buffersink", spec
+}
+
+// bufferArgs are the arguments of a buffer source of pictures like f, PTS
+// in 1/videoClock, at fps (0: 30).
+func bufferArgs(f *astiav.Frame, fps float64) astiav.FilterArgs {
 	if fps <= 0 {
 		fps = 30
 	}
@@ -109,14 +115,13 @@ func (v *videoPath) graph(f *astiav.Frame) (string, astiav.FilterArgs, string, s
 	if sar.Num() <= 0 || sar.Den() <= 0 {
 		sar = astiav.NewRational(1, 1)
 	}
-	v.run.log.Debug("filter graph", "graph", spec)
-	return "buffer", astiav.FilterArgs{
+	return astiav.FilterArgs{
 		"video_size":   fmt.Sprintf("%dx%d", f.Width(), f.Height()),
 		"pix_fmt":      strconv.Itoa(int(f.PixelFormat())),
 		"time_base":    "1/" + strconv.Itoa(videoClock),
 		"pixel_aspect": fmt.Sprintf("%d/%d", sar.Num(), sar.Den()),
 		"frame_rate":   fmt.Sprintf("%d/1000", int(fps*1000+0.5)),
-	}, "buffersink", spec
+	}
 }
 
 // frame decides whether a filtered frame is a keyframe and runs the
